@@ -1,0 +1,150 @@
+"""The FastAPI application: routers, security headers, health, readiness and metrics.
+
+`create_app(settings)` builds an app whose lifespan creates the runtime (one adapter per port), starts the
+job queue and the periodic sweeper, and closes them on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from consultcam import jobs
+from consultcam.commits.endpoints import router as commits_router
+from consultcam.config import Settings
+from consultcam.errors import install_error_handlers
+from consultcam.events.endpoints import router as events_router
+from consultcam.images.endpoints import router as images_router
+from consultcam.metrics import Metrics
+from consultcam.runtime import Runtime
+from consultcam.sessions.endpoints import router as sessions_router
+from consultcam.storage.endpoints import router as storage_router
+from consultcam.web.pages import router as pages_router
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "web" / "static"
+
+#: Sent with every response. Photos and patient details must never sit in a browser or proxy cache, pages
+#: must not leak the QR token through Referer, and only this origin may use the camera.
+SECURITY_HEADERS = {
+    b"referrer-policy": b"no-referrer",
+    b"x-content-type-options": b"nosniff",
+    b"permissions-policy": b"camera=(self), microphone=(), geolocation=()",
+    b"content-security-policy": (b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+                                 b"worker-src 'self' blob:; connect-src 'self'; style-src 'self'; "
+                                 b"script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"),
+}
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware (streams untouched, SSE included): security headers on every response,
+    `Cache-Control: no-store` unless a static asset, and request metrics by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        static = scope["path"].startswith("/static/")
+        status_code = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control" or static]
+                headers += list(SECURITY_HEADERS.items())
+                headers.append((b"cache-control", b"no-cache" if static else b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "static" if static else "unmatched")
+            self.metrics.requests.labels(scope["method"], path, str(status_code)).inc()
+            self.metrics.latency.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The consultcam web app for `settings` (read from the environment when None)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.create(settings)
+        app.state.runtime = runtime
+        await jobs.start(runtime)
+        sweeper = asyncio.create_task(jobs.run_periodic_sweeper(settings.sweep_interval_seconds))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await jobs.stop()
+            await runtime.close()
+
+    app = FastAPI(title="consultcam", version="0.1.0", lifespan=lifespan, docs_url="/api/docs",
+                  redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    for router in (sessions_router, images_router, commits_router, events_router, pages_router):
+        app.include_router(router)
+    if settings.resolved_storage_url.startswith("file://"):
+        app.include_router(storage_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(SecurityHeaders, metrics=metrics)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the database, the object store, the event bus and the EMR connector each answer."""
+        runtime: Runtime = request.app.state.runtime
+        checks: dict[str, Any] = {}
+        for name, probe in (("database", _check_database(runtime)), ("store", runtime.store.check()),
+                            ("bus", runtime.bus.check()), ("connector", runtime.connector.check())):
+            try:
+                await asyncio.wait_for(probe, timeout=3)
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"error: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        """Prometheus exposition format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _check_database(runtime: Runtime) -> None:
+    from sqlalchemy import text
+
+    async with runtime.engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+

@@ -1,0 +1,53 @@
+"""The audit trail: who did what to which session or image, and when.
+
+Written in the same transaction as the action, so an action and its audit row land together or not at all.
+Details never hold a token, a signed URL or image bytes: only ids, counts, sizes and outcomes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from consultcam.auth import Principal
+from consultcam.models import AuditEvent
+
+#: Actions recorded (issue 2: created, paired, uploaded, viewed, committed, deleted, expired).
+ACTIONS = frozenset({
+    "session.created", "session.resumed", "session.viewed", "session.cancelled", "session.expired",
+    "pairing.issued", "phone.paired", "phone.revoked", "image.upload_issued", "image.uploaded",
+    "image.rejected", "image.viewed", "image.downloaded", "image.updated", "image.deleted",
+    "commit.started", "commit.succeeded", "commit.failed", "upload.abandoned",
+})
+
+#: Words that may not appear in a detail key (split on "_"): what could carry a secret or the image itself.
+_FORBIDDEN_WORDS = frozenset({"token", "secret", "sig", "signature", "url", "password", "data", "jpeg", "base64"})
+
+
+def record(
+    db: AsyncSession,
+    actor: Principal | None,
+    action: str,
+    *,
+    session_id: str | None = None,
+    image_id: str | None = None,
+    **detail: Any,
+) -> None:
+    """Add an audit event to the current transaction. `actor` None means the system (the sweeper).
+
+    Raises ValueError for an unknown action or a detail key that could carry a secret or bytes.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    bad = [k for k in detail if _FORBIDDEN_WORDS & set(k.lower().split("_"))]
+    if bad:
+        raise ValueError(f"audit detail may not carry {bad}")
+    db.add(AuditEvent(
+        actor_type=actor.kind if actor else "system",
+        actor_id=actor.id if actor else "sweeper",
+        action=action,
+        session_id=session_id,
+        image_id=image_id,
+        detail=detail,
+    ))

@@ -1,0 +1,167 @@
+"""The `consultcam` command: serve, demo, migrate, sweep.
+
+`consultcam serve` on a LAN address serves HTTPS with a self-signed certificate (phones need a secure
+context for the camera); `--host 127.0.0.1` serves plain HTTP for local use and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from consultcam.config import Settings, lan_address
+
+app = typer.Typer(help="consultcam: clinical photography for GP consultations.", no_args_is_help=True,
+                  add_completion=False)
+console = Console(stderr=True)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def clinician_token(settings: Settings) -> str:
+    """`CONSULTCAM_CLINICIAN_TOKEN`, else the one kept in DATA_DIR/clinician-token (0600), made on first start."""
+    if settings.clinician_token:
+        return settings.clinician_token
+    path = settings.data_dir / "clinician-token"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _migrate(settings: Settings) -> None:
+    from consultcam.db import migrate
+
+    try:
+        migrate(settings.resolved_database_url)
+    except Exception as exc:
+        console.print(f"[red]Could not prepare the database[/red] ({type(exc).__name__}: {exc}). "
+                      "Check CONSULTCAM_DATABASE_URL and that the database server is running.")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; a LAN address serves HTTPS.")] = "0.0.0.0",  # noqa: S104
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8443,
+    tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="Default: HTTPS unless on loopback.")] = None,
+    migrate: Annotated[bool, typer.Option(help="Upgrade the database schema first.")] = True,
+) -> None:
+    """Start the web app on the embedded defaults (SQLite, folder store, in-process bus and queue)."""
+    import uvicorn
+
+    from consultcam.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    use_tls = not _is_loopback(host) if tls is None else tls
+    scheme = "https" if use_tls else "http"
+    shown_host = lan_address() if host in ("0.0.0.0", "::") else host  # noqa: S104
+    updates: dict[str, object] = {"clinician_token": clinician_token(settings)}
+    if not settings.public_url:
+        updates["public_url"] = f"{scheme}://{shown_host}:{port}"
+    settings = settings.model_copy(update=updates)
+    if migrate:
+        _migrate(settings)
+    try:
+        app_ = create_app(settings)
+    except ValueError as exc:
+        console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    ssl: dict[str, str] = {}
+    if use_tls:
+        from consultcam.tls import ensure_self_signed
+
+        cert, key = ensure_self_signed(settings.data_dir / "tls", [shown_host])
+        ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    base = settings.public_url
+    console.print(f"\n[bold]consultcam[/bold] is starting on {scheme}://{shown_host}:{port}")
+    console.print(f"Data: {settings.data_dir}   Commits go to: {settings.emr_url}")
+    console.print("Open the desktop (this link signs you in; keep it private):")
+    console.print(f"    [bold cyan]{base}/login?token={settings.clinician_token}[/bold cyan]\n", soft_wrap=True)
+    if use_tls:
+        console.print("[dim]The certificate is self-signed: browsers ask once to trust it.[/dim]\n")
+    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False, proxy_headers=False, **ssl)
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Upgrade the database schema to the newest revision."""
+    _migrate(Settings())
+    console.print("Database is up to date.")
+
+
+@app.command()
+def sweep() -> None:
+    """Run the sweeper once now (deletes what has expired) and print what it did."""
+    from consultcam.runtime import Runtime
+    from consultcam.sessions.retention import sweep as run_sweep
+
+    settings = Settings()
+    _migrate(settings)
+
+    async def main() -> None:
+        runtime = Runtime.create(settings)
+        try:
+            console.print(await run_sweep(runtime))
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())
+
+
+@app.command()
+def demo(
+    url: Annotated[str, typer.Option(help="Base URL of the running consultcam.")] = "https://127.0.0.1:8443",
+) -> None:
+    """Open a capture session for a sample patient on a running consultcam and show its QR code here."""
+    import httpx
+    import segno
+
+    settings = Settings()
+    verify: bool | str = True
+    cert = settings.data_dir / "tls" / "cert.pem"
+    if url.startswith("https://") and cert.exists():
+        verify = str(cert)
+    body = {"encounterId": f"demo-{secrets.token_hex(4)}", "practitionerId": "demo-gp",
+            "patient": {"id": "demo-patient", "name": "Aroha Demo-Patient", "nhi": "ZZZ0016", "birthDate": "1984-03-09"}}
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/api/sessions", json=body, verify=verify, timeout=10,
+                              headers={"Authorization": f"Bearer {clinician_token(settings)}"})
+    except httpx.HTTPError as exc:
+        console.print(f"[red]Could not reach consultcam at {url}[/red] ({exc}). Start it with `make run` first, "
+                      "or pass --url.")
+        raise typer.Exit(2) from exc
+    if response.status_code >= 400:
+        console.print(f"[red]consultcam refused the demo session:[/red] {response.text}")
+        raise typer.Exit(1)
+    session = response.json()
+    pairing_url = session["pairing"]["url"]
+    segno.make(pairing_url, error="m").terminal(compact=True)
+    console.print(f"Sample patient: {body['patient']['name']} (NHI {body['patient']['nhi']})")
+    console.print(f"Desktop: {url.rstrip('/')}/sessions/{session['id']}")
+    console.print(f"Phone (scan the code above): {pairing_url}")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
+
+
+

@@ -1,0 +1,155 @@
+"""The connector port: what a commit hands to a destination EMR and what it gets back.
+
+A connector writes every image of a commit or none of them (DESIGN.md, "commit"). The shapes here are the
+contract between the commit service and the `export`, `fhir`, `alex` and `dicomweb` adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "CommitContext",
+    "CommitFailed",
+    "CommitItem",
+    "Connector",
+    "ConnectorUnavailable",
+    "ImageResult",
+    "PatientRef",
+    "ProgressCallback",
+    "all_failed",
+    "connector_from_url",
+]
+
+
+@dataclass(frozen=True)
+class PatientRef:
+    """The patient a capture session is bound to, as the EMR launch gave it.
+
+    `id` is the EMR's FHIR Patient id; `nhi` the New Zealand National Health Index number (e.g. "ZZZ0016").
+    """
+
+    id: str
+    name: str
+    nhi: str | None = None
+    birth_date: date | None = None
+
+
+@dataclass(frozen=True)
+class CommitContext:
+    """Who and what one commit attempt is about.
+
+    `commit_id` is a uuid hex, new for every attempt; `committed_at` is an aware UTC datetime.
+    `consent`, when recorded: {"scope": "clinical" | "teaching" | "publication",
+    "givenBy": "patient" | "guardian"}.
+    """
+
+    session_id: str
+    commit_id: str
+    encounter_id: str
+    patient: PatientRef
+    practitioner_id: str | None
+    facility_id: str | None
+    committed_at: datetime
+    consent: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CommitItem:
+    """One clinical image ready to leave: the final JPEG with edits burned in.
+
+    `image_id` is a uuid string; `width`/`height` in pixels; `metadata` is the image metadata of the API:
+    {"bodySite": {"system", "code", "display"}?, "laterality": "left" | "right" | "bilateral" |
+    "not-applicable"?, "view": str?, "label": str?, "notes": str?}.
+    """
+
+    image_id: str
+    jpeg: bytes = field(repr=False)
+    width: int
+    height: int
+    captured_at: datetime | None
+    created_at: datetime
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The outcome for one image; `resource_id` is where the destination put it when committed."""
+
+    image_id: str
+    status: Literal["committed", "failed", "skipped"]
+    resource_id: str | None = None
+    error: str | None = None
+
+
+class CommitFailed(Exception):
+    """All-or-nothing failure: nothing was written.
+
+    `detail` is a sentence a GP understands (what went wrong, what to do); `results` has one
+    ImageResult per item, none of them "committed".
+    """
+
+    def __init__(self, detail: str, results: list[ImageResult]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.results = results
+
+
+class ConnectorUnavailable(Exception):
+    """Raised by Connector.check() when the destination cannot take a commit right now."""
+
+
+ProgressCallback = Callable[[int, int], Awaitable[None]]
+"""Awaited as (done, total) while a connector works through a commit."""
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A destination for commits, chosen by `CONSULTCAM_EMR_URL`."""
+
+    name: str  # "export", "fhir", "alex", "dicomweb"
+
+    async def commit(
+        self, context: CommitContext, items: Sequence[CommitItem], progress: ProgressCallback
+    ) -> list[ImageResult]:
+        """Write every item or none.
+
+        Returns one result per item, in order, all "committed"; raises CommitFailed otherwise.
+        """
+        ...
+
+    async def check(self) -> None:
+        """Readiness probe; raises (ConnectorUnavailable) when a commit could not succeed now."""
+        ...
+
+
+def all_failed(items: Sequence[CommitItem], error: str) -> list[ImageResult]:
+    """One "failed" ImageResult per item, all carrying `error`: the results of a CommitFailed."""
+    return [ImageResult(image_id=item.image_id, status="failed", error=error) for item in items]
+
+
+_LATER_SCHEMES = ("fhir+https", "fhir+http", "alex+https", "dicomweb+http", "dicomweb+https")
+
+
+def connector_from_url(url: str, *, data_dir: Path) -> Connector:
+    """The connector for `CONSULTCAM_EMR_URL`.
+
+    `export://` alone means DATA_DIR/outbox; see ExportConnector.from_url for the path rule.
+    Raises ValueError "unsupported EMR URL scheme …" for any other scheme. The URL itself is never put in
+    the message: production URLs may carry credentials.
+    """
+    scheme, sep, _ = url.partition("://")
+    scheme = scheme.strip().lower()
+    if not sep:
+        raise ValueError("EMR URL must look like scheme://…, for example export://outbox")
+    if scheme == "export":
+        from consultcam.commits.connectors.export import ExportConnector
+
+        return ExportConnector.from_url(url, data_dir=data_dir)
+    if scheme in _LATER_SCHEMES:
+        raise ValueError(f"unsupported EMR URL scheme {scheme!r}: this connector is not available yet")
+    raise ValueError(f"unsupported EMR URL scheme {scheme!r}: expected export://DIR")

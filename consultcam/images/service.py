@@ -1,0 +1,241 @@
+"""Clinical images: presigned uploads, verification at registration, metadata and edits, deletion.
+
+Registration (DESIGN.md step 4) is where untrusted bytes become a clinical image: the stored object must
+exist, have the declared size and real image magic bytes, decode under the pixel cap, and is then
+re-encoded upright with every EXIF/GPS tag removed. A rejected upload is deleted, row and object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from consultcam import audit
+from consultcam.auth import Phone, Principal
+from consultcam.errors import Conflict, ConsultcamError, PayloadTooLarge, ResourceNotFound, Unprocessable, UnsupportedMediaType
+from consultcam.events.bus import publish_after_commit
+from consultcam.images import processing
+from consultcam.images.schemas import ImageOut, ImagePatch, ImageUrls, RegisterRequest, UploadOut, UploadRequest
+from consultcam.models import CaptureSession, ClinicalImage, utcnow
+from consultcam.runtime import Runtime, UnitOfWork
+from consultcam.sessions import service as sessions
+from consultcam.storage.store import image_key, thumbnail_key, upload_key
+
+#: Uploads registered this long after their URL expired are abandoned (the sweeper deletes them).
+UPLOAD_GRACE = timedelta(minutes=5)
+
+
+def image_out(image: ClinicalImage, rt: Runtime, urls: ImageUrls | None = None) -> ImageOut:
+    """The API shape of an image (`urls` only in direct responses, never in events)."""
+    return ImageOut(
+        id=image.id, session_id=image.session_id, status=image.status, source=image.source,
+        content_type=image.content_type, size_bytes=image.size_bytes, width=image.width, height=image.height,
+        sha256=image.sha256, captured_at=image.captured_at, created_at=image.created_at,
+        expires_at=image.created_at + timedelta(hours=rt.settings.retention_hours),
+        metadata=image.image_metadata or {}, edits=image.edits or {}, quality=image.quality,
+        analysis=image.analysis or {}, resource_id=image.resource_id, commit_error=image.commit_error, urls=urls,
+    )
+
+
+async def image_out_with_urls(image: ClinicalImage, rt: Runtime) -> ImageOut:
+    """The image with fresh short-lived presigned GET URLs for the full JPEG and the thumbnail."""
+    urls = None
+    if image.object_key and image.thumbnail_key and image.status == "ready":
+        ttl = rt.settings.download_url_ttl_seconds
+        urls = ImageUrls(full=await rt.store.presign_get(image.object_key, expires_in=ttl),
+                         thumbnail=await rt.store.presign_get(image.thumbnail_key, expires_in=ttl))
+    return image_out(image, rt, urls)
+
+
+def event_image(image: ClinicalImage, rt: Runtime) -> dict:
+    """An image as carried in events: JSON-ready, without URLs (they are per-viewer and short-lived)."""
+    return image_out(image, rt).model_dump(mode="json", by_alias=True, exclude={"urls"})
+
+
+async def get_image(uow: UnitOfWork, session_id: str, image_id: str, *, statuses: tuple[str, ...] = ("ready",)) -> ClinicalImage:
+    """An image of the session in one of `statuses`; raises ResourceNotFound (404) otherwise."""
+    image = await uow.session.get(ClinicalImage, image_id)
+    if image is None or image.session_id != session_id or image.status not in statuses:
+        raise ResourceNotFound("No such photo in this session: it may have been deleted or committed.",
+                               error="ImageNotFound")
+    return image
+
+
+async def list_images(uow: UnitOfWork, rt: Runtime, session_id: str) -> list[ImageOut]:
+    """The session's registered images, oldest first, with fresh URLs."""
+    images = (await uow.session.execute(
+        select(ClinicalImage).where(ClinicalImage.session_id == session_id, ClinicalImage.status.in_(("ready", "committed")))
+        .order_by(ClinicalImage.created_at)
+    )).scalars().all()
+    return [await image_out_with_urls(image, rt) for image in images]
+
+
+def _source(actor: Principal) -> str:
+    return "phone" if isinstance(actor, Phone) else "desktop"
+
+
+async def issue_upload(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession,
+                       request: UploadRequest) -> UploadOut:
+    """Reserve an image slot and presign a PUT for it.
+
+    Raises UnsupportedMediaType 415 (not JPEG/PNG/WebP/HEIC: SVG, GIF, PDF…), PayloadTooLarge 413 (over
+    MAX_UPLOAD_BYTES, refused before any byte is sent), Conflict 409 (session not open, or MAX_IMAGES reached).
+    """
+    settings = rt.settings
+    content_type = request.content_type.split(";")[0].strip()
+    content_type = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}.get(content_type, content_type)
+    if content_type not in processing.ACCEPTED_CONTENT_TYPES:
+        raise UnsupportedMediaType(
+            f"{content_type or 'This file type'} is not accepted. Send a photo as JPEG, PNG, WebP or HEIC.",
+            error="UnsupportedImageType")
+    if request.size_bytes > settings.max_upload_bytes:
+        raise PayloadTooLarge(
+            f"This photo is {request.size_bytes / 1e6:.1f} MB; the limit is {settings.max_upload_bytes / 1e6:.0f} MB. "
+            "Resize it (the consultcam phone page does this for you) and try again.", error="UploadTooLarge")
+    sessions.require_open(session, settings)
+    count = await sessions.live_image_count(uow, session.id)
+    if count >= settings.max_images:
+        raise Conflict(f"This session already has {count} photos, the most it can hold. Commit or delete some, "
+                       "or start another session.", error="SessionFull")
+    now = utcnow()
+    image = ClinicalImage(session_id=session.id, status="pending", source=_source(actor), uploaded_by=actor.id,
+                          filename=request.filename, upload_content_type=content_type,
+                          upload_size_bytes=request.size_bytes, created_at=now,
+                          upload_expires_at=now + timedelta(seconds=settings.upload_url_ttl_seconds),
+                          upload_key="")
+    uow.session.add(image)
+    await uow.session.flush()
+    image.upload_key = upload_key(session.id, image.id)
+    presigned = await rt.store.presign_put(image.upload_key, content_type=content_type,
+                                           size_bytes=request.size_bytes, expires_in=settings.upload_url_ttl_seconds)
+    sessions.touch(session)
+    audit.record(uow.session, actor, "image.upload_issued", session_id=session.id, image_id=image.id,
+                 content_type=content_type, size_bytes=request.size_bytes)
+    return UploadOut(image_id=image.id, upload_url=presigned.url, method=presigned.method,
+                     headers=presigned.headers, expires_at=presigned.expires_at)
+
+
+async def register_image(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession,
+                         request: RegisterRequest) -> tuple[ClinicalImage, bool]:
+    """Verify and normalise an uploaded object and record it. Returns (image, created); registering the
+    same image again returns it unchanged (idempotent retries).
+
+    Raises ResourceNotFound 404 (no such upload), Conflict 409 (session closed), Unprocessable 422 when the
+    bytes never arrived (the slot stays for a retry) or are not a valid image (object and slot deleted;
+    415 for a type we do not accept).
+    """
+    settings = rt.settings
+    image = await get_image(uow, session.id, request.image_id, statuses=("pending", "ready"))
+    if image.status == "ready":
+        return image, False
+    sessions.require_open(session, settings)
+    stored = await rt.store.head(image.upload_key)
+    if stored is None:
+        raise Unprocessable("The photo has not arrived in storage. Upload it again, then register it.",
+                            error="UploadMissing")
+    try:
+        if stored.size_bytes != image.upload_size_bytes:
+            raise processing.ImageRejected(422, "UploadSizeMismatch", (
+                f"The stored file has {stored.size_bytes} bytes but {image.upload_size_bytes} were announced. "
+                "Upload the photo again."))
+        data = await rt.store.get(image.upload_key)
+        normalised = await asyncio.to_thread(
+            processing.normalise, data, declared_content_type=image.upload_content_type,
+            max_pixels=settings.max_image_pixels, max_edge_px=settings.capture_max_edge_px)
+    except processing.ImageRejected as rejected:
+        await _reject(uow, rt, actor, image, rejected)
+        raise ConsultcamError(rejected.detail, error=rejected.error, status=rejected.status,
+                              commit_first=True) from rejected
+    image.object_key, image.thumbnail_key = image_key(session.id, image.id), thumbnail_key(session.id, image.id)
+    await rt.store.put(image.object_key, normalised.jpeg, content_type="image/jpeg")
+    await rt.store.put(image.thumbnail_key, normalised.thumbnail, content_type="image/jpeg")
+    await rt.store.delete(image.upload_key)
+    image.status = "ready"
+    image.content_type = "image/jpeg"
+    image.size_bytes = len(normalised.jpeg)
+    image.width, image.height, image.sha256 = normalised.width, normalised.height, normalised.sha256
+    image.captured_at = _plausible_capture_time(request.captured_at)
+    image.registered_at = utcnow()
+    image.image_metadata = request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
+    image.quality = normalised.quality
+    image.analysis = {"status": "disabled"}  # AI description: off unless the practice configures an endpoint
+    sessions.touch(session)
+    audit.record(uow.session, actor, "image.uploaded", session_id=session.id, image_id=image.id,
+                 source_type=normalised.source_content_type, size_bytes=image.size_bytes,
+                 width=image.width, height=image.height)
+    publish_after_commit(uow, rt.bus, session.id, "image.added", {"image": event_image(image, rt)})
+    return image, True
+
+
+async def _reject(uow: UnitOfWork, rt: Runtime, actor: Principal, image: ClinicalImage,
+                  rejected: processing.ImageRejected) -> None:
+    """Delete a rejected upload, slot and object (the caller raises with `commit_first`)."""
+    await rt.store.delete(image.upload_key)
+    audit.record(uow.session, actor, "image.rejected", session_id=image.session_id, image_id=image.id,
+                 reason=rejected.error)
+    await uow.session.delete(image)
+
+
+def _plausible_capture_time(captured_at: datetime | None) -> datetime | None:
+    """The phone's capture time, if it is aware and not in the future (clock skew of a minute allowed)."""
+    if captured_at is None or captured_at.tzinfo is None:
+        return None
+    return captured_at if captured_at <= utcnow() + timedelta(minutes=1) else None
+
+
+async def update_image(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str,
+                       patch: ImagePatch) -> ClinicalImage:
+    """Change metadata (given fields replace stored ones; null clears) and/or replace the edits.
+
+    Raises 404, 409 (session closed), 422 for invalid edits (with what is wrong).
+    """
+    sessions.require_open(session, rt.settings)
+    image = await get_image(uow, session.id, image_id)
+    if patch.metadata is not None:
+        changes = patch.metadata.model_dump(mode="json", exclude_unset=True)
+        merged = {**(image.image_metadata or {}), **changes}
+        image.image_metadata = {k: v for k, v in merged.items() if v is not None}
+    if patch.edits is not None:
+        try:
+            image.edits = processing.validate_edits(patch.edits)
+        except ValueError as exc:
+            raise Unprocessable(f"The edits are not valid: {exc}", error="InvalidEdits") from exc
+    sessions.touch(session)
+    audit.record(uow.session, actor, "image.updated", session_id=session.id, image_id=image.id,
+                 fields=sorted(patch.model_dump(exclude_unset=True)))
+    publish_after_commit(uow, rt.bus, session.id, "image.updated", {"image": event_image(image, rt)})
+    return image
+
+
+async def delete_image(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str) -> None:
+    """Delete a photo and its objects. A phone may delete only photos it uploaded. Raises 404, 409."""
+    sessions.require_open(session, rt.settings)
+    image = await get_image(uow, session.id, image_id, statuses=("pending", "ready"))
+    if isinstance(actor, Phone) and image.uploaded_by != actor.id:
+        raise ResourceNotFound("No such photo from this phone.", error="ImageNotFound")
+    keys = [k for k in (image.upload_key, image.object_key, image.thumbnail_key) if k]
+    await uow.session.delete(image)
+    sessions.touch(session)
+    audit.record(uow.session, actor, "image.deleted", session_id=session.id, image_id=image_id)
+    publish_after_commit(uow, rt.bus, session.id, "image.deleted", {"imageId": image_id})
+    store = rt.store
+
+    async def _delete_objects() -> None:
+        await store.delete(*keys)
+
+    uow.after_commit(_delete_objects)
+
+
+async def rendered_jpeg(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str) -> tuple[ClinicalImage, bytes]:
+    """The JPEG with its edits burned in (download and commit). Raises 404."""
+    image = await get_image(uow, session.id, image_id)
+    assert image.object_key
+    try:
+        data = await rt.store.get(image.object_key)
+    except KeyError as exc:
+        raise ResourceNotFound("This photo is no longer stored.", error="ImageNotFound") from exc
+    rendered = await asyncio.to_thread(processing.render, data, image.edits or None)
+    audit.record(uow.session, actor, "image.downloaded", session_id=session.id, image_id=image.id)
+    return image, rendered

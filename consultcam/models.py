@@ -1,0 +1,178 @@
+"""SQLAlchemy 2 models: capture sessions, pairing tokens, phone credentials, clinical images, audit events.
+
+Secrets are stored only as SHA-256 hashes (pairing tokens, phone credentials). Relationships are
+`lazy="raise"` so a missing eager load fails in tests, not in production.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Aware UTC now; every timestamp in the database is UTC."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A random UUID4 string: ids in URLs are unguessable."""
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with one naming convention, so Alembic names constraints the same everywhere."""
+
+    from sqlalchemy import MetaData
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class CaptureSession(Base):
+    """One encounter's photo session. status: open → committing → committed; or cancelled / expired."""
+
+    __tablename__ = "capture_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    encounter_id: Mapped[str] = mapped_column(String(128), index=True)
+    patient_id: Mapped[str] = mapped_column(String(128))
+    patient_name: Mapped[str] = mapped_column(String(200))
+    patient_nhi: Mapped[str | None] = mapped_column(String(16))
+    patient_birth_date: Mapped[date | None] = mapped_column(Date)
+    practitioner_id: Mapped[str | None] = mapped_column(String(128))
+    facility_id: Mapped[str | None] = mapped_column(String(128))
+    consent: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Hard cap: RETENTION_HOURS after creation, whatever the activity.
+    retain_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    commit_id: Mapped[str | None] = mapped_column(String(36))
+    commit_error: Mapped[str | None] = mapped_column(Text)
+    #: Increments on every state change, so concurrent writers can compare-and-set.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    images: Mapped[list[ClinicalImage]] = relationship(
+        back_populates="session", lazy="raise", order_by="ClinicalImage.created_at", passive_deletes=True
+    )
+    phones: Mapped[list[PhoneCredential]] = relationship(lazy="raise", passive_deletes=True)
+
+
+class PairingToken(Base):
+    """The secret in a QR code: ≥128 bits, single use, short-lived, stored only as its SHA-256 hash."""
+
+    __tablename__ = "pairing_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("capture_sessions.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set when a newer code replaced this one before it was redeemed.
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PhoneCredential(Base):
+    """What a phone gets for redeeming a pairing token: bound to one session, revocable, stored hashed."""
+
+    __tablename__ = "phone_credentials"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("capture_sessions.id", ondelete="CASCADE"), index=True)
+    pairing_token_id: Mapped[str] = mapped_column(String(36))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ClinicalImage(Base):
+    """One photo. status: pending (upload URL issued) → ready (registered) → committed."""
+
+    __tablename__ = "clinical_images"
+    __table_args__ = (Index("ix_clinical_images_status_created", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("capture_sessions.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    source: Mapped[str] = mapped_column(String(16))  # phone | desktop
+    uploaded_by: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    upload_key: Mapped[str] = mapped_column(String(300))
+    upload_content_type: Mapped[str] = mapped_column(String(64))
+    upload_size_bytes: Mapped[int] = mapped_column(Integer)
+    upload_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    object_key: Mapped[str | None] = mapped_column(String(300))
+    thumbnail_key: Mapped[str | None] = mapped_column(String(300))
+    content_type: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    image_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    edits: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    analysis: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    resource_id: Mapped[str | None] = mapped_column(String(300))
+    commit_error: Mapped[str | None] = mapped_column(Text)
+
+    session: Mapped[CaptureSession] = relationship(back_populates="images", lazy="raise")
+
+
+class AuditEvent(Base):
+    """Who did what and when. Never a token, a URL signature or image bytes."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor_type: Mapped[str] = mapped_column(String(16))  # clinician | phone | system
+    actor_id: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(48))
+    session_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    image_id: Mapped[str | None] = mapped_column(String(36))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -1,0 +1,102 @@
+"""HTTP endpoints for capture sessions and pairing (DESIGN.md, "HTTP API")."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from consultcam import audit
+from consultcam.auth import PHONE_COOKIE, Clinician, Phone
+from consultcam.config import WARN_IMAGES
+from consultcam.deps import (
+    ClinicianDep, PrincipalDep, RuntimeDep, UoWDep, authorise_session, clinician_from_request,
+)
+from consultcam.errors import NO_STORE
+from consultcam.images import processing
+from consultcam.images.service import list_images
+from consultcam.runtime import Runtime
+from consultcam.sessions import service
+from consultcam.sessions.schemas import CaptureSettings, PairingOut, PairRequest, PairResponse, SessionCreate, SessionOut
+
+router = APIRouter(prefix="/api", tags=["sessions"])
+
+
+def public_base_url(request: Request, rt: Runtime) -> str:
+    """The base URL for QR codes: `CONSULTCAM_PUBLIC_URL`, else the URL this request came to."""
+    return rt.settings.public_url or str(request.base_url).rstrip("/")
+
+
+@router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionOut)
+async def create_session(body: SessionCreate, request: Request, response: Response, rt: RuntimeDep,
+                         uow: UoWDep, clinician: ClinicianDep) -> SessionOut:
+    """Open a capture session for an encounter (or return its open one, 200) with a fresh QR code."""
+    session, created = await service.create_session(uow, rt, clinician, body)
+    pairing = await service.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    count = await service.live_image_count(uow, session.id)
+    return service.session_out(session, rt.settings, image_count=count, pairing=pairing,
+                               phone=await service.current_phone(uow, session.id))
+
+
+@router.post("/sessions/{session_id}/pairing", status_code=status.HTTP_201_CREATED, response_model=PairingOut)
+async def new_pairing(session_id: str, request: Request, rt: RuntimeDep, uow: UoWDep,
+                      clinician: ClinicianDep) -> PairingOut:
+    """A new QR code; the previous unredeemed one stops working."""
+    session = await service.get_session(uow, session_id)
+    return await service.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
+
+
+@router.get("/sessions/{session_id}", response_model=SessionOut)
+async def get_session(session_id: str, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep) -> SessionOut:
+    """The session with its images and the connected phone."""
+    authorise_session(principal, session_id)
+    session = await service.get_session(uow, session_id)
+    images = await list_images(uow, rt, session_id)
+    if isinstance(principal, Clinician):
+        audit.record(uow.session, principal, "session.viewed", session_id=session_id)
+    return service.session_out(session, rt.settings, image_count=len(images), images=images,
+                               phone=await service.current_phone(uow, session_id))
+
+
+@router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def cancel_session(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep) -> Response:
+    """Cancel: photos and their objects are deleted, the phone is signed out."""
+    session = await service.get_session(uow, session_id)
+    if session.status in ("committing", "committed"):
+        service.require_open(session, rt.settings)
+    await service.end_session(uow, rt, clinician, session, "cancelled", "cancelled")
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+
+
+@router.delete("/sessions/{session_id}/phone", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_phone(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep) -> Response:
+    """Sign the session's phone(s) out at once."""
+    session = await service.get_session(uow, session_id)
+    await service.revoke_phones(uow, rt, clinician, session)
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+
+
+@router.post("/pair", response_model=PairResponse)
+async def pair(body: PairRequest, request: Request, response: Response, rt: RuntimeDep, uow: UoWDep) -> PairResponse:
+    """Redeem a QR code's pairing token: the phone gets its credential (also as an HttpOnly cookie)."""
+    current = None
+    if clinician_from_request(request, rt) is None and request.cookies.get(PHONE_COOKIE):
+        try:
+            current = await service.authenticate_phone(uow, request.cookies[PHONE_COOKIE], touch=False)
+        except Exception:
+            current = None
+    pairing = await service.redeem_pairing(uow, rt, body.token, user_agent=request.headers.get("user-agent", ""),
+                                           current=current if isinstance(current, Phone) else None)
+    settings = rt.settings
+    response.set_cookie(PHONE_COOKIE, pairing.phone_token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/",
+                        max_age=settings.retention_hours * 3600)
+    count = await service.live_image_count(uow, pairing.session.id)
+    return PairResponse(
+        session=service.session_out(pairing.session, settings, image_count=count, phone=pairing.phone),
+        phone_token=pairing.phone_token,
+        capture_settings=CaptureSettings(
+            max_edge_px=settings.capture_max_edge_px, max_bytes=settings.capture_max_bytes,
+            max_images=settings.max_images, warn_images=WARN_IMAGES, max_upload_bytes=settings.max_upload_bytes,
+            accepted_types=sorted(processing.ACCEPTED_CONTENT_TYPES)),
+    )

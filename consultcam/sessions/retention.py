@@ -1,0 +1,133 @@
+"""The sweeper: deletes what expired, so no photo or patient detail outlives its purpose.
+
+Rules (issue 2, DESIGN.md step 7): open sessions idle past SESSION_IDLE_MINUTES or older than
+RETENTION_HOURS expire (images and objects deleted); uploads never registered are deleted once their URL
+has expired; ended sessions are deleted outright after a short grace (so the pages can show the outcome)
+and always by RETENTION_HOURS; objects with no session are deleted; commits interrupted by a crash reopen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+
+from consultcam import audit
+from consultcam.commits.service import STALE_COMMIT
+from consultcam.images.service import UPLOAD_GRACE
+from consultcam.models import CaptureSession, ClinicalImage, utcnow
+from consultcam.runtime import Runtime
+from consultcam.sessions import service as sessions
+from consultcam.storage.store import session_prefix
+
+log = logging.getLogger(__name__)
+
+#: How long a committed, cancelled or expired session stays readable before its row is deleted.
+ENDED_GRACE = timedelta(minutes=30)
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did (counts), for logs, metrics and tests."""
+
+    expired_sessions: int = 0
+    deleted_sessions: int = 0
+    abandoned_uploads: int = 0
+    reopened_commits: int = 0
+    orphan_objects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
+    """Run every rule once. Each session is handled in its own transaction, so one failure is logged and
+    the rest still go."""
+    now = now or utcnow()
+    report = SweepReport()
+    settings = rt.settings
+    idle = timedelta(minutes=settings.session_idle_minutes)
+
+    async with rt.unit_of_work(writes=False) as uow:
+        rows = (await uow.session.execute(select(CaptureSession.id, CaptureSession.status, CaptureSession.last_activity_at,
+                                                 CaptureSession.retain_until))).all()
+        abandoned = (await uow.session.execute(
+            select(ClinicalImage.id).where(ClinicalImage.status == "pending",
+                                           ClinicalImage.upload_expires_at < now - UPLOAD_GRACE))).scalars().all()
+
+    for session_id, status, last_activity, retain_until in rows:
+        try:
+            if status == "open" and (last_activity + idle <= now or retain_until <= now):
+                await _expire(rt, session_id, "retention" if retain_until <= now else "idle")
+                report.expired_sessions += 1
+            elif status == "committing" and last_activity + STALE_COMMIT <= now:
+                await _reopen(rt, session_id)
+                report.reopened_commits += 1
+            elif retain_until <= now or (status != "open" and last_activity + ENDED_GRACE <= now):
+                await _delete_session(rt, session_id)
+                report.deleted_sessions += 1
+        except Exception as exc:
+            log.exception("sweeper: session %s", session_id)
+            report.errors.append(f"{session_id}: {type(exc).__name__}")
+
+    for image_id in abandoned:
+        async with rt.unit_of_work() as uow:
+            image = await uow.session.get(ClinicalImage, image_id)
+            if image is not None and image.status == "pending":
+                await rt.store.delete(image.upload_key)
+                await uow.session.delete(image)
+                audit.record(uow.session, None, "upload.abandoned", session_id=image.session_id, image_id=image_id)
+                report.abandoned_uploads += 1
+
+    report.orphan_objects = await _delete_orphans(rt, now)
+    if any((report.expired_sessions, report.deleted_sessions, report.abandoned_uploads, report.reopened_commits,
+            report.orphan_objects)):
+        log.info("sweeper: %s", report)
+    return report
+
+
+async def _expire(rt: Runtime, session_id: str, reason: str) -> None:
+    async with rt.unit_of_work() as uow:
+        session = await sessions.get_session(uow, session_id)
+        if session.status == "open":
+            await sessions.end_session(uow, rt, None, session, "expired", reason)
+
+
+async def _reopen(rt: Runtime, session_id: str) -> None:
+    async with rt.unit_of_work() as uow:
+        session = await sessions.get_session(uow, session_id)
+        if session.status == "committing":
+            session.status = "open"
+            session.commit_error = ("The last commit was interrupted before it finished. Check the record, "
+                                    "then commit again; photos already there are not duplicated.")
+            session.version += 1
+
+
+async def _delete_session(rt: Runtime, session_id: str) -> None:
+    async with rt.unit_of_work() as uow:
+        await uow.session.execute(delete(CaptureSession).where(CaptureSession.id == session_id))
+    await rt.store.delete_prefix(session_prefix(session_id))
+    await rt.bus.drop(session_id)
+
+
+async def _delete_orphans(rt: Runtime, now: datetime) -> int:
+    """Delete objects under `sessions/<id>/` whose session no longer exists (left by a crash between a
+    store write and a database commit). Objects younger than the upload grace are left alone."""
+    objects = await rt.store.list("sessions/")
+    by_session: dict[str, list[str]] = {}
+    for obj in objects:
+        parts = obj.key.split("/")
+        if len(parts) >= 3 and obj.modified_at < now - UPLOAD_GRACE:
+            by_session.setdefault(parts[1], []).append(obj.key)
+    if not by_session:
+        return 0
+    async with rt.unit_of_work(writes=False) as uow:
+        known = set((await uow.session.execute(
+            select(CaptureSession.id).where(CaptureSession.id.in_(list(by_session)))
+        )).scalars().all())
+    count = 0
+    for session_id, keys in by_session.items():
+        if session_id not in known:
+            await rt.store.delete(*keys)
+            count += len(keys)
+    return count

@@ -1,0 +1,108 @@
+"""Request and response shapes for capture sessions and pairing (DESIGN.md, "HTTP API")."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, field_validator
+
+from consultcam.images.schemas import ImageOut
+from consultcam.schemas import CamelModel
+from consultcam.sessions.nhi import normalise_nhi
+
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128,
+                                              pattern=r"^[A-Za-z0-9._:/@|-]+$")]
+
+
+class PatientIn(CamelModel):
+    """The patient as the EMR knows them. `nhi` is checked (format and check character)."""
+
+    id: Identifier
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    nhi: str | None = None
+    birth_date: date | None = None
+
+    @field_validator("nhi")
+    @classmethod
+    def _nhi(cls, value: str | None) -> str | None:
+        return normalise_nhi(value) if value and value.strip() else None
+
+    @field_validator("birth_date")
+    @classmethod
+    def _not_future(cls, value: date | None) -> date | None:
+        if value and value > date.today():
+            raise ValueError("birth date is in the future; check it against the patient record")
+        return value
+
+
+class SessionCreate(CamelModel):
+    """`POST /api/sessions`: the encounter open in the EMR."""
+
+    encounter_id: Identifier
+    patient: PatientIn
+    practitioner_id: Identifier | None = None
+    facility_id: Identifier | None = None
+
+
+class PatientOut(CamelModel):
+    id: str
+    name: str
+    nhi: str | None
+    birth_date: date | None
+
+
+class PairingOut(CamelModel):
+    """A fresh QR code: `url` holds the pairing token, so it is shown once and never logged."""
+
+    url: str
+    expires_at: datetime
+    qr_svg: str
+
+
+class PhoneOut(CamelModel):
+    id: str
+    user_agent: str
+    paired_at: datetime
+    last_seen_at: datetime
+
+
+class SessionOut(CamelModel):
+    """A capture session as clinicians and its phone see it."""
+
+    id: str
+    status: Literal["open", "committing", "committed", "cancelled", "expired"]
+    encounter_id: str
+    patient: PatientOut
+    practitioner_id: str | None
+    facility_id: str | None
+    created_at: datetime
+    expires_at: datetime
+    max_images: int
+    warn_images: int
+    image_count: int
+    commit_error: str | None = None
+    pairing: PairingOut | None = None
+    phone: PhoneOut | None = None
+    images: list[ImageOut] | None = None
+
+
+class PairRequest(CamelModel):
+    token: Annotated[str, StringConstraints(min_length=16, max_length=128)]
+
+
+class CaptureSettings(CamelModel):
+    """What the phone needs to prepare photos before upload (issue 2: ≤ 2048 px long edge, ≤ 1 MB JPEG)."""
+
+    max_edge_px: int
+    max_bytes: int
+    max_images: int
+    warn_images: int
+    max_upload_bytes: int
+    accepted_types: list[str]
+
+
+class PairResponse(CamelModel):
+    session: SessionOut
+    phone_token: str = Field(repr=False, description="The phone credential; also set as an HttpOnly cookie.")
+    capture_settings: CaptureSettings

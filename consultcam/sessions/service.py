@@ -1,0 +1,292 @@
+"""Capture sessions, pairing tokens and phone credentials: the rules, with no HTTP in sight.
+
+Pairing (issue 2): a QR code carries a 256-bit token, stored only as SHA-256, valid for
+`PAIRING_TTL_SECONDS`, redeemed at most once by one atomic `UPDATE … WHERE redeemed_at IS NULL RETURNING`;
+a new code supersedes the unredeemed ones. Redeeming gives the phone a credential bound to that session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import segno
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
+
+from consultcam import audit
+from consultcam.auth import Clinician, Phone, Principal, hash_secret, new_secret
+from consultcam.config import WARN_IMAGES, Settings
+from consultcam.db import UnitOfWork
+from consultcam.errors import Conflict, Gone, NotAuthenticated, ResourceNotFound
+from consultcam.events.bus import publish_after_commit
+from consultcam.models import CaptureSession, ClinicalImage, PairingToken, PhoneCredential, utcnow
+from consultcam.runtime import Runtime
+from consultcam.storage.store import session_prefix
+from consultcam.sessions.schemas import PairingOut, PatientOut, PhoneOut, SessionCreate, SessionOut
+
+OPEN = "open"
+#: Images that count against MAX_IMAGES and show in galleries (pending ones are uploads in flight).
+LIVE_IMAGE_STATUSES = ("pending", "ready")
+
+
+def session_expires_at(session: CaptureSession, settings: Settings) -> datetime:
+    """When the session ends by itself: idle timeout from the last activity, capped by retention."""
+    idle_end = session.last_activity_at + timedelta(minutes=settings.session_idle_minutes)
+    return min(idle_end, session.retain_until)
+
+
+def session_out(
+    session: CaptureSession,
+    settings: Settings,
+    *,
+    image_count: int,
+    phone: PhoneCredential | None = None,
+    pairing: PairingOut | None = None,
+    images: list | None = None,  # list[ImageOut]
+) -> SessionOut:
+    """The API shape of a session."""
+    return SessionOut(
+        id=session.id,
+        status=session.status,  # type: ignore[arg-type]
+        encounter_id=session.encounter_id,
+        patient=PatientOut(id=session.patient_id, name=session.patient_name, nhi=session.patient_nhi,
+                           birth_date=session.patient_birth_date),
+        practitioner_id=session.practitioner_id,
+        facility_id=session.facility_id,
+        created_at=session.created_at,
+        expires_at=session_expires_at(session, settings),
+        max_images=settings.max_images,
+        warn_images=WARN_IMAGES,
+        image_count=image_count,
+        commit_error=session.commit_error,
+        pairing=pairing,
+        phone=PhoneOut(id=phone.id, user_agent=phone.user_agent, paired_at=phone.created_at,
+                       last_seen_at=phone.last_seen_at) if phone else None,
+        images=images,
+    )
+
+
+async def get_session(uow: UnitOfWork, session_id: str, *, with_images: bool = False) -> CaptureSession:
+    """The session, optionally with its images; raises ResourceNotFound (404)."""
+    query = select(CaptureSession).where(CaptureSession.id == session_id)
+    if with_images:
+        query = query.options(selectinload(CaptureSession.images))
+    session = (await uow.session.execute(query)).scalar_one_or_none()
+    if session is None:
+        raise ResourceNotFound("No such capture session: it may have been committed, cancelled or expired. "
+                               "Start a new one from the desktop.", error="SessionNotFound")
+    return session
+
+
+def require_open(session: CaptureSession, settings: Settings) -> None:
+    """Raise Conflict (409) unless the session accepts photos and changes."""
+    if session.status == OPEN and session_expires_at(session, settings) <= utcnow():
+        raise Conflict("This capture session has expired. Start a new session on the desktop.",
+                       error="SessionExpired")
+    if session.status != OPEN:
+        words = {"committing": "is being committed to the record", "committed": "has been committed to the record",
+                 "cancelled": "was cancelled", "expired": "has expired"}.get(session.status, session.status)
+        raise Conflict(f"This capture session {words}; it takes no more changes. Start a new session on the "
+                       "desktop if more photos are needed.", error="SessionClosed")
+
+
+def touch(session: CaptureSession) -> None:
+    """Record activity (keeps an open session from idling out)."""
+    session.last_activity_at = utcnow()
+
+
+async def live_image_count(uow: UnitOfWork, session_id: str) -> int:
+    return int((await uow.session.execute(
+        select(func.count()).select_from(ClinicalImage)
+        .where(ClinicalImage.session_id == session_id, ClinicalImage.status.in_(LIVE_IMAGE_STATUSES))
+    )).scalar_one())
+
+
+async def current_phone(uow: UnitOfWork, session_id: str) -> PhoneCredential | None:
+    """The most recently paired phone that is not revoked."""
+    return (await uow.session.execute(
+        select(PhoneCredential)
+        .where(PhoneCredential.session_id == session_id, PhoneCredential.revoked_at.is_(None))
+        .order_by(PhoneCredential.created_at.desc()).limit(1)
+    )).scalar_one_or_none()
+
+
+async def create_session(uow: UnitOfWork, rt: Runtime, actor: Clinician, data: SessionCreate) -> tuple[CaptureSession, bool]:
+    """Open a capture session for an encounter, or return the encounter's open one.
+
+    Returns (session, created). Raises Conflict (409) when the encounter's open session belongs to another
+    patient: the EMR context is inconsistent and photos must not go to the wrong record.
+    """
+    existing = (await uow.session.execute(
+        select(CaptureSession).where(CaptureSession.encounter_id == data.encounter_id,
+                                     CaptureSession.status == OPEN)
+        .order_by(CaptureSession.created_at.desc()).limit(1)
+    )).scalar_one_or_none()
+    if existing is not None and session_expires_at(existing, rt.settings) > utcnow():
+        if existing.patient_id != data.patient.id:
+            raise Conflict("This encounter already has an open capture session for a different patient. "
+                           "Check the patient in the EMR, or cancel the other session first.",
+                           error="EncounterPatientMismatch")
+        touch(existing)
+        audit.record(uow.session, actor, "session.resumed", session_id=existing.id)
+        return existing, False
+    now = utcnow()
+    session = CaptureSession(
+        encounter_id=data.encounter_id, patient_id=data.patient.id, patient_name=data.patient.name,
+        patient_nhi=data.patient.nhi, patient_birth_date=data.patient.birth_date,
+        practitioner_id=data.practitioner_id, facility_id=data.facility_id, created_by=actor.id,
+        created_at=now, last_activity_at=now, retain_until=now + timedelta(hours=rt.settings.retention_hours),
+    )
+    uow.session.add(session)
+    await uow.session.flush()
+    audit.record(uow.session, actor, "session.created", session_id=session.id, encounter_id=data.encounter_id)
+    return session, True
+
+
+def qr_svg(url: str) -> str:
+    """The pairing URL as an inline, scalable SVG QR code (segno; ISO/IEC 18004, error correction M)."""
+    return segno.make(url, error="m", boost_error=False).svg_inline(
+        scale=1, border=2, dark="#0b2239", light="#ffffff", omitsize=True, title="Scan with the phone camera")
+
+
+async def issue_pairing(uow: UnitOfWork, rt: Runtime, actor: Clinician, session: CaptureSession, base_url: str) -> PairingOut:
+    """A new single-use pairing token for `session`; earlier unredeemed codes stop working.
+
+    Raises Conflict (409) when the session is not open.
+    """
+    require_open(session, rt.settings)
+    now = utcnow()
+    await uow.session.execute(
+        update(PairingToken)
+        .where(PairingToken.session_id == session.id, PairingToken.redeemed_at.is_(None),
+               PairingToken.superseded_at.is_(None))
+        .values(superseded_at=now)
+    )
+    token = new_secret()
+    expires_at = now + timedelta(seconds=rt.settings.pairing_ttl_seconds)
+    uow.session.add(PairingToken(session_id=session.id, token_hash=hash_secret(token), created_at=now,
+                                 expires_at=expires_at))
+    touch(session)
+    audit.record(uow.session, actor, "pairing.issued", session_id=session.id)
+    url = f"{base_url.rstrip('/')}/m/{token}"
+    return PairingOut(url=url, expires_at=expires_at, qr_svg=qr_svg(url))
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """A redeemed pairing: the session, the new phone credential row and its secret (shown once)."""
+
+    session: CaptureSession
+    phone: PhoneCredential
+    phone_token: str
+
+
+async def redeem_pairing(uow: UnitOfWork, rt: Runtime, token: str, *, user_agent: str,
+                         current: Phone | None) -> Pairing:
+    """Redeem a pairing token once, atomically, and issue a phone credential bound to its session.
+
+    A phone that reloads the page (it already holds the credential from this very token) gets a fresh
+    credential in place of its old one. Raises ResourceNotFound 404 (unknown code), Conflict 409 (already
+    used, or the session is closed), Gone 410 (expired or replaced by a newer code).
+    """
+    now = utcnow()
+    token_hash = hash_secret(token)
+    redeemed = (await uow.session.execute(
+        update(PairingToken)
+        .where(PairingToken.token_hash == token_hash, PairingToken.redeemed_at.is_(None),
+               PairingToken.superseded_at.is_(None), PairingToken.expires_at > now)
+        .values(redeemed_at=now)
+        .returning(PairingToken.id, PairingToken.session_id)
+    )).first()
+    if redeemed is None:
+        pairing_id, session_id = await _explain_unredeemable(uow, token_hash, current)
+    else:
+        pairing_id, session_id = redeemed.id, redeemed.session_id
+    session = await get_session(uow, session_id)
+    require_open(session, rt.settings)
+    if current is not None:  # the same phone again: rotate its credential
+        await uow.session.execute(update(PhoneCredential).where(PhoneCredential.id == current.id)
+                                  .values(revoked_at=now))
+    phone_token = new_secret()
+    phone = PhoneCredential(session_id=session.id, pairing_token_id=pairing_id, token_hash=hash_secret(phone_token),
+                            user_agent=user_agent[:300], created_at=now, last_seen_at=now)
+    uow.session.add(phone)
+    touch(session)
+    await uow.session.flush()
+    audit.record(uow.session, Phone(id=phone.id, session_id=session.id), "phone.paired", session_id=session.id,
+                 user_agent=phone.user_agent)
+    publish_after_commit(uow, rt.bus, session.id, "phone.paired", {"phone": {
+        "id": phone.id, "userAgent": phone.user_agent, "pairedAt": now.isoformat()}})
+    return Pairing(session=session, phone=phone, phone_token=phone_token)
+
+
+async def _explain_unredeemable(uow: UnitOfWork, token_hash: str, current: Phone | None) -> tuple[str, str]:
+    """Say why a token could not be redeemed, or return (pairing id, session id) when the caller is the
+    phone that redeemed it (a page reload)."""
+    row = (await uow.session.execute(select(PairingToken).where(PairingToken.token_hash == token_hash))).scalar_one_or_none()
+    if row is None:
+        raise ResourceNotFound("This QR code is not recognised. Ask for a new code on the desktop and scan it again.",
+                               error="PairingTokenNotFound")
+    if row.redeemed_at is not None:
+        if current is not None and current.session_id == row.session_id:
+            owner = await uow.session.get(PhoneCredential, current.id)
+            if owner is not None and owner.pairing_token_id == row.id:
+                return row.id, row.session_id
+        raise Conflict("This QR code has already been used by another phone. Ask for a new code on the desktop "
+                       "and scan it again.", error="PairingTokenUsed")
+    if row.superseded_at is not None:
+        raise Gone("This QR code was replaced by a newer one. Scan the code now shown on the desktop.",
+                   error="PairingTokenReplaced")
+    raise Gone("This QR code has expired (codes last a few minutes). Press “New code” on the desktop and scan "
+               "again.", error="PairingTokenExpired")
+
+
+async def authenticate_phone(uow: UnitOfWork, phone_token: str, *, touch: bool) -> Phone:
+    """The phone for a presented credential; raises NotAuthenticated (401) when unknown or revoked.
+    `touch` records when it was last seen (only in writing transactions)."""
+    phone = (await uow.session.execute(
+        select(PhoneCredential).where(PhoneCredential.token_hash == hash_secret(phone_token))
+    )).scalar_one_or_none()
+    if phone is None or phone.revoked_at is not None:
+        raise NotAuthenticated("This phone is no longer connected to the session. Scan a new QR code from the "
+                               "desktop.", error="PhoneNotPaired")
+    if touch and (utcnow() - phone.last_seen_at).total_seconds() > 30:  # at most one write per half minute
+        phone.last_seen_at = utcnow()
+    return Phone(id=phone.id, session_id=phone.session_id)
+
+
+async def revoke_phones(uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession) -> int:
+    """Sign every phone of the session out at once; returns how many."""
+    phones = (await uow.session.execute(
+        select(PhoneCredential).where(PhoneCredential.session_id == session.id, PhoneCredential.revoked_at.is_(None))
+    )).scalars().all()
+    now = utcnow()
+    for phone in phones:
+        phone.revoked_at = now
+        audit.record(uow.session, actor, "phone.revoked", session_id=session.id, phone_id=phone.id)
+        publish_after_commit(uow, rt.bus, session.id, "phone.revoked", {"phoneId": phone.id})
+    return len(phones)
+
+
+async def end_session(uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession,
+                      status: str, reason: str) -> None:
+    """Cancel or expire a session: images and their objects deleted (after commit), phones signed out,
+    `session.expired` published. Idempotent for sessions already ended."""
+    if session.status in ("cancelled", "expired"):
+        return
+    session.status = status
+    session.version += 1
+    await revoke_phones(uow, rt, actor, session)
+    images = (await uow.session.execute(select(ClinicalImage).where(ClinicalImage.session_id == session.id))).scalars().all()
+    for image in images:
+        await uow.session.delete(image)
+    audit.record(uow.session, actor, "session.cancelled" if status == "cancelled" else "session.expired",
+                 session_id=session.id, reason=reason, images=len(images))
+    publish_after_commit(uow, rt.bus, session.id, "session.expired", {"reason": reason})
+    store, prefix = rt.store, session_prefix(session.id)
+
+    async def _delete_objects() -> None:
+        await store.delete_prefix(prefix)
+
+    uow.after_commit(_delete_objects)

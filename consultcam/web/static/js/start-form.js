@@ -1,0 +1,110 @@
+// The start form on `/` (embedded mode): patient name, NHI, birth date, encounter id; prefilled from an EMR
+// launch's query parameters, and submitted by itself when the launch names the encounter and the patient.
+
+import { ApiError, api } from "./api.js";
+import { $, setText, show } from "./dom.js";
+import { isValidNhi } from "./format.js";
+
+export const PAIRING_STASH = "consultcam.newSession";
+
+function today() {
+  const now = new Date();
+  return `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, "0")}-${String(now.getDate()).padStart(2, "0")}`;
+}
+
+function makeEncounterId() {
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").slice(0, 13); // 20250101T1042
+  return `consult-${stamp}-${crypto.randomUUID().slice(0, 6)}`;
+}
+
+function fieldError(input, message) {
+  const error = document.getElementById(`${input.id}-error`);
+  input.setAttribute("aria-invalid", message ? "true" : "false");
+  setText(error, message || "");
+  show(error, Boolean(message));
+}
+
+export function startForm(launch) {
+  const form = $("#start-form");
+  const name = $("#f-name");
+  const nhi = $("#f-nhi");
+  const dob = $("#f-dob");
+  const encounter = $("#f-encounter");
+  const submit = $("#start-btn");
+  const formError = $("#start-error");
+  dob.max = today();
+
+  name.value = launch.patientName || "";
+  nhi.value = (launch.nhi || "").toUpperCase();
+  dob.value = launch.birthDate || "";
+  encounter.value = launch.encounterId || "";
+  nhi.addEventListener("input", () => { nhi.value = nhi.value.toUpperCase().replace(/\s+/g, ""); });
+  for (const input of [name, nhi, dob]) input.addEventListener("input", () => fieldError(input, ""));
+
+  function validate() {
+    let firstBad = null;
+    const bad = (input, message) => { fieldError(input, message); firstBad ||= input; };
+    if (!name.value.trim()) bad(name, "Enter the patient's name.");
+    else fieldError(name, "");
+    const nhiValue = nhi.value.trim().toUpperCase();
+    if (nhiValue && !isValidNhi(nhiValue)) {
+      bad(nhi, `${nhiValue} is not a valid NHI number: check each character against the patient's record.`);
+    } else fieldError(nhi, "");
+    if (dob.value && dob.value > today()) bad(dob, "The date of birth is in the future.");
+    else fieldError(dob, "");
+    return firstBad;
+  }
+
+  async function start() {
+    show(formError, false);
+    const firstBad = validate();
+    if (firstBad) {
+      firstBad.focus();
+      return;
+    }
+    const nhiValue = nhi.value.trim().toUpperCase();
+    const patient = {
+      id: launch.patientId || nhiValue || `local-${crypto.randomUUID()}`,
+      name: name.value.trim(),
+    };
+    if (nhiValue) patient.nhi = nhiValue;
+    if (dob.value) patient.birthDate = dob.value;
+    const body = { encounterId: encounter.value.trim() || makeEncounterId(), patient };
+    if (launch.practitionerId) body.practitionerId = launch.practitionerId;
+    if (launch.facilityId) body.facilityId = launch.facilityId;
+
+    submit.disabled = true;
+    submit.textContent = "Starting…";
+    try {
+      const session = await api.createSession(body);
+      // Hand the fresh QR code to the session page so it need not make another one.
+      if (session.pairing) {
+        sessionStorage.setItem(PAIRING_STASH, JSON.stringify({ sessionId: session.id, pairing: session.pairing }));
+      }
+      window.location.assign(`/sessions/${encodeURIComponent(session.id)}`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        window.location.reload();
+        return;
+      }
+      setText(formError, err instanceof ApiError ? err.detail : "The session could not be started.");
+      show(formError, true);
+      submit.disabled = false;
+      submit.textContent = "Start session";
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    start();
+  });
+
+  if (launch.encounterId && launch.patientName) {
+    const notice = $("#launch-notice");
+    setText(notice, `Opened from your practice system: starting the session for ${launch.patientName}…`);
+    show(notice, true);
+    start();
+  } else {
+    (name.value ? nhi : name).focus();
+  }
+}
