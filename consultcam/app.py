@@ -83,14 +83,17 @@ class SecurityHeaders:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The consultcam web app for `settings` (read from the environment when None)."""
+    """The consultcam web app for `settings` (read from the environment when None).
+
+    Raises ValueError, naming the setting, when a port's URL is unsupported: at construction, not at the
+    first request. The app runs one lifespan; its runtime is closed when that ends.
+    """
     settings = settings or Settings()
     metrics = Metrics()
+    runtime = Runtime.create(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime.create(settings)
-        app.state.runtime = runtime
         await jobs.start(runtime)
         sweeper = asyncio.create_task(jobs.run_periodic_sweeper(settings.sweep_interval_seconds))
         try:
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="consultcam", version="0.1.0", lifespan=lifespan, docs_url="/api/docs",
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.state.metrics = metrics
+    app.state.runtime = runtime
     install_error_handlers(app)
     for router in (sessions_router, images_router, commits_router, events_router, pages_router):
         app.include_router(router)

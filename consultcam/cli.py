@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import logging
 import secrets
+import ssl
 
 from typing import Annotated
 
@@ -66,6 +67,7 @@ def serve(
     from consultcam.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("taskiq").setLevel(logging.WARNING)  # one line per sweep is noise
     settings = Settings()
     use_tls = not _is_loopback(host) if tls is None else tls
     scheme = "https" if use_tls else "http"
@@ -132,10 +134,10 @@ def demo(
     import segno
 
     settings = Settings()
-    verify: bool | str = True
+    verify: bool | ssl.SSLContext = True
     cert = settings.data_dir / "tls" / "cert.pem"
     if url.startswith("https://") and cert.exists():
-        verify = str(cert)
+        verify = ssl.create_default_context(cafile=cert)  # our own self-signed certificate
     body = {"encounterId": f"demo-{secrets.token_hex(4)}", "practitionerId": "demo-gp",
             "patient": {"id": "demo-patient", "name": "Aroha Demo-Patient", "nhi": "ZZZ0016", "birthDate": "1984-03-09"}}
     try:
@@ -151,9 +153,9 @@ def demo(
     session = response.json()
     pairing_url = session["pairing"]["url"]
     segno.make(pairing_url, error="m").terminal(compact=True)
-    console.print(f"Sample patient: {body['patient']['name']} (NHI {body['patient']['nhi']})")
-    console.print(f"Desktop: {url.rstrip('/')}/sessions/{session['id']}")
-    console.print(f"Phone (scan the code above): {pairing_url}")
+    console.print(f"\nSample patient: {body['patient']['name']} (NHI {body['patient']['nhi']})")
+    console.print(f"Desktop: {url.rstrip('/')}/sessions/{session['id']}", soft_wrap=True)
+    console.print(f"Phone (scan the code above): {pairing_url}", soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console script entry

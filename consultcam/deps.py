@@ -55,11 +55,21 @@ def clinician_from_request(request: Request, rt: Runtime) -> Clinician | None:
 
 
 async def get_clinician(request: Request, rt: RuntimeDep) -> Clinician:
-    """Only a clinician passes: a phone gets 403 (phones never commit or edit), no credential 401."""
+    """Only a clinician passes: a paired phone gets 403 (phones never commit or edit); no credential, or one
+    that is neither the clinician's nor a live phone credential (a wrong token), 401 (RFC 6750 §3.1)."""
     clinician = clinician_from_request(request, rt)
     if clinician is not None:
         return clinician
-    if request.cookies.get(PHONE_COOKIE) or bearer_token(request.headers.get("authorization")):
+    token = bearer_token(request.headers.get("authorization")) or request.cookies.get(PHONE_COOKIE)
+    if token:
+        async with rt.unit_of_work(writes=False) as uow:
+            try:
+                await authenticate_phone(uow, token, touch=False)
+            except NotAuthenticated as exc:
+                raise NotAuthenticated(
+                    "The credential sent is not valid: a wrong clinician token, or a phone that is no longer "
+                    "paired. Sign in again with the login link that `consultcam serve` printed.",
+                    error="InvalidCredential") from exc
         raise NotPermitted("Only the clinician at the desktop can do this.", error="ClinicianOnly")
     raise NotAuthenticated("Sign in first: open the login link that `consultcam serve` printed, or send "
                            "Authorization: Bearer <clinician token>.")

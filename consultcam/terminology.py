@@ -9,12 +9,14 @@ from __future__ import annotations
 
 SNOMED_CT = "http://snomed.info/sct"
 
-#: SNOMED CT qualifier values for laterality (issue 4's Medtech mapping uses the same ids).
+#: SNOMED CT qualifier values for laterality (code, preferred term); issue 4's Medtech mapping uses the same.
 LATERALITY_CODES = {
     "left": ("7771000", "Left"),
     "right": ("24028007", "Right"),
     "bilateral": ("51440002", "Right and left"),
 }
+#: The word a clinician puts before a body site ("Bilateral forearm"): 51440002's synonym "Bilateral".
+LATERALITY_WORDS = {"left": "Left", "right": "Right", "bilateral": "Bilateral"}
 
 _D = (
     (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
 from consultcam.sessions.nhi import is_valid_nhi
-from consultcam.terminology import LATERALITY_CODES, SNOMED_CT, is_snomed_concept_id
+from consultcam.terminology import LATERALITY_CODES, LATERALITY_WORDS, SNOMED_CT, is_snomed_concept_id
 
 IMAGE_IDENTIFIER_SYSTEM = "urn:consultcam:image-id"
 NHI_SYSTEM = "https://standards.digital.health.nz/ns/nhi-id"
@@ -269,7 +269,7 @@ def _body_site(site: Any, laterality: Any) -> dict[str, Any] | None:
     if side is None:
         text = words or f"SNOMED CT {coding['code']}"
         return {"coding": [coding], "text": text}
-    side_code, side_word = side
+    side_code, side_word = side[0], LATERALITY_WORDS[laterality]
     if not words:
         text = f"{side_word}, body site SNOMED CT {coding['code']}"
     elif _SIDE_WORD.search(words):

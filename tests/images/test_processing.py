@@ -264,6 +264,35 @@ def test_long_edge_and_thumbnail_limits_are_parameters():
         assert thumb.size == (128, 128)
 
 
+@pytest.mark.parametrize(
+    ("image", "fmt", "params", "expected"),
+    [
+        (Image.new("L", (300, 200), 90), "JPEG", {}, (90, 90, 90)),
+        (Image.new("CMYK", (300, 200), (0, 255, 255, 0)), "JPEG", {}, (255, 0, 0)),
+        (Image.new("P", (300, 200), 0), "PNG", {"transparency": 0}, (255, 255, 255)),
+        (Image.new("LA", (300, 200), (0, 0)), "PNG", {}, (255, 255, 255)),
+        (Image.new("I;16", (300, 200), 40000), "PNG", {}, (155, 155, 155)),
+        (Image.new("1", (300, 200), 1), "PNG", {}, (255, 255, 255)),
+        (Image.new("RGBA", (300, 200), (255, 0, 0, 0)), "WEBP", {"lossless": True}, (255, 255, 255)),
+    ],
+    ids=[
+        "grey-jpeg",
+        "cmyk-jpeg",
+        "palette-png-transparent",
+        "grey-alpha-png",
+        "16-bit-png",
+        "1-bit-png",
+        "transparent-webp",
+    ],
+)
+def test_every_pixel_format_comes_out_as_rgb_with_the_right_colour(image, fmt, params, expected):
+    declared = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}[fmt]
+    result = normalise(encode(image, fmt, **params), declared_content_type=declared)
+    with Image.open(io.BytesIO(result.jpeg)) as out:
+        assert out.mode == "RGB"
+        assert near(out.getpixel((150, 100)), expected, 4)
+
+
 @pytest.mark.skipif(not ROMM_RGB.exists(), reason="needs Ghostscript's ROMM RGB ICC profile")
 def test_wide_gamut_photo_is_converted_to_srgb_before_its_profile_is_dropped():
     image = Image.new("RGB", (1200, 900), (150, 90, 70))  # a skin tone in ROMM (ProPhoto) RGB
@@ -315,6 +344,11 @@ def test_jpeg_declared_as_png_is_a_422_mismatch():
     assert "JPEG" in rejected.detail
 
 
+def test_a_declared_type_that_is_not_an_image_type_is_a_mismatch():
+    rejected = reject(encode(photo("cat.jpg"), "PNG"), "application/octet-stream")
+    assert (rejected.status, rejected.error) == (422, "ImageTypeMismatch")
+
+
 def test_truncated_jpeg_is_422_undecodable():
     data = encode(photo("rocket.jpg"), "JPEG", quality=92)
     rejected = reject(data[: len(data) // 2], "image/jpeg")
@@ -353,7 +387,7 @@ try:
     normalise(data, declared_content_type="image/png")
     outcome = None
 except ImageRejected as exc:
-    outcome = [exc.status, exc.error]
+    outcome = [exc.status, exc.error, exc.detail]
 elapsed = time.perf_counter() - started
 grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
 print(json.dumps({{"outcome": outcome, "elapsed": elapsed, "grown_kb": grown_kb}}))
@@ -362,7 +396,9 @@ print(json.dumps({{"outcome": outcome, "elapsed": elapsed, "grown_kb": grown_kb}
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     report = json.loads(run.stdout)
-    assert report["outcome"] == [422, "ImageTooManyPixels"]
+    status, error, detail = report["outcome"]
+    assert (status, error) == (422, "ImageTooManyPixels")
+    assert "900 megapixels" in detail
     assert report["elapsed"] < 0.2
     assert report["grown_kb"] < 20_000  # peak memory grew by less than 20 MB
 

@@ -45,7 +45,7 @@ export class CommitDialog {
       fact("NHI", patient.nhi || "not recorded", "mono"),
       fact("Born", patient.birthDate ? formatBirthDateWithAge(patient.birthDate) : "not recorded"),
       fact("Encounter", session.encounterId || "", "mono"),
-      unlabelled ? fact("Labels", `${unlabelled} of ${images.length} without a label`) : null,
+      unlabelled ? fact("Labels", unlabelled === images.length ? "None labelled" : `${unlabelled} of ${images.length} without a label`) : null,
     );
     this.showStep("confirm");
     this.confirmBtn.textContent = `Commit ${plural(images.length, "photo")}`;
@@ -98,6 +98,12 @@ export class CommitDialog {
   }
 }
 
+function describeResult(result, good) {
+  if (good) return "Saved to the record";
+  if (String(result.status).toLowerCase() === "skipped") return "Not included in this commit; deleted";
+  return `Not saved: ${result.error || "the record system refused it"}`;
+}
+
 function fact(term, value, className = "") {
   if (!value) return null;
   return h("li", {}, h("span", { class: "fact-term" }, term), h("span", { class: `fact-value ${className}` }, value));
@@ -129,9 +135,8 @@ export function renderCommitResult(panel, results, describe, patientName) {
       return h("li", { class: `result-item ${good ? "is-ok" : "is-failed"}`, dataset: { imageId: result.imageId } },
         icon(good ? "check" : "x-circle"),
         h("span", { class: "result-name" }, who),
-        h("span", { class: "result-text" }, good
-          ? `Saved to the record${result.resourceId ? ` as ${result.resourceId}` : ""}`
-          : `Not saved: ${result.error || "the record system refused it"}`));
+        h("span", { class: "result-text" }, describeResult(result, good),
+          good && result.resourceId ? h("span", { class: "result-ref", title: "Record reference" }, result.resourceId) : null));
     })),
   );
   show(panel, true);

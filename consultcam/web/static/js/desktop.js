@@ -298,6 +298,7 @@ function sessionPage(sessionId) {
     setText($("#ended-text"), copy[1]);
     show($("#ended-card"), true);
     show($(".commit-card"), false);
+    show($(".phone-card"), false);
     show($("#live"), false);
     if (status !== "committed") gallery.clear();
     renderCount();

@@ -147,6 +147,7 @@ export class Gallery {
     if (document.activeElement !== item.label) item.label.value = labelText;
     item.label.setAttribute("aria-label", `Label for photo ${position}`);
     item.label.disabled = this.readOnly;
+    item.label.placeholder = this.readOnly ? "No label" : "Add a label";
     item.time.dateTime = taken || "";
     item.time.textContent = taken ? `Taken ${formatTime(taken, { seconds: true })}` : "";
     item.size.textContent = image.width && image.height ? `${image.width} × ${image.height}` : "";

@@ -93,11 +93,16 @@ const PAIRING_ERRORS = {
   },
   PairingTokenUsed: {
     title: "This code has already been used",
-    text: "Each QR code connects one phone, once, so that photos can only go to the patient it was made for.",
+    text: "Each QR code connects one phone, once, so photos can only go to the patient it was made for.",
   },
   PairingTokenExpired: {
     title: "This code has expired",
     text: "QR codes stop working 10 minutes after they are shown, or as soon as a newer code is made.",
+  },
+  PairingTokenReplaced: {
+    title: "This code was replaced",
+    text: "A newer QR code was made on the desktop, so this one stopped working.",
+    next: "Scan the code now shown on the desktop.",
   },
   SessionClosed: {
     title: "This session has ended",
@@ -129,7 +134,8 @@ function showPairingError(err) {
       retry: () => { showScreen("pairing"); pair(); },
     });
   }
-  const byStatus = { 404: "PairingTokenNotFound", 410: "PairingTokenExpired" }[err.status];
+  // 422: the server could not even read it as a code (a truncated or mistyped link).
+  const byStatus = { 404: "PairingTokenNotFound", 410: "PairingTokenExpired", 422: "PairingTokenNotFound" }[err.status];
   if (byStatus) return showError(PAIRING_ERRORS[byStatus]);
   return showError({ title: "This code can't be used", text: err.detail });
 }

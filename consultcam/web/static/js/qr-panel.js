@@ -6,15 +6,16 @@ import { describeDevice, formatCountdown, formatTime } from "./format.js";
 
 const SOON_MS = 60_000;
 
-/** Parse the server's QR SVG and keep only inert SVG (no scripts, handlers or foreign content). */
+/** Parse the server's QR SVG and keep only inert SVG (no scripts, handlers or foreign content). The HTML
+ *  parser is used because segno's inline SVG has no xmlns; nothing in a DOMParser document runs. */
 function safeSvg(markup) {
-  const doc = new DOMParser().parseFromString(String(markup || ""), "image/svg+xml");
-  const svg = doc.documentElement;
-  if (!svg || svg.nodeName.toLowerCase() !== "svg" || doc.querySelector("parsererror")) return null;
-  for (const node of svg.querySelectorAll("script, foreignObject, iframe, a")) node.remove();
+  const doc = new DOMParser().parseFromString(String(markup || ""), "text/html");
+  const svg = doc.querySelector("svg");
+  if (!svg) return null;
+  for (const node of svg.querySelectorAll("script, foreignObject, iframe, a, style")) node.remove();
   for (const node of [svg, ...svg.querySelectorAll("*")]) {
     for (const attr of [...node.attributes]) {
-      if (/^on/i.test(attr.name) || /javascript:/i.test(attr.value)) node.removeAttribute(attr.name);
+      if (/^on/i.test(attr.name) || attr.name === "style" || /javascript:/i.test(attr.value)) node.removeAttribute(attr.name);
     }
   }
   svg.removeAttribute("width");

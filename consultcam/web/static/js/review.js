@@ -72,8 +72,8 @@ export class ReviewGrid {
       h("div", { class: "photo-body" },
         labelText, input,
         h("div", { class: "photo-progress-row" }, status, progress),
-        detail,
-        h("div", { class: "photo-actions" }, retake, remove, retry)));
+        detail),
+      h("div", { class: "photo-actions" }, retake, remove, retry));
     return { root, img, number, statusIcon, labelText, input, progress, status, detail, retake, remove, retry, url: null };
   }
 

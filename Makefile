@@ -1,0 +1,55 @@
+# consultcam: `make run` starts the main job on the embedded defaults; `make test` runs every test.
+# Both set up what they need on a fresh machine (a virtualenv from PyPI; Chromium and ffmpeg from Debian for
+# the browser tests).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 0.0.0.0
+PORT   ?= 8443
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install install-dev system-deps lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+## Start consultcam on the embedded defaults (SQLite, folder store, in-process bus and queue, export connector).
+run: install
+	$(BIN)/consultcam serve --host $(HOST) --port $(PORT)
+
+## Browser tests need Debian's Chromium and ffmpeg (the fake camera is an MJPEG made from a real photo).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 && command -v ffmpeg >/dev/null 2>&1 || \
+	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium ffmpeg )
+
+## Every test: unit, API, end-to-end in real Chromium.
+test: install-dev system-deps
+	$(BIN)/ruff check consultcam tests bench
+	$(BIN)/pytest
+
+lint: install-dev
+	$(BIN)/ruff check consultcam tests bench
+
+format: install-dev
+	$(BIN)/ruff format consultcam tests bench
+	$(BIN)/ruff check --fix consultcam tests bench
+
+bench: install-dev system-deps
+	$(BIN)/python bench/capture_latency.py
+
+clean:
+	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache

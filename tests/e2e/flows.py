@@ -1,0 +1,71 @@
+"""Steps a user takes, shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from PIL import Image
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import PATIENT, PHOTOS, Server
+
+PAIRING_URL = re.compile(r"https?://\S+/m/[A-Za-z0-9_-]{16,}")
+
+
+def start_session(desktop: Page, server: Server, patient: dict[str, str] = PATIENT,
+                  encounter: str | None = None) -> str:
+    """Fill in the start form on `/` and return the new capture session id."""
+    desktop.goto(f"{server.url}/")
+    desktop.get_by_label("Patient name").fill(patient["name"])
+    desktop.get_by_label("NHI number").fill(patient["nhi"])
+    desktop.get_by_label("Date of birth").fill(patient["birthDate"])
+    if encounter:
+        desktop.get_by_label("Encounter ID").fill(encounter)
+    desktop.get_by_test_id("start-session").click()
+    desktop.wait_for_url(re.compile(r"/sessions/[^/]+$"))
+    return desktop.url.rsplit("/", 1)[1]
+
+
+def pairing_url(desktop: Page) -> str:
+    """The pairing link as the QR panel shows it in text."""
+    qr = desktop.get_by_test_id("qr")
+    expect(qr).to_contain_text("/m/")
+    match = PAIRING_URL.search(qr.inner_text())
+    assert match, qr.inner_text()
+    return match.group(0)
+
+
+def pair(phone: Page, url: str) -> None:
+    """Open the QR link on the phone and wait until it shows the camera screen."""
+    phone.goto(url)
+    expect(phone.get_by_test_id("camera-capture")).to_be_visible()
+
+
+def phone_photo(path: Path, source: str = "rocket.jpg", orientation: int = 6,
+                size: tuple[int, int] = (4032, 3024)) -> Image.Image:
+    """Write a 12-megapixel JPEG as a phone camera does: landscape sensor pixels, EXIF Orientation and GPS.
+
+    Returns the upright picture a viewer should show (the display image). For orientation 6 the stored
+    pixels are the display image turned 90° anticlockwise, and a viewer turns them back clockwise.
+    """
+    with Image.open(PHOTOS / source) as src:
+        upright = src.convert("RGB").resize((size[1], size[0]) if orientation in (6, 8) else size)
+    stored = {6: upright.transpose(Image.Transpose.ROTATE_90),
+              8: upright.transpose(Image.Transpose.ROTATE_270),
+              3: upright.transpose(Image.Transpose.ROTATE_180)}.get(orientation, upright)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "TestPhone"
+    exif[0x0110] = "TestPhone 12"
+    gps = exif.get_ifd(0x8825)
+    gps.update({1: "S", 2: (36.0, 50.0, 30.0), 3: "E", 4: (174.0, 45.0, 50.0)})
+    stored.save(path, "JPEG", quality=90, exif=exif)
+    return upright
+
+
+def decode_jpeg(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
