@@ -67,7 +67,8 @@ class SecurityHeaders:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control" or static]
+                ours = {*SECURITY_HEADERS, b"cache-control"} if not static else set(SECURITY_HEADERS)
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in ours]
                 headers += list(SECURITY_HEADERS.items())
                 headers.append((b"cache-control", b"no-cache" if static else b"no-store"))
                 message = {**message, "headers": headers}

@@ -71,9 +71,10 @@ async def delete_image(session_id: str, image_id: str, rt: RuntimeDep, uow: UoWD
 
 @router.get("/images/{image_id}/download", response_class=Response)
 async def download_image(session_id: str, image_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep) -> Response:
-    """The JPEG with its edits burned in, as an attachment (clinician only, never cached)."""
+    """The JPEG with its edits burned in, as an attachment (clinician only, never cached; `nosniff` comes
+    with every response from the app's security headers)."""
     session = await get_session(uow, session_id)
     image, data = await service.rendered_jpeg(uow, rt, clinician, session, image_id)
     name = f"{session.encounter_id}-{image.id[:8]}.jpg".replace('"', "")
     return Response(data, media_type="image/jpeg", headers={
-        **NO_STORE, "Content-Disposition": f'attachment; filename="{name}"', "X-Content-Type-Options": "nosniff"})
+        **NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'})

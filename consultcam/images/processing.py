@@ -52,7 +52,6 @@ _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _DRAFT_SLACK = 0.95
 _THUMBNAIL_QUALITY = 80
 _WHITE = (255, 255, 255)
-_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 class ImageRejected(Exception):
@@ -135,6 +134,7 @@ def normalise(
     flattened on white; converted to sRGB from an embedded ICC profile (Display P3 on iPhones), so colours
     survive the profile being dropped (untagged images are read as sRGB); long edge reduced to at most
     `max_edge_px` (never enlarged); re-encoded as a baseline JPEG at `jpeg_quality` with no metadata.
+    Only the first frame of an animated PNG/WebP or the primary image of a HEIF collection is kept.
     The thumbnail has long edge <= `thumb_edge_px`. Quality figures are measured on the normalised pixels.
     """
     sniffed = sniff_content_type(data[:256])
@@ -150,7 +150,7 @@ def normalise(
         raise ImageRejected(
             422,
             "ImageTypeMismatch",
-            f"The file was sent as {declared_content_type or 'an unknown type'!s} but it is a "
+            f"The file was sent as {declared_content_type or 'an unknown type'} but it is a "
             f"{_LABEL[_FAMILY[sniffed]]} image. Upload it again with its real type.",
         )
     limit = max_pixels if Image.MAX_IMAGE_PIXELS is None else min(max_pixels, Image.MAX_IMAGE_PIXELS)
@@ -201,7 +201,7 @@ def _describe(head: bytes) -> str:
         return "an AVIF or video file" if b"avi" in head[8:64] else "a video or unsupported HEIF file"
     if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
         return "a text file"
-    return "not a recognised image"
+    return "an unrecognised file"
 
 
 def _decode(data: bytes, family: str, limit: int, max_edge_px: int) -> Image.Image:
@@ -281,7 +281,7 @@ def _to_srgb(image: Image.Image) -> Image.Image:
                 converted = ImageCms.profileToProfile(
                     image,
                     profile,
-                    _SRGB,
+                    ImageCms.createProfile("sRGB"),  # per call: LittleCMS profiles are not thread-safe
                     renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
                     outputMode="RGB",
                 )
@@ -410,7 +410,7 @@ def _validate_annotation(item: Any, where: str) -> dict[str, Any]:
             continue
         clean[key] = _fraction(item.get(key), f"{where}.{key}")
     if needs_end and (clean["x1"], clean["y1"]) == (clean["x2"], clean["y2"]):
-        raise ValueError(f"{where}: an {kind} needs two different points (x1, y1) and (x2, y2)")
+        raise ValueError(f"{where}: {kind} needs two different points (x1, y1) and (x2, y2)")
     text = item.get("text")
     if text is not None:
         if not isinstance(text, str) or len(text) > MAX_TEXT_LENGTH:
@@ -548,9 +548,25 @@ def _draw_text(
     draw.text((x, y), text, fill=color, font=font, stroke_width=outline_width, stroke_fill=outline)
 
 
-@functools.lru_cache(maxsize=32)
+# Pillow's built-in font covers ASCII only; these cover Latin Extended (Māori macrons, accented names).
+# Debian/Ubuntu packages: fonts-dejavu-core, fonts-liberation, fonts-noto-core.
+_LABEL_FONTS = ("DejaVuSans-Bold.ttf", "LiberationSans-Bold.ttf", "NotoSans-Bold.ttf")
+
+
+@functools.cache
+def _label_font_path() -> str | None:
+    for name in _LABEL_FONTS:
+        try:
+            return str(ImageFont.truetype(name, 12).path)  # Pillow searches the system font folders
+        except OSError:
+            continue
+    return None
+
+
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+    # A new face per call (under a millisecond): FreeType faces must not be shared between threads.
+    path = _label_font_path()
+    return ImageFont.truetype(path, size) if path else ImageFont.load_default(size=size)
 
 
 def _rgb(color: str) -> tuple[int, int, int]:

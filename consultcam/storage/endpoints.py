@@ -49,7 +49,8 @@ async def put_object(key: str, request: Request) -> Response:
 
 @router.get("/api/storage/{key:path}")
 async def get_object(key: str, request: Request) -> Response:
-    """Serve an object through a signed GET URL, never cached."""
+    """Serve an object through a signed GET URL, never cached (`nosniff` comes with every response from the
+    app's security headers)."""
     store = _store(request)
     try:
         store.verify("GET", key, dict(request.query_params))
@@ -60,4 +61,4 @@ async def get_object(key: str, request: Request) -> Response:
     except KeyError as exc:
         raise ConsultcamError("This photo is no longer stored (committed, deleted or expired).",
                               error="NotFound", status=404) from exc
-    return Response(data, media_type="image/jpeg", headers={**NO_STORE, "X-Content-Type-Options": "nosniff"})
+    return Response(data, media_type="image/jpeg", headers=NO_STORE)

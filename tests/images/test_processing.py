@@ -522,6 +522,20 @@ def test_text_near_the_edge_stays_inside_the_picture(grey_jpeg):
     assert sum(1 for r, g, b in corner.get_flattened_data() if b > 180 and r < 90 and g < 90) > 100
 
 
+@pytest.mark.skipif(
+    not Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf").exists(),
+    reason="needs a system font with Latin Extended glyphs (Debian package fonts-dejavu-core)",
+)
+def test_labels_with_macrons_are_drawn(grey_jpeg):
+    def label(text: str) -> bytes:
+        note = {"type": "text", "x1": 0.1, "y1": 0.1, "text": text, "color": "#0000ff"}
+        return pixels(render(grey_jpeg, {"annotations": [note]})).tobytes()
+
+    # Pillow's built-in font has no glyph for either, so both would come out identical (and blank).
+    assert label("Tāne") != label("Tēne")
+    assert label("Tāne") != label("Tne")
+
+
 def test_render_rejects_a_crop_smaller_than_a_pixel(grey_jpeg):
     with pytest.raises(ValueError, match="smaller than one pixel"):
         render(grey_jpeg, {"crop": {"x": 0.5, "y": 0.5, "width": 0.0001, "height": 0.5}})

@@ -3,12 +3,9 @@ what (clinician, its phone, another session's phone, nobody), revoking the phone
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import xml.etree.ElementTree as ET
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -16,29 +13,11 @@ import pytest
 from sqlalchemy import func, select
 
 from consultcam.models import CaptureSession, ClinicalImage, PairingToken, utcnow
+from tests.conftest import CLINICIAN_TOKEN, PATIENT, jpeg_bytes, pair_phone, start_session, token_of, upload
 
 
-def _shared_helpers() -> ModuleType:
-    """The helpers of tests/conftest.py. Loaded by path: every conftest.py in a folder without __init__.py
-    is the module `conftest`, so `from conftest import …` breaks as soon as a test folder gets its own."""
-    name = "consultcam_tests_shared"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_shared = _shared_helpers()
-PATIENT, CLINICIAN_TOKEN = _shared.PATIENT, _shared.CLINICIAN_TOKEN
-start_session, pair_phone, token_of, upload = (_shared.start_session, _shared.pair_phone, _shared.token_of,
-                                               _shared.upload)
-jpeg_bytes = _shared.jpeg_bytes
-
-
-def assert_error(response: httpx.Response, status: int, error: str | None = None, *words: str) -> dict[str, Any]:
+def assert_error(response: httpx.Response, status: int, error: str | None = None,
+                 *words: str) -> dict[str, Any]:
     """The `{error, detail}` body, never cached, with a detail that says what to do (and names `words`)."""
     assert response.status_code == status, response.text
     body = response.json()
@@ -54,7 +33,8 @@ def assert_error(response: httpx.Response, status: int, error: str | None = None
 
 def create(clinician: httpx.AsyncClient, encounter: str = "enc-1", patient: dict[str, Any] | None = None,
            **extra: Any) -> Any:
-    return clinician.post("/api/sessions", json={"encounterId": encounter, "patient": patient or PATIENT, **extra})
+    body = {"encounterId": encounter, "patient": patient or PATIENT, **extra}
+    return clinician.post("/api/sessions", json=body)
 
 
 def store_files(runtime: Any, session_id: str | None = None) -> list[Path]:
@@ -82,9 +62,11 @@ async def test_create_session_returns_201_with_a_qr_code(clinician: httpx.AsyncC
     assert body["status"] == "open"
     assert body["encounterId"] == "enc-1"
     assert body["patient"] == PATIENT
-    assert body["practitionerId"] == "prac-7" and body["facilityId"] == "fac-3"
+    assert body["practitionerId"] == "prac-7"
+    assert body["facilityId"] == "fac-3"
     assert body["maxImages"] == settings.max_images == 50
-    assert body["imageCount"] == 0 and body["phone"] is None
+    assert body["imageCount"] == 0
+    assert body["phone"] is None
     created = datetime.fromisoformat(body["createdAt"])
     expires = datetime.fromisoformat(body["expiresAt"])
     assert abs(created - utcnow()) < timedelta(seconds=30)
@@ -94,7 +76,9 @@ async def test_create_session_returns_201_with_a_qr_code(clinician: httpx.AsyncC
     pairing = body["pairing"]
     assert pairing["url"].startswith("http://testserver/m/")  # no PUBLIC_URL: the address the desktop used
     token = token_of(pairing["url"])
-    assert len(token) >= 22 and "/" not in token and "?" not in token
+    assert len(token) >= 22
+    assert "/" not in token
+    assert "?" not in token
     svg = ET.fromstring(pairing["qrSvg"])
     assert svg.tag.endswith("svg")
     assert any(el.tag.endswith("path") for el in svg.iter())
@@ -266,7 +250,8 @@ async def test_get_session_shows_images_and_phone(clinician: httpx.AsyncClient, 
 async def two_sessions(clinician: httpx.AsyncClient, new_client: Any) -> dict[str, Any]:
     """Session A with a paired phone, session B (another encounter and patient) with a photo."""
     a = await start_session(clinician, "enc-a")
-    b = (await create(clinician, "enc-b", patient={"id": "pat-b", "name": "Bea Other", "nhi": "ZZZ0024"})).json()
+    other_patient = {"id": "pat-b", "name": "Bea Other", "nhi": "ZZZ0024"}
+    b = (await create(clinician, "enc-b", patient=other_patient)).json()
     phone = await pair_phone(new_client, a)
     image = await upload(clinician, b["id"], jpeg_bytes("cat.jpg"))
     assert image.status_code == 201, image.text
@@ -288,7 +273,8 @@ async def test_phone_cannot_see_or_upload_to_another_session(two_sessions: dict[
         response = await phone.request(method, path, json=body)
         body_json = assert_error(response, 404, None)
         assert body_json["error"] == "SessionNotFound", (method, path, body_json)
-        assert "Bea Other" not in response.text and "pat-b" not in response.text
+        assert "Bea Other" not in response.text
+        assert "pat-b" not in response.text
     # Nothing changed in B: its photo is still there, no upload slot was made.
     assert await count_rows(runtime, ClinicalImage, session_id=b) == 1
     assert len(store_files(runtime, b)) == 2  # the JPEG and its thumbnail
@@ -313,7 +299,9 @@ async def test_phone_can_never_act_as_the_clinician(two_sessions: dict[str, Any]
     assert await count_rows(runtime, CaptureSession, status="open") == 2
     async with runtime.sessionmaker() as db:
         image = await db.get(ClinicalImage, image_id)
-    assert image is not None and image.image_metadata == {} and image.status == "ready"
+    assert image is not None
+    assert image.image_metadata == {}
+    assert image.status == "ready"
     assert await count_rows(runtime, PairingToken) == 2  # no code was issued by the phone
 
 
@@ -372,7 +360,9 @@ async def test_cancel_deletes_photos_and_objects_and_signs_the_phone_out(
 
     state = (await clinician.get(f"/api/sessions/{session['id']}")).json()
     assert state["status"] == "cancelled"
-    assert state["images"] == [] and state["imageCount"] == 0 and state["phone"] is None
+    assert state["images"] == []
+    assert state["imageCount"] == 0
+    assert state["phone"] is None
 
     answer = await phone.get(f"/api/sessions/{session['id']}")
     assert answer.status_code in (401, 409), answer.text
@@ -382,7 +372,8 @@ async def test_cancel_deletes_photos_and_objects_and_signs_the_phone_out(
     refused = await clinician.post(f"/api/sessions/{session['id']}/uploads",
                                    json={"contentType": "image/jpeg", "sizeBytes": 1000})
     assert_error(refused, 409, "SessionClosed", "cancelled")
-    late = await clinician.post(f"/api/sessions/{session['id']}/images", json={"imageId": pending.json()["imageId"]})
+    late = await clinician.post(f"/api/sessions/{session['id']}/images",
+                                json={"imageId": pending.json()["imageId"]})
     assert late.status_code in (404, 409), late.text
     assert_error(await clinician.post(f"/api/sessions/{session['id']}/pairing"), 409, "SessionClosed")
     assert await count_rows(runtime, ClinicalImage, session_id=session["id"]) == 0
@@ -410,7 +401,9 @@ async def test_cancel_is_audited(clinician: httpx.AsyncClient, runtime: Any) -> 
     session = await start_session(clinician)
     await clinician.delete(f"/api/sessions/{session['id']}")
     async with runtime.sessionmaker() as db:
-        events = (await db.execute(select(AuditEvent).where(AuditEvent.session_id == session["id"]))).scalars().all()
+        query = select(AuditEvent).where(AuditEvent.session_id == session["id"])
+        events = (await db.execute(query)).scalars().all()
     cancelled = [e for e in events if e.action == "session.cancelled"]
     assert len(cancelled) == 1
-    assert cancelled[0].actor_type == "clinician" and cancelled[0].detail["reason"] == "cancelled"
+    assert cancelled[0].actor_type == "clinician"
+    assert cancelled[0].detail["reason"] == "cancelled"

@@ -17,6 +17,9 @@ export const EVENT_TYPES = [
 
 const MAX_DELAY_MS = 15_000;
 const OFFLINE_AFTER_FAILURES = 3;
+// A dropped Wi-Fi link can leave a TCP connection that looks open for minutes. When the server sends its
+// keep-alive as an event (`event: ping`), a silence longer than this means the connection is dead.
+const SILENCE_MS = 45_000;
 
 /**
  * States: "connecting" (first connection), "live", "reconnecting" (a gap, retrying), "offline" (several
@@ -41,8 +44,23 @@ export class EventStream {
     this.everOpened = false;
     this.timer = null;
     this.paused = false;
-    this.onOnline = () => { if (this.state !== "live" && this.state !== "closed" && !this.paused) this.reconnectNow(); };
+    this.lastHeard = 0;
+    this.heardPing = false;
+    this.onOnline = () => { if (this.state !== "closed" && !this.paused) this.reconnectNow(); };
+    // The browser knows the network went: the open connection is gone even if the socket does not say so.
+    this.onOffline = () => {
+      if (this.state === "closed" || this.paused) return;
+      this.teardown();
+      this.hadGap = true;
+      this.failures = OFFLINE_AFTER_FAILURES;
+      this.setState("offline");
+      this.scheduleReconnect();
+    };
     window.addEventListener("online", this.onOnline);
+    window.addEventListener("offline", this.onOffline);
+    this.watchdog = setInterval(() => {
+      if (this.heardPing && this.state === "live" && Date.now() - this.lastHeard > SILENCE_MS) this.drop();
+    }, 5000);
   }
 
   start() {
@@ -54,7 +72,9 @@ export class EventStream {
   /** Stop for good (session finished, page leaving). */
   close() {
     this.teardown();
+    clearInterval(this.watchdog);
     window.removeEventListener("online", this.onOnline);
+    window.removeEventListener("offline", this.onOffline);
     this.setState("closed");
   }
 
@@ -102,6 +122,7 @@ export class EventStream {
     source.onopen = () => {
       if (source !== this.source) return;
       this.failures = 0;
+      this.lastHeard = Date.now();
       this.setState("live");
       if (this.hadGap && this.everOpened) {
         this.hadGap = false;
@@ -124,6 +145,7 @@ export class EventStream {
     };
     const dispatch = (message) => {
       if (source !== this.source) return;
+      this.lastHeard = Date.now();
       if (message.lastEventId) this.lastEventId = message.lastEventId;
       let envelope;
       try { envelope = JSON.parse(message.data); } catch { return; }
@@ -132,6 +154,11 @@ export class EventStream {
     };
     for (const type of EVENT_TYPES) source.addEventListener(type, dispatch);
     source.addEventListener("message", dispatch);
+    source.addEventListener("ping", () => {
+      if (source !== this.source) return;
+      this.heardPing = true;
+      this.lastHeard = Date.now();
+    });
   }
 
   teardown() {

@@ -119,10 +119,11 @@ export class Gallery {
     return item;
   }
 
+  /** Photos stand in the order they were taken (as numbered on the phone), not the order they arrived. */
   place(item) {
-    const key = sortKey(item.image);
-    const after = [...this.items.values()].filter((other) => other !== item && sortKey(other.image) > key)
-      .sort((a, b) => (sortKey(a.image) < sortKey(b.image) ? -1 : 1))[0];
+    const after = [...this.items.values()]
+      .filter((other) => other !== item && compare(other.image, item.image) > 0)
+      .sort((a, b) => compare(a.image, b.image))[0];
     this.root.insertBefore(item.figure, after ? after.figure : null);
   }
 
@@ -184,6 +185,7 @@ export class Gallery {
   }
 }
 
-function sortKey(image) {
-  return `${image.createdAt || ""}|${image.id}`;
+function compare(a, b) {
+  const time = (image) => Date.parse(image.capturedAt || image.createdAt) || 0;
+  return time(a) - time(b) || (Date.parse(a.createdAt) || 0) - (Date.parse(b.createdAt) || 0) || (a.id < b.id ? -1 : 1);
 }
