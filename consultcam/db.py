@@ -83,20 +83,15 @@ class UnitOfWork:
 @asynccontextmanager
 async def unit_of_work(sessionmaker: async_sessionmaker[AsyncSession], *, writes: bool = True) -> AsyncIterator[UnitOfWork]:
     """Open a session, yield a `UnitOfWork`, commit on success then run the after-commit callbacks;
-    roll back and drop the callbacks on any exception, except an error marked `commit_first` (a rejected
-    upload whose cleanup must land before the error is reported). `writes=False` for read-only requests."""
+    roll back and drop the callbacks on any exception. `writes=False` for read-only work."""
     async with sessionmaker() as session:
         uow = UnitOfWork(session)
         if writes:
             await session.connection(execution_options={WRITE_OPTION: True})
         try:
             yield uow
-        except BaseException as exc:
-            if not getattr(exc, "commit_first", False):
-                await session.rollback()
-                raise
-            await session.commit()
-            await uow.run_after_commit()
+        except BaseException:
+            await session.rollback()
             raise
         await session.commit()
     await uow.run_after_commit()

@@ -22,14 +22,10 @@ class ConsultcamError(Exception):
 
     status = 400
     error = "BadRequest"
-    #: Commit the transaction before reporting the error (cleanup that must land, e.g. a rejected upload).
-    commit_first = False
 
-    def __init__(self, detail: str, *, error: str | None = None, status: int | None = None,
-                 commit_first: bool = False) -> None:
+    def __init__(self, detail: str, *, error: str | None = None, status: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.commit_first = commit_first
         if error:
             self.error = error
         if status:

@@ -44,10 +44,11 @@ async def stop() -> None:
 
 
 async def run_periodic_sweeper(interval_seconds: float) -> None:
-    """Queue the sweeper every `interval_seconds` until cancelled (the embedded scheduler)."""
+    """Queue the sweeper every `interval_seconds` until cancelled (the embedded scheduler). The first run
+    is one interval after start: nothing expires faster than that, and start-up stays quick."""
     while True:
+        await asyncio.sleep(interval_seconds)
         try:
             await sweep_task.kiq()
         except Exception:
             log.exception("could not queue the sweeper")
-        await asyncio.sleep(interval_seconds)

@@ -23,12 +23,11 @@ async def create_upload(session_id: str, body: UploadRequest, rt: RuntimeDep, uo
 
 
 @router.post("/images", status_code=status.HTTP_201_CREATED, response_model=ImageOut)
-async def register_image(session_id: str, body: RegisterRequest, response: Response, rt: RuntimeDep, uow: UoWDep,
-                         principal: PrincipalDep) -> ImageOut:
+async def register_image(session_id: str, body: RegisterRequest, response: Response, rt: RuntimeDep,
+                         principal: ReadPrincipalDep) -> ImageOut:
     """Verify and record an uploaded photo (422 when it is missing or not a valid image)."""
     authorise_session(principal, session_id)
-    session = await get_session(uow, session_id)
-    image, created = await service.register_image(uow, rt, principal, session, body)
+    image, created = await service.register_image(rt, principal, session_id, body)
     if not created:
         response.status_code = status.HTTP_200_OK
     return await service.image_out_with_urls(image, rt)

@@ -117,20 +117,24 @@ async def issue_upload(uow: UnitOfWork, rt: Runtime, actor: Principal, session: 
                      headers=presigned.headers, expires_at=presigned.expires_at)
 
 
-async def register_image(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession,
+async def register_image(rt: Runtime, actor: Principal, session_id: str,
                          request: RegisterRequest) -> tuple[ClinicalImage, bool]:
     """Verify and normalise an uploaded object and record it. Returns (image, created); registering the
-    same image again returns it unchanged (idempotent retries).
+    same image again, or twice at once, returns the one image (idempotent retries).
 
+    Three steps, so the decoding (tens to hundreds of ms) never holds the database's write lock: read the
+    slot, verify and normalise the bytes with no transaction open, then record the result in a short one.
     Raises ResourceNotFound 404 (no such upload), Conflict 409 (session closed), Unprocessable 422 when the
     bytes never arrived (the slot stays for a retry) or are not a valid image (object and slot deleted;
     415 for a type we do not accept).
     """
     settings = rt.settings
-    image = await get_image(uow, session.id, request.image_id, statuses=("pending", "ready"))
-    if image.status == "ready":
-        return image, False
-    sessions.require_open(session, settings)
+    async with rt.unit_of_work(writes=False) as uow:
+        session = await sessions.get_session(uow, session_id)
+        image = await get_image(uow, session_id, request.image_id, statuses=("pending", "ready"))
+        if image.status == "ready":
+            return image, False
+        sessions.require_open(session, settings)
     stored = await rt.store.head(image.upload_key)
     if stored is None:
         raise Unprocessable("The photo has not arrived in storage. Upload it again, then register it.",
@@ -145,37 +149,45 @@ async def register_image(uow: UnitOfWork, rt: Runtime, actor: Principal, session
             processing.normalise, data, declared_content_type=image.upload_content_type,
             max_pixels=settings.max_image_pixels, max_edge_px=settings.capture_max_edge_px)
     except processing.ImageRejected as rejected:
-        await _reject(uow, rt, actor, image, rejected)
-        raise ConsultcamError(rejected.detail, error=rejected.error, status=rejected.status,
-                              commit_first=True) from rejected
-    image.object_key, image.thumbnail_key = image_key(session.id, image.id), thumbnail_key(session.id, image.id)
-    await rt.store.put(image.object_key, normalised.jpeg, content_type="image/jpeg")
-    await rt.store.put(image.thumbnail_key, normalised.thumbnail, content_type="image/jpeg")
+        await _reject(rt, actor, image, rejected)
+        raise ConsultcamError(rejected.detail, error=rejected.error, status=rejected.status) from rejected
+    keys = image_key(session_id, image.id), thumbnail_key(session_id, image.id)
+    await rt.store.put(keys[0], normalised.jpeg, content_type="image/jpeg")
+    await rt.store.put(keys[1], normalised.thumbnail, content_type="image/jpeg")
+    async with rt.unit_of_work() as uow:
+        session = await sessions.get_session(uow, session_id)
+        image = await get_image(uow, session_id, request.image_id, statuses=("pending", "ready"))
+        if image.status == "ready":  # a concurrent registration of the same upload won
+            return image, False
+        sessions.require_open(session, settings)
+        image.object_key, image.thumbnail_key = keys
+        image.status = "ready"
+        image.content_type = "image/jpeg"
+        image.size_bytes = len(normalised.jpeg)
+        image.width, image.height, image.sha256 = normalised.width, normalised.height, normalised.sha256
+        image.captured_at = _plausible_capture_time(request.captured_at)
+        image.registered_at = utcnow()
+        image.image_metadata = request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
+        image.quality = normalised.quality
+        image.analysis = {"status": "disabled"}  # AI description: off unless the practice configures an endpoint
+        sessions.touch(session)
+        audit.record(uow.session, actor, "image.uploaded", session_id=session_id, image_id=image.id,
+                     source_type=normalised.source_content_type, size_bytes=image.size_bytes,
+                     width=image.width, height=image.height)
+        publish_after_commit(uow, rt.bus, session_id, "image.added", {"image": event_image(image, rt)})
     await rt.store.delete(image.upload_key)
-    image.status = "ready"
-    image.content_type = "image/jpeg"
-    image.size_bytes = len(normalised.jpeg)
-    image.width, image.height, image.sha256 = normalised.width, normalised.height, normalised.sha256
-    image.captured_at = _plausible_capture_time(request.captured_at)
-    image.registered_at = utcnow()
-    image.image_metadata = request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
-    image.quality = normalised.quality
-    image.analysis = {"status": "disabled"}  # AI description: off unless the practice configures an endpoint
-    sessions.touch(session)
-    audit.record(uow.session, actor, "image.uploaded", session_id=session.id, image_id=image.id,
-                 source_type=normalised.source_content_type, size_bytes=image.size_bytes,
-                 width=image.width, height=image.height)
-    publish_after_commit(uow, rt.bus, session.id, "image.added", {"image": event_image(image, rt)})
     return image, True
 
 
-async def _reject(uow: UnitOfWork, rt: Runtime, actor: Principal, image: ClinicalImage,
-                  rejected: processing.ImageRejected) -> None:
-    """Delete a rejected upload, slot and object (the caller raises with `commit_first`)."""
+async def _reject(rt: Runtime, actor: Principal, image: ClinicalImage, rejected: processing.ImageRejected) -> None:
+    """Delete a rejected upload, slot and object, and audit why."""
+    async with rt.unit_of_work() as uow:
+        row = await uow.session.get(ClinicalImage, image.id)
+        if row is not None and row.status == "pending":
+            await uow.session.delete(row)
+            audit.record(uow.session, actor, "image.rejected", session_id=image.session_id, image_id=image.id,
+                         reason=rejected.error)
     await rt.store.delete(image.upload_key)
-    audit.record(uow.session, actor, "image.rejected", session_id=image.session_id, image_id=image.id,
-                 reason=rejected.error)
-    await uow.session.delete(image)
 
 
 def _plausible_capture_time(captured_at: datetime | None) -> datetime | None:

@@ -8,9 +8,9 @@ from consultcam import audit
 from consultcam.auth import PHONE_COOKIE, Clinician, Phone
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import (
-    ClinicianDep, PrincipalDep, RuntimeDep, UoWDep, authorise_session, clinician_from_request,
+    ClinicianDep, PrincipalDep, RuntimeDep, UoWDep, authorise_session,
 )
-from consultcam.errors import NO_STORE
+from consultcam.errors import NO_STORE, NotAuthenticated
 from consultcam.images import processing
 from consultcam.images.service import list_images
 from consultcam.runtime import Runtime
@@ -79,14 +79,14 @@ async def revoke_phone(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: 
 @router.post("/pair", response_model=PairResponse)
 async def pair(body: PairRequest, request: Request, response: Response, rt: RuntimeDep, uow: UoWDep) -> PairResponse:
     """Redeem a QR code's pairing token: the phone gets its credential (also as an HttpOnly cookie)."""
-    current = None
-    if clinician_from_request(request, rt) is None and request.cookies.get(PHONE_COOKIE):
+    current: Phone | None = None
+    if request.cookies.get(PHONE_COOKIE):  # a reload of the page that paired: see redeem_pairing
         try:
             current = await service.authenticate_phone(uow, request.cookies[PHONE_COOKIE], touch=False)
-        except Exception:
+        except NotAuthenticated:
             current = None
     pairing = await service.redeem_pairing(uow, rt, body.token, user_agent=request.headers.get("user-agent", ""),
-                                           current=current if isinstance(current, Phone) else None)
+                                           current=current)
     settings = rt.settings
     response.set_cookie(PHONE_COOKIE, pairing.phone_token, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/",

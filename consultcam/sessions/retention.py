@@ -111,23 +111,22 @@ async def _delete_session(rt: Runtime, session_id: str) -> None:
 
 
 async def _delete_orphans(rt: Runtime, now: datetime) -> int:
-    """Delete objects under `sessions/<id>/` whose session no longer exists (left by a crash between a
-    store write and a database commit). Objects younger than the upload grace are left alone."""
-    objects = await rt.store.list("sessions/")
-    by_session: dict[str, list[str]] = {}
-    for obj in objects:
-        parts = obj.key.split("/")
-        if len(parts) >= 3 and obj.modified_at < now - UPLOAD_GRACE:
-            by_session.setdefault(parts[1], []).append(obj.key)
-    if not by_session:
+    """Delete objects nothing refers to: everything under `sessions/<id>/` whose session is gone (a crash
+    between a store write and a database commit), and uploads `sessions/<id>/uploads/<imageId>` whose
+    slot is no longer pending (a presigned PUT stays usable until it expires, even after registration or
+    deletion). Objects younger than the upload grace are left alone: they may be in flight."""
+    objects = [obj for obj in await rt.store.list("sessions/") if obj.modified_at < now - UPLOAD_GRACE]
+    if not objects:
         return 0
+    session_ids = {obj.key.split("/")[1] for obj in objects}
     async with rt.unit_of_work(writes=False) as uow:
         known = set((await uow.session.execute(
-            select(CaptureSession.id).where(CaptureSession.id.in_(list(by_session)))
-        )).scalars().all())
-    count = 0
-    for session_id, keys in by_session.items():
-        if session_id not in known:
-            await rt.store.delete(*keys)
-            count += len(keys)
-    return count
+            select(CaptureSession.id).where(CaptureSession.id.in_(session_ids)))).scalars().all())
+        pending = set((await uow.session.execute(
+            select(ClinicalImage.upload_key).where(ClinicalImage.session_id.in_(known),
+                                                   ClinicalImage.status == "pending"))).scalars().all())
+    stale = [obj.key for obj in objects
+             if obj.key.split("/")[1] not in known or ("/uploads/" in obj.key and obj.key not in pending)]
+    if stale:
+        await rt.store.delete(*stale)
+    return len(stale)

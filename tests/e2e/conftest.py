@@ -27,8 +27,10 @@ SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("CONSULTCAM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CONSULTCAM = ROOT / ".venv" / "bin" / "consultcam"
 
-PHONE_UA = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-            "Chrome/126.0.0.0 Mobile Safari/537.36")
+PHONE_UA = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Mobile Safari/537.36"
+)
 PATIENT = {"name": "Aroha Ngata", "nhi": "ZZZ0016", "birthDate": "1984-03-09"}
 
 
@@ -82,9 +84,12 @@ def start_server(tmp: Path, **env: str) -> Server:
     }
     log = tmp / "server.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own console script
+        process = subprocess.Popen(
             [str(CONSULTCAM), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
         )
     server = Server(url=url, data_dir=data_dir, token=token, process=process, log=log, env=env)
     deadline = time.monotonic() + 40
@@ -126,10 +131,27 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
 def camera_feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fake camera's input: the real fundus photo as a 4:3 MJPEG, as shared/photos/README.md describes."""
     out = tmp_path_factory.mktemp("camera") / "camera.mjpeg"
-    subprocess.run(  # noqa: S603
-        [shutil.which("ffmpeg") or "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-loop", "1", "-i", str(PHOTOS / "fundus-left-eye.jpg"), "-t", "2", "-r", "10",
-         "-vf", "scale=-2:960,pad=1280:960:(ow-iw)/2:0:black", "-q:v", "3", str(out)],
+    subprocess.run(
+        [
+            shutil.which("ffmpeg") or "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-i",
+            str(PHOTOS / "fundus-left-eye.jpg"),
+            "-t",
+            "2",
+            "-r",
+            "10",
+            "-vf",
+            "scale=-2:960,pad=1280:960:(ow-iw)/2:0:black",
+            "-q:v",
+            "3",
+            str(out),
+        ],
         check=True,
     )
     return out
@@ -146,9 +168,14 @@ def browser(playwright: Playwright, camera_feed: Path) -> Iterator[Browser]:
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM,
         args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run",
-            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-video-capture={camera_feed}",
         ],
     )
@@ -158,8 +185,9 @@ def browser(playwright: Playwright, camera_feed: Path) -> Iterator[Browser]:
 
 def new_desktop(browser: Browser, server: Server) -> Page:
     """A 1280×800 desktop page signed in through the login link `consultcam serve` prints."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-NZ",
-                                  timezone_id="Pacific/Auckland")
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800}, locale="en-NZ", timezone_id="Pacific/Auckland"
+    )
     context.set_default_timeout(15_000)
     page = context.new_page()
     page.goto(f"{server.url}/login?token={server.token}")
@@ -169,8 +197,13 @@ def new_desktop(browser: Browser, server: Server) -> Page:
 def new_phone(browser: Browser, *, camera: bool = True) -> Page:
     """A 360×740 Android phone with the camera permission granted (or not)."""
     context = browser.new_context(
-        viewport={"width": 360, "height": 740}, device_scale_factor=2, is_mobile=True, has_touch=True,
-        user_agent=PHONE_UA, locale="en-NZ", timezone_id="Pacific/Auckland",
+        viewport={"width": 360, "height": 740},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        user_agent=PHONE_UA,
+        locale="en-NZ",
+        timezone_id="Pacific/Auckland",
         permissions=["camera"] if camera else [],
     )
     context.set_default_timeout(15_000)
@@ -193,6 +226,7 @@ def desktop_factory(browser: Browser, contexts: list[BrowserContext]) -> object:
         page = new_desktop(browser, srv)
         contexts.append(page.context)
         return page
+
     return make
 
 
@@ -202,6 +236,7 @@ def phone_factory(browser: Browser, contexts: list[BrowserContext]) -> object:
         page = new_phone(browser, camera=camera)
         contexts.append(page.context)
         return page
+
     return make
 
 

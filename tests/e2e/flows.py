@@ -14,8 +14,9 @@ from tests.e2e.conftest import PATIENT, PHOTOS, Server
 PAIRING_URL = re.compile(r"https?://\S+/m/[A-Za-z0-9_-]{16,}")
 
 
-def start_session(desktop: Page, server: Server, patient: dict[str, str] = PATIENT,
-                  encounter: str | None = None) -> str:
+def start_session(
+    desktop: Page, server: Server, patient: dict[str, str] = PATIENT, encounter: str | None = None
+) -> str:
     """Fill in the start form on `/` and return the new capture session id."""
     desktop.goto(f"{server.url}/")
     desktop.get_by_label("Patient name").fill(patient["name"])
@@ -43,8 +44,9 @@ def pair(phone: Page, url: str) -> None:
     expect(phone.get_by_test_id("camera-capture")).to_be_visible()
 
 
-def phone_photo(path: Path, source: str = "rocket.jpg", orientation: int = 6,
-                size: tuple[int, int] = (4032, 3024)) -> Image.Image:
+def phone_photo(
+    path: Path, source: str = "rocket.jpg", orientation: int = 6, size: tuple[int, int] = (4032, 3024)
+) -> Image.Image:
     """Write a 12-megapixel JPEG as a phone camera does: landscape sensor pixels, EXIF Orientation and GPS.
 
     Returns the upright picture a viewer should show (the display image). For orientation 6 the stored
@@ -52,9 +54,11 @@ def phone_photo(path: Path, source: str = "rocket.jpg", orientation: int = 6,
     """
     with Image.open(PHOTOS / source) as src:
         upright = src.convert("RGB").resize((size[1], size[0]) if orientation in (6, 8) else size)
-    stored = {6: upright.transpose(Image.Transpose.ROTATE_90),
-              8: upright.transpose(Image.Transpose.ROTATE_270),
-              3: upright.transpose(Image.Transpose.ROTATE_180)}.get(orientation, upright)
+    stored = {
+        6: upright.transpose(Image.Transpose.ROTATE_90),
+        8: upright.transpose(Image.Transpose.ROTATE_270),
+        3: upright.transpose(Image.Transpose.ROTATE_180),
+    }.get(orientation, upright)
     exif = Image.Exif()
     exif[0x0112] = orientation
     exif[0x010F] = "TestPhone"

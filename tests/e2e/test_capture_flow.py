@@ -25,7 +25,7 @@ MAX_BYTES = 1024 * 1024
 
 
 def _difference(a: Image.Image, b: Image.Image) -> float:
-    """Mean absolute difference of two pictures compared at 256×256 greyscale (0 = identical, 255 = opposite)."""
+    """Mean absolute difference of two pictures at 256×256 greyscale (0 = identical, 255 = opposite)."""
     size = (256, 256)
     left = np.asarray(a.convert("L").resize(size), dtype=np.float32)
     right = np.asarray(b.convert("L").resize(size), dtype=np.float32)
@@ -57,7 +57,8 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     expect(phone_banner).to_contain_text("ZZZ0016")
     expect(phone_banner).to_contain_text("9 Mar 1984")
     expect(desktop.get_by_test_id("phone-status")).to_contain_text(
-        re.compile(r"Phone connected · Chrome on Android phone · \d{1,2}:\d{2}"))
+        re.compile(r"Phone connected · Chrome on Android phone · \d{1,2}:\d{2}")
+    )
     expect(desktop.get_by_test_id("qr")).to_be_hidden()  # the code is spent
     expect(phone.locator("#viewfinder")).to_have_attribute("data-state", "live")
     shot(phone, "phone-1-camera")
@@ -91,11 +92,21 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     shot(phone, "phone-3-review")
 
     # Upload all, then each photo shows on the desktop without a reload.
+    blob_urls = phone.evaluate("window.__consultcam.state.photos.map(p => p.url)")
+    assert len(blob_urls) == 3
+    assert all(url.startswith("blob:") for url in blob_urls)
     phone.get_by_test_id("upload-all").click()
     expect(phone.get_by_test_id("upload-done")).to_be_visible(timeout=30_000)
     expect(phone.get_by_test_id("upload-done")).to_contain_text("3 photos sent")
     shot(phone, "phone-4-sent")
-    assert phone.evaluate("window.__consultcam.state.photos.length") == 0  # nothing kept on the phone
+    # Nothing is kept on the phone: no photos in memory, no blob: images, and the object URLs are revoked.
+    assert phone.evaluate("window.__consultcam.state.photos.length") == 0
+    assert phone.locator('img[src^="blob:"]').count() == 0
+    revoked = phone.evaluate(
+        "urls => Promise.all(urls.map(u => fetch(u).then(() => 'alive', () => 'revoked')))", blob_urls
+    )
+    assert revoked == ["revoked"] * 3
+    assert phone.locator("a[download]").count() == 0
 
     gallery = desktop.get_by_test_id("gallery")
     items = gallery.locator("figure[data-image-id]")
@@ -107,6 +118,11 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     expect(gallery.get_by_label("Label for photo 3")).to_have_value("Rocket, from files")
     expect(items.nth(2)).to_contain_text("1536 × 2048")
     expect(desktop.get_by_test_id("commit")).to_have_text("Commit 3 photos")
+    # Fixed boxes: a portrait photo takes the same space as a landscape one, so nothing moves as they arrive.
+    boxes = [items.nth(i).locator(".g-thumb").bounding_box() for i in range(3)]
+    assert {(round(b["width"]), round(b["height"])) for b in boxes if b} == {
+        (round(boxes[0]["width"]), round(boxes[0]["width"] * 3 / 4))
+    }
     shot(desktop, "desktop-4-gallery")
 
     # Commit through the confirmation dialog.
@@ -155,11 +171,14 @@ def _check_bundle(server: Server, session_id: str, upright: Image.Image) -> None
         assert image.format == "JPEG"
         assert max(image.size) <= MAX_EDGE
         assert (resource.width, resource.height) == image.size
-        assert "exif" not in image.info and len(image.getexif()) == 0, "EXIF must be stripped"
+        assert "exif" not in image.info, "EXIF must be stripped"
+        assert len(image.getexif()) == 0
         assert b"Exif\x00\x00" not in data
         assert resource.subject.display == PATIENT["name"]
         notes = " ".join(note.text for note in resource.note or [])
-        label = "Rocket, from files" if "Rocket" in notes else "Fundus, left eye" if "Fundus" in notes else "none"
+        label = (
+            "Rocket, from files" if "Rocket" in notes else "Fundus, left eye" if "Fundus" in notes else "none"
+        )
         by_label.setdefault(label, (resource, image, data))
 
     assert set(by_label) == {"Rocket, from files", "Fundus, left eye", "none"}, by_label.keys()
@@ -169,11 +188,14 @@ def _check_bundle(server: Server, session_id: str, upright: Image.Image) -> None
     assert picked.size == (1536, 2048)
     assert picked.height > picked.width
     right_way = _difference(picked, upright)
-    for wrong in (upright.transpose(Image.Transpose.ROTATE_180), upright.transpose(Image.Transpose.FLIP_TOP_BOTTOM)):
+    for wrong in (
+        upright.transpose(Image.Transpose.ROTATE_180),
+        upright.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    ):
         assert right_way < 12 < _difference(picked, wrong), (right_way, _difference(picked, wrong))
 
     # The camera photos: the fake camera's 1280×960 frames of the fundus photograph.
     _, camera, _ = by_label["Fundus, left eye"]
     assert camera.size == (1280, 960)
-    red, green, _ = (np.asarray(camera.convert("RGB"), dtype=np.float32)[400:560, 560:720].mean(axis=(0, 1)))
+    red, green, _ = np.asarray(camera.convert("RGB"), dtype=np.float32)[400:560, 560:720].mean(axis=(0, 1))
     assert red > green + 40, "the fundus is red-orange in the middle of the frame"

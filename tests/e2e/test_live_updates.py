@@ -22,8 +22,9 @@ def _upload_one_file(phone: Page, path: Path) -> None:
     phone.get_by_test_id("take-more").click()
 
 
-def test_desktop_catches_up_after_the_stream_drops(server: Server, desktop_factory, phone_factory,
-                                                   tmp_path: Path) -> None:
+def test_desktop_catches_up_after_the_stream_drops(
+    server: Server, desktop_factory, phone_factory, tmp_path: Path
+) -> None:
     desktop = desktop_factory(server)
     start_session(desktop, server, encounter="enc-live-1")
     phone = phone_factory()
@@ -60,4 +61,6 @@ def test_desktop_catches_up_after_the_stream_drops(server: Server, desktop_facto
     desktop.evaluate("window.__consultcam.events.resume()")
     expect(live).to_have_text("Live")
     expect(items).to_have_count(3)
+    for index in range(3):
+        expect(items.nth(index)).to_have_attribute("data-loaded", "true")
     shot(desktop, "desktop-8-caught-up")

@@ -82,8 +82,9 @@ def test_expired_code(server_factory, desktop_factory, phone_factory) -> None:
     qr = desktop.get_by_test_id("qr")
     expect(qr).to_contain_text(re.compile(r"Code expires in 0:(30|2\d)"))
     url = pairing_url(desktop)
-    expect(qr).to_contain_text("Code expired", timeout=40_000)
-    expect(desktop.locator("#qr-overlay")).to_be_visible()
+    expect(desktop.locator("#qr-overlay")).to_be_visible(timeout=40_000)
+    expect(desktop.locator("#qr-overlay")).to_contain_text("Code expired")
+    expect(qr).to_have_attribute("data-state", "expired")
     expect(desktop.get_by_test_id("new-code")).to_be_enabled()
     shot(desktop, "desktop-9-code-expired")
 

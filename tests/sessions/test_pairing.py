@@ -200,6 +200,25 @@ async def test_page_reload_by_the_same_phone_rotates_its_credential(
     assert sorted(p.revoked_at is None for p in phones) == [False, True]
 
 
+async def test_every_reload_rotates_and_only_the_newest_credential_works(
+        clinician: httpx.AsyncClient, new_client: Any) -> None:
+    session = await start_session(clinician)
+    token = token_of(session["pairing"]["url"])
+    phone = new_client()
+    credentials = []
+    for _ in range(3):
+        response = await redeem(phone, token)
+        assert response.status_code == 200, response.text
+        credentials.append(response.json()["phoneToken"])
+    assert len(set(credentials)) == 3
+    for credential, works in zip(credentials, (False, False, True), strict=True):
+        async with new_client(authorization=f"Bearer {credential}") as client:
+            status = (await client.get(f"/api/sessions/{session['id']}")).status_code
+        assert status == (200 if works else 401)
+    # A new phone still cannot use the code.
+    assert_error(await redeem(new_client(), token), 409, "PairingTokenUsed")
+
+
 async def test_reload_needs_the_cookie_of_that_very_token(clinician: httpx.AsyncClient,
                                                           new_client: Any) -> None:
     """A phone paired by another code of the same session, or a stolen old credential as Bearer, cannot

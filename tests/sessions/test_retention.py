@@ -23,7 +23,8 @@ def _files(runtime) -> list[str]:
     return [p.name for p in (runtime.store.root / "sessions").rglob("*") if p.is_file()]
 
 
-async def test_an_idle_session_expires_with_its_photos_and_the_phone_is_signed_out(clinician, new_client, runtime):
+async def test_an_idle_session_expires_with_its_photos_and_the_phone_is_signed_out(clinician, new_client,
+                                                                                   runtime):
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
@@ -75,12 +76,13 @@ async def test_ended_sessions_are_deleted_after_the_grace_period(clinician, new_
 
 async def test_uploads_that_were_never_registered_are_deleted(clinician, runtime):
     session = await start_session(clinician)
-    presign = (await clinician.post(f"/api/sessions/{session['id']}/uploads",
-                                    json={"contentType": "image/jpeg", "sizeBytes": len(jpeg_bytes())})).json()
+    request = {"contentType": "image/jpeg", "sizeBytes": len(jpeg_bytes())}
+    presign = (await clinician.post(f"/api/sessions/{session['id']}/uploads", json=request)).json()
     await clinician.put(presign["uploadUrl"], content=jpeg_bytes(), headers=presign["headers"])
     assert len(_files(runtime)) == 1
     async with runtime.unit_of_work() as uow:
-        await uow.session.execute(update(ClinicalImage).values(upload_expires_at=utcnow() - timedelta(hours=1)))
+        await uow.session.execute(update(ClinicalImage)
+                                  .values(upload_expires_at=utcnow() - timedelta(hours=1)))
 
     report = await sweep(runtime)
 
@@ -104,9 +106,29 @@ async def test_objects_without_a_session_are_deleted(runtime):
 async def test_an_interrupted_commit_reopens_the_session(clinician, new_client, runtime):
     session = await start_session(clinician)
     async with runtime.unit_of_work() as uow:
-        await uow.session.execute(update(CaptureSession).values(status="committing",
-                                                                last_activity_at=utcnow() - timedelta(hours=1)))
+        await uow.session.execute(update(CaptureSession).values(
+            status="committing", last_activity_at=utcnow() - timedelta(hours=1)))
     assert (await sweep(runtime)).reopened_commits == 1
     state = (await clinician.get(f"/api/sessions/{session['id']}")).json()
     assert state["status"] == "open"
     assert "interrupted" in state["commitError"]
+
+
+async def test_an_upload_replayed_after_registration_is_cleaned_up(clinician, runtime):
+    """A presigned PUT stays usable until it expires; bytes sent again after registration go nowhere."""
+    session = await start_session(clinician)
+    data = jpeg_bytes()
+    presign = (await clinician.post(f"/api/sessions/{session['id']}/uploads",
+                                    json={"contentType": "image/jpeg", "sizeBytes": len(data)})).json()
+    await clinician.put(presign["uploadUrl"], content=data, headers=presign["headers"])
+    await clinician.post(f"/api/sessions/{session['id']}/images", json={"imageId": presign["imageId"]})
+    replayed = await clinician.put(presign["uploadUrl"], content=data, headers=presign["headers"])
+    assert replayed.status_code == 200
+    leftover = runtime.store.root / "sessions" / session["id"] / "uploads" / presign["imageId"]
+    assert leftover.exists()
+    old = time.time() - 3600
+    os.utime(leftover, (old, old))
+
+    assert (await sweep(runtime)).orphan_objects == 1
+    assert not leftover.exists()
+    assert len(_files(runtime)) == 2  # the registered photo and its thumbnail stay

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from consultcam.models import CaptureSession, ClinicalImage, PairingToken, utcnow
 from tests.conftest import CLINICIAN_TOKEN, PATIENT, jpeg_bytes, pair_phone, start_session, token_of, upload
@@ -321,6 +321,8 @@ async def test_revoked_phone_is_401_at_once(clinician: httpx.AsyncClient, new_cl
         assert_error(response, 401, "PhoneNotPaired", "QR code")
         assert "www-authenticate" in response.headers
     assert (await clinician.get(f"/api/sessions/{session['id']}")).json()["phone"] is None
+    # A signed-out phone is not "a phone" any more: clinician calls are 401 for it too, not 403.
+    assert_error(await phone.post(f"/api/sessions/{session['id']}/pairing"), 401, "InvalidCredential")
     # The session stays open: a new code pairs a phone again.
     code = (await clinician.post(f"/api/sessions/{session['id']}/pairing")).json()
     assert (await new_client().post("/api/pair", json={"token": token_of(code["url"])})).status_code == 200
@@ -330,6 +332,26 @@ async def test_revoke_without_a_phone_is_harmless(clinician: httpx.AsyncClient) 
     session = await start_session(clinician)
     assert (await clinician.delete(f"/api/sessions/{session['id']}/phone")).status_code == 204
     assert_error(await clinician.delete("/api/sessions/nope/phone"), 404, "SessionNotFound")
+
+
+async def test_idle_session_takes_no_more_photos_before_the_sweeper_runs(
+        clinician: httpx.AsyncClient, new_client: Any, runtime: Any, settings: Any) -> None:
+    session = await start_session(clinician)
+    phone = await pair_phone(new_client, session)
+    idle = timedelta(minutes=settings.session_idle_minutes + 1)
+    async with runtime.sessionmaker() as db, db.begin():
+        await db.execute(update(CaptureSession).where(CaptureSession.id == session["id"])
+                         .values(last_activity_at=utcnow() - idle))
+    for client in (phone, clinician):
+        refused = await client.post(f"/api/sessions/{session['id']}/uploads",
+                                    json={"contentType": "image/jpeg", "sizeBytes": 1000})
+        assert_error(refused, 409, "SessionExpired", "new session")
+    assert_error(await clinician.post(f"/api/sessions/{session['id']}/pairing"), 409, "SessionExpired")
+    assert await count_rows(runtime, ClinicalImage) == 0
+    # The encounter gets a fresh session rather than the expired one.
+    again = await create(clinician)
+    assert again.status_code == 201
+    assert again.json()["id"] != session["id"]
 
 
 # --- cancelling -----------------------------------------------------------------------------------------
@@ -364,17 +386,17 @@ async def test_cancel_deletes_photos_and_objects_and_signs_the_phone_out(
     assert state["imageCount"] == 0
     assert state["phone"] is None
 
-    answer = await phone.get(f"/api/sessions/{session['id']}")
-    assert answer.status_code in (401, 409), answer.text
+    # The phone was signed out with the cancel.
+    assert_error(await phone.get(f"/api/sessions/{session['id']}"), 401, "PhoneNotPaired")
     answer = await phone.post(f"/api/sessions/{session['id']}/uploads",
                               json={"contentType": "image/jpeg", "sizeBytes": 1000})
-    assert answer.status_code in (401, 409), answer.text
+    assert_error(answer, 401, "PhoneNotPaired")
     refused = await clinician.post(f"/api/sessions/{session['id']}/uploads",
                                    json={"contentType": "image/jpeg", "sizeBytes": 1000})
     assert_error(refused, 409, "SessionClosed", "cancelled")
     late = await clinician.post(f"/api/sessions/{session['id']}/images",
                                 json={"imageId": pending.json()["imageId"]})
-    assert late.status_code in (404, 409), late.text
+    assert_error(late, 404, "ImageNotFound")  # the upload slot went with the session's photos
     assert_error(await clinician.post(f"/api/sessions/{session['id']}/pairing"), 409, "SessionClosed")
     assert await count_rows(runtime, ClinicalImage, session_id=session["id"]) == 0
 

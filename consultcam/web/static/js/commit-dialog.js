@@ -113,7 +113,8 @@ function fact(term, value, className = "") {
  * Show commit results `[{imageId, status, resourceId?, error?}]` in the panel, one line per photo, using
  * the gallery position and label to name each photo.
  */
-export function renderCommitResult(panel, results, describe, patientName) {
+export function renderCommitResult(panel, results, describe, patientName, order = () => 0) {
+  results = [...results].sort((a, b) => order(a.imageId) - order(b.imageId));
   const ok = results.filter((r) => OK_STATUSES.has(String(r.status).toLowerCase()));
   const failed = results.length - ok.length;
   const allOk = failed === 0;

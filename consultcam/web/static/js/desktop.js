@@ -19,6 +19,7 @@ else startForm(page.launch || {});
 
 function sessionPage(sessionId) {
   const state = { session: null, phone: null, ended: null, ready: false, buffer: [], pairingBusy: false };
+  const shownAt = {};
 
   const qr = new QrPanel({ onNewCode: () => newPairing() });
   const gallery = new Gallery($("#gallery"), {
@@ -31,6 +32,8 @@ function sessionPage(sessionId) {
       gallery.upsert(updated);
     },
     onChange: () => renderCount(),
+    // When each photo first became visible (wall-clock ms), for bench/capture_latency.py.
+    onShown: (imageId) => { shownAt[imageId] ??= performance.timeOrigin + performance.now(); },
   });
   const commit = new CommitDialog({
     sessionId,
@@ -46,7 +49,7 @@ function sessionPage(sessionId) {
     check: () => api.getSession(sessionId),
     onFatal: (err) => fatal(err),
   });
-  window.__consultcam = { events, gallery, state };
+  window.__consultcam = { events, gallery, state, shownAt };
 
   $("#commit-btn").addEventListener("click", () => commit.open());
   $("#cancel-btn").addEventListener("click", () => confirmCancel());
@@ -138,7 +141,8 @@ function sessionPage(sessionId) {
         state.phone = null;
         if (state.session) state.session.phone = null;
         qr.waiting();
-        if (!state.ended) newPairing();
+        // A cancelled or expired session revokes its phone just before it ends: no new code for that.
+        setTimeout(() => { if (!state.ended && !state.phone) newPairing(); }, 600);
         break;
       case "image.added":
       case "image.updated":
@@ -166,7 +170,7 @@ function sessionPage(sessionId) {
         renderStatus("open");
         break;
       case "session.expired":
-        endSession("expired");
+        endSession(data.reason === "cancelled" ? "cancelled" : "expired");
         break;
       default:
         break;
@@ -274,7 +278,7 @@ function sessionPage(sessionId) {
       if (!known) return "Photo";
       const label = known.image.metadata?.label;
       return `Photo ${known.index}${label ? ` · ${label}` : ""}`;
-    }, state.session?.patient?.name);
+    }, state.session?.patient?.name, (imageId) => positions.get(imageId)?.index ?? Number.MAX_SAFE_INTEGER);
     endSession("committed");
   }
 
@@ -300,7 +304,10 @@ function sessionPage(sessionId) {
     show($(".commit-card"), false);
     show($(".phone-card"), false);
     show($("#live"), false);
-    if (status !== "committed") gallery.clear();
+    if (status !== "committed") {
+      gallery.clear();
+      $("#main").dataset.ended = "true"; // nothing left to show but the outcome
+    }
     renderCount();
     announce(copy[0]);
   }
@@ -313,8 +320,12 @@ function sessionPage(sessionId) {
     events.close();
     const notFound = err instanceof ApiError && (err.status === 404 || err.status === 403);
     setText($("#pb-name"), notFound ? "Session not found" : "Could not load the session");
+    show($(".pb-facts"), false);
+    show($("#session-status"), false);
     state.ended = "error";
     qr.disable();
+    show($(".phone-card"), false);
+    $("#main").dataset.ended = "true";
     show($(".commit-card"), false);
     show($("#gallery-empty"), false);
     setText($("#ended-title"), notFound ? "Session not found" : "Could not load the session");

@@ -11,7 +11,7 @@ export class Gallery {
   /**
    * @param {HTMLElement} root the gallery container
    * @param {{fetchImage(id): Promise<object>, onDelete(image, position), onLabel(image, label): Promise,
-   *   downloadUrl(id): string, onChange(): void}} deps
+   *   downloadUrl(id): string, onChange(): void, onShown(id): void}} deps
    */
   constructor(root, deps) {
     this.root = root;
@@ -44,7 +44,8 @@ export class Gallery {
     }
     item.image = { ...item.image, ...image, urls: image.urls || item.image.urls };
     this.render(item);
-    if (image.urls?.thumbnail) this.setSource(item, image.urls.thumbnail);
+    // A thumbnail already showing stays: a fresh signature on the same picture is not worth a reload.
+    if (image.urls?.thumbnail && item.figure.dataset.state !== "ready") this.setSource(item, image.urls.thumbnail);
     else if (!item.src) this.refresh(item);
     return item;
   }
@@ -76,6 +77,7 @@ export class Gallery {
     img.addEventListener("load", () => {
       item.figure.dataset.state = "ready";
       item.figure.dataset.loaded = "true";
+      this.deps.onShown?.(item.image.id);
     });
     img.addEventListener("error", () => {
       if (!item.src) return;

@@ -15,6 +15,7 @@ import { runPool, uploadPhoto } from "./upload-queue.js";
 
 const page = readPageData();
 const STORAGE_KEY = "consultcam.phone";
+const timings = []; // per upload, wall-clock ms: for bench/capture_latency.py
 const UPLOAD_CONCURRENCY = 2;
 
 const state = {
@@ -229,7 +230,10 @@ function handleEvent(event) {
       finish("ended", data.reason);
       return;
     case "phone.revoked":
-      if (!data.phoneId || !state.session.phone?.id || data.phoneId === state.session.phone.id) finish("revoked");
+      // A cancelled session revokes its phones just before it says it ended: let that say why.
+      if (!data.phoneId || !state.session.phone?.id || data.phoneId === state.session.phone.id) {
+        setTimeout(() => finish("revoked"), 600);
+      }
       return;
     default:
       return;
@@ -441,6 +445,7 @@ async function uploadOne(photo) {
     grid.update(photo);
     return;
   }
+  const uploadStart = performance.timeOrigin + performance.now();
   try {
     const image = await uploadPhoto(state.session.id, photo, {
       onStage: (stage) => { photo.status = stage; photo.retrying = false; grid.update(photo); renderOverall(); },
@@ -449,6 +454,7 @@ async function uploadOne(photo) {
     });
     photo.status = "done";
     photo.retrying = false;
+    timings.push({ imageId: image.id, uploadStart, registered: performance.timeOrigin + performance.now(), bytes: photo.blob.size });
     state.serverImages.add(image.id);
     state.sentCount += 1;
     releasePhoto(photo); // the desktop has it now; the phone keeps nothing
@@ -488,6 +494,7 @@ function finish(kind, reason) {
   state.events?.close();
   camera.stop();
   terminateResizer();
+  const unsent = pendingPhotos().length;
   for (const photo of state.photos) releasePhoto(photo);
   state.photos = [];
   state.serverImages.clear();
@@ -495,13 +502,17 @@ function finish(kind, reason) {
   const name = state.session?.patient?.name || "the patient";
   const copy = {
     committed: ["Saved to the record", `The photos are now in ${name}'s record. They have been removed from consultcam.`, "ok"],
-    ended: ["This session has ended", reason === "idle"
-      ? "It was closed after a period with no activity. Photos not yet sent were not kept."
-      : "It was closed on the desktop. Photos not yet sent were not kept.", "info"],
+    ended: reason === "cancelled"
+      ? ["Session cancelled", "The clinician cancelled this session on the desktop. Its photos were deleted and nothing was saved to the record.", "info"]
+      : ["This session has ended", reason && reason !== "cancelled"
+        ? "It was closed after a period with no activity. Photos not yet sent were not kept."
+        : "It was closed on the desktop. Photos not yet sent were not kept.", "info"],
     revoked: ["This phone was disconnected", "The desktop ended this phone's access to the session. Photos not yet sent were not kept.", "info"],
   }[kind] || ["This session has ended", "", "info"];
   setText($("#final-title"), copy[0]);
-  setText($("#final-text"), copy[1]);
+  setText($("#final-text"), unsent && kind === "committed"
+    ? `${copy[1]} ${plural(unsent, "photo")} still on this phone had not been sent and ${unsent === 1 ? "was" : "were"} discarded.`
+    : copy[1]);
   const finalIcon = $("#final-icon");
   finalIcon.className = `message-icon message-icon-${copy[2]}`;
   finalIcon.querySelector("use").setAttribute("href", copy[2] === "ok" ? "#i-check-circle" : "#i-info");
@@ -516,6 +527,7 @@ function render() {
   const pending = pendingPhotos();
   const count = pending.length;
   setText(els.photoCount, plural(count, "photo"));
+  els.viewfinder.dataset.count = String(count);
   els.reviewBtn.disabled = count === 0 && state.screen === "capture";
   setText(els.reviewBtnText, count ? `Review ${count}` : "Review");
   els.reviewBtn.setAttribute("aria-label", count ? `Review ${plural(count, "photo")}` : "Review photos");
@@ -534,8 +546,8 @@ function render() {
     if (el) el.dataset.level = note?.level || "";
   }
 
+  grid.sync(state.photos); // also drops the cards (and their blob: images) of photos sent or deleted
   if (state.screen === "review") {
-    grid.sync(state.photos);
     show(els.reviewEmpty, !state.photos.length);
     setText($("#review-title"), state.photos.length ? `Review ${plural(state.photos.length, "photo")}` : "Review");
   }
@@ -548,7 +560,7 @@ function render() {
   els.uploadAll.disabled = state.uploading || actionable === 0;
   setText(els.uploadAllText, state.uploading ? "Uploading…"
     : failed && failed === actionable ? `Retry ${plural(failed, "photo")}`
-      : `Upload all ${actionable ? plural(actionable, "photo") : ""}`.trim());
+      : actionable === 1 ? "Upload 1 photo" : `Upload all ${actionable || ""} photos`.replace("  ", " "));
   renderOverall();
 }
 
@@ -593,6 +605,6 @@ window.addEventListener("beforeunload", (event) => {
 });
 
 // Hooks for automation and the benchmark (bench/capture_latency.py): no secrets, no photos.
-window.__consultcam = { resizePhoto, state, events: null };
+window.__consultcam = { resizePhoto, state, events: null, timings };
 
 pair();

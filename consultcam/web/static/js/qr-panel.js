@@ -89,7 +89,7 @@ export class QrPanel {
     this.stopTimer();
     this.setState("expired");
     show(this.overlay, true);
-    setText(this.countdown, "Code expired");
+    setText(this.countdown, "Choose “New code” to pair a phone.");
     this.countdown.dataset.soon = "true";
     this.newBtn.classList.replace("btn-secondary", "btn-primary");
     announce("The pairing code expired. Choose New code to make another.");

@@ -59,6 +59,7 @@ export function startForm(launch) {
     show(formError, false);
     const firstBad = validate();
     if (firstBad) {
+      setText($("#launch-notice"), "Opened from your practice system. Check the details marked below, then start the session.");
       firstBad.focus();
       return;
     }
