@@ -41,9 +41,11 @@ SECURITY_HEADERS = {
     b"referrer-policy": b"no-referrer",
     b"x-content-type-options": b"nosniff",
     b"permissions-policy": b"camera=(self), microphone=(), geolocation=()",
-    b"content-security-policy": (b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-                                 b"worker-src 'self' blob:; connect-src 'self'; style-src 'self'; "
-                                 b"script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"),
+    b"content-security-policy": (
+        b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+        b"worker-src 'self' blob:; connect-src 'self'; style-src 'self'; "
+        b"script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
+    ),
 }
 
 
@@ -106,8 +108,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await jobs.stop()
             await runtime.close()
 
-    app = FastAPI(title="consultcam", version="0.1.0", lifespan=lifespan, docs_url="/api/docs",
-                  redoc_url=None, openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title="consultcam",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
     app.state.metrics = metrics
     app.state.runtime = runtime
     install_error_handlers(app)
@@ -128,16 +136,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Readiness: the database, the object store, the event bus and the EMR connector each answer."""
         runtime: Runtime = request.app.state.runtime
         checks: dict[str, Any] = {}
-        for name, probe in (("database", _check_database(runtime)), ("store", runtime.store.check()),
-                            ("bus", runtime.bus.check()), ("connector", runtime.connector.check())):
+        for name, probe in (
+            ("database", _check_database(runtime)),
+            ("store", runtime.store.check()),
+            ("bus", runtime.bus.check()),
+            ("connector", runtime.connector.check()),
+        ):
             try:
                 await asyncio.wait_for(probe, timeout=3)
                 checks[name] = "ok"
             except Exception as exc:
                 checks[name] = f"error: {type(exc).__name__}"
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -152,4 +165,3 @@ async def _check_database(runtime: Runtime) -> None:
 
     async with runtime.engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
-

@@ -14,15 +14,34 @@ from consultcam.auth import Principal
 from consultcam.models import AuditEvent
 
 #: Actions recorded (issue 2: created, paired, uploaded, viewed, committed, deleted, expired).
-ACTIONS = frozenset({
-    "session.created", "session.resumed", "session.viewed", "session.cancelled", "session.expired",
-    "pairing.issued", "phone.paired", "phone.revoked", "image.upload_issued", "image.uploaded",
-    "image.rejected", "image.viewed", "image.downloaded", "image.updated", "image.deleted",
-    "commit.started", "commit.succeeded", "commit.failed", "upload.abandoned",
-})
+ACTIONS = frozenset(
+    {
+        "session.created",
+        "session.resumed",
+        "session.viewed",
+        "session.cancelled",
+        "session.expired",
+        "pairing.issued",
+        "phone.paired",
+        "phone.revoked",
+        "image.upload_issued",
+        "image.uploaded",
+        "image.rejected",
+        "image.viewed",
+        "image.downloaded",
+        "image.updated",
+        "image.deleted",
+        "commit.started",
+        "commit.succeeded",
+        "commit.failed",
+        "upload.abandoned",
+    }
+)
 
 #: Words that may not appear in a detail key (split on "_"): what could carry a secret or the image itself.
-_FORBIDDEN_WORDS = frozenset({"token", "secret", "sig", "signature", "url", "password", "data", "jpeg", "base64"})
+_FORBIDDEN_WORDS = frozenset(
+    {"token", "secret", "sig", "signature", "url", "password", "data", "jpeg", "base64"}
+)
 
 
 def record(
@@ -43,11 +62,13 @@ def record(
     bad = [k for k in detail if _FORBIDDEN_WORDS & set(k.lower().split("_"))]
     if bad:
         raise ValueError(f"audit detail may not carry {bad}")
-    db.add(AuditEvent(
-        actor_type=actor.kind if actor else "system",
-        actor_id=actor.id if actor else "sweeper",
-        action=action,
-        session_id=session_id,
-        image_id=image_id,
-        detail=detail,
-    ))
+    db.add(
+        AuditEvent(
+            actor_type=actor.kind if actor else "system",
+            actor_id=actor.id if actor else "sweeper",
+            action=action,
+            session_id=session_id,
+            image_id=image_id,
+            detail=detail,
+        )
+    )

@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import secrets
 import ssl
-
 from typing import Annotated
 
 import typer
@@ -19,8 +18,9 @@ from rich.console import Console
 
 from consultcam.config import Settings, lan_address
 
-app = typer.Typer(help="consultcam: clinical photography for GP consultations.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="consultcam: clinical photography for GP consultations.", no_args_is_help=True, add_completion=False
+)
 console = Console(stderr=True)
 
 
@@ -32,7 +32,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def clinician_token(settings: Settings) -> str:
-    """`CONSULTCAM_CLINICIAN_TOKEN`, else the one kept in DATA_DIR/clinician-token (0600), made on first start."""
+    """`CONSULTCAM_CLINICIAN_TOKEN`, else the one in DATA_DIR/clinician-token (0600), made at first start."""
     if settings.clinician_token:
         return settings.clinician_token
     path = settings.data_dir / "clinician-token"
@@ -49,8 +49,10 @@ def _migrate(settings: Settings) -> None:
     try:
         migrate(settings.resolved_database_url)
     except Exception as exc:
-        console.print(f"[red]Could not prepare the database[/red] ({type(exc).__name__}: {exc}). "
-                      "Check CONSULTCAM_DATABASE_URL and that the database server is running.")
+        console.print(
+            f"[red]Could not prepare the database[/red] ({type(exc).__name__}: {exc}). "
+            "Check CONSULTCAM_DATABASE_URL and that the database server is running."
+        )
         raise typer.Exit(2) from exc
 
 
@@ -58,7 +60,9 @@ def _migrate(settings: Settings) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; a LAN address serves HTTPS.")] = "0.0.0.0",  # noqa: S104
     port: Annotated[int, typer.Option(help="TCP port.")] = 8443,
-    tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="Default: HTTPS unless on loopback.")] = None,
+    tls: Annotated[
+        bool | None, typer.Option("--tls/--no-tls", help="Default: HTTPS unless on loopback.")
+    ] = None,
     migrate: Annotated[bool, typer.Option(help="Upgrade the database schema first.")] = True,
 ) -> None:
     """Start the web app on the embedded defaults (SQLite, folder store, in-process bus and queue)."""
@@ -93,7 +97,9 @@ def serve(
     console.print(f"\n[bold]consultcam[/bold] is starting on {scheme}://{shown_host}:{port}")
     console.print(f"Data: {settings.data_dir}   Commits go to: {settings.emr_url}")
     console.print("Open the desktop (this link signs you in; keep it private):")
-    console.print(f"    [bold cyan]{base}/login?token={settings.clinician_token}[/bold cyan]\n", soft_wrap=True)
+    console.print(
+        f"    [bold cyan]{base}/login?token={settings.clinician_token}[/bold cyan]\n", soft_wrap=True
+    )
     if use_tls:
         console.print("[dim]The certificate is self-signed: browsers ask once to trust it.[/dim]\n")
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False, proxy_headers=False, **ssl)
@@ -138,14 +144,29 @@ def demo(
     cert = settings.data_dir / "tls" / "cert.pem"
     if url.startswith("https://") and cert.exists():
         verify = ssl.create_default_context(cafile=cert)  # our own self-signed certificate
-    body = {"encounterId": f"demo-{secrets.token_hex(4)}", "practitionerId": "demo-gp",
-            "patient": {"id": "demo-patient", "name": "Aroha Demo-Patient", "nhi": "ZZZ0016", "birthDate": "1984-03-09"}}
+    body = {
+        "encounterId": f"demo-{secrets.token_hex(4)}",
+        "practitionerId": "demo-gp",
+        "patient": {
+            "id": "demo-patient",
+            "name": "Aroha Demo-Patient",
+            "nhi": "ZZZ0016",
+            "birthDate": "1984-03-09",
+        },
+    }
     try:
-        response = httpx.post(f"{url.rstrip('/')}/api/sessions", json=body, verify=verify, timeout=10,
-                              headers={"Authorization": f"Bearer {clinician_token(settings)}"})
+        response = httpx.post(
+            f"{url.rstrip('/')}/api/sessions",
+            json=body,
+            verify=verify,
+            timeout=10,
+            headers={"Authorization": f"Bearer {clinician_token(settings)}"},
+        )
     except httpx.HTTPError as exc:
-        console.print(f"[red]Could not reach consultcam at {url}[/red] ({exc}). Start it with `make run` first, "
-                      "or pass --url.")
+        console.print(
+            f"[red]Could not reach consultcam at {url}[/red] ({exc}). Start it with `make run` first, "
+            "or pass --url."
+        )
         raise typer.Exit(2) from exc
     if response.status_code >= 400:
         console.print(f"[red]consultcam refused the demo session:[/red] {response.text}")
@@ -164,6 +185,3 @@ def main() -> None:  # pragma: no cover - console script entry
 
 if __name__ == "__main__":  # pragma: no cover
     app()
-
-
-

@@ -81,7 +81,9 @@ class UnitOfWork:
 
 
 @asynccontextmanager
-async def unit_of_work(sessionmaker: async_sessionmaker[AsyncSession], *, writes: bool = True) -> AsyncIterator[UnitOfWork]:
+async def unit_of_work(
+    sessionmaker: async_sessionmaker[AsyncSession], *, writes: bool = True
+) -> AsyncIterator[UnitOfWork]:
     """Open a session, yield a `UnitOfWork`, commit on success then run the after-commit callbacks;
     roll back and drop the callbacks on any exception. `writes=False` for read-only work."""
     async with sessionmaker() as session:

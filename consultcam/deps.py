@@ -12,8 +12,15 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from consultcam.auth import (
-    CLINICIAN_COOKIE, EMBEDDED_CLINICIAN, PHONE_COOKIE, Clinician, Phone, Principal, bearer_token,
-    is_clinician_token, verify_clinician_cookie,
+    CLINICIAN_COOKIE,
+    EMBEDDED_CLINICIAN,
+    PHONE_COOKIE,
+    Clinician,
+    Phone,
+    Principal,
+    bearer_token,
+    is_clinician_token,
+    verify_clinician_cookie,
 )
 from consultcam.db import UnitOfWork
 from consultcam.errors import NotAuthenticated, NotPermitted, ResourceNotFound
@@ -69,10 +76,13 @@ async def get_clinician(request: Request, rt: RuntimeDep) -> Clinician:
                 raise NotAuthenticated(
                     "The credential sent is not valid: a wrong clinician token, or a phone that is no longer "
                     "paired. Sign in again with the login link that `consultcam serve` printed.",
-                    error="InvalidCredential") from exc
+                    error="InvalidCredential",
+                ) from exc
         raise NotPermitted("Only the clinician at the desktop can do this.", error="ClinicianOnly")
-    raise NotAuthenticated("Sign in first: open the login link that `consultcam serve` printed, or send "
-                           "Authorization: Bearer <clinician token>.")
+    raise NotAuthenticated(
+        "Sign in first: open the login link that `consultcam serve` printed, or send "
+        "Authorization: Bearer <clinician token>."
+    )
 
 
 async def _principal(request: Request, rt: Runtime, uow: UnitOfWork, *, touch: bool) -> Principal:

@@ -68,9 +68,13 @@ class UpstreamFailed(ConsultcamError):
     status, error = 502, "UpstreamFailed"
 
 
-def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, error: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """The one error body shape: `{"error": name, "detail": sentence}`, never cached."""
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers={**NO_STORE, **(headers or {})})
+    return JSONResponse(
+        {"error": error, "detail": detail}, status_code=status, headers={**NO_STORE, **(headers or {})}
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -87,7 +91,9 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors()[:5]:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-        return error_response(422, "InvalidRequest", "; ".join(parts) + ". Fix the request and send it again.")
+        return error_response(
+            422, "InvalidRequest", "; ".join(parts) + ". Fix the request and send it again."
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -97,5 +103,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "InternalError", "Something went wrong on the server. Try again; if it "
-                              "keeps happening, tell your practice IT support.")
+        return error_response(
+            500,
+            "InternalError",
+            "Something went wrong on the server. Try again; if it "
+            "keeps happening, tell your practice IT support.",
+        )

@@ -25,7 +25,7 @@ broker: AsyncBroker = InMemoryBroker()
 
 
 @broker.task(task_name="consultcam.sweep")
-async def sweep_task(state: TaskiqState = TaskiqDepends()) -> dict[str, Any]:
+async def sweep_task(state: TaskiqState = TaskiqDepends()) -> dict[str, Any]:  # noqa: B008 (taskiq's DI)
     """Run the sweeper once (see `sessions.retention.sweep`); returns its report as a dict."""
     from consultcam.sessions.retention import sweep
 

@@ -10,7 +10,15 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("consultcam_http_requests_total", "HTTP requests", ["method", "route", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("consultcam_http_request_seconds", "HTTP request duration", ["method", "route"],
-                                 registry=self.registry)
+        self.requests = Counter(
+            "consultcam_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "consultcam_http_request_seconds",
+            "HTTP request duration",
+            ["method", "route"],
+            registry=self.registry,
+        )

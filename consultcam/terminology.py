@@ -19,9 +19,15 @@ LATERALITY_CODES = {
 LATERALITY_WORDS = {"left": "Left", "right": "Right", "bilateral": "Bilateral"}
 
 _D = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
-    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7), (4, 0, 1, 2, 3, 9, 5, 6, 7, 8), (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
-    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2), (7, 6, 5, 9, 8, 2, 1, 0, 4, 3), (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
+    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
+    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8),
+    (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2),
+    (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
+    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
     (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
 )
 _P1 = (1, 5, 7, 6, 2, 8, 3, 0, 9, 4)
@@ -43,6 +49,9 @@ def is_snomed_concept_id(sctid: str) -> bool:
     """True when `sctid` is a well-formed SNOMED CT concept id (6–18 digits, no leading zero, concept
     partition 00 or 10, Verhoeff check digit correct). It does not prove the concept exists in a release."""
     return (
-        sctid.isdigit() and 6 <= len(sctid) <= 18 and sctid[0] != "0"
-        and sctid[-3:-1] in ("00", "10") and verhoeff_valid(sctid)
+        sctid.isdigit()
+        and 6 <= len(sctid) <= 18
+        and sctid[0] != "0"
+        and sctid[-3:-1] in ("00", "10")
+        and verhoeff_valid(sctid)
     )

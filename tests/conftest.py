@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,13 @@ PATIENT = {"id": "pat-1", "name": "Mere Tester", "nhi": "ZZZ0016", "birthDate": 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Embedded settings in a fresh data directory, with the schema migrated."""
-    settings = Settings(data_dir=tmp_path / "data", clinician_token=CLINICIAN_TOKEN, public_url="",
-                        sweep_interval_seconds=3600, emr_url="export://")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        clinician_token=CLINICIAN_TOKEN,
+        public_url="",
+        sweep_interval_seconds=3600,
+        emr_url="export://",
+    )
     migrate(settings.resolved_database_url)
     return settings
 
@@ -44,7 +49,9 @@ def runtime(app: Any) -> Any:
 
 
 def _client(app: Any, **headers: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=headers)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=headers
+    )
 
 
 @pytest.fixture
@@ -61,7 +68,7 @@ async def anonymous(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def new_client(app: Any) -> Iterator[Any]:
+async def new_client(app: Any) -> AsyncIterator[Any]:
     """Factory for extra clients (more phones); closed at the end of the test."""
     clients: list[httpx.AsyncClient] = []
 
@@ -71,10 +78,16 @@ def new_client(app: Any) -> Iterator[Any]:
         return client
 
     yield make
+    for client in clients:
+        await client.aclose()
 
 
-async def start_session(clinician: httpx.AsyncClient, encounter: str = "enc-1", **extra: Any) -> dict[str, Any]:
-    response = await clinician.post("/api/sessions", json={"encounterId": encounter, "patient": PATIENT, **extra})
+async def start_session(
+    clinician: httpx.AsyncClient, encounter: str = "enc-1", **extra: Any
+) -> dict[str, Any]:
+    response = await clinician.post(
+        "/api/sessions", json={"encounterId": encounter, "patient": PATIENT, **extra}
+    )
     assert response.status_code in (200, 201), response.text
     return response.json()
 
@@ -91,24 +104,34 @@ async def pair_phone(new_client: Any, session: dict[str, Any]) -> httpx.AsyncCli
     return phone
 
 
-async def upload(client: httpx.AsyncClient, session_id: str, data: bytes, content_type: str = "image/jpeg",
-                 metadata: dict[str, Any] | None = None) -> httpx.Response:
+async def upload(
+    client: httpx.AsyncClient,
+    session_id: str,
+    data: bytes,
+    content_type: str = "image/jpeg",
+    metadata: dict[str, Any] | None = None,
+) -> httpx.Response:
     """Presign, PUT and register one photo, as the phone page does; returns the registration response."""
-    presign = await client.post(f"/api/sessions/{session_id}/uploads",
-                                json={"contentType": content_type, "sizeBytes": len(data)})
+    presign = await client.post(
+        f"/api/sessions/{session_id}/uploads", json={"contentType": content_type, "sizeBytes": len(data)}
+    )
     assert presign.status_code == 201, presign.text
     body = presign.json()
     put = await client.request(body["method"], body["uploadUrl"], content=data, headers=body["headers"])
     assert put.status_code == 200, put.text
-    return await client.post(f"/api/sessions/{session_id}/images",
-                             json={"imageId": body["imageId"], **({"metadata": metadata} if metadata else {})})
+    return await client.post(
+        f"/api/sessions/{session_id}/images",
+        json={"imageId": body["imageId"], **({"metadata": metadata} if metadata else {})},
+    )
 
 
 def jpeg_bytes(name: str = "fundus-left-eye.jpg") -> bytes:
     return (PHOTOS / name).read_bytes()
 
 
-def phone_photo(name: str = "fundus-left-eye.jpg", orientation: int = 6, size: tuple[int, int] = (4032, 3024)) -> bytes:
+def phone_photo(
+    name: str = "fundus-left-eye.jpg", orientation: int = 6, size: tuple[int, int] = (4032, 3024)
+) -> bytes:
     """A 12-megapixel JPEG as a phone writes it: landscape sensor pixels, EXIF Orientation and GPS tags."""
     with Image.open(PHOTOS / name) as source:
         image = source.convert("RGB").resize(size)

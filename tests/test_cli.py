@@ -38,13 +38,24 @@ def _trust(data_dir: Path) -> ssl.SSLContext:
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     """`consultcam serve --tls` on loopback (the LAN set-up, reachable here) with a fresh data directory."""
     port = _free_port()
-    process = subprocess.Popen([str(CONSULTCAM), "serve", "--host", "127.0.0.1", "--port", str(port), "--tls"],
-                               env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [str(CONSULTCAM), "serve", "--host", "127.0.0.1", "--port", str(port), "--tls"],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     cert = tmp_path / "tls" / "cert.pem"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if cert.exists() and httpx.get(f"https://127.0.0.1:{port}/healthz", verify=ssl.create_default_context(cafile=cert)).status_code == 200:
+            if (
+                cert.exists()
+                and httpx.get(
+                    f"https://127.0.0.1:{port}/healthz", verify=ssl.create_default_context(cafile=cert)
+                ).status_code
+                == 200
+            ):
                 break
         except (httpx.HTTPError, OSError):
             pass
@@ -68,7 +79,7 @@ def test_serve_prints_a_login_link_that_signs_the_desktop_in(served):
 
 
 def test_login_link_sets_a_cookie_and_removes_the_token_from_the_address(served, tmp_path):
-    process, base, data_dir = served
+    _process, base, data_dir = served
     token = (data_dir / "clinician-token").read_text().strip()
     with httpx.Client(base_url=base, verify=_trust(data_dir)) as browser:
         assert browser.get("/").status_code == 401  # the sign-in page
@@ -76,9 +87,16 @@ def test_login_link_sets_a_cookie_and_removes_the_token_from_the_address(served,
         assert signed_in.status_code == 303
         assert signed_in.headers["location"] == "/sessions/abc"
         cookie = signed_in.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "Secure" in cookie and token not in cookie
+        assert "HttpOnly" in cookie
+        assert "Secure" in cookie
+        assert token not in cookie
         assert browser.get("/").status_code == 200
-        assert browser.post("/api/sessions", json={"encounterId": "e", "patient": {"id": "p", "name": "N"}}).status_code == 201
+        assert (
+            browser.post(
+                "/api/sessions", json={"encounterId": "e", "patient": {"id": "p", "name": "N"}}
+            ).status_code
+            == 201
+        )
         wrong = httpx.get(f"{base}/login?token=wrong", verify=_trust(data_dir))
         assert wrong.status_code == 401
         offsite = browser.get(f"/login?token={token}&next=//evil.example/", follow_redirects=False)
@@ -87,26 +105,45 @@ def test_login_link_sets_a_cookie_and_removes_the_token_from_the_address(served,
 
 def test_demo_opens_a_session_for_a_sample_patient(served):
     _, base, data_dir = served
-    result = subprocess.run([str(CONSULTCAM), "demo", "--url", base], env=_env(data_dir), capture_output=True,
-                            text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [str(CONSULTCAM), "demo", "--url", base],
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     pairing = re.search(r"Phone \(scan the code above\): (\S+)", result.stderr + result.stdout)
-    assert pairing and pairing.group(1).startswith(f"{base}/m/")
-    phone = httpx.post(f"{base}/api/pair", json={"token": pairing.group(1).rsplit("/", 1)[1]},
-                       verify=_trust(data_dir))
+    assert pairing
+    assert pairing.group(1).startswith(f"{base}/m/")
+    phone = httpx.post(
+        f"{base}/api/pair", json={"token": pairing.group(1).rsplit("/", 1)[1]}, verify=_trust(data_dir)
+    )
     assert phone.json()["session"]["patient"]["nhi"] == "ZZZ0016"
 
 
 def test_demo_says_what_to_do_when_nothing_is_running(tmp_path):
-    result = subprocess.run([str(CONSULTCAM), "demo", "--url", f"http://127.0.0.1:{_free_port()}"],
-                            env=_env(tmp_path), capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [str(CONSULTCAM), "demo", "--url", f"http://127.0.0.1:{_free_port()}"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert "make run" in result.stderr
 
 
 def test_a_bad_setting_stops_serve_with_a_clear_message(tmp_path):
-    result = subprocess.run([str(CONSULTCAM), "serve", "--host", "127.0.0.1", "--port", str(_free_port())],
-                            env=_env(tmp_path, CONSULTCAM_EMR_URL="ftp://nowhere"), capture_output=True, text=True,
-                            timeout=30, check=False)
+    result = subprocess.run(
+        [str(CONSULTCAM), "serve", "--host", "127.0.0.1", "--port", str(_free_port())],
+        env=_env(tmp_path, CONSULTCAM_EMR_URL="ftp://nowhere"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert "unsupported EMR URL scheme" in result.stderr

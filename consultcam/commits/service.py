@@ -17,7 +17,13 @@ from sqlalchemy import select, update
 
 from consultcam import audit
 from consultcam.auth import Clinician
-from consultcam.commits.connectors.base import CommitContext, CommitFailed, CommitItem, ImageResult, PatientRef
+from consultcam.commits.connectors.base import (
+    CommitContext,
+    CommitFailed,
+    CommitItem,
+    ImageResult,
+    PatientRef,
+)
 from consultcam.commits.schemas import CommitOut, CommitResultOut
 from consultcam.errors import Conflict, Unprocessable, UpstreamFailed
 from consultcam.events.bus import publish_after_commit
@@ -33,7 +39,9 @@ log = logging.getLogger(__name__)
 STALE_COMMIT = timedelta(minutes=15)
 
 
-async def commit_session(rt: Runtime, actor: Clinician, session_id: str, image_ids: list[str] | None) -> CommitOut:
+async def commit_session(
+    rt: Runtime, actor: Clinician, session_id: str, image_ids: list[str] | None
+) -> CommitOut:
     """Commit the session's ready images (or `image_ids` of them) through `rt.connector`.
 
     Returns the per-image results. Raises ResourceNotFound 404, Conflict 409 (not open: committing,
@@ -44,7 +52,9 @@ async def commit_session(rt: Runtime, actor: Clinician, session_id: str, image_i
     total = len(chosen)
 
     async def progress(done: int, _total: int) -> None:
-        await rt.bus.publish(session_id, "commit.progress", {"commitId": context.commit_id, "done": done, "total": total})
+        await rt.bus.publish(
+            session_id, "commit.progress", {"commitId": context.commit_id, "done": done, "total": total}
+        )
 
     try:
         items = [await _item(rt, image) for image in chosen]
@@ -54,8 +64,10 @@ async def commit_session(rt: Runtime, actor: Clinician, session_id: str, image_i
         raise UpstreamFailed(failed.detail, error="CommitFailed") from failed
     except Exception as exc:
         log.exception("commit %s failed unexpectedly", context.commit_id)
-        detail = ("The photos could not be sent to the record because of an unexpected error; nothing was "
-                  "saved there. Try again; if it keeps happening, tell your practice IT support.")
+        detail = (
+            "The photos could not be sent to the record because of an unexpected error; nothing was "
+            "saved there. Try again; if it keeps happening, tell your practice IT support."
+        )
         results = [ImageResult(image.id, "failed", error=type(exc).__name__) for image in chosen]
         await _record_failure(rt, actor, context, detail, results)
         raise UpstreamFailed(detail, error="CommitFailed") from exc
@@ -65,53 +77,102 @@ async def commit_session(rt: Runtime, actor: Clinician, session_id: str, image_i
 
 
 def _out(status: str, context: CommitContext, rt: Runtime, results: list[ImageResult]) -> CommitOut:
-    return CommitOut(status=status, commit_id=context.commit_id, connector=rt.connector.name,  # type: ignore[arg-type]
-                     results=[CommitResultOut(image_id=r.image_id, status=r.status, resource_id=r.resource_id,
-                                              error=r.error) for r in results])
+    return CommitOut(
+        status=status,
+        commit_id=context.commit_id,
+        connector=rt.connector.name,  # type: ignore[arg-type]
+        results=[
+            CommitResultOut(image_id=r.image_id, status=r.status, resource_id=r.resource_id, error=r.error)
+            for r in results
+        ],
+    )
 
 
-async def _claim(rt: Runtime, actor: Clinician, session_id: str,
-                 image_ids: list[str] | None) -> tuple[CommitContext, list[ClinicalImage], list[str]]:
+async def _claim(
+    rt: Runtime, actor: Clinician, session_id: str, image_ids: list[str] | None
+) -> tuple[CommitContext, list[ClinicalImage], list[str]]:
     """Transaction 1: check, then move the session open → committing. Returns the commit context, the
     images to send and the ids of ready images left out."""
     async with rt.unit_of_work() as uow:
         session = await sessions.get_session(uow, session_id)
         if session.status == "committing":
-            raise Conflict("A commit of this session is already running. Wait for it to finish.",
-                           error="CommitInProgress")
+            raise Conflict(
+                "A commit of this session is already running. Wait for it to finish.",
+                error="CommitInProgress",
+            )
         if session.status == "committed":
-            raise Conflict("This session has already been committed to the record; committing again would "
-                           "duplicate the photos.", error="AlreadyCommitted")
+            raise Conflict(
+                "This session has already been committed to the record; committing again would "
+                "duplicate the photos.",
+                error="AlreadyCommitted",
+            )
         sessions.require_open(session, rt.settings)
-        ready = (await uow.session.execute(
-            select(ClinicalImage).where(ClinicalImage.session_id == session_id, ClinicalImage.status == "ready")
-            .order_by(ClinicalImage.created_at)
-        )).scalars().all()
+        ready = (
+            (
+                await uow.session.execute(
+                    select(ClinicalImage)
+                    .where(ClinicalImage.session_id == session_id, ClinicalImage.status == "ready")
+                    .order_by(ClinicalImage.created_at)
+                )
+            )
+            .scalars()
+            .all()
+        )
         if image_ids is not None:
             unknown = sorted(set(image_ids) - {image.id for image in ready})
             if unknown:
-                raise Unprocessable(f"These photos are not in the session (or not ready): {', '.join(unknown)}. "
-                                    "Reload the page and choose again.", error="UnknownImages")
+                raise Unprocessable(
+                    f"These photos are not in the session (or not ready): {', '.join(unknown)}. "
+                    "Reload the page and choose again.",
+                    error="UnknownImages",
+                )
         chosen = [image for image in ready if image_ids is None or image.id in image_ids]
         if not chosen:
-            raise Unprocessable("There are no photos to commit. Take or upload a photo first.", error="NothingToCommit")
+            raise Unprocessable(
+                "There are no photos to commit. Take or upload a photo first.", error="NothingToCommit"
+            )
         commit_id = uuid.uuid4().hex
         claimed = await uow.session.execute(
-            update(CaptureSession).where(CaptureSession.id == session_id, CaptureSession.status == "open")
-            .values(status="committing", commit_id=commit_id, commit_error=None, last_activity_at=utcnow(),
-                    version=CaptureSession.version + 1)
+            update(CaptureSession)
+            .where(CaptureSession.id == session_id, CaptureSession.status == "open")
+            .values(
+                status="committing",
+                commit_id=commit_id,
+                commit_error=None,
+                last_activity_at=utcnow(),
+                version=CaptureSession.version + 1,
+            )
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            raise Conflict("A commit of this session is already running. Wait for it to finish.",
-                           error="CommitInProgress")
-        audit.record(uow.session, actor, "commit.started", session_id=session_id, commit_id=commit_id,
-                     images=len(chosen), connector=rt.connector.name)
-        publish_after_commit(uow, rt.bus, session_id, "commit.started", {"commitId": commit_id, "total": len(chosen)})
+            raise Conflict(
+                "A commit of this session is already running. Wait for it to finish.",
+                error="CommitInProgress",
+            )
+        audit.record(
+            uow.session,
+            actor,
+            "commit.started",
+            session_id=session_id,
+            commit_id=commit_id,
+            images=len(chosen),
+            connector=rt.connector.name,
+        )
+        publish_after_commit(
+            uow, rt.bus, session_id, "commit.started", {"commitId": commit_id, "total": len(chosen)}
+        )
         context = CommitContext(
-            session_id=session.id, commit_id=commit_id, encounter_id=session.encounter_id,
-            patient=PatientRef(id=session.patient_id, name=session.patient_name, nhi=session.patient_nhi,
-                               birth_date=session.patient_birth_date),
-            practitioner_id=session.practitioner_id, facility_id=session.facility_id, committed_at=utcnow(),
+            session_id=session.id,
+            commit_id=commit_id,
+            encounter_id=session.encounter_id,
+            patient=PatientRef(
+                id=session.patient_id,
+                name=session.patient_name,
+                nhi=session.patient_nhi,
+                birth_date=session.patient_birth_date,
+            ),
+            practitioner_id=session.practitioner_id,
+            facility_id=session.facility_id,
+            committed_at=utcnow(),
             consent=session.consent,
         )
         skipped = [image.id for image in ready if image not in chosen]
@@ -127,8 +188,15 @@ async def _item(rt: Runtime, image: ClinicalImage) -> CommitItem:
         width, height = await asyncio.to_thread(_size, jpeg)
     else:
         width, height = image.width or 0, image.height or 0
-    return CommitItem(image_id=image.id, jpeg=jpeg, width=width, height=height, captured_at=image.captured_at,
-                      created_at=image.created_at, metadata=image.image_metadata or {})
+    return CommitItem(
+        image_id=image.id,
+        jpeg=jpeg,
+        width=width,
+        height=height,
+        captured_at=image.captured_at,
+        created_at=image.created_at,
+        metadata=image.image_metadata or {},
+    )
 
 
 def _size(jpeg: bytes) -> tuple[int, int]:
@@ -140,26 +208,46 @@ def _size(jpeg: bytes) -> tuple[int, int]:
         return img.size
 
 
-async def _record_success(rt: Runtime, actor: Clinician, context: CommitContext, results: list[ImageResult]) -> None:
+async def _record_success(
+    rt: Runtime, actor: Clinician, context: CommitContext, results: list[ImageResult]
+) -> None:
     """Transaction 3 (success): session committed, image rows marked, temporary objects deleted after."""
     async with rt.unit_of_work() as uow:
         session = await sessions.get_session(uow, context.session_id)
         session.status, session.committed_at, session.version = "committed", utcnow(), session.version + 1
         by_id = {r.image_id: r for r in results}
-        images = (await uow.session.execute(
-            select(ClinicalImage).where(ClinicalImage.session_id == context.session_id))).scalars().all()
+        images = (
+            (
+                await uow.session.execute(
+                    select(ClinicalImage).where(ClinicalImage.session_id == context.session_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
         for image in images:
             result = by_id.get(image.id)
             if result is not None and result.status == "committed":
                 image.status, image.resource_id = "committed", result.resource_id
             else:
                 await uow.session.delete(image)
-        audit.record(uow.session, actor, "commit.succeeded", session_id=context.session_id,
-                     commit_id=context.commit_id, connector=rt.connector.name,
-                     committed=sum(r.status == "committed" for r in results),
-                     skipped=sum(r.status == "skipped" for r in results))
-        publish_after_commit(uow, rt.bus, context.session_id, "session.committed", {
-            "commitId": context.commit_id, "results": [_result_json(r) for r in results]})
+        audit.record(
+            uow.session,
+            actor,
+            "commit.succeeded",
+            session_id=context.session_id,
+            commit_id=context.commit_id,
+            connector=rt.connector.name,
+            committed=sum(r.status == "committed" for r in results),
+            skipped=sum(r.status == "skipped" for r in results),
+        )
+        publish_after_commit(
+            uow,
+            rt.bus,
+            context.session_id,
+            "session.committed",
+            {"commitId": context.commit_id, "results": [_result_json(r) for r in results]},
+        )
         store, prefix = rt.store, session_prefix(context.session_id)
 
         async def _delete_objects() -> None:
@@ -168,23 +256,40 @@ async def _record_success(rt: Runtime, actor: Clinician, context: CommitContext,
         uow.after_commit(_delete_objects)
 
 
-async def _record_failure(rt: Runtime, actor: Clinician, context: CommitContext, detail: str,
-                          results: list[ImageResult]) -> None:
+async def _record_failure(
+    rt: Runtime, actor: Clinician, context: CommitContext, detail: str, results: list[ImageResult]
+) -> None:
     """Transaction 3 (failure): back to open with the failure recorded on the session and each image."""
     async with rt.unit_of_work() as uow:
         session = await sessions.get_session(uow, context.session_id)
         session.status, session.commit_error, session.version = "open", detail, session.version + 1
         errors = {r.image_id: r.error for r in results}
-        images = (await uow.session.execute(
-            select(ClinicalImage).where(ClinicalImage.id.in_(list(errors))))).scalars().all()
+        images = (
+            (await uow.session.execute(select(ClinicalImage).where(ClinicalImage.id.in_(list(errors)))))
+            .scalars()
+            .all()
+        )
         for image in images:
             image.commit_error = errors[image.id]
-        audit.record(uow.session, actor, "commit.failed", session_id=context.session_id,
-                     commit_id=context.commit_id, connector=rt.connector.name, reason=detail[:300])
-        publish_after_commit(uow, rt.bus, context.session_id, "commit.failed", {
-            "commitId": context.commit_id, "detail": detail, "results": [_result_json(r) for r in results]})
+        audit.record(
+            uow.session,
+            actor,
+            "commit.failed",
+            session_id=context.session_id,
+            commit_id=context.commit_id,
+            connector=rt.connector.name,
+            reason=detail[:300],
+        )
+        publish_after_commit(
+            uow,
+            rt.bus,
+            context.session_id,
+            "commit.failed",
+            {"commitId": context.commit_id, "detail": detail, "results": [_result_json(r) for r in results]},
+        )
 
 
 def _result_json(result: ImageResult) -> dict:
-    return CommitResultOut(image_id=result.image_id, status=result.status, resource_id=result.resource_id,
-                           error=result.error).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return CommitResultOut(
+        image_id=result.image_id, status=result.status, resource_id=result.resource_id, error=result.error
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)

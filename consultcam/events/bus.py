@@ -18,10 +18,21 @@ if TYPE_CHECKING:
     from consultcam.db import UnitOfWork
 
 #: Event types (DESIGN.md, "Event types").
-EVENT_TYPES = frozenset({
-    "phone.paired", "phone.revoked", "image.added", "image.updated", "image.analysed", "image.deleted",
-    "commit.started", "commit.progress", "session.committed", "commit.failed", "session.expired",
-})
+EVENT_TYPES = frozenset(
+    {
+        "phone.paired",
+        "phone.revoked",
+        "image.added",
+        "image.updated",
+        "image.analysed",
+        "image.deleted",
+        "commit.started",
+        "commit.progress",
+        "session.committed",
+        "commit.failed",
+        "session.expired",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,9 @@ class InProcessEventBus:
             if found:
                 return found
             try:
-                await asyncio.wait_for(ring.changed.wait_for(lambda: bool(self._after(ring, after_id))), timeout)
+                await asyncio.wait_for(
+                    ring.changed.wait_for(lambda: bool(self._after(ring, after_id))), timeout
+                )
             except TimeoutError:
                 return []
             return self._after(ring, after_id)
@@ -144,10 +157,14 @@ def create_bus(redis_url: str) -> EventBus:
     """The adapter for `CONSULTCAM_REDIS_URL`: unset → in-process; `redis://…` arrives with production."""
     if not redis_url:
         return InProcessEventBus()
-    raise ValueError("CONSULTCAM_REDIS_URL is set but the Redis event bus is not available in this build; unset it.")
+    raise ValueError(
+        "CONSULTCAM_REDIS_URL is set but the Redis event bus is not available in this build; unset it."
+    )
 
 
-def publish_after_commit(uow: UnitOfWork, bus: EventBus, session_id: str, type: str, data: dict[str, Any]) -> None:
+def publish_after_commit(
+    uow: UnitOfWork, bus: EventBus, session_id: str, type: str, data: dict[str, Any]
+) -> None:
     """Publish once the current transaction commits (never for work that rolled back)."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")

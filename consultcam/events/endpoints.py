@@ -25,8 +25,9 @@ RETRY_MS = 1500
 
 
 @router.get("/events", response_class=EventSourceResponse)
-async def events(session_id: str, request: Request, rt: RuntimeDep, uow: ReadUoWDep,
-                 principal: ReadPrincipalDep) -> EventSourceResponse:
+async def events(
+    session_id: str, request: Request, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadPrincipalDep
+) -> EventSourceResponse:
     """The session's events as `text/event-stream`; `Last-Event-ID` (header or query) replays missed ones."""
     authorise_session(principal, session_id)
     await get_session(uow, session_id)
@@ -42,4 +43,6 @@ async def events(session_id: str, request: Request, rt: RuntimeDep, uow: ReadUoW
                 last_id = event.id
                 yield ServerSentEvent(id=event.id, event=event.type, data=json.dumps(event.as_json()))
 
-    return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return EventSourceResponse(
+        stream(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )

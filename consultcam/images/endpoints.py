@@ -4,18 +4,34 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from consultcam.deps import ClinicianDep, PrincipalDep, ReadPrincipalDep, ReadUoWDep, RuntimeDep, UoWDep, authorise_session
+from consultcam.deps import (
+    ClinicianDep,
+    PrincipalDep,
+    ReadPrincipalDep,
+    ReadUoWDep,
+    RuntimeDep,
+    UoWDep,
+    authorise_session,
+)
 from consultcam.errors import NO_STORE
 from consultcam.images import service
-from consultcam.images.schemas import ImageList, ImageOut, ImagePatch, RegisterRequest, UploadOut, UploadRequest
+from consultcam.images.schemas import (
+    ImageList,
+    ImageOut,
+    ImagePatch,
+    RegisterRequest,
+    UploadOut,
+    UploadRequest,
+)
 from consultcam.sessions.service import get_session
 
 router = APIRouter(prefix="/api/sessions/{session_id}", tags=["images"])
 
 
 @router.post("/uploads", status_code=status.HTTP_201_CREATED, response_model=UploadOut)
-async def create_upload(session_id: str, body: UploadRequest, rt: RuntimeDep, uow: UoWDep,
-                        principal: PrincipalDep) -> UploadOut:
+async def create_upload(
+    session_id: str, body: UploadRequest, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep
+) -> UploadOut:
     """A presigned PUT URL for one photo (413 too large, 415 not an image type, 409 full or closed)."""
     authorise_session(principal, session_id)
     session = await get_session(uow, session_id)
@@ -23,8 +39,9 @@ async def create_upload(session_id: str, body: UploadRequest, rt: RuntimeDep, uo
 
 
 @router.post("/images", status_code=status.HTTP_201_CREATED, response_model=ImageOut)
-async def register_image(session_id: str, body: RegisterRequest, response: Response, rt: RuntimeDep,
-                         principal: ReadPrincipalDep) -> ImageOut:
+async def register_image(
+    session_id: str, body: RegisterRequest, response: Response, rt: RuntimeDep, principal: ReadPrincipalDep
+) -> ImageOut:
     """Verify and record an uploaded photo (422 when it is missing or not a valid image)."""
     authorise_session(principal, session_id)
     image, created = await service.register_image(rt, principal, session_id, body)
@@ -34,7 +51,9 @@ async def register_image(session_id: str, body: RegisterRequest, response: Respo
 
 
 @router.get("/images", response_model=ImageList)
-async def list_images(session_id: str, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadPrincipalDep) -> ImageList:
+async def list_images(
+    session_id: str, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadPrincipalDep
+) -> ImageList:
     """The session's photos with short-lived URLs."""
     authorise_session(principal, session_id)
     await get_session(uow, session_id)
@@ -42,8 +61,9 @@ async def list_images(session_id: str, rt: RuntimeDep, uow: ReadUoWDep, principa
 
 
 @router.get("/images/{image_id}", response_model=ImageOut)
-async def get_image(session_id: str, image_id: str, rt: RuntimeDep, uow: ReadUoWDep,
-                    principal: ReadPrincipalDep) -> ImageOut:
+async def get_image(
+    session_id: str, image_id: str, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadPrincipalDep
+) -> ImageOut:
     """One photo with short-lived URLs."""
     authorise_session(principal, session_id)
     image = await service.get_image(uow, session_id, image_id, statuses=("ready", "committed"))
@@ -51,8 +71,9 @@ async def get_image(session_id: str, image_id: str, rt: RuntimeDep, uow: ReadUoW
 
 
 @router.patch("/images/{image_id}", response_model=ImageOut)
-async def update_image(session_id: str, image_id: str, body: ImagePatch, rt: RuntimeDep, uow: UoWDep,
-                       clinician: ClinicianDep) -> ImageOut:
+async def update_image(
+    session_id: str, image_id: str, body: ImagePatch, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep
+) -> ImageOut:
     """Change a photo's metadata or edits (clinician only)."""
     session = await get_session(uow, session_id)
     image = await service.update_image(uow, rt, clinician, session, image_id, body)
@@ -60,7 +81,9 @@ async def update_image(session_id: str, image_id: str, body: ImagePatch, rt: Run
 
 
 @router.delete("/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_image(session_id: str, image_id: str, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep) -> Response:
+async def delete_image(
+    session_id: str, image_id: str, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep
+) -> Response:
     """Delete a photo (the clinician, or the phone that took it)."""
     authorise_session(principal, session_id)
     session = await get_session(uow, session_id)
@@ -69,11 +92,16 @@ async def delete_image(session_id: str, image_id: str, rt: RuntimeDep, uow: UoWD
 
 
 @router.get("/images/{image_id}/download", response_class=Response)
-async def download_image(session_id: str, image_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep) -> Response:
+async def download_image(
+    session_id: str, image_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep
+) -> Response:
     """The JPEG with its edits burned in, as an attachment (clinician only, never cached; `nosniff` comes
     with every response from the app's security headers)."""
     session = await get_session(uow, session_id)
     image, data = await service.rendered_jpeg(uow, rt, clinician, session, image_id)
     name = f"{session.encounter_id}-{image.id[:8]}.jpg".replace('"', "")
-    return Response(data, media_type="image/jpeg", headers={
-        **NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        data,
+        media_type="image/jpeg",
+        headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -14,10 +14,24 @@ from sqlalchemy import select
 
 from consultcam import audit
 from consultcam.auth import Phone, Principal
-from consultcam.errors import Conflict, ConsultcamError, PayloadTooLarge, ResourceNotFound, Unprocessable, UnsupportedMediaType
+from consultcam.errors import (
+    Conflict,
+    ConsultcamError,
+    PayloadTooLarge,
+    ResourceNotFound,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from consultcam.events.bus import publish_after_commit
 from consultcam.images import processing
-from consultcam.images.schemas import ImageOut, ImagePatch, ImageUrls, RegisterRequest, UploadOut, UploadRequest
+from consultcam.images.schemas import (
+    ImageOut,
+    ImagePatch,
+    ImageUrls,
+    RegisterRequest,
+    UploadOut,
+    UploadRequest,
+)
 from consultcam.models import CaptureSession, ClinicalImage, utcnow
 from consultcam.runtime import Runtime, UnitOfWork
 from consultcam.sessions import service as sessions
@@ -30,12 +44,25 @@ UPLOAD_GRACE = timedelta(minutes=5)
 def image_out(image: ClinicalImage, rt: Runtime, urls: ImageUrls | None = None) -> ImageOut:
     """The API shape of an image (`urls` only in direct responses, never in events)."""
     return ImageOut(
-        id=image.id, session_id=image.session_id, status=image.status, source=image.source,
-        content_type=image.content_type, size_bytes=image.size_bytes, width=image.width, height=image.height,
-        sha256=image.sha256, captured_at=image.captured_at, created_at=image.created_at,
+        id=image.id,
+        session_id=image.session_id,
+        status=image.status,
+        source=image.source,
+        content_type=image.content_type,
+        size_bytes=image.size_bytes,
+        width=image.width,
+        height=image.height,
+        sha256=image.sha256,
+        captured_at=image.captured_at,
+        created_at=image.created_at,
         expires_at=image.created_at + timedelta(hours=rt.settings.retention_hours),
-        metadata=image.image_metadata or {}, edits=image.edits or {}, quality=image.quality,
-        analysis=image.analysis or {}, resource_id=image.resource_id, commit_error=image.commit_error, urls=urls,
+        metadata=image.image_metadata or {},
+        edits=image.edits or {},
+        quality=image.quality,
+        analysis=image.analysis or {},
+        resource_id=image.resource_id,
+        commit_error=image.commit_error,
+        urls=urls,
     )
 
 
@@ -44,8 +71,10 @@ async def image_out_with_urls(image: ClinicalImage, rt: Runtime) -> ImageOut:
     urls = None
     if image.object_key and image.thumbnail_key and image.status == "ready":
         ttl = rt.settings.download_url_ttl_seconds
-        urls = ImageUrls(full=await rt.store.presign_get(image.object_key, expires_in=ttl),
-                         thumbnail=await rt.store.presign_get(image.thumbnail_key, expires_in=ttl))
+        urls = ImageUrls(
+            full=await rt.store.presign_get(image.object_key, expires_in=ttl),
+            thumbnail=await rt.store.presign_get(image.thumbnail_key, expires_in=ttl),
+        )
     return image_out(image, rt, urls)
 
 
@@ -54,21 +83,33 @@ def event_image(image: ClinicalImage, rt: Runtime) -> dict:
     return image_out(image, rt).model_dump(mode="json", by_alias=True, exclude={"urls"})
 
 
-async def get_image(uow: UnitOfWork, session_id: str, image_id: str, *, statuses: tuple[str, ...] = ("ready",)) -> ClinicalImage:
+async def get_image(
+    uow: UnitOfWork, session_id: str, image_id: str, *, statuses: tuple[str, ...] = ("ready",)
+) -> ClinicalImage:
     """An image of the session in one of `statuses`; raises ResourceNotFound (404) otherwise."""
     image = await uow.session.get(ClinicalImage, image_id)
     if image is None or image.session_id != session_id or image.status not in statuses:
-        raise ResourceNotFound("No such photo in this session: it may have been deleted or committed.",
-                               error="ImageNotFound")
+        raise ResourceNotFound(
+            "No such photo in this session: it may have been deleted or committed.", error="ImageNotFound"
+        )
     return image
 
 
 async def list_images(uow: UnitOfWork, rt: Runtime, session_id: str) -> list[ImageOut]:
     """The session's registered images, oldest first, with fresh URLs."""
-    images = (await uow.session.execute(
-        select(ClinicalImage).where(ClinicalImage.session_id == session_id, ClinicalImage.status.in_(("ready", "committed")))
-        .order_by(ClinicalImage.created_at)
-    )).scalars().all()
+    images = (
+        (
+            await uow.session.execute(
+                select(ClinicalImage)
+                .where(
+                    ClinicalImage.session_id == session_id, ClinicalImage.status.in_(("ready", "committed"))
+                )
+                .order_by(ClinicalImage.created_at)
+            )
+        )
+        .scalars()
+        .all()
+    )
     return [await image_out_with_urls(image, rt) for image in images]
 
 
@@ -76,12 +117,14 @@ def _source(actor: Principal) -> str:
     return "phone" if isinstance(actor, Phone) else "desktop"
 
 
-async def issue_upload(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession,
-                       request: UploadRequest) -> UploadOut:
+async def issue_upload(
+    uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, request: UploadRequest
+) -> UploadOut:
     """Reserve an image slot and presign a PUT for it.
 
     Raises UnsupportedMediaType 415 (not JPEG/PNG/WebP/HEIC: SVG, GIF, PDF…), PayloadTooLarge 413 (over
-    MAX_UPLOAD_BYTES, refused before any byte is sent), Conflict 409 (session not open, or MAX_IMAGES reached).
+    MAX_UPLOAD_BYTES, refused before any byte is sent), Conflict 409 (session not open, or MAX_IMAGES
+    reached).
     """
     settings = rt.settings
     content_type = request.content_type.split(";")[0].strip()
@@ -89,36 +132,67 @@ async def issue_upload(uow: UnitOfWork, rt: Runtime, actor: Principal, session: 
     if content_type not in processing.ACCEPTED_CONTENT_TYPES:
         raise UnsupportedMediaType(
             f"{content_type or 'This file type'} is not accepted. Send a photo as JPEG, PNG, WebP or HEIC.",
-            error="UnsupportedImageType")
+            error="UnsupportedImageType",
+        )
     if request.size_bytes > settings.max_upload_bytes:
         raise PayloadTooLarge(
-            f"This photo is {request.size_bytes / 1e6:.1f} MB; the limit is {settings.max_upload_bytes / 1e6:.0f} MB. "
-            "Resize it (the consultcam phone page does this for you) and try again.", error="UploadTooLarge")
+            f"This photo is {request.size_bytes / 1e6:.1f} MB; "
+            f"the limit is {settings.max_upload_bytes / 1e6:.0f} MB. "
+            "Resize it (the consultcam phone page does this for you) and try again.",
+            error="UploadTooLarge",
+        )
     sessions.require_open(session, settings)
     count = await sessions.live_image_count(uow, session.id)
     if count >= settings.max_images:
-        raise Conflict(f"This session already has {count} photos, the most it can hold. Commit or delete some, "
-                       "or start another session.", error="SessionFull")
+        raise Conflict(
+            f"This session already has {count} photos, the most it can hold. Commit or delete some, "
+            "or start another session.",
+            error="SessionFull",
+        )
     now = utcnow()
-    image = ClinicalImage(session_id=session.id, status="pending", source=_source(actor), uploaded_by=actor.id,
-                          filename=request.filename, upload_content_type=content_type,
-                          upload_size_bytes=request.size_bytes, created_at=now,
-                          upload_expires_at=now + timedelta(seconds=settings.upload_url_ttl_seconds),
-                          upload_key="")
+    image = ClinicalImage(
+        session_id=session.id,
+        status="pending",
+        source=_source(actor),
+        uploaded_by=actor.id,
+        filename=request.filename,
+        upload_content_type=content_type,
+        upload_size_bytes=request.size_bytes,
+        created_at=now,
+        upload_expires_at=now + timedelta(seconds=settings.upload_url_ttl_seconds),
+        upload_key="",
+    )
     uow.session.add(image)
     await uow.session.flush()
     image.upload_key = upload_key(session.id, image.id)
-    presigned = await rt.store.presign_put(image.upload_key, content_type=content_type,
-                                           size_bytes=request.size_bytes, expires_in=settings.upload_url_ttl_seconds)
+    presigned = await rt.store.presign_put(
+        image.upload_key,
+        content_type=content_type,
+        size_bytes=request.size_bytes,
+        expires_in=settings.upload_url_ttl_seconds,
+    )
     sessions.touch(session)
-    audit.record(uow.session, actor, "image.upload_issued", session_id=session.id, image_id=image.id,
-                 content_type=content_type, size_bytes=request.size_bytes)
-    return UploadOut(image_id=image.id, upload_url=presigned.url, method=presigned.method,
-                     headers=presigned.headers, expires_at=presigned.expires_at)
+    audit.record(
+        uow.session,
+        actor,
+        "image.upload_issued",
+        session_id=session.id,
+        image_id=image.id,
+        content_type=content_type,
+        size_bytes=request.size_bytes,
+    )
+    return UploadOut(
+        image_id=image.id,
+        upload_url=presigned.url,
+        method=presigned.method,
+        headers=presigned.headers,
+        expires_at=presigned.expires_at,
+    )
 
 
-async def register_image(rt: Runtime, actor: Principal, session_id: str,
-                         request: RegisterRequest) -> tuple[ClinicalImage, bool]:
+async def register_image(
+    rt: Runtime, actor: Principal, session_id: str, request: RegisterRequest
+) -> tuple[ClinicalImage, bool]:
     """Verify and normalise an uploaded object and record it. Returns (image, created); registering the
     same image again, or twice at once, returns the one image (idempotent retries).
 
@@ -137,17 +211,28 @@ async def register_image(rt: Runtime, actor: Principal, session_id: str,
         sessions.require_open(session, settings)
     stored = await rt.store.head(image.upload_key)
     if stored is None:
-        raise Unprocessable("The photo has not arrived in storage. Upload it again, then register it.",
-                            error="UploadMissing")
+        raise Unprocessable(
+            "The photo has not arrived in storage. Upload it again, then register it.", error="UploadMissing"
+        )
     try:
         if stored.size_bytes != image.upload_size_bytes:
-            raise processing.ImageRejected(422, "UploadSizeMismatch", (
-                f"The stored file has {stored.size_bytes} bytes but {image.upload_size_bytes} were announced. "
-                "Upload the photo again."))
+            raise processing.ImageRejected(
+                422,
+                "UploadSizeMismatch",
+                (
+                    f"The stored file has {stored.size_bytes} bytes "
+                    f"but {image.upload_size_bytes} were announced. "
+                    "Upload the photo again."
+                ),
+            )
         data = await rt.store.get(image.upload_key)
         normalised = await asyncio.to_thread(
-            processing.normalise, data, declared_content_type=image.upload_content_type,
-            max_pixels=settings.max_image_pixels, max_edge_px=settings.capture_max_edge_px)
+            processing.normalise,
+            data,
+            declared_content_type=image.upload_content_type,
+            max_pixels=settings.max_image_pixels,
+            max_edge_px=settings.capture_max_edge_px,
+        )
     except processing.ImageRejected as rejected:
         await _reject(rt, actor, image, rejected)
         raise ConsultcamError(rejected.detail, error=rejected.error, status=rejected.status) from rejected
@@ -167,26 +252,46 @@ async def register_image(rt: Runtime, actor: Principal, session_id: str,
         image.width, image.height, image.sha256 = normalised.width, normalised.height, normalised.sha256
         image.captured_at = _plausible_capture_time(request.captured_at)
         image.registered_at = utcnow()
-        image.image_metadata = request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
+        image.image_metadata = (
+            request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
+        )
         image.quality = normalised.quality
-        image.analysis = {"status": "disabled"}  # AI description: off unless the practice configures an endpoint
+        image.analysis = {
+            "status": "disabled"
+        }  # AI description: off unless the practice configures an endpoint
         sessions.touch(session)
-        audit.record(uow.session, actor, "image.uploaded", session_id=session_id, image_id=image.id,
-                     source_type=normalised.source_content_type, size_bytes=image.size_bytes,
-                     width=image.width, height=image.height)
+        audit.record(
+            uow.session,
+            actor,
+            "image.uploaded",
+            session_id=session_id,
+            image_id=image.id,
+            source_type=normalised.source_content_type,
+            size_bytes=image.size_bytes,
+            width=image.width,
+            height=image.height,
+        )
         publish_after_commit(uow, rt.bus, session_id, "image.added", {"image": event_image(image, rt)})
     await rt.store.delete(image.upload_key)
     return image, True
 
 
-async def _reject(rt: Runtime, actor: Principal, image: ClinicalImage, rejected: processing.ImageRejected) -> None:
+async def _reject(
+    rt: Runtime, actor: Principal, image: ClinicalImage, rejected: processing.ImageRejected
+) -> None:
     """Delete a rejected upload, slot and object, and audit why."""
     async with rt.unit_of_work() as uow:
         row = await uow.session.get(ClinicalImage, image.id)
         if row is not None and row.status == "pending":
             await uow.session.delete(row)
-            audit.record(uow.session, actor, "image.rejected", session_id=image.session_id, image_id=image.id,
-                         reason=rejected.error)
+            audit.record(
+                uow.session,
+                actor,
+                "image.rejected",
+                session_id=image.session_id,
+                image_id=image.id,
+                reason=rejected.error,
+            )
     await rt.store.delete(image.upload_key)
 
 
@@ -197,8 +302,9 @@ def _plausible_capture_time(captured_at: datetime | None) -> datetime | None:
     return captured_at if captured_at <= utcnow() + timedelta(minutes=1) else None
 
 
-async def update_image(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str,
-                       patch: ImagePatch) -> ClinicalImage:
+async def update_image(
+    uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str, patch: ImagePatch
+) -> ClinicalImage:
     """Change metadata (given fields replace stored ones; null clears) and/or replace the edits.
 
     Raises 404, 409 (session closed), 422 for invalid edits (with what is wrong).
@@ -215,13 +321,21 @@ async def update_image(uow: UnitOfWork, rt: Runtime, actor: Principal, session: 
         except ValueError as exc:
             raise Unprocessable(f"The edits are not valid: {exc}", error="InvalidEdits") from exc
     sessions.touch(session)
-    audit.record(uow.session, actor, "image.updated", session_id=session.id, image_id=image.id,
-                 fields=sorted(patch.model_dump(exclude_unset=True)))
+    audit.record(
+        uow.session,
+        actor,
+        "image.updated",
+        session_id=session.id,
+        image_id=image.id,
+        fields=sorted(patch.model_dump(exclude_unset=True)),
+    )
     publish_after_commit(uow, rt.bus, session.id, "image.updated", {"image": event_image(image, rt)})
     return image
 
 
-async def delete_image(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str) -> None:
+async def delete_image(
+    uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str
+) -> None:
     """Delete a photo and its objects. A phone may delete only photos it uploaded. Raises 404, 409."""
     sessions.require_open(session, rt.settings)
     image = await get_image(uow, session.id, image_id, statuses=("pending", "ready"))
@@ -240,7 +354,9 @@ async def delete_image(uow: UnitOfWork, rt: Runtime, actor: Principal, session: 
     uow.after_commit(_delete_objects)
 
 
-async def rendered_jpeg(uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str) -> tuple[ClinicalImage, bytes]:
+async def rendered_jpeg(
+    uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str
+) -> tuple[ClinicalImage, bytes]:
     """The JPEG with its edits burned in (download and commit). Raises 404."""
     image = await get_image(uow, session.id, image_id)
     assert image.object_key

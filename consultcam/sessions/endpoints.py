@@ -8,14 +8,25 @@ from consultcam import audit
 from consultcam.auth import PHONE_COOKIE, Clinician, Phone
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import (
-    ClinicianDep, PrincipalDep, RuntimeDep, UoWDep, authorise_session,
+    ClinicianDep,
+    PrincipalDep,
+    RuntimeDep,
+    UoWDep,
+    authorise_session,
 )
 from consultcam.errors import NO_STORE, NotAuthenticated
 from consultcam.images import processing
 from consultcam.images.service import list_images
 from consultcam.runtime import Runtime
 from consultcam.sessions import service
-from consultcam.sessions.schemas import CaptureSettings, PairingOut, PairRequest, PairResponse, SessionCreate, SessionOut
+from consultcam.sessions.schemas import (
+    CaptureSettings,
+    PairingOut,
+    PairRequest,
+    PairResponse,
+    SessionCreate,
+    SessionOut,
+)
 
 router = APIRouter(prefix="/api", tags=["sessions"])
 
@@ -26,21 +37,33 @@ def public_base_url(request: Request, rt: Runtime) -> str:
 
 
 @router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionOut)
-async def create_session(body: SessionCreate, request: Request, response: Response, rt: RuntimeDep,
-                         uow: UoWDep, clinician: ClinicianDep) -> SessionOut:
+async def create_session(
+    body: SessionCreate,
+    request: Request,
+    response: Response,
+    rt: RuntimeDep,
+    uow: UoWDep,
+    clinician: ClinicianDep,
+) -> SessionOut:
     """Open a capture session for an encounter (or return its open one, 200) with a fresh QR code."""
     session, created = await service.create_session(uow, rt, clinician, body)
     pairing = await service.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
     if not created:
         response.status_code = status.HTTP_200_OK
     count = await service.live_image_count(uow, session.id)
-    return service.session_out(session, rt.settings, image_count=count, pairing=pairing,
-                               phone=await service.current_phone(uow, session.id))
+    return service.session_out(
+        session,
+        rt.settings,
+        image_count=count,
+        pairing=pairing,
+        phone=await service.current_phone(uow, session.id),
+    )
 
 
 @router.post("/sessions/{session_id}/pairing", status_code=status.HTTP_201_CREATED, response_model=PairingOut)
-async def new_pairing(session_id: str, request: Request, rt: RuntimeDep, uow: UoWDep,
-                      clinician: ClinicianDep) -> PairingOut:
+async def new_pairing(
+    session_id: str, request: Request, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep
+) -> PairingOut:
     """A new QR code; the previous unredeemed one stops working."""
     session = await service.get_session(uow, session_id)
     return await service.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
@@ -54,8 +77,13 @@ async def get_session(session_id: str, rt: RuntimeDep, uow: UoWDep, principal: P
     images = await list_images(uow, rt, session_id)
     if isinstance(principal, Clinician):
         audit.record(uow.session, principal, "session.viewed", session_id=session_id)
-    return service.session_out(session, rt.settings, image_count=len(images), images=images,
-                               phone=await service.current_phone(uow, session_id))
+    return service.session_out(
+        session,
+        rt.settings,
+        image_count=len(images),
+        images=images,
+        phone=await service.current_phone(uow, session_id),
+    )
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -77,7 +105,9 @@ async def revoke_phone(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: 
 
 
 @router.post("/pair", response_model=PairResponse)
-async def pair(body: PairRequest, request: Request, response: Response, rt: RuntimeDep, uow: UoWDep) -> PairResponse:
+async def pair(
+    body: PairRequest, request: Request, response: Response, rt: RuntimeDep, uow: UoWDep
+) -> PairResponse:
     """Redeem a QR code's pairing token: the phone gets its credential (also as an HttpOnly cookie)."""
     current: Phone | None = None
     if request.cookies.get(PHONE_COOKIE):  # a reload of the page that paired: see redeem_pairing
@@ -85,18 +115,29 @@ async def pair(body: PairRequest, request: Request, response: Response, rt: Runt
             current = await service.authenticate_phone(uow, request.cookies[PHONE_COOKIE], touch=False)
         except NotAuthenticated:
             current = None
-    pairing = await service.redeem_pairing(uow, rt, body.token, user_agent=request.headers.get("user-agent", ""),
-                                           current=current)
+    pairing = await service.redeem_pairing(
+        uow, rt, body.token, user_agent=request.headers.get("user-agent", ""), current=current
+    )
     settings = rt.settings
-    response.set_cookie(PHONE_COOKIE, pairing.phone_token, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/",
-                        max_age=settings.retention_hours * 3600)
+    response.set_cookie(
+        PHONE_COOKIE,
+        pairing.phone_token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+        max_age=settings.retention_hours * 3600,
+    )
     count = await service.live_image_count(uow, pairing.session.id)
     return PairResponse(
         session=service.session_out(pairing.session, settings, image_count=count, phone=pairing.phone),
         phone_token=pairing.phone_token,
         capture_settings=CaptureSettings(
-            max_edge_px=settings.capture_max_edge_px, max_bytes=settings.capture_max_bytes,
-            max_images=settings.max_images, warn_images=WARN_IMAGES, max_upload_bytes=settings.max_upload_bytes,
-            accepted_types=sorted(processing.ACCEPTED_CONTENT_TYPES)),
+            max_edge_px=settings.capture_max_edge_px,
+            max_bytes=settings.capture_max_bytes,
+            max_images=settings.max_images,
+            warn_images=WARN_IMAGES,
+            max_upload_bytes=settings.max_upload_bytes,
+            accepted_types=sorted(processing.ACCEPTED_CONTENT_TYPES),
+        ),
     )

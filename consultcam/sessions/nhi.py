@@ -44,6 +44,7 @@ def normalise_nhi(nhi: str) -> str:
     if not is_valid_nhi(value):
         raise ValueError(
             f"{nhi!r} is not a valid NHI number: expected 3 letters then 4 digits (ABC1235) or 3 letters, "
-            "2 digits, 2 letters (ABC12DX), with a correct check character. Check it against the patient record."
+            "2 digits, 2 letters (ABC12DX), with a correct check character. "
+            "Check it against the patient record."
         )
     return value

@@ -49,11 +49,28 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
     idle = timedelta(minutes=settings.session_idle_minutes)
 
     async with rt.unit_of_work(writes=False) as uow:
-        rows = (await uow.session.execute(select(CaptureSession.id, CaptureSession.status, CaptureSession.last_activity_at,
-                                                 CaptureSession.retain_until))).all()
-        abandoned = (await uow.session.execute(
-            select(ClinicalImage.id).where(ClinicalImage.status == "pending",
-                                           ClinicalImage.upload_expires_at < now - UPLOAD_GRACE))).scalars().all()
+        rows = (
+            await uow.session.execute(
+                select(
+                    CaptureSession.id,
+                    CaptureSession.status,
+                    CaptureSession.last_activity_at,
+                    CaptureSession.retain_until,
+                )
+            )
+        ).all()
+        abandoned = (
+            (
+                await uow.session.execute(
+                    select(ClinicalImage.id).where(
+                        ClinicalImage.status == "pending",
+                        ClinicalImage.upload_expires_at < now - UPLOAD_GRACE,
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
 
     for session_id, status, last_activity, retain_until in rows:
         try:
@@ -76,12 +93,21 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
             if image is not None and image.status == "pending":
                 await rt.store.delete(image.upload_key)
                 await uow.session.delete(image)
-                audit.record(uow.session, None, "upload.abandoned", session_id=image.session_id, image_id=image_id)
+                audit.record(
+                    uow.session, None, "upload.abandoned", session_id=image.session_id, image_id=image_id
+                )
                 report.abandoned_uploads += 1
 
     report.orphan_objects = await _delete_orphans(rt, now)
-    if any((report.expired_sessions, report.deleted_sessions, report.abandoned_uploads, report.reopened_commits,
-            report.orphan_objects)):
+    if any(
+        (
+            report.expired_sessions,
+            report.deleted_sessions,
+            report.abandoned_uploads,
+            report.reopened_commits,
+            report.orphan_objects,
+        )
+    ):
         log.info("sweeper: %s", report)
     return report
 
@@ -98,8 +124,10 @@ async def _reopen(rt: Runtime, session_id: str) -> None:
         session = await sessions.get_session(uow, session_id)
         if session.status == "committing":
             session.status = "open"
-            session.commit_error = ("The last commit was interrupted before it finished. Check the record, "
-                                    "then commit again; photos already there are not duplicated.")
+            session.commit_error = (
+                "The last commit was interrupted before it finished. Check the record, "
+                "then commit again; photos already there are not duplicated."
+            )
             session.version += 1
 
 
@@ -120,13 +148,27 @@ async def _delete_orphans(rt: Runtime, now: datetime) -> int:
         return 0
     session_ids = {obj.key.split("/")[1] for obj in objects}
     async with rt.unit_of_work(writes=False) as uow:
-        known = set((await uow.session.execute(
-            select(CaptureSession.id).where(CaptureSession.id.in_(session_ids)))).scalars().all())
-        pending = set((await uow.session.execute(
-            select(ClinicalImage.upload_key).where(ClinicalImage.session_id.in_(known),
-                                                   ClinicalImage.status == "pending"))).scalars().all())
-    stale = [obj.key for obj in objects
-             if obj.key.split("/")[1] not in known or ("/uploads/" in obj.key and obj.key not in pending)]
+        known = set(
+            (await uow.session.execute(select(CaptureSession.id).where(CaptureSession.id.in_(session_ids))))
+            .scalars()
+            .all()
+        )
+        pending = set(
+            (
+                await uow.session.execute(
+                    select(ClinicalImage.upload_key).where(
+                        ClinicalImage.session_id.in_(known), ClinicalImage.status == "pending"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    stale = [
+        obj.key
+        for obj in objects
+        if obj.key.split("/")[1] not in known or ("/uploads/" in obj.key and obj.key not in pending)
+    ]
     if stale:
         await rt.store.delete(*stale)
     return len(stale)

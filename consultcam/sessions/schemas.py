@@ -11,8 +11,10 @@ from consultcam.images.schemas import ImageOut
 from consultcam.schemas import CamelModel
 from consultcam.sessions.nhi import normalise_nhi
 
-Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128,
-                                              pattern=r"^[A-Za-z0-9._:/@|-]+$")]
+Identifier = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@|-]+$"),
+]
 
 
 class PatientIn(CamelModel):

@@ -22,8 +22,8 @@ from consultcam.errors import Conflict, Gone, NotAuthenticated, ResourceNotFound
 from consultcam.events.bus import publish_after_commit
 from consultcam.models import CaptureSession, ClinicalImage, PairingToken, PhoneCredential, utcnow
 from consultcam.runtime import Runtime
-from consultcam.storage.store import session_prefix
 from consultcam.sessions.schemas import PairingOut, PatientOut, PhoneOut, SessionCreate, SessionOut
+from consultcam.storage.store import session_prefix
 
 OPEN = "open"
 #: Images that count against MAX_IMAGES and show in galleries (pending ones are uploads in flight).
@@ -50,8 +50,12 @@ def session_out(
         id=session.id,
         status=session.status,  # type: ignore[arg-type]
         encounter_id=session.encounter_id,
-        patient=PatientOut(id=session.patient_id, name=session.patient_name, nhi=session.patient_nhi,
-                           birth_date=session.patient_birth_date),
+        patient=PatientOut(
+            id=session.patient_id,
+            name=session.patient_name,
+            nhi=session.patient_nhi,
+            birth_date=session.patient_birth_date,
+        ),
         practitioner_id=session.practitioner_id,
         facility_id=session.facility_id,
         created_at=session.created_at,
@@ -61,8 +65,14 @@ def session_out(
         image_count=image_count,
         commit_error=session.commit_error,
         pairing=pairing,
-        phone=PhoneOut(id=phone.id, user_agent=phone.user_agent, paired_at=phone.created_at,
-                       last_seen_at=phone.last_seen_at) if phone else None,
+        phone=PhoneOut(
+            id=phone.id,
+            user_agent=phone.user_agent,
+            paired_at=phone.created_at,
+            last_seen_at=phone.last_seen_at,
+        )
+        if phone
+        else None,
         images=images,
     )
 
@@ -74,21 +84,32 @@ async def get_session(uow: UnitOfWork, session_id: str, *, with_images: bool = F
         query = query.options(selectinload(CaptureSession.images))
     session = (await uow.session.execute(query)).scalar_one_or_none()
     if session is None:
-        raise ResourceNotFound("No such capture session: it may have been committed, cancelled or expired. "
-                               "Start a new one from the desktop.", error="SessionNotFound")
+        raise ResourceNotFound(
+            "No such capture session: it may have been committed, cancelled or expired. "
+            "Start a new one from the desktop.",
+            error="SessionNotFound",
+        )
     return session
 
 
 def require_open(session: CaptureSession, settings: Settings) -> None:
     """Raise Conflict (409) unless the session accepts photos and changes."""
     if session.status == OPEN and session_expires_at(session, settings) <= utcnow():
-        raise Conflict("This capture session has expired. Start a new session on the desktop.",
-                       error="SessionExpired")
+        raise Conflict(
+            "This capture session has expired. Start a new session on the desktop.", error="SessionExpired"
+        )
     if session.status != OPEN:
-        words = {"committing": "is being committed to the record", "committed": "has been committed to the record",
-                 "cancelled": "was cancelled", "expired": "has expired"}.get(session.status, session.status)
-        raise Conflict(f"This capture session {words}; it takes no more changes. Start a new session on the "
-                       "desktop if more photos are needed.", error="SessionClosed")
+        words = {
+            "committing": "is being committed to the record",
+            "committed": "has been committed to the record",
+            "cancelled": "was cancelled",
+            "expired": "has expired",
+        }.get(session.status, session.status)
+        raise Conflict(
+            f"This capture session {words}; it takes no more changes. Start a new session on the "
+            "desktop if more photos are needed.",
+            error="SessionClosed",
+        )
 
 
 def touch(session: CaptureSession) -> None:
@@ -97,46 +118,68 @@ def touch(session: CaptureSession) -> None:
 
 
 async def live_image_count(uow: UnitOfWork, session_id: str) -> int:
-    return int((await uow.session.execute(
-        select(func.count()).select_from(ClinicalImage)
-        .where(ClinicalImage.session_id == session_id, ClinicalImage.status.in_(LIVE_IMAGE_STATUSES))
-    )).scalar_one())
+    return int(
+        (
+            await uow.session.execute(
+                select(func.count())
+                .select_from(ClinicalImage)
+                .where(ClinicalImage.session_id == session_id, ClinicalImage.status.in_(LIVE_IMAGE_STATUSES))
+            )
+        ).scalar_one()
+    )
 
 
 async def current_phone(uow: UnitOfWork, session_id: str) -> PhoneCredential | None:
     """The most recently paired phone that is not revoked."""
-    return (await uow.session.execute(
-        select(PhoneCredential)
-        .where(PhoneCredential.session_id == session_id, PhoneCredential.revoked_at.is_(None))
-        .order_by(PhoneCredential.created_at.desc()).limit(1)
-    )).scalar_one_or_none()
+    return (
+        await uow.session.execute(
+            select(PhoneCredential)
+            .where(PhoneCredential.session_id == session_id, PhoneCredential.revoked_at.is_(None))
+            .order_by(PhoneCredential.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
 
 
-async def create_session(uow: UnitOfWork, rt: Runtime, actor: Clinician, data: SessionCreate) -> tuple[CaptureSession, bool]:
+async def create_session(
+    uow: UnitOfWork, rt: Runtime, actor: Clinician, data: SessionCreate
+) -> tuple[CaptureSession, bool]:
     """Open a capture session for an encounter, or return the encounter's open one.
 
     Returns (session, created). Raises Conflict (409) when the encounter's open session belongs to another
     patient: the EMR context is inconsistent and photos must not go to the wrong record.
     """
-    existing = (await uow.session.execute(
-        select(CaptureSession).where(CaptureSession.encounter_id == data.encounter_id,
-                                     CaptureSession.status == OPEN)
-        .order_by(CaptureSession.created_at.desc()).limit(1)
-    )).scalar_one_or_none()
+    existing = (
+        await uow.session.execute(
+            select(CaptureSession)
+            .where(CaptureSession.encounter_id == data.encounter_id, CaptureSession.status == OPEN)
+            .order_by(CaptureSession.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
     if existing is not None and session_expires_at(existing, rt.settings) > utcnow():
         if existing.patient_id != data.patient.id:
-            raise Conflict("This encounter already has an open capture session for a different patient. "
-                           "Check the patient in the EMR, or cancel the other session first.",
-                           error="EncounterPatientMismatch")
+            raise Conflict(
+                "This encounter already has an open capture session for a different patient. "
+                "Check the patient in the EMR, or cancel the other session first.",
+                error="EncounterPatientMismatch",
+            )
         touch(existing)
         audit.record(uow.session, actor, "session.resumed", session_id=existing.id)
         return existing, False
     now = utcnow()
     session = CaptureSession(
-        encounter_id=data.encounter_id, patient_id=data.patient.id, patient_name=data.patient.name,
-        patient_nhi=data.patient.nhi, patient_birth_date=data.patient.birth_date,
-        practitioner_id=data.practitioner_id, facility_id=data.facility_id, created_by=actor.id,
-        created_at=now, last_activity_at=now, retain_until=now + timedelta(hours=rt.settings.retention_hours),
+        encounter_id=data.encounter_id,
+        patient_id=data.patient.id,
+        patient_name=data.patient.name,
+        patient_nhi=data.patient.nhi,
+        patient_birth_date=data.patient.birth_date,
+        practitioner_id=data.practitioner_id,
+        facility_id=data.facility_id,
+        created_by=actor.id,
+        created_at=now,
+        last_activity_at=now,
+        retain_until=now + timedelta(hours=rt.settings.retention_hours),
     )
     uow.session.add(session)
     await uow.session.flush()
@@ -147,10 +190,13 @@ async def create_session(uow: UnitOfWork, rt: Runtime, actor: Clinician, data: S
 def qr_svg(url: str) -> str:
     """The pairing URL as an inline, scalable SVG QR code (segno; ISO/IEC 18004, error correction M)."""
     return segno.make(url, error="m", boost_error=False).svg_inline(
-        scale=1, border=2, dark="#0b2239", light="#ffffff", omitsize=True, title="Scan with the phone camera")
+        scale=1, border=2, dark="#0b2239", light="#ffffff", omitsize=True, title="Scan with the phone camera"
+    )
 
 
-async def issue_pairing(uow: UnitOfWork, rt: Runtime, actor: Clinician, session: CaptureSession, base_url: str) -> PairingOut:
+async def issue_pairing(
+    uow: UnitOfWork, rt: Runtime, actor: Clinician, session: CaptureSession, base_url: str
+) -> PairingOut:
     """A new single-use pairing token for `session`; earlier unredeemed codes stop working.
 
     Raises Conflict (409) when the session is not open.
@@ -159,14 +205,20 @@ async def issue_pairing(uow: UnitOfWork, rt: Runtime, actor: Clinician, session:
     now = utcnow()
     await uow.session.execute(
         update(PairingToken)
-        .where(PairingToken.session_id == session.id, PairingToken.redeemed_at.is_(None),
-               PairingToken.superseded_at.is_(None))
+        .where(
+            PairingToken.session_id == session.id,
+            PairingToken.redeemed_at.is_(None),
+            PairingToken.superseded_at.is_(None),
+        )
         .values(superseded_at=now)
     )
     token = new_secret()
     expires_at = now + timedelta(seconds=rt.settings.pairing_ttl_seconds)
-    uow.session.add(PairingToken(session_id=session.id, token_hash=hash_secret(token), created_at=now,
-                                 expires_at=expires_at))
+    uow.session.add(
+        PairingToken(
+            session_id=session.id, token_hash=hash_secret(token), created_at=now, expires_at=expires_at
+        )
+    )
     touch(session)
     audit.record(uow.session, actor, "pairing.issued", session_id=session.id)
     url = f"{base_url.rstrip('/')}/m/{token}"
@@ -182,8 +234,9 @@ class Pairing:
     phone_token: str
 
 
-async def redeem_pairing(uow: UnitOfWork, rt: Runtime, token: str, *, user_agent: str,
-                         current: Phone | None) -> Pairing:
+async def redeem_pairing(
+    uow: UnitOfWork, rt: Runtime, token: str, *, user_agent: str, current: Phone | None
+) -> Pairing:
     """Redeem a pairing token once, atomically, and issue a phone credential bound to its session.
 
     A phone that reloads the page (it already holds the credential from this very token) gets a fresh
@@ -192,13 +245,19 @@ async def redeem_pairing(uow: UnitOfWork, rt: Runtime, token: str, *, user_agent
     """
     now = utcnow()
     token_hash = hash_secret(token)
-    redeemed = (await uow.session.execute(
-        update(PairingToken)
-        .where(PairingToken.token_hash == token_hash, PairingToken.redeemed_at.is_(None),
-               PairingToken.superseded_at.is_(None), PairingToken.expires_at > now)
-        .values(redeemed_at=now)
-        .returning(PairingToken.id, PairingToken.session_id)
-    )).first()
+    redeemed = (
+        await uow.session.execute(
+            update(PairingToken)
+            .where(
+                PairingToken.token_hash == token_hash,
+                PairingToken.redeemed_at.is_(None),
+                PairingToken.superseded_at.is_(None),
+                PairingToken.expires_at > now,
+            )
+            .values(redeemed_at=now)
+            .returning(PairingToken.id, PairingToken.session_id)
+        )
+    ).first()
     if redeemed is None:
         pairing_id, session_id = await _explain_unredeemable(uow, token_hash, current)
     else:
@@ -206,61 +265,104 @@ async def redeem_pairing(uow: UnitOfWork, rt: Runtime, token: str, *, user_agent
     session = await get_session(uow, session_id)
     require_open(session, rt.settings)
     if current is not None:  # the same phone again: rotate its credential
-        await uow.session.execute(update(PhoneCredential).where(PhoneCredential.id == current.id)
-                                  .values(revoked_at=now))
+        await uow.session.execute(
+            update(PhoneCredential).where(PhoneCredential.id == current.id).values(revoked_at=now)
+        )
     phone_token = new_secret()
-    phone = PhoneCredential(session_id=session.id, pairing_token_id=pairing_id, token_hash=hash_secret(phone_token),
-                            user_agent=user_agent[:300], created_at=now, last_seen_at=now)
+    phone = PhoneCredential(
+        session_id=session.id,
+        pairing_token_id=pairing_id,
+        token_hash=hash_secret(phone_token),
+        user_agent=user_agent[:300],
+        created_at=now,
+        last_seen_at=now,
+    )
     uow.session.add(phone)
     touch(session)
     await uow.session.flush()
-    audit.record(uow.session, Phone(id=phone.id, session_id=session.id), "phone.paired", session_id=session.id,
-                 user_agent=phone.user_agent)
-    publish_after_commit(uow, rt.bus, session.id, "phone.paired", {"phone": {
-        "id": phone.id, "userAgent": phone.user_agent, "pairedAt": now.isoformat()}})
+    audit.record(
+        uow.session,
+        Phone(id=phone.id, session_id=session.id),
+        "phone.paired",
+        session_id=session.id,
+        user_agent=phone.user_agent,
+    )
+    publish_after_commit(
+        uow,
+        rt.bus,
+        session.id,
+        "phone.paired",
+        {"phone": {"id": phone.id, "userAgent": phone.user_agent, "pairedAt": now.isoformat()}},
+    )
     return Pairing(session=session, phone=phone, phone_token=phone_token)
 
 
 async def _explain_unredeemable(uow: UnitOfWork, token_hash: str, current: Phone | None) -> tuple[str, str]:
     """Say why a token could not be redeemed, or return (pairing id, session id) when the caller is the
     phone that redeemed it (a page reload)."""
-    row = (await uow.session.execute(select(PairingToken).where(PairingToken.token_hash == token_hash))).scalar_one_or_none()
+    row = (
+        await uow.session.execute(select(PairingToken).where(PairingToken.token_hash == token_hash))
+    ).scalar_one_or_none()
     if row is None:
-        raise ResourceNotFound("This QR code is not recognised. Ask for a new code on the desktop and scan it again.",
-                               error="PairingTokenNotFound")
+        raise ResourceNotFound(
+            "This QR code is not recognised. Ask for a new code on the desktop and scan it again.",
+            error="PairingTokenNotFound",
+        )
     if row.redeemed_at is not None:
         if current is not None and current.session_id == row.session_id:
             owner = await uow.session.get(PhoneCredential, current.id)
             if owner is not None and owner.pairing_token_id == row.id:
                 return row.id, row.session_id
-        raise Conflict("This QR code has already been used by another phone. Ask for a new code on the desktop "
-                       "and scan it again.", error="PairingTokenUsed")
+        raise Conflict(
+            "This QR code has already been used by another phone. Ask for a new code on the desktop "
+            "and scan it again.",
+            error="PairingTokenUsed",
+        )
     if row.superseded_at is not None:
-        raise Gone("This QR code was replaced by a newer one. Scan the code now shown on the desktop.",
-                   error="PairingTokenReplaced")
-    raise Gone("This QR code has expired (codes last a few minutes). Press “New code” on the desktop and scan "
-               "again.", error="PairingTokenExpired")
+        raise Gone(
+            "This QR code was replaced by a newer one. Scan the code now shown on the desktop.",
+            error="PairingTokenReplaced",
+        )
+    raise Gone(
+        "This QR code has expired (codes last a few minutes). Press “New code” on the desktop and scan "
+        "again.",
+        error="PairingTokenExpired",
+    )
 
 
 async def authenticate_phone(uow: UnitOfWork, phone_token: str, *, touch: bool) -> Phone:
     """The phone for a presented credential; raises NotAuthenticated (401) when unknown or revoked.
     `touch` records when it was last seen (only in writing transactions)."""
-    phone = (await uow.session.execute(
-        select(PhoneCredential).where(PhoneCredential.token_hash == hash_secret(phone_token))
-    )).scalar_one_or_none()
+    phone = (
+        await uow.session.execute(
+            select(PhoneCredential).where(PhoneCredential.token_hash == hash_secret(phone_token))
+        )
+    ).scalar_one_or_none()
     if phone is None or phone.revoked_at is not None:
-        raise NotAuthenticated("This phone is no longer connected to the session. Scan a new QR code from the "
-                               "desktop.", error="PhoneNotPaired")
+        raise NotAuthenticated(
+            "This phone is no longer connected to the session. Scan a new QR code from the desktop.",
+            error="PhoneNotPaired",
+        )
     if touch and (utcnow() - phone.last_seen_at).total_seconds() > 30:  # at most one write per half minute
         phone.last_seen_at = utcnow()
     return Phone(id=phone.id, session_id=phone.session_id)
 
 
-async def revoke_phones(uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession) -> int:
+async def revoke_phones(
+    uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession
+) -> int:
     """Sign every phone of the session out at once; returns how many."""
-    phones = (await uow.session.execute(
-        select(PhoneCredential).where(PhoneCredential.session_id == session.id, PhoneCredential.revoked_at.is_(None))
-    )).scalars().all()
+    phones = (
+        (
+            await uow.session.execute(
+                select(PhoneCredential).where(
+                    PhoneCredential.session_id == session.id, PhoneCredential.revoked_at.is_(None)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
     now = utcnow()
     for phone in phones:
         phone.revoked_at = now
@@ -269,8 +371,9 @@ async def revoke_phones(uow: UnitOfWork, rt: Runtime, actor: Principal | None, s
     return len(phones)
 
 
-async def end_session(uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession,
-                      status: str, reason: str) -> None:
+async def end_session(
+    uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession, status: str, reason: str
+) -> None:
     """Cancel or expire a session: images and their objects deleted (after commit), phones signed out,
     `session.expired` published. Idempotent for sessions already ended."""
     if session.status in ("cancelled", "expired"):
@@ -278,11 +381,21 @@ async def end_session(uow: UnitOfWork, rt: Runtime, actor: Principal | None, ses
     session.status = status
     session.version += 1
     await revoke_phones(uow, rt, actor, session)
-    images = (await uow.session.execute(select(ClinicalImage).where(ClinicalImage.session_id == session.id))).scalars().all()
+    images = (
+        (await uow.session.execute(select(ClinicalImage).where(ClinicalImage.session_id == session.id)))
+        .scalars()
+        .all()
+    )
     for image in images:
         await uow.session.delete(image)
-    audit.record(uow.session, actor, "session.cancelled" if status == "cancelled" else "session.expired",
-                 session_id=session.id, reason=reason, images=len(images))
+    audit.record(
+        uow.session,
+        actor,
+        "session.cancelled" if status == "cancelled" else "session.expired",
+        session_id=session.id,
+        reason=reason,
+        images=len(images),
+    )
     publish_after_commit(uow, rt.bus, session.id, "session.expired", {"reason": reason})
     store, prefix = rt.store, session_prefix(session.id)
 

@@ -26,23 +26,33 @@ async def put_object(key: str, request: Request) -> Response:
     try:
         content_type, length = store.verify("PUT", key, dict(request.query_params))
     except (InvalidSignature, ValueError) as exc:
-        raise NotPermitted(f"Upload refused: {exc}. Ask for a new upload URL.", error="InvalidUploadUrl") from exc
+        raise NotPermitted(
+            f"Upload refused: {exc}. Ask for a new upload URL.", error="InvalidUploadUrl"
+        ) from exc
     if request.headers.get("content-type", "").split(";")[0].strip() != content_type:
-        raise ConsultcamError(f"Send the header Content-Type: {content_type}, as the upload URL was signed for.",
-                              error="ContentTypeMismatch")
+        raise ConsultcamError(
+            f"Send the header Content-Type: {content_type}, as the upload URL was signed for.",
+            error="ContentTypeMismatch",
+        )
     declared = request.headers.get("content-length")
     if declared is not None and length is not None and int(declared) != length:
-        raise ConsultcamError(f"The upload URL is for exactly {length} bytes; this request has {declared}.",
-                              error="ContentLengthMismatch")
+        raise ConsultcamError(
+            f"The upload URL is for exactly {length} bytes; this request has {declared}.",
+            error="ContentLengthMismatch",
+        )
     chunks, received = [], 0
     async for chunk in request.stream():
         received += len(chunk)
         if length is not None and received > length:
-            raise PayloadTooLarge(f"The upload URL is for {length} bytes; more arrived.", error="UploadTooLarge")
+            raise PayloadTooLarge(
+                f"The upload URL is for {length} bytes; more arrived.", error="UploadTooLarge"
+            )
         chunks.append(chunk)
     if length is not None and received != length:
-        raise ConsultcamError(f"The upload URL is for {length} bytes; {received} arrived. Send the whole file.",
-                              error="ContentLengthMismatch")
+        raise ConsultcamError(
+            f"The upload URL is for {length} bytes; {received} arrived. Send the whole file.",
+            error="ContentLengthMismatch",
+        )
     await store.put_chunks(key, chunks)
     return Response(status_code=200, headers=NO_STORE)
 
@@ -56,9 +66,11 @@ async def get_object(key: str, request: Request) -> Response:
         store.verify("GET", key, dict(request.query_params))
         data = await store.get(key)
     except (InvalidSignature, ValueError) as exc:
-        raise NotPermitted(f"Download refused: {exc}. Reload the page for a fresh link.",
-                           error="InvalidDownloadUrl") from exc
+        raise NotPermitted(
+            f"Download refused: {exc}. Reload the page for a fresh link.", error="InvalidDownloadUrl"
+        ) from exc
     except KeyError as exc:
-        raise ConsultcamError("This photo is no longer stored (committed, deleted or expired).",
-                              error="NotFound", status=404) from exc
+        raise ConsultcamError(
+            "This photo is no longer stored (committed, deleted or expired).", error="NotFound", status=404
+        ) from exc
     return Response(data, media_type="image/jpeg", headers=NO_STORE)

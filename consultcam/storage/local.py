@@ -54,16 +54,29 @@ class LocalObjectStore:
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def _url(self, method: str, key: str, expires_in: int, content_type: str = "", length: int | str = "") -> tuple[str, int]:
+    def _url(
+        self, method: str, key: str, expires_in: int, content_type: str = "", length: int | str = ""
+    ) -> tuple[str, int]:
         exp = int(time.time()) + expires_in
-        query = {"method": method, "exp": exp, "ct": content_type, "len": length,
-                 "sig": self._sign(method, key, exp, content_type, length)}
+        query = {
+            "method": method,
+            "exp": exp,
+            "ct": content_type,
+            "len": length,
+            "sig": self._sign(method, key, exp, content_type, length),
+        }
         return f"{URL_PREFIX}{quote(check_key(key))}?{urlencode(query)}", exp
 
-    async def presign_put(self, key: str, *, content_type: str, size_bytes: int, expires_in: int) -> PresignedRequest:
+    async def presign_put(
+        self, key: str, *, content_type: str, size_bytes: int, expires_in: int
+    ) -> PresignedRequest:
         url, exp = self._url("PUT", key, expires_in, content_type, size_bytes)
-        return PresignedRequest(url=url, method="PUT", headers={"Content-Type": content_type},
-                                expires_at=datetime.fromtimestamp(exp, UTC))
+        return PresignedRequest(
+            url=url,
+            method="PUT",
+            headers={"Content-Type": content_type},
+            expires_at=datetime.fromtimestamp(exp, UTC),
+        )
 
     async def presign_get(self, key: str, *, expires_in: int) -> str:
         return self._url("GET", key, expires_in)[0]

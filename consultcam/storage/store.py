@@ -33,7 +33,9 @@ class StoredObject:
 class ObjectStore(Protocol):
     """Object storage with presigned URLs. Keys are `/`-separated, ASCII, with no `..` segments."""
 
-    async def presign_put(self, key: str, *, content_type: str, size_bytes: int, expires_in: int) -> PresignedRequest:
+    async def presign_put(
+        self, key: str, *, content_type: str, size_bytes: int, expires_in: int
+    ) -> PresignedRequest:
         """A PUT URL valid for `expires_in` seconds that accepts exactly `size_bytes` of `content_type`."""
         ...
 
@@ -71,7 +73,7 @@ class ObjectStore(Protocol):
 
 
 def session_prefix(session_id: str) -> str:
-    """Every object of a capture session lives under this prefix, so cancel/commit/expiry delete one prefix."""
+    """Every object of a capture session lives under this prefix: cancel, commit, expiry delete one prefix."""
     return f"sessions/{session_id}/"
 
 

@@ -14,14 +14,27 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from consultcam.auth import CLINICIAN_COOKIE, CLINICIAN_COOKIE_SECONDS, is_clinician_token, make_clinician_cookie
+from consultcam.auth import (
+    CLINICIAN_COOKIE,
+    CLINICIAN_COOKIE_SECONDS,
+    is_clinician_token,
+    make_clinician_cookie,
+)
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import RuntimeDep, clinician_from_request
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
-LAUNCH_PARAMS = ("encounterId", "patientId", "patientName", "nhi", "birthDate", "practitionerId", "facilityId")
+LAUNCH_PARAMS = (
+    "encounterId",
+    "patientId",
+    "patientName",
+    "nhi",
+    "birthDate",
+    "practitionerId",
+    "facilityId",
+)
 
 
 def _safe_next(value: str | None) -> str:
@@ -34,12 +47,18 @@ def _safe_next(value: str | None) -> str:
 def _desktop(request: Request, rt: RuntimeDep, session_id: str | None) -> Response:
     if clinician_from_request(request, rt) is None:
         next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return templates.TemplateResponse(request, "signin.html", {"next": next_path, "error": None}, status_code=401)
+        return templates.TemplateResponse(
+            request, "signin.html", {"next": next_path, "error": None}, status_code=401
+        )
     launch = {key: request.query_params[key] for key in LAUNCH_PARAMS if request.query_params.get(key)}
-    config = {"maxImages": rt.settings.max_images, "warnImages": WARN_IMAGES,
-              "pairingTtlSeconds": rt.settings.pairing_ttl_seconds}
-    return templates.TemplateResponse(request, "desktop.html", {"session_id": session_id, "launch": launch,
-                                                                "config": config})
+    config = {
+        "maxImages": rt.settings.max_images,
+        "warnImages": WARN_IMAGES,
+        "pairingTtlSeconds": rt.settings.pairing_ttl_seconds,
+    }
+    return templates.TemplateResponse(
+        request, "desktop.html", {"session_id": session_id, "launch": launch, "config": config}
+    )
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -63,13 +82,25 @@ async def phone(token: str, request: Request, rt: RuntimeDep) -> Response:
 
 def _signed_in(request: Request, rt: RuntimeDep, token: str, next_path: str) -> Response:
     if not is_clinician_token(token, rt.settings.clinician_token):
-        return templates.TemplateResponse(request, "signin.html", {
-            "next": next_path, "error": "That clinician token is not right. Copy it again from the consultcam console."},
-            status_code=401)
+        return templates.TemplateResponse(
+            request,
+            "signin.html",
+            {
+                "next": next_path,
+                "error": "That clinician token is not right. Copy it again from the consultcam console.",
+            },
+            status_code=401,
+        )
     response = RedirectResponse(_safe_next(next_path), status_code=303)
-    response.set_cookie(CLINICIAN_COOKIE, make_clinician_cookie(rt.settings.secret_key, rt.settings.clinician_token),
-                        max_age=CLINICIAN_COOKIE_SECONDS, httponly=True, samesite="lax",
-                        secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        CLINICIAN_COOKIE,
+        make_clinician_cookie(rt.settings.secret_key, rt.settings.clinician_token),
+        max_age=CLINICIAN_COOKIE_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
     return response
 
 
@@ -81,7 +112,9 @@ async def login_link(request: Request, rt: RuntimeDep, token: str = "", next: st
 
 
 @router.post("/login")
-async def login_form(request: Request, rt: RuntimeDep, token: str = Form(""), next: str = Form("/")) -> Response:
+async def login_form(
+    request: Request, rt: RuntimeDep, token: str = Form(""), next: str = Form("/")
+) -> Response:
     """The sign-in form: paste the clinician token."""
     return _signed_in(request, rt, token.strip(), next)
 

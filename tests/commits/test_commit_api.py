@@ -25,11 +25,19 @@ def outbox(runtime: Any) -> list[Path]:
     return sorted((runtime.settings.data_dir / "outbox").glob("*.json"))
 
 
-async def test_commit_writes_one_valid_bundle_and_deletes_the_temporary_copies(clinician, new_client, runtime):
+async def test_commit_writes_one_valid_bundle_and_deletes_the_temporary_copies(
+    clinician, new_client, runtime
+):
     session = await start_session(clinician, practitionerId="gp-7")
     phone = await pair_phone(new_client, session)
-    first = (await upload(phone, session["id"], phone_photo(orientation=6),
-                          metadata={"bodySite": SITE, "laterality": "left", "label": "Lesion A"})).json()
+    first = (
+        await upload(
+            phone,
+            session["id"],
+            phone_photo(orientation=6),
+            metadata={"bodySite": SITE, "laterality": "left", "label": "Lesion A"},
+        )
+    ).json()
     second = (await upload(phone, session["id"], jpeg_bytes("coffee.jpg"))).json()
 
     response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
@@ -53,7 +61,7 @@ async def test_commit_writes_one_valid_bundle_and_deletes_the_temporary_copies(c
     assert any("Lesion A" in note["text"] for note in lesion["note"])
     jpeg = base64.b64decode(lesion["content"]["data"])
     assert lesion["content"]["size"] == len(jpeg)
-    assert lesion["content"]["hash"] == base64.b64encode(hashlib.sha1(jpeg).digest()).decode()  # noqa: S324
+    assert lesion["content"]["hash"] == base64.b64encode(hashlib.sha1(jpeg).digest()).decode()
     with Image.open(io.BytesIO(jpeg)) as image:
         assert image.height > image.width  # EXIF orientation 6 applied: the portrait photo is upright
         assert not image.getexif()
@@ -61,7 +69,9 @@ async def test_commit_writes_one_valid_bundle_and_deletes_the_temporary_copies(c
     assert list((runtime.store.root / "sessions").rglob("*.jpg")) == []
     after = (await clinician.get(f"/api/sessions/{session['id']}")).json()
     assert after["status"] == "committed"
-    refused = await phone.post(f"/api/sessions/{session['id']}/uploads", json={"contentType": "image/jpeg", "sizeBytes": 10})
+    refused = await phone.post(
+        f"/api/sessions/{session['id']}/uploads", json={"contentType": "image/jpeg", "sizeBytes": 10}
+    )
     assert refused.status_code == 409
 
 
@@ -93,8 +103,10 @@ async def test_commit_of_chosen_photos_skips_and_deletes_the_rest(clinician, new
 
     response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"imageIds": [keep["id"]]})
 
-    assert {r["imageId"]: r["status"] for r in response.json()["results"]} == {keep["id"]: "committed",
-                                                                               drop["id"]: "skipped"}
+    assert {r["imageId"]: r["status"] for r in response.json()["results"]} == {
+        keep["id"]: "committed",
+        drop["id"]: "skipped",
+    }
     bundle = json.loads(outbox(runtime)[0].read_text())
     assert [e["resource"]["identifier"][0]["value"] for e in bundle["entry"]] == [keep["id"]]
 
@@ -103,8 +115,9 @@ async def test_unknown_image_ids_are_refused(clinician, new_client):
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit",
-                                    json={"imageIds": ["00000000-0000-4000-8000-000000000000"]})
+    response = await clinician.post(
+        f"/api/sessions/{session['id']}/commit", json={"imageIds": ["00000000-0000-4000-8000-000000000000"]}
+    )
     assert response.status_code == 422
 
 
@@ -118,15 +131,18 @@ class RefusingConnector:
 
     async def commit(self, context, items, progress):
         self.calls += 1
-        raise CommitFailed("The record system is not answering; nothing was saved. Try again shortly.",
-                           all_failed(items, "not answering"))
+        raise CommitFailed(
+            "The record system is not answering; nothing was saved. Try again shortly.",
+            all_failed(items, "not answering"),
+        )
 
     async def check(self) -> None:
         return None
 
 
 async def test_a_failed_commit_reopens_the_session_keeps_the_photos_and_can_be_retried(
-        clinician, new_client, runtime, monkeypatch: pytest.MonkeyPatch):
+    clinician, new_client, runtime, monkeypatch: pytest.MonkeyPatch
+):
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     image = (await upload(phone, session["id"], jpeg_bytes())).json()
@@ -159,12 +175,20 @@ async def test_commit_is_audited_without_secrets(clinician, new_client, runtime)
         events = (await db.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars().all()
         stored = await db.get(CaptureSession, session["id"])
     actions = [e.action for e in events]
-    for expected in ("session.created", "pairing.issued", "phone.paired", "image.upload_issued", "image.uploaded",
-                     "commit.started", "commit.succeeded"):
+    for expected in (
+        "session.created",
+        "pairing.issued",
+        "phone.paired",
+        "image.upload_issued",
+        "image.uploaded",
+        "commit.started",
+        "commit.succeeded",
+    ):
         assert expected in actions
     assert {e.actor_type for e in events} == {"clinician", "phone"}
     dump = json.dumps([[e.actor_id, e.action, e.detail] for e in events])
     token = session["pairing"]["url"].rsplit("/", 1)[1]
     assert token not in dump
     assert phone.cookies["consultcam_phone"] not in dump
-    assert stored is not None and stored.status == "committed"
+    assert stored is not None
+    assert stored.status == "committed"

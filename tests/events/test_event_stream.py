@@ -23,7 +23,9 @@ async def server(settings) -> AsyncIterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -57,14 +59,19 @@ async def read_events(response: httpx.Response, count: int, timeout: float = 5) 
 async def test_the_desktop_sees_a_photo_live_as_it_is_registered(server):
     """Latency is measured in bench/capture_latency.py; here: the open stream delivers it, in order."""
     headers = {"authorization": f"Bearer {CLINICIAN_TOKEN}"}
-    async with httpx.AsyncClient(base_url=server, headers=headers) as desktop, httpx.AsyncClient(base_url=server) as phone:
+    async with (
+        httpx.AsyncClient(base_url=server, headers=headers) as desktop,
+        httpx.AsyncClient(base_url=server) as phone,
+    ):
         session = await start_session(desktop)
         async with desktop.stream("GET", f"/api/sessions/{session['id']}/events") as stream:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
             assert stream.headers["cache-control"] == "no-store"
             listening = asyncio.create_task(read_events(stream, 2))
-            assert (await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})).status_code == 200
+            assert (
+                await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})
+            ).status_code == 200
             registered = await upload(phone, session["id"], jpeg_bytes())
             paired, added = await listening
         assert paired["event"] == "phone.paired"
@@ -75,7 +82,10 @@ async def test_the_desktop_sees_a_photo_live_as_it_is_registered(server):
 
 async def test_a_reconnecting_page_gets_exactly_what_it_missed(server):
     headers = {"authorization": f"Bearer {CLINICIAN_TOKEN}"}
-    async with httpx.AsyncClient(base_url=server, headers=headers) as desktop, httpx.AsyncClient(base_url=server) as phone:
+    async with (
+        httpx.AsyncClient(base_url=server, headers=headers) as desktop,
+        httpx.AsyncClient(base_url=server) as phone,
+    ):
         session = await start_session(desktop)
         url = f"/api/sessions/{session['id']}/events"
         await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})
@@ -92,7 +102,10 @@ async def test_a_reconnecting_page_gets_exactly_what_it_missed(server):
 
 async def test_a_phone_cannot_listen_to_another_session(server):
     headers = {"authorization": f"Bearer {CLINICIAN_TOKEN}"}
-    async with httpx.AsyncClient(base_url=server, headers=headers) as desktop, httpx.AsyncClient(base_url=server) as phone:
+    async with (
+        httpx.AsyncClient(base_url=server, headers=headers) as desktop,
+        httpx.AsyncClient(base_url=server) as phone,
+    ):
         mine = await start_session(desktop, "enc-a")
         other = await start_session(desktop, "enc-b")
         await phone.post("/api/pair", json={"token": token_of(mine["pairing"]["url"])})

@@ -46,8 +46,10 @@ ARM = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left
 
 # --- helpers -------------------------------------------------------------------------------------------
 
-def assert_error(response: httpx.Response, status: int, error: str | None = None,
-                 *words: str) -> dict[str, Any]:
+
+def assert_error(
+    response: httpx.Response, status: int, error: str | None = None, *words: str
+) -> dict[str, Any]:
     """The `{error, detail}` body, never cached, with a detail that says what to do (and names `words`)."""
     assert response.status_code == status, response.text
     body = response.json()
@@ -71,28 +73,36 @@ def encode(name: str, fmt: str, mode: str = "RGB", **save: Any) -> bytes:
 
 def with_segments(jpeg: bytes, *segments: tuple[int, bytes]) -> bytes:
     """`jpeg` with extra marker segments (e.g. 0xFE comment, 0xE1 XMP) inserted right after SOI."""
-    extra = b"".join(b"\xff" + bytes([marker]) + struct.pack(">H", len(data) + 2) + data
-                     for marker, data in segments)
+    extra = b"".join(
+        b"\xff" + bytes([marker]) + struct.pack(">H", len(data) + 2) + data for marker, data in segments
+    )
     return jpeg[:2] + extra + jpeg[2:]
 
 
 def png_bomb(width: int, height: int) -> bytes:
     """A valid, small 1-bit greyscale PNG of `width` × `height` black pixels (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     row = b"\x00" + bytes((width + 7) // 8)
     compressor = zlib.compressobj(9)
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
-async def presign(client: httpx.AsyncClient, session_id: str, data: bytes | int,
-                  content_type: str = "image/jpeg") -> httpx.Response:
+async def presign(
+    client: httpx.AsyncClient, session_id: str, data: bytes | int, content_type: str = "image/jpeg"
+) -> httpx.Response:
     size = data if isinstance(data, int) else len(data)
-    return await client.post(f"/api/sessions/{session_id}/uploads",
-                             json={"contentType": content_type, "sizeBytes": size})
+    return await client.post(
+        f"/api/sessions/{session_id}/uploads", json={"contentType": content_type, "sizeBytes": size}
+    )
 
 
 async def put(client: httpx.AsyncClient, slot: dict[str, Any], data: bytes) -> httpx.Response:
@@ -103,8 +113,12 @@ async def register(client: httpx.AsyncClient, session_id: str, image_id: str, **
     return await client.post(f"/api/sessions/{session_id}/images", json={"imageId": image_id, **extra})
 
 
-async def send(client: httpx.AsyncClient, session_id: str, data: bytes, content_type: str = "image/jpeg",
-               ) -> tuple[dict[str, Any], httpx.Response]:
+async def send(
+    client: httpx.AsyncClient,
+    session_id: str,
+    data: bytes,
+    content_type: str = "image/jpeg",
+) -> tuple[dict[str, Any], httpx.Response]:
     """Presign and PUT; returns the slot and the registration response."""
     slot = await presign(client, session_id, data, content_type)
     assert slot.status_code == 201, slot.text
@@ -121,14 +135,26 @@ def store_files(runtime: Any, session_id: str) -> list[str]:
 
 async def image_rows(runtime: Any, session_id: str) -> list[ClinicalImage]:
     async with runtime.sessionmaker() as db:
-        return list((await db.execute(select(ClinicalImage).where(ClinicalImage.session_id == session_id)))
-                    .scalars().all())
+        return list(
+            (await db.execute(select(ClinicalImage).where(ClinicalImage.session_id == session_id)))
+            .scalars()
+            .all()
+        )
 
 
 async def audit_actions(runtime: Any, session_id: str) -> list[str]:
     async with runtime.sessionmaker() as db:
-        return list((await db.execute(select(AuditEvent.action).where(AuditEvent.session_id == session_id)
-                                      .order_by(AuditEvent.id))).scalars().all())
+        return list(
+            (
+                await db.execute(
+                    select(AuditEvent.action)
+                    .where(AuditEvent.session_id == session_id)
+                    .order_by(AuditEvent.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
 
 
 async def events(runtime: Any, session_id: str) -> list[Any]:
@@ -162,13 +188,19 @@ async def phone(new_client: Any, session: dict[str, Any]) -> httpx.AsyncClient:
 
 # --- the main job ---------------------------------------------------------------------------------------
 
+
 async def test_phone_photo_is_stored_upright_resized_and_without_exif(
-        phone: httpx.AsyncClient, anonymous: httpx.AsyncClient, session: dict[str, Any],
-        runtime: Any) -> None:
-    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-           b"<rdf:Description>XmpSecretLocation</rdf:Description></rdf:RDF></x:xmpmeta>")
-    original = with_segments(phone_photo(orientation=6), (0xFE, b"CommentMereTester"),
-                             (0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + xmp))
+    phone: httpx.AsyncClient, anonymous: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b"<rdf:Description>XmpSecretLocation</rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    original = with_segments(
+        phone_photo(orientation=6),
+        (0xFE, b"CommentMereTester"),
+        (0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + xmp),
+    )
     with Image.open(io.BytesIO(original)) as source:
         assert source.size == (4032, 3024)
         assert source.getexif()[0x0112] == 6
@@ -207,8 +239,14 @@ async def test_phone_photo_is_stored_upright_resized_and_without_exif(
     assert len(picture.getexif()) == 0
     assert "exif" not in picture.info
     assert "icc_profile" not in picture.info
-    for trace in (b"Exif\x00\x00", b"TestPhone", b"GPS", b"CommentMereTester", b"XmpSecretLocation",
-                  b"xmpmeta"):
+    for trace in (
+        b"Exif\x00\x00",
+        b"TestPhone",
+        b"GPS",
+        b"CommentMereTester",
+        b"XmpSecretLocation",
+        b"xmpmeta",
+    ):
         assert trace not in stored, trace
     assert "comment" not in picture.info
     assert "xmp" not in picture.info
@@ -228,12 +266,18 @@ async def test_phone_photo_is_stored_upright_resized_and_without_exif(
     assert (await audit_actions(runtime, session["id"]))[-1] == "image.uploaded"
 
 
-@pytest.mark.parametrize(("orientation", "turn"), [(1, None), (3, Image.Transpose.ROTATE_180),
-                                                   (6, Image.Transpose.ROTATE_270),
-                                                   (8, Image.Transpose.ROTATE_90)])
+@pytest.mark.parametrize(
+    ("orientation", "turn"),
+    [
+        (1, None),
+        (3, Image.Transpose.ROTATE_180),
+        (6, Image.Transpose.ROTATE_270),
+        (8, Image.Transpose.ROTATE_90),
+    ],
+)
 async def test_exif_orientation_is_applied_to_the_pixels(
-        phone: httpx.AsyncClient, session: dict[str, Any], orientation: int,
-        turn: Image.Transpose | None) -> None:
+    phone: httpx.AsyncClient, session: dict[str, Any], orientation: int, turn: Image.Transpose | None
+) -> None:
     """The rocket photo is asymmetric: the stored pixels match the source turned as EXIF says, and not the
     source turned any other way."""
     data = phone_photo("rocket.jpg", orientation=orientation, size=(1200, 800))
@@ -250,24 +294,32 @@ async def test_exif_orientation_is_applied_to_the_pixels(
         return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / 3600
 
     expected = base.transpose(turn) if turn else base
-    others = [base.transpose(t) for t in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
-                                          Image.Transpose.ROTATE_270) if t != turn]
+    others = [
+        base.transpose(t)
+        for t in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+        if t != turn
+    ]
     if turn:
         others.append(base)
     assert distance(expected) < 8
     assert all(distance(other) > 2 * distance(expected) for other in others)
 
 
-@pytest.mark.parametrize(("content_type", "make"), [
-    ("image/png", lambda: encode("cat.jpg", "PNG")),
-    ("image/png", lambda: encode("cat.jpg", "PNG", mode="RGBA")),
-    ("image/webp", lambda: encode("cat.jpg", "WEBP", quality=90)),
-    ("image/heic", lambda: encode("cat.jpg", "HEIF", quality=90)),
-    ("image/heif", lambda: encode("cat.jpg", "HEIF", quality=90)),
-    ("image/jpg", lambda: jpeg_bytes("cat.jpg")),
-], ids=["png", "png-alpha", "webp", "heic", "heic-as-heif", "jpg-alias"])
-async def test_other_formats_are_stored_as_jpeg(phone: httpx.AsyncClient, session: dict[str, Any],
-                                               content_type: str, make: Any, runtime: Any) -> None:
+@pytest.mark.parametrize(
+    ("content_type", "make"),
+    [
+        ("image/png", lambda: encode("cat.jpg", "PNG")),
+        ("image/png", lambda: encode("cat.jpg", "PNG", mode="RGBA")),
+        ("image/webp", lambda: encode("cat.jpg", "WEBP", quality=90)),
+        ("image/heic", lambda: encode("cat.jpg", "HEIF", quality=90)),
+        ("image/heif", lambda: encode("cat.jpg", "HEIF", quality=90)),
+        ("image/jpg", lambda: jpeg_bytes("cat.jpg")),
+    ],
+    ids=["png", "png-alpha", "webp", "heic", "heic-as-heif", "jpg-alias"],
+)
+async def test_other_formats_are_stored_as_jpeg(
+    phone: httpx.AsyncClient, session: dict[str, Any], content_type: str, make: Any, runtime: Any
+) -> None:
     response = await upload(phone, session["id"], make(), content_type=content_type)
     assert response.status_code == 201, response.text
     image = response.json()
@@ -282,10 +334,15 @@ async def test_other_formats_are_stored_as_jpeg(phone: httpx.AsyncClient, sessio
     assert store_files(runtime, session["id"]) == [f"{image['id']}.jpg", f"{image['id']}.thumb.jpg"]
 
 
-async def test_clinician_can_upload_from_the_desktop(clinician: httpx.AsyncClient,
-                                                     session: dict[str, Any]) -> None:
-    response = await upload(clinician, session["id"], jpeg_bytes("coffee.jpg"),
-                            metadata={"label": "desk upload", "laterality": "right"})
+async def test_clinician_can_upload_from_the_desktop(
+    clinician: httpx.AsyncClient, session: dict[str, Any]
+) -> None:
+    response = await upload(
+        clinician,
+        session["id"],
+        jpeg_bytes("coffee.jpg"),
+        metadata={"label": "desk upload", "laterality": "right"},
+    )
     assert response.status_code == 201, response.text
     assert response.json()["source"] == "desktop"
     assert response.json()["metadata"] == {"label": "desk upload", "laterality": "right"}
@@ -293,8 +350,10 @@ async def test_clinician_can_upload_from_the_desktop(clinician: httpx.AsyncClien
 
 # --- refused at presign ---------------------------------------------------------------------------------
 
-async def test_too_large_is_413_before_any_byte(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                runtime: Any, settings: Any) -> None:
+
+async def test_too_large_is_413_before_any_byte(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any, settings: Any
+) -> None:
     response = await presign(phone, session["id"], settings.max_upload_bytes + 1)
     assert_error(response, 413, "UploadTooLarge", "MB", "resize")
     assert await image_rows(runtime, session["id"]) == []
@@ -303,31 +362,48 @@ async def test_too_large_is_413_before_any_byte(phone: httpx.AsyncClient, sessio
     assert exactly.status_code == 201, exactly.text
 
 
-@pytest.mark.parametrize("content_type", ["image/svg+xml", "image/gif", "application/pdf", "text/html",
-                                          "image/avif", "image/tiff", ""])
-async def test_unaccepted_types_are_415_at_presign(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                   runtime: Any, content_type: str) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    ["image/svg+xml", "image/gif", "application/pdf", "text/html", "image/avif", "image/tiff", ""],
+)
+async def test_unaccepted_types_are_415_at_presign(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any, content_type: str
+) -> None:
     response = await presign(phone, session["id"], 1000, content_type)
     assert_error(response, 415, "UnsupportedImageType", "JPEG", "PNG", "WebP", "HEIC")
     assert await image_rows(runtime, session["id"]) == []
 
 
-@pytest.mark.parametrize("body", [{"contentType": "image/jpeg", "sizeBytes": 0},
-                                  {"contentType": "image/jpeg", "sizeBytes": -5},
-                                  {"contentType": "image/jpeg"},
-                                  {"sizeBytes": 100},
-                                  {"contentType": "image/jpeg", "sizeBytes": "big"}])
-async def test_malformed_presign_is_422(phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any,
-                                        body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"contentType": "image/jpeg", "sizeBytes": 0},
+        {"contentType": "image/jpeg", "sizeBytes": -5},
+        {"contentType": "image/jpeg"},
+        {"sizeBytes": 100},
+        {"contentType": "image/jpeg", "sizeBytes": "big"},
+    ],
+)
+async def test_malformed_presign_is_422(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any, body: dict[str, Any]
+) -> None:
     assert_error(await phone.post(f"/api/sessions/{session['id']}/uploads", json=body), 422, "InvalidRequest")
     assert await image_rows(runtime, session["id"]) == []
 
 
 # --- refused at registration: the object and the slot are deleted -------------------------------------
 
-async def assert_rejected_and_gone(client: httpx.AsyncClient, runtime: Any, session_id: str,
-                                   slot: dict[str, Any], response: httpx.Response, status: int,
-                                   error: str, *words: str) -> None:
+
+async def assert_rejected_and_gone(
+    client: httpx.AsyncClient,
+    runtime: Any,
+    session_id: str,
+    slot: dict[str, Any],
+    response: httpx.Response,
+    status: int,
+    error: str,
+    *words: str,
+) -> None:
     assert_error(response, status, error, *words)
     assert await image_rows(runtime, session_id) == []
     assert store_files(runtime, session_id) == []
@@ -336,67 +412,95 @@ async def assert_rejected_and_gone(client: httpx.AsyncClient, runtime: Any, sess
     assert not [e for e in await events(runtime, session_id) if e.type == "image.added"]
 
 
-async def test_text_file_sent_as_jpeg_is_refused_and_deleted(phone: httpx.AsyncClient,
-                                                             session: dict[str, Any],
-                                                             runtime: Any) -> None:
+async def test_text_file_sent_as_jpeg_is_refused_and_deleted(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     text = b"Dear Dr Smith, please find attached the referral letter.\n" * 40
     slot, response = await send(phone, session["id"], text)
     assert response.status_code in (415, 422), response.text
-    await assert_rejected_and_gone(phone, runtime, session["id"], slot, response, response.status_code,
-                                   "UnsupportedImageType", "text file", "JPEG")
+    await assert_rejected_and_gone(
+        phone,
+        runtime,
+        session["id"],
+        slot,
+        response,
+        response.status_code,
+        "UnsupportedImageType",
+        "text file",
+        "JPEG",
+    )
 
 
-@pytest.mark.parametrize(("data", "what"), [
-    (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "SVG"),
-    (b"GIF89a" + bytes(200), "GIF"),
-    (b"%PDF-1.7\n" + bytes(200), "PDF"),
-], ids=["svg", "gif", "pdf"])
-async def test_other_files_disguised_as_jpeg_are_415(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                     runtime: Any, data: bytes, what: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (
+            b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+            "SVG",
+        ),
+        (b"GIF89a" + bytes(200), "GIF"),
+        (b"%PDF-1.7\n" + bytes(200), "PDF"),
+    ],
+    ids=["svg", "gif", "pdf"],
+)
+async def test_other_files_disguised_as_jpeg_are_415(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any, data: bytes, what: str
+) -> None:
     slot, response = await send(phone, session["id"], data)
-    await assert_rejected_and_gone(phone, runtime, session["id"], slot, response, 415, "UnsupportedImageType",
-                                   what)
+    await assert_rejected_and_gone(
+        phone, runtime, session["id"], slot, response, 415, "UnsupportedImageType", what
+    )
 
 
-async def test_png_declared_as_jpeg_is_422(phone: httpx.AsyncClient, session: dict[str, Any],
-                                           runtime: Any) -> None:
+async def test_png_declared_as_jpeg_is_422(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     slot, response = await send(phone, session["id"], encode("cat.jpg", "PNG"), "image/jpeg")
-    await assert_rejected_and_gone(phone, runtime, session["id"], slot, response, 422, "ImageTypeMismatch",
-                                   "image/jpeg", "PNG")
+    await assert_rejected_and_gone(
+        phone, runtime, session["id"], slot, response, 422, "ImageTypeMismatch", "image/jpeg", "PNG"
+    )
 
 
-async def test_pixel_flood_is_422_quickly_and_deleted(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                      runtime: Any) -> None:
+async def test_pixel_flood_is_422_quickly_and_deleted(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     bomb = png_bomb(20000, 20000)
     assert len(bomb) < 200_000  # 400 megapixels in a small file
     started = time.perf_counter()
     slot, response = await send(phone, session["id"], bomb, "image/png")
     assert time.perf_counter() - started < 3
-    await assert_rejected_and_gone(phone, runtime, session["id"], slot, response, 422, "ImageTooManyPixels",
-                                   "megapixel")
+    await assert_rejected_and_gone(
+        phone, runtime, session["id"], slot, response, 422, "ImageTooManyPixels", "megapixel"
+    )
 
 
 async def test_image_over_the_pixel_cap_but_under_pillows_is_422(
-        phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any) -> None:
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     slot, response = await send(phone, session["id"], png_bomb(8000, 8000), "image/png")  # 64 MP > 50 MP
-    await assert_rejected_and_gone(phone, runtime, session["id"], slot, response, 422, "ImageTooManyPixels",
-                                   "8000")
+    await assert_rejected_and_gone(
+        phone, runtime, session["id"], slot, response, 422, "ImageTooManyPixels", "8000"
+    )
 
 
-async def test_truncated_jpeg_is_422_and_deleted(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                 runtime: Any) -> None:
+async def test_truncated_jpeg_is_422_and_deleted(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     whole = jpeg_bytes()
     slot, response = await send(phone, session["id"], whole[: len(whole) // 2])
-    await assert_rejected_and_gone(phone, runtime, session["id"], slot, response, 422, "ImageUndecodable",
-                                   "truncated")
+    await assert_rejected_and_gone(
+        phone, runtime, session["id"], slot, response, 422, "ImageUndecodable", "truncated"
+    )
 
 
 async def test_register_before_put_is_422_and_the_slot_still_works(
-        phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any) -> None:
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
-    assert_error(await register(phone, session["id"], slot["imageId"]), 422, "UploadMissing",
-                 "upload it again")
+    assert_error(
+        await register(phone, session["id"], slot["imageId"]), 422, "UploadMissing", "upload it again"
+    )
     rows = await image_rows(runtime, session["id"])
     assert [row.status for row in rows] == ["pending"]
     assert (await put(phone, slot, data)).status_code == 200
@@ -405,20 +509,23 @@ async def test_register_before_put_is_422_and_the_slot_still_works(
     assert response.json()["id"] == slot["imageId"]
 
 
-async def test_registering_twice_returns_the_same_image(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                        runtime: Any) -> None:
+async def test_registering_twice_returns_the_same_image(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     slot, first = await send(phone, session["id"], jpeg_bytes("cat.jpg"))
     assert first.status_code == 201
     second = await register(phone, session["id"], slot["imageId"])
     assert second.status_code == 200, second.text
-    assert {k: v for k, v in second.json().items() if k != "urls"} == \
-        {k: v for k, v in first.json().items() if k != "urls"}
+    assert {k: v for k, v in second.json().items() if k != "urls"} == {
+        k: v for k, v in first.json().items() if k != "urls"
+    }
     assert len(await image_rows(runtime, session["id"])) == 1
     assert [e.type for e in await events(runtime, session["id"])].count("image.added") == 1
 
 
-async def test_concurrent_registrations_record_one_image(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                         runtime: Any) -> None:
+async def test_concurrent_registrations_record_one_image(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     data = jpeg_bytes("coffee.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     assert (await put(phone, slot, data)).status_code == 200
@@ -431,19 +538,22 @@ async def test_concurrent_registrations_record_one_image(phone: httpx.AsyncClien
 
 
 async def test_stored_object_of_another_size_is_422_and_deleted(
-        phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any) -> None:
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     """A store that does not enforce the signed length (some S3-compatible ones) is caught at registration."""
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     rows = await image_rows(runtime, session["id"])
     await runtime.store.put(rows[0].upload_key, data + b"extra", content_type="image/jpeg")
     response = await register(phone, session["id"], slot["imageId"])
-    await assert_rejected_and_gone(phone, runtime, session["id"], slot, response, 422, "UploadSizeMismatch",
-                                   str(len(data)))
+    await assert_rejected_and_gone(
+        phone, runtime, session["id"], slot, response, 422, "UploadSizeMismatch", str(len(data))
+    )
 
 
-async def test_replayed_put_cannot_swap_a_registered_photo(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                           runtime: Any) -> None:
+async def test_replayed_put_cannot_swap_a_registered_photo(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot, registered = await send(phone, session["id"], data)
     assert registered.status_code == 201
@@ -458,8 +568,9 @@ async def test_replayed_put_cannot_swap_a_registered_photo(phone: httpx.AsyncCli
     assert hashlib.sha256(stored).hexdigest() == registered.json()["sha256"]
 
 
-async def test_register_in_another_session_is_404(clinician: httpx.AsyncClient, phone: httpx.AsyncClient,
-                                                  session: dict[str, Any], runtime: Any) -> None:
+async def test_register_in_another_session_is_404(
+    clinician: httpx.AsyncClient, phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     assert (await put(phone, slot, data)).status_code == 200
@@ -469,13 +580,17 @@ async def test_register_in_another_session_is_404(clinician: httpx.AsyncClient, 
     assert await image_rows(runtime, other["id"]) == []
 
 
-@pytest.mark.parametrize(("captured", "expected"), [
-    ("2025-03-01T09:30:00", None),  # no time zone: ambiguous, dropped
-    ("2999-01-01T00:00:00Z", None),  # in the future: a wrong phone clock, dropped
-    ("2025-03-01T09:30:00Z", "2025-03-01T09:30:00Z"),
-])
-async def test_capture_time_is_kept_only_when_plausible(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                        captured: str, expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("captured", "expected"),
+    [
+        ("2025-03-01T09:30:00", None),  # no time zone: ambiguous, dropped
+        ("2999-01-01T00:00:00Z", None),  # in the future: a wrong phone clock, dropped
+        ("2025-03-01T09:30:00Z", "2025-03-01T09:30:00Z"),
+    ],
+)
+async def test_capture_time_is_kept_only_when_plausible(
+    phone: httpx.AsyncClient, session: dict[str, Any], captured: str, expected: str | None
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     assert (await put(phone, slot, data)).status_code == 200
@@ -489,14 +604,17 @@ async def test_capture_time_is_kept_only_when_plausible(phone: httpx.AsyncClient
 
 
 async def test_register_unknown_image_is_404(phone: httpx.AsyncClient, session: dict[str, Any]) -> None:
-    assert_error(await register(phone, session["id"], "00000000-0000-0000-0000-000000000000"), 404,
-                 "ImageNotFound")
+    assert_error(
+        await register(phone, session["id"], "00000000-0000-0000-0000-000000000000"), 404, "ImageNotFound"
+    )
 
 
 # --- the signed PUT URL ---------------------------------------------------------------------------------
 
-async def test_put_with_another_content_type_is_400(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                    runtime: Any) -> None:
+
+async def test_put_with_another_content_type_is_400(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     response = await phone.put(slot["uploadUrl"], content=data, headers={"Content-Type": "image/png"})
@@ -507,8 +625,9 @@ async def test_put_with_another_content_type_is_400(phone: httpx.AsyncClient, se
 
 
 @pytest.mark.parametrize("delta", [-1, 1, 5000])
-async def test_put_with_another_length_is_400(phone: httpx.AsyncClient, session: dict[str, Any],
-                                              runtime: Any, delta: int) -> None:
+async def test_put_with_another_length_is_400(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any, delta: int
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     response = await put(phone, slot, data + b"\0" * delta if delta > 0 else data[:delta])
@@ -516,8 +635,9 @@ async def test_put_with_another_length_is_400(phone: httpx.AsyncClient, session:
     assert store_files(runtime, session["id"]) == []
 
 
-async def test_put_streamed_without_length_must_still_match(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                            runtime: Any) -> None:
+async def test_put_streamed_without_length_must_still_match(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
 
@@ -533,12 +653,21 @@ async def test_put_streamed_without_length_must_still_match(phone: httpx.AsyncCl
     assert exact.status_code == 200, exact.text
 
 
-@pytest.mark.parametrize("change", [
-    {"sig": "A" * 43}, {"exp": "9999999999"}, {"ct": "image/png"}, {"len": "10"}, {"method": "GET"},
-    {"sig": ""},
-], ids=["sig", "exp", "ct", "len", "method", "no-sig"])
-async def test_tampered_put_url_is_403(phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any,
-                                       change: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sig": "A" * 43},
+        {"exp": "9999999999"},
+        {"ct": "image/png"},
+        {"len": "10"},
+        {"method": "GET"},
+        {"sig": ""},
+    ],
+    ids=["sig", "exp", "ct", "len", "method", "no-sig"],
+)
+async def test_tampered_put_url_is_403(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any, change: dict[str, str]
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     headers = {"Content-Type": change.get("ct", "image/jpeg")}
@@ -547,8 +676,9 @@ async def test_tampered_put_url_is_403(phone: httpx.AsyncClient, session: dict[s
     assert store_files(runtime, session["id"]) == []
 
 
-async def test_put_url_cannot_write_another_key(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                runtime: Any) -> None:
+async def test_put_url_cannot_write_another_key(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     data = jpeg_bytes("cat.jpg")
     first = (await presign(phone, session["id"], data)).json()
     second = (await presign(phone, session["id"], data)).json()
@@ -559,8 +689,13 @@ async def test_put_url_cannot_write_another_key(phone: httpx.AsyncClient, sessio
     assert store_files(runtime, session["id"]) == []
 
 
-async def test_expired_put_url_is_403(phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any,
-                                      monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+async def test_expired_put_url_is_403(
+    phone: httpx.AsyncClient,
+    session: dict[str, Any],
+    runtime: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     later = time.time() + settings.upload_url_ttl_seconds + 5
@@ -577,8 +712,9 @@ async def test_get_url_is_not_a_put_url(phone: httpx.AsyncClient, session: dict[
     assert hashlib.sha256((await phone.get(full)).content).hexdigest() == response.json()["sha256"]
 
 
-async def test_expired_or_tampered_get_url_is_403(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                  monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+async def test_expired_or_tampered_get_url_is_403(
+    phone: httpx.AsyncClient, session: dict[str, Any], monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
     response = await upload(phone, session["id"], jpeg_bytes("cat.jpg"))
     full = response.json()["urls"]["full"]
     other = full.replace(response.json()["id"] + ".jpg", response.json()["id"] + ".thumb.jpg")
@@ -590,11 +726,18 @@ async def test_expired_or_tampered_get_url_is_403(phone: httpx.AsyncClient, sess
 
 # --- session full ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def capped_settings(tmp_path: Path) -> Settings:
     """Embedded settings whose sessions hold at most 3 photos (CONSULTCAM_MAX_IMAGES=3)."""
-    settings = Settings(data_dir=tmp_path / "capped", clinician_token=CLINICIAN_TOKEN, public_url="",
-                        sweep_interval_seconds=3600, emr_url="export://", max_images=3)
+    settings = Settings(
+        data_dir=tmp_path / "capped",
+        clinician_token=CLINICIAN_TOKEN,
+        public_url="",
+        sweep_interval_seconds=3600,
+        emr_url="export://",
+        max_images=3,
+    )
     migrate(settings.resolved_database_url)
     return settings
 
@@ -608,8 +751,11 @@ async def capped_app(capped_settings: Settings) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def capped(capped_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=capped_app), base_url="http://testserver",
-                                 headers={"authorization": f"Bearer {CLINICIAN_TOKEN}"}) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=capped_app),
+        base_url="http://testserver",
+        headers={"authorization": f"Bearer {CLINICIAN_TOKEN}"},
+    ) as client:
         yield client
 
 
@@ -642,9 +788,10 @@ async def test_concurrent_presigns_never_exceed_the_cap(capped: httpx.AsyncClien
 
 # --- caching --------------------------------------------------------------------------------------------
 
-async def test_every_api_and_image_response_is_no_store(clinician: httpx.AsyncClient,
-                                                         phone: httpx.AsyncClient,
-                                                         session: dict[str, Any]) -> None:
+
+async def test_every_api_and_image_response_is_no_store(
+    clinician: httpx.AsyncClient, phone: httpx.AsyncClient, session: dict[str, Any]
+) -> None:
     seen: list[httpx.Response] = []
     data = jpeg_bytes("cat.jpg")
     slot = await presign(phone, session["id"], data)
@@ -657,12 +804,17 @@ async def test_every_api_and_image_response_is_no_store(clinician: httpx.AsyncCl
     base = f"/api/sessions/{session['id']}"
     download = await clinician.get(f"{base}/images/{image['id']}/download")
     seen += [
-        download, await phone.get(base), await clinician.get(base), await phone.get(f"{base}/images"),
+        download,
+        await phone.get(base),
+        await clinician.get(base),
+        await phone.get(f"{base}/images"),
         await clinician.get(f"{base}/images/{image['id']}"),
         await clinician.patch(f"{base}/images/{image['id']}", json={"metadata": {"label": "x"}}),
-        await phone.get(image["urls"]["full"]), await phone.get(image["urls"]["thumbnail"]),
+        await phone.get(image["urls"]["full"]),
+        await phone.get(image["urls"]["thumbnail"]),
         await clinician.post(f"{base}/pairing"),
-        await clinician.get("/api/sessions/nope"), await phone.post(f"{base}/commit"),
+        await clinician.get("/api/sessions/nope"),
+        await phone.post(f"{base}/commit"),
         await presign(phone, session["id"], 1000, "image/gif"),
         await clinician.delete(f"{base}/images/{image['id']}"),
     ]
@@ -675,6 +827,7 @@ async def test_every_api_and_image_response_is_no_store(clinician: httpx.AsyncCl
 
 # --- metadata and edits ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 async def photo(phone: httpx.AsyncClient, session: dict[str, Any]) -> dict[str, Any]:
     """A registered 451 × 300 photo (cat.jpg)."""
@@ -683,12 +836,21 @@ async def photo(phone: httpx.AsyncClient, session: dict[str, Any]) -> dict[str, 
     return response.json()
 
 
-async def test_patch_metadata_is_stored_and_shown(clinician: httpx.AsyncClient, phone: httpx.AsyncClient,
-                                                  session: dict[str, Any], photo: dict[str, Any],
-                                                  runtime: Any) -> None:
+async def test_patch_metadata_is_stored_and_shown(
+    clinician: httpx.AsyncClient,
+    phone: httpx.AsyncClient,
+    session: dict[str, Any],
+    photo: dict[str, Any],
+    runtime: Any,
+) -> None:
     url = f"/api/sessions/{session['id']}/images/{photo['id']}"
-    metadata = {"bodySite": ARM, "laterality": "left", "view": "lateral", "label": "Lesion A",
-                "notes": "Raised, 6 mm, irregular border."}
+    metadata = {
+        "bodySite": ARM,
+        "laterality": "left",
+        "view": "lateral",
+        "label": "Lesion A",
+        "notes": "Raised, 6 mm, irregular border.",
+    }
     response = await clinician.patch(url, json={"metadata": metadata})
     assert response.status_code == 200, response.text
     assert response.json()["metadata"] == metadata
@@ -707,25 +869,33 @@ async def test_patch_metadata_is_stored_and_shown(clinician: httpx.AsyncClient, 
     assert "urls" not in updated[-1].data["image"]
 
 
-@pytest.mark.parametrize(("metadata", "words"), [
-    ({"bodySite": {**ARM, "code": "368208007"}}, ("368208007", "check digit")),
-    ({"bodySite": {**ARM, "system": "http://loinc.org"}}, ("system",)),
-    ({"bodySite": {**ARM, "display": ""}}, ("display",)),
-    ({"laterality": "sideways"}, ("laterality",)),
-    ({"label": "x" * 121}, ("label",)),
-    ({"colour": "red"}, ("colour",)),
-], ids=["check-digit", "system", "display", "laterality", "label-length", "unknown-field"])
-async def test_invalid_metadata_is_422(clinician: httpx.AsyncClient, session: dict[str, Any],
-                                       photo: dict[str, Any], metadata: dict[str, Any],
-                                       words: tuple[str, ...],
-                                       ) -> None:
+@pytest.mark.parametrize(
+    ("metadata", "words"),
+    [
+        ({"bodySite": {**ARM, "code": "368208007"}}, ("368208007", "check digit")),
+        ({"bodySite": {**ARM, "system": "http://loinc.org"}}, ("system",)),
+        ({"bodySite": {**ARM, "display": ""}}, ("display",)),
+        ({"laterality": "sideways"}, ("laterality",)),
+        ({"label": "x" * 121}, ("label",)),
+        ({"colour": "red"}, ("colour",)),
+    ],
+    ids=["check-digit", "system", "display", "laterality", "label-length", "unknown-field"],
+)
+async def test_invalid_metadata_is_422(
+    clinician: httpx.AsyncClient,
+    session: dict[str, Any],
+    photo: dict[str, Any],
+    metadata: dict[str, Any],
+    words: tuple[str, ...],
+) -> None:
     url = f"/api/sessions/{session['id']}/images/{photo['id']}"
     assert_error(await clinician.patch(url, json={"metadata": metadata}), 422, "InvalidRequest", *words)
     assert (await clinician.get(url)).json()["metadata"] == {}
 
 
-async def test_edits_are_burned_in_on_download_only(clinician: httpx.AsyncClient, session: dict[str, Any],
-                                                    photo: dict[str, Any]) -> None:
+async def test_edits_are_burned_in_on_download_only(
+    clinician: httpx.AsyncClient, session: dict[str, Any], photo: dict[str, Any]
+) -> None:
     url = f"/api/sessions/{session['id']}/images/{photo['id']}"
     plain = await clinician.get(f"{url}/download")
     assert plain.status_code == 200
@@ -765,22 +935,44 @@ async def test_edits_are_burned_in_on_download_only(clinician: httpx.AsyncClient
     assert hashlib.sha256(stored).hexdigest() == photo["sha256"]
 
 
-@pytest.mark.parametrize(("edits", "words"), [
-    ({"rotation": 45}, ("rotation", "45")),
-    ({"crop": {"x": 0.8, "y": 0, "width": 0.5, "height": 1}}, ("crop", "outside")),
-    ({"crop": {"x": 0, "y": 0, "width": 0, "height": 1}}, ("crop", "empty")),
-    ({"annotations": [{"type": "scribble", "x1": 0, "y1": 0, "x2": 1, "y2": 1}]}, ("type", "scribble")),
-    ({"annotations": [{"type": "arrow", "x1": 0.5, "y1": 0.5, "x2": 0.5, "y2": 0.5}]},
-     ("two different points",)),
-    ({"annotations": [{"type": "circle", "x1": -0.1, "y1": 0, "x2": 1, "y2": 1}]}, ("x1", "0 to 1")),
-    ({"annotations": [{"type": "text", "x1": 0.1, "y1": 0.1, "text": " "}]}, ("text",)),
-    ({"annotations": [{"type": "arrow", "x1": 0, "y1": 0, "x2": 1, "y2": 1, "color": "red"}]}, ("color",)),
-    ({"brightness": 2}, ("unknown", "brightness")),
-], ids=["rotation", "crop-outside", "crop-empty", "type", "arrow-point", "range", "empty-text", "colour",
-        "unknown"])
-async def test_invalid_edits_are_422_with_the_reason(clinician: httpx.AsyncClient, session: dict[str, Any],
-                                                     photo: dict[str, Any], edits: dict[str, Any],
-                                                     words: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("edits", "words"),
+    [
+        ({"rotation": 45}, ("rotation", "45")),
+        ({"crop": {"x": 0.8, "y": 0, "width": 0.5, "height": 1}}, ("crop", "outside")),
+        ({"crop": {"x": 0, "y": 0, "width": 0, "height": 1}}, ("crop", "empty")),
+        ({"annotations": [{"type": "scribble", "x1": 0, "y1": 0, "x2": 1, "y2": 1}]}, ("type", "scribble")),
+        (
+            {"annotations": [{"type": "arrow", "x1": 0.5, "y1": 0.5, "x2": 0.5, "y2": 0.5}]},
+            ("two different points",),
+        ),
+        ({"annotations": [{"type": "circle", "x1": -0.1, "y1": 0, "x2": 1, "y2": 1}]}, ("x1", "0 to 1")),
+        ({"annotations": [{"type": "text", "x1": 0.1, "y1": 0.1, "text": " "}]}, ("text",)),
+        (
+            {"annotations": [{"type": "arrow", "x1": 0, "y1": 0, "x2": 1, "y2": 1, "color": "red"}]},
+            ("color",),
+        ),
+        ({"brightness": 2}, ("unknown", "brightness")),
+    ],
+    ids=[
+        "rotation",
+        "crop-outside",
+        "crop-empty",
+        "type",
+        "arrow-point",
+        "range",
+        "empty-text",
+        "colour",
+        "unknown",
+    ],
+)
+async def test_invalid_edits_are_422_with_the_reason(
+    clinician: httpx.AsyncClient,
+    session: dict[str, Any],
+    photo: dict[str, Any],
+    edits: dict[str, Any],
+    words: tuple[str, ...],
+) -> None:
     url = f"/api/sessions/{session['id']}/images/{photo['id']}"
     assert (await clinician.patch(url, json={"edits": {"rotation": 180}})).status_code == 200
     assert_error(await clinician.patch(url, json={"edits": edits}), 422, "InvalidEdits", *words)
@@ -788,14 +980,19 @@ async def test_invalid_edits_are_422_with_the_reason(clinician: httpx.AsyncClien
 
 
 async def test_patch_unknown_image_is_404(clinician: httpx.AsyncClient, session: dict[str, Any]) -> None:
-    assert_error(await clinician.patch(f"/api/sessions/{session['id']}/images/nope", json={"metadata": {}}),
-                 404, "ImageNotFound")
+    assert_error(
+        await clinician.patch(f"/api/sessions/{session['id']}/images/nope", json={"metadata": {}}),
+        404,
+        "ImageNotFound",
+    )
 
 
 # --- deleting -------------------------------------------------------------------------------------------
 
-async def test_phone_deletes_its_own_photo(phone: httpx.AsyncClient, session: dict[str, Any],
-                                           photo: dict[str, Any], runtime: Any) -> None:
+
+async def test_phone_deletes_its_own_photo(
+    phone: httpx.AsyncClient, session: dict[str, Any], photo: dict[str, Any], runtime: Any
+) -> None:
     assert len(store_files(runtime, session["id"])) == 2
     response = await phone.delete(f"/api/sessions/{session['id']}/images/{photo['id']}")
     assert response.status_code == 204, response.text
@@ -808,8 +1005,9 @@ async def test_phone_deletes_its_own_photo(phone: httpx.AsyncClient, session: di
     assert [e.type for e in await events(runtime, session["id"])][-1] == "image.deleted"
 
 
-async def test_phone_can_cancel_an_upload_in_flight(phone: httpx.AsyncClient, session: dict[str, Any],
-                                                    runtime: Any) -> None:
+async def test_phone_can_cancel_an_upload_in_flight(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any
+) -> None:
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     assert (await put(phone, slot, data)).status_code == 200
@@ -818,9 +1016,13 @@ async def test_phone_can_cancel_an_upload_in_flight(phone: httpx.AsyncClient, se
     assert await image_rows(runtime, session["id"]) == []
 
 
-async def test_another_phone_cannot_delete_it(clinician: httpx.AsyncClient, new_client: Any,
-                                              session: dict[str, Any], photo: dict[str, Any],
-                                              runtime: Any) -> None:
+async def test_another_phone_cannot_delete_it(
+    clinician: httpx.AsyncClient,
+    new_client: Any,
+    session: dict[str, Any],
+    photo: dict[str, Any],
+    runtime: Any,
+) -> None:
     code = (await clinician.post(f"/api/sessions/{session['id']}/pairing")).json()
     other = await pair_phone(new_client, {"pairing": code})
     refused = await other.delete(f"/api/sessions/{session['id']}/images/{photo['id']}")
@@ -832,25 +1034,37 @@ async def test_another_phone_cannot_delete_it(clinician: httpx.AsyncClient, new_
     assert store_files(runtime, session["id"]) == []
 
 
-async def test_deleting_after_commit_is_409(clinician: httpx.AsyncClient, phone: httpx.AsyncClient,
-                                            session: dict[str, Any], photo: dict[str, Any]) -> None:
+async def test_deleting_after_commit_is_409(
+    clinician: httpx.AsyncClient, phone: httpx.AsyncClient, session: dict[str, Any], photo: dict[str, Any]
+) -> None:
     commit = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
     assert commit.status_code == 200, commit.text
     assert commit.json()["results"][0]["status"] == "committed"
     for client in (clinician, phone):  # the phone stays signed in after a commit, to show the outcome
         response = await client.delete(f"/api/sessions/{session['id']}/images/{photo['id']}")
         assert_error(response, 409, "SessionClosed", "committed")
-    assert_error(await clinician.patch(f"/api/sessions/{session['id']}/images/{photo['id']}",
-                                       json={"metadata": {"label": "late"}}), 409, "SessionClosed")
+    assert_error(
+        await clinician.patch(
+            f"/api/sessions/{session['id']}/images/{photo['id']}", json={"metadata": {"label": "late"}}
+        ),
+        409,
+        "SessionClosed",
+    )
     assert_error(await presign(clinician, session["id"], 1000), 409, "SessionClosed")
 
 
-async def test_image_reads_are_scoped_to_the_session(clinician: httpx.AsyncClient, session: dict[str, Any],
-                                                     photo: dict[str, Any]) -> None:
+async def test_image_reads_are_scoped_to_the_session(
+    clinician: httpx.AsyncClient, session: dict[str, Any], photo: dict[str, Any]
+) -> None:
     other = await start_session(clinician, "enc-other")
     wrong = f"/api/sessions/{other['id']}/images/{photo['id']}"
     assert_error(await clinician.get(wrong), 404, "ImageNotFound")
     assert_error(await clinician.delete(wrong), 404, "ImageNotFound")
-    assert_error(await clinician.patch(f"/api/sessions/{other['id']}/images/{photo['id']}",
-                                       json={"metadata": {"label": "x"}}), 404, "ImageNotFound")
+    assert_error(
+        await clinician.patch(
+            f"/api/sessions/{other['id']}/images/{photo['id']}", json={"metadata": {"label": "x"}}
+        ),
+        404,
+        "ImageNotFound",
+    )
     assert (await clinician.get(f"/api/sessions/{other['id']}/images")).json() == {"images": []}

@@ -58,15 +58,20 @@ async def test_qr_token_has_at_least_128_bits_and_is_new_every_time(clinician: h
 
 
 async def test_pairing_returns_patient_banner_credential_and_capture_settings(
-        clinician: httpx.AsyncClient, new_client: Any, settings: Any) -> None:
+    clinician: httpx.AsyncClient, new_client: Any, settings: Any
+) -> None:
     session = await start_session(clinician)
     phone = new_client(**{"user-agent": "Mozilla/5.0 (iPhone) TestPhone"})
     response = await redeem(phone, token_of(session["pairing"]["url"]))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["session"]["id"] == session["id"]
-    assert body["session"]["patient"] == {"id": PATIENT["id"], "name": PATIENT["name"], "nhi": PATIENT["nhi"],
-                                          "birthDate": PATIENT["birthDate"]}
+    assert body["session"]["patient"] == {
+        "id": PATIENT["id"],
+        "name": PATIENT["name"],
+        "nhi": PATIENT["nhi"],
+        "birthDate": PATIENT["birthDate"],
+    }
     assert body["session"]["pairing"] is None  # the phone never sees a QR code it could pass on
     assert body["session"]["phone"]["userAgent"] == "Mozilla/5.0 (iPhone) TestPhone"
     assert len(body["phoneToken"]) >= 22
@@ -85,7 +90,8 @@ async def test_pairing_returns_patient_banner_credential_and_capture_settings(
 
 
 async def test_phone_cookie_is_httponly_samesite_strict_and_scoped(
-        clinician: httpx.AsyncClient, new_client: Any) -> None:
+    clinician: httpx.AsyncClient, new_client: Any
+) -> None:
     session = await start_session(clinician)
     response = await redeem(new_client(), token_of(session["pairing"]["url"]))
     assert response.status_code == 200, response.text
@@ -111,8 +117,9 @@ async def test_malformed_token_is_a_validation_error(anonymous: httpx.AsyncClien
     assert_error(await anonymous.post("/api/pair", json={}), 422, "InvalidRequest", "token")
 
 
-async def test_used_token_is_409_for_a_second_phone(clinician: httpx.AsyncClient, new_client: Any,
-                                                    runtime: Any) -> None:
+async def test_used_token_is_409_for_a_second_phone(
+    clinician: httpx.AsyncClient, new_client: Any, runtime: Any
+) -> None:
     session = await start_session(clinician)
     token = token_of(session["pairing"]["url"])
     assert (await redeem(new_client(), token)).status_code == 200
@@ -129,8 +136,11 @@ async def test_used_token_is_409_for_a_second_phone(clinician: httpx.AsyncClient
 async def test_expired_token_is_410(clinician: httpx.AsyncClient, new_client: Any, runtime: Any) -> None:
     session = await start_session(clinician)
     async with runtime.sessionmaker() as db, db.begin():
-        await db.execute(update(PairingToken).where(PairingToken.session_id == session["id"])
-                         .values(expires_at=utcnow() - timedelta(seconds=1)))
+        await db.execute(
+            update(PairingToken)
+            .where(PairingToken.session_id == session["id"])
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     phone = new_client()
     response = await redeem(phone, token_of(session["pairing"]["url"]))
     assert_error(response, 410, "PairingTokenExpired", "new code")
@@ -159,8 +169,9 @@ async def test_new_code_replaces_the_unredeemed_one(clinician: httpx.AsyncClient
     assert (await redeem(new_client(), token_of(new["url"]))).status_code == 200
 
 
-async def test_new_code_does_not_sign_out_the_paired_phone(clinician: httpx.AsyncClient,
-                                                           new_client: Any) -> None:
+async def test_new_code_does_not_sign_out_the_paired_phone(
+    clinician: httpx.AsyncClient, new_client: Any
+) -> None:
     session = await start_session(clinician)
     phone = new_client()
     assert (await redeem(phone, token_of(session["pairing"]["url"]))).status_code == 200
@@ -176,7 +187,8 @@ async def test_new_code_for_unknown_session_is_404(clinician: httpx.AsyncClient)
 
 
 async def test_page_reload_by_the_same_phone_rotates_its_credential(
-        clinician: httpx.AsyncClient, new_client: Any, runtime: Any) -> None:
+    clinician: httpx.AsyncClient, new_client: Any, runtime: Any
+) -> None:
     session = await start_session(clinician)
     token = token_of(session["pairing"]["url"])
     phone = new_client()
@@ -201,7 +213,8 @@ async def test_page_reload_by_the_same_phone_rotates_its_credential(
 
 
 async def test_every_reload_rotates_and_only_the_newest_credential_works(
-        clinician: httpx.AsyncClient, new_client: Any) -> None:
+    clinician: httpx.AsyncClient, new_client: Any
+) -> None:
     session = await start_session(clinician)
     token = token_of(session["pairing"]["url"])
     phone = new_client()
@@ -219,8 +232,9 @@ async def test_every_reload_rotates_and_only_the_newest_credential_works(
     assert_error(await redeem(new_client(), token), 409, "PairingTokenUsed")
 
 
-async def test_reload_needs_the_cookie_of_that_very_token(clinician: httpx.AsyncClient,
-                                                          new_client: Any) -> None:
+async def test_reload_needs_the_cookie_of_that_very_token(
+    clinician: httpx.AsyncClient, new_client: Any
+) -> None:
     """A phone paired by another code of the same session, or a stolen old credential as Bearer, cannot
     re-use a redeemed code."""
     session = await start_session(clinician)
@@ -234,8 +248,9 @@ async def test_reload_needs_the_cookie_of_that_very_token(clinician: httpx.Async
         assert_error(await redeem(bearer, token), 409, "PairingTokenUsed")
 
 
-async def test_revoked_phone_cannot_pair_again_with_its_old_code(clinician: httpx.AsyncClient,
-                                                                 new_client: Any) -> None:
+async def test_revoked_phone_cannot_pair_again_with_its_old_code(
+    clinician: httpx.AsyncClient, new_client: Any
+) -> None:
     session = await start_session(clinician)
     token = token_of(session["pairing"]["url"])
     phone = new_client()
@@ -245,8 +260,9 @@ async def test_revoked_phone_cannot_pair_again_with_its_old_code(clinician: http
     assert (await phone.get(f"/api/sessions/{session['id']}")).status_code == 401
 
 
-async def test_code_of_a_cancelled_session_does_not_pair(clinician: httpx.AsyncClient,
-                                                         new_client: Any) -> None:
+async def test_code_of_a_cancelled_session_does_not_pair(
+    clinician: httpx.AsyncClient, new_client: Any
+) -> None:
     session = await start_session(clinician)
     assert (await clinician.delete(f"/api/sessions/{session['id']}")).status_code == 204
     phone = new_client()
@@ -255,8 +271,9 @@ async def test_code_of_a_cancelled_session_does_not_pair(clinician: httpx.AsyncC
     assert "set-cookie" not in response.headers
 
 
-async def test_tokens_are_stored_only_as_sha256(clinician: httpx.AsyncClient, new_client: Any,
-                                               runtime: Any) -> None:
+async def test_tokens_are_stored_only_as_sha256(
+    clinician: httpx.AsyncClient, new_client: Any, runtime: Any
+) -> None:
     session = await start_session(clinician)
     pairing_token = token_of(session["pairing"]["url"])
     paired = await redeem(new_client(**{"user-agent": "TestPhone"}), pairing_token)
@@ -281,7 +298,8 @@ async def test_tokens_are_stored_only_as_sha256(clinician: httpx.AsyncClient, ne
 
 
 async def test_concurrent_redemptions_of_one_code_pair_exactly_one_phone(
-        clinician: httpx.AsyncClient, new_client: Any, runtime: Any) -> None:
+    clinician: httpx.AsyncClient, new_client: Any, runtime: Any
+) -> None:
     session = await start_session(clinician)
     token = token_of(session["pairing"]["url"])
     phones = [new_client() for _ in range(30)]
@@ -295,8 +313,9 @@ async def test_concurrent_redemptions_of_one_code_pair_exactly_one_phone(
         assert len((await db.execute(select(PhoneCredential))).scalars().all()) == 1
 
 
-async def test_pairing_is_audited_without_secrets(clinician: httpx.AsyncClient, new_client: Any,
-                                                  runtime: Any) -> None:
+async def test_pairing_is_audited_without_secrets(
+    clinician: httpx.AsyncClient, new_client: Any, runtime: Any
+) -> None:
     session = await start_session(clinician)
     await redeem(new_client(), token_of(session["pairing"]["url"]))
     with sqlite3.connect(runtime.settings.resolved_database_url.split(":///", 1)[1]) as db:

@@ -15,16 +15,20 @@ from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
 
 async def _age_session(runtime, session_id: str, **delta: float) -> None:
     async with runtime.unit_of_work() as uow:
-        await uow.session.execute(update(CaptureSession).where(CaptureSession.id == session_id)
-                                  .values(last_activity_at=utcnow() - timedelta(**delta)))
+        await uow.session.execute(
+            update(CaptureSession)
+            .where(CaptureSession.id == session_id)
+            .values(last_activity_at=utcnow() - timedelta(**delta))
+        )
 
 
 def _files(runtime) -> list[str]:
     return [p.name for p in (runtime.store.root / "sessions").rglob("*") if p.is_file()]
 
 
-async def test_an_idle_session_expires_with_its_photos_and_the_phone_is_signed_out(clinician, new_client,
-                                                                                   runtime):
+async def test_an_idle_session_expires_with_its_photos_and_the_phone_is_signed_out(
+    clinician, new_client, runtime
+):
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
@@ -81,8 +85,9 @@ async def test_uploads_that_were_never_registered_are_deleted(clinician, runtime
     await clinician.put(presign["uploadUrl"], content=jpeg_bytes(), headers=presign["headers"])
     assert len(_files(runtime)) == 1
     async with runtime.unit_of_work() as uow:
-        await uow.session.execute(update(ClinicalImage)
-                                  .values(upload_expires_at=utcnow() - timedelta(hours=1)))
+        await uow.session.execute(
+            update(ClinicalImage).values(upload_expires_at=utcnow() - timedelta(hours=1))
+        )
 
     report = await sweep(runtime)
 
@@ -106,8 +111,9 @@ async def test_objects_without_a_session_are_deleted(runtime):
 async def test_an_interrupted_commit_reopens_the_session(clinician, new_client, runtime):
     session = await start_session(clinician)
     async with runtime.unit_of_work() as uow:
-        await uow.session.execute(update(CaptureSession).values(
-            status="committing", last_activity_at=utcnow() - timedelta(hours=1)))
+        await uow.session.execute(
+            update(CaptureSession).values(status="committing", last_activity_at=utcnow() - timedelta(hours=1))
+        )
     assert (await sweep(runtime)).reopened_commits == 1
     state = (await clinician.get(f"/api/sessions/{session['id']}")).json()
     assert state["status"] == "open"
@@ -118,8 +124,12 @@ async def test_an_upload_replayed_after_registration_is_cleaned_up(clinician, ru
     """A presigned PUT stays usable until it expires; bytes sent again after registration go nowhere."""
     session = await start_session(clinician)
     data = jpeg_bytes()
-    presign = (await clinician.post(f"/api/sessions/{session['id']}/uploads",
-                                    json={"contentType": "image/jpeg", "sizeBytes": len(data)})).json()
+    presign = (
+        await clinician.post(
+            f"/api/sessions/{session['id']}/uploads",
+            json={"contentType": "image/jpeg", "sizeBytes": len(data)},
+        )
+    ).json()
     await clinician.put(presign["uploadUrl"], content=data, headers=presign["headers"])
     await clinician.post(f"/api/sessions/{session['id']}/images", json={"imageId": presign["imageId"]})
     replayed = await clinician.put(presign["uploadUrl"], content=data, headers=presign["headers"])

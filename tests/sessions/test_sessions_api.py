@@ -16,8 +16,9 @@ from consultcam.models import CaptureSession, ClinicalImage, PairingToken, utcno
 from tests.conftest import CLINICIAN_TOKEN, PATIENT, jpeg_bytes, pair_phone, start_session, token_of, upload
 
 
-def assert_error(response: httpx.Response, status: int, error: str | None = None,
-                 *words: str) -> dict[str, Any]:
+def assert_error(
+    response: httpx.Response, status: int, error: str | None = None, *words: str
+) -> dict[str, Any]:
     """The `{error, detail}` body, never cached, with a detail that says what to do (and names `words`)."""
     assert response.status_code == status, response.text
     body = response.json()
@@ -31,8 +32,12 @@ def assert_error(response: httpx.Response, status: int, error: str | None = None
     return body
 
 
-def create(clinician: httpx.AsyncClient, encounter: str = "enc-1", patient: dict[str, Any] | None = None,
-           **extra: Any) -> Any:
+def create(
+    clinician: httpx.AsyncClient,
+    encounter: str = "enc-1",
+    patient: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Any:
     body = {"encounterId": encounter, "patient": patient or PATIENT, **extra}
     return clinician.post("/api/sessions", json=body)
 
@@ -53,6 +58,7 @@ async def count_rows(runtime: Any, model: Any, **where: Any) -> int:
 
 
 # --- creating and resuming ------------------------------------------------------------------------------
+
 
 async def test_create_session_returns_201_with_a_qr_code(clinician: httpx.AsyncClient, settings: Any) -> None:
     response = await create(clinician, practitionerId="prac-7", facilityId="fac-3")
@@ -93,7 +99,8 @@ async def test_public_url_is_used_in_qr_codes(clinician: httpx.AsyncClient, sett
 
 
 async def test_same_encounter_again_resumes_the_session_with_a_fresh_code(
-        clinician: httpx.AsyncClient, new_client: Any, runtime: Any) -> None:
+    clinician: httpx.AsyncClient, new_client: Any, runtime: Any
+) -> None:
     first = await create(clinician)
     assert first.status_code == 201
     again = await create(clinician)
@@ -144,22 +151,31 @@ async def test_encounter_of_a_cancelled_session_gets_a_new_session(clinician: ht
 
 # --- bad input -----------------------------------------------------------------------------------------
 
+
 async def test_no_credentials_is_401_with_www_authenticate(anonymous: httpx.AsyncClient) -> None:
     response = await create(anonymous)
     body = assert_error(response, 401, "NotAuthenticated", "sign in")
     assert response.headers["www-authenticate"].lower().startswith("bearer")
     assert "clinician" in body["detail"].lower()
-    for method, path in (("GET", "/api/sessions/x"), ("DELETE", "/api/sessions/x"),
-                         ("POST", "/api/sessions/x/pairing"), ("POST", "/api/sessions/x/uploads"),
-                         ("GET", "/api/sessions/x/images"), ("POST", "/api/sessions/x/commit"),
-                         ("GET", "/api/sessions/x/events"), ("DELETE", "/api/sessions/x/phone")):
+    for method, path in (
+        ("GET", "/api/sessions/x"),
+        ("DELETE", "/api/sessions/x"),
+        ("POST", "/api/sessions/x/pairing"),
+        ("POST", "/api/sessions/x/uploads"),
+        ("GET", "/api/sessions/x/images"),
+        ("POST", "/api/sessions/x/commit"),
+        ("GET", "/api/sessions/x/events"),
+        ("DELETE", "/api/sessions/x/phone"),
+    ):
         answer = await anonymous.request(method, path, json={})
         assert answer.status_code == 401, (method, path, answer.text)
         assert "www-authenticate" in answer.headers
 
 
-@pytest.mark.parametrize("authorization", ["Bearer wrong-token-0123456789abcdef", "Basic Y2xpbmljaWFuOng=",
-                                           f"Bearer {CLINICIAN_TOKEN}x"])
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer wrong-token-0123456789abcdef", "Basic Y2xpbmljaWFuOng=", f"Bearer {CLINICIAN_TOKEN}x"],
+)
 async def test_wrong_clinician_credentials_are_401(new_client: Any, authorization: str, runtime: Any) -> None:
     async with new_client(authorization=authorization) as client:
         response = await create(client)
@@ -186,10 +202,19 @@ async def test_malformed_nhis_are_422(clinician: httpx.AsyncClient, nhi: str) ->
     assert_error(await create(clinician, patient={**PATIENT, "nhi": nhi}), 422, "InvalidRequest", nhi)
 
 
-@pytest.mark.parametrize(("nhi", "stored"), [("ZZZ0016", "ZZZ0016"), ("ZZZ0024", "ZZZ0024"),
-                                             ("ZZZ00AC", "ZZZ00AC"), (" zzz0024 ", "ZZZ0024"), ("", None)])
-async def test_valid_nhis_pass_and_are_normalised(clinician: httpx.AsyncClient, nhi: str,
-                                                  stored: str | None) -> None:
+@pytest.mark.parametrize(
+    ("nhi", "stored"),
+    [
+        ("ZZZ0016", "ZZZ0016"),
+        ("ZZZ0024", "ZZZ0024"),
+        ("ZZZ00AC", "ZZZ00AC"),
+        (" zzz0024 ", "ZZZ0024"),
+        ("", None),
+    ],
+)
+async def test_valid_nhis_pass_and_are_normalised(
+    clinician: httpx.AsyncClient, nhi: str, stored: str | None
+) -> None:
     response = await create(clinician, patient={**PATIENT, "nhi": nhi})
     assert response.status_code == 201, response.text
     assert response.json()["patient"]["nhi"] == stored
@@ -197,35 +222,48 @@ async def test_valid_nhis_pass_and_are_normalised(clinician: httpx.AsyncClient, 
 
 async def test_future_birth_date_is_422(clinician: httpx.AsyncClient, runtime: Any) -> None:
     tomorrow = (date.today() + timedelta(days=1)).isoformat()
-    assert_error(await create(clinician, patient={**PATIENT, "birthDate": tomorrow}), 422, "InvalidRequest",
-                 "birth date", "future")
+    assert_error(
+        await create(clinician, patient={**PATIENT, "birthDate": tomorrow}),
+        422,
+        "InvalidRequest",
+        "birth date",
+        "future",
+    )
     assert await count_rows(runtime, CaptureSession) == 0
     today = await create(clinician, "enc-2", patient={**PATIENT, "birthDate": date.today().isoformat()})
     assert today.status_code == 201, today.text
 
 
-@pytest.mark.parametrize("body", [
-    {"patient": PATIENT},
-    {"encounterId": "enc-1"},
-    {"encounterId": "", "patient": PATIENT},
-    {"encounterId": "enc 1<script>", "patient": PATIENT},
-    {"encounterId": "enc-1", "patient": {**PATIENT, "name": "  "}},
-    {"encounterId": "enc-1", "patient": {**PATIENT, "birthDate": "29/02/1980"}},
-    {"encounterId": "enc-1", "patient": PATIENT, "unexpected": True},
-])
-async def test_malformed_session_requests_are_422(clinician: httpx.AsyncClient, body: dict[str, Any],
-                                                  runtime: Any) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"patient": PATIENT},
+        {"encounterId": "enc-1"},
+        {"encounterId": "", "patient": PATIENT},
+        {"encounterId": "enc 1<script>", "patient": PATIENT},
+        {"encounterId": "enc-1", "patient": {**PATIENT, "name": "  "}},
+        {"encounterId": "enc-1", "patient": {**PATIENT, "birthDate": "29/02/1980"}},
+        {"encounterId": "enc-1", "patient": PATIENT, "unexpected": True},
+    ],
+)
+async def test_malformed_session_requests_are_422(
+    clinician: httpx.AsyncClient, body: dict[str, Any], runtime: Any
+) -> None:
     assert_error(await clinician.post("/api/sessions", json=body), 422, "InvalidRequest")
     assert await count_rows(runtime, CaptureSession) == 0
 
 
 async def test_unknown_session_is_404(clinician: httpx.AsyncClient) -> None:
     for method in ("GET", "DELETE"):
-        assert_error(await clinician.request(method, "/api/sessions/00000000-0000-0000-0000-000000000000"),
-                     404, "SessionNotFound")
+        assert_error(
+            await clinician.request(method, "/api/sessions/00000000-0000-0000-0000-000000000000"),
+            404,
+            "SessionNotFound",
+        )
 
 
 # --- reading -------------------------------------------------------------------------------------------
+
 
 async def test_get_session_shows_images_and_phone(clinician: httpx.AsyncClient, new_client: Any) -> None:
     session = await start_session(clinician)
@@ -246,6 +284,7 @@ async def test_get_session_shows_images_and_phone(clinician: httpx.AsyncClient, 
 
 # --- a phone's reach ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 async def two_sessions(clinician: httpx.AsyncClient, new_client: Any) -> dict[str, Any]:
     """Session A with a paired phone, session B (another encounter and patient) with a photo."""
@@ -258,8 +297,9 @@ async def two_sessions(clinician: httpx.AsyncClient, new_client: Any) -> dict[st
     return {"a": a, "b": b, "phone": phone, "b_image": image.json()["id"]}
 
 
-async def test_phone_cannot_see_or_upload_to_another_session(two_sessions: dict[str, Any],
-                                                             runtime: Any) -> None:
+async def test_phone_cannot_see_or_upload_to_another_session(
+    two_sessions: dict[str, Any], runtime: Any
+) -> None:
     phone, b, image_id = two_sessions["phone"], two_sessions["b"]["id"], two_sessions["b_image"]
     for method, path, body in (
         ("GET", f"/api/sessions/{b}", None),
@@ -281,8 +321,12 @@ async def test_phone_cannot_see_or_upload_to_another_session(two_sessions: dict[
 
 
 async def test_phone_can_never_act_as_the_clinician(two_sessions: dict[str, Any], runtime: Any) -> None:
-    phone, a, b, image_id = (two_sessions["phone"], two_sessions["a"]["id"], two_sessions["b"]["id"],
-                             two_sessions["b_image"])
+    phone, a, b, image_id = (
+        two_sessions["phone"],
+        two_sessions["a"]["id"],
+        two_sessions["b"]["id"],
+        two_sessions["b_image"],
+    )
     calls = [("POST", "/api/sessions", {"encounterId": "enc-x", "patient": PATIENT})]
     for session_id in (a, b):
         calls += [
@@ -312,11 +356,12 @@ async def test_revoked_phone_is_401_at_once(clinician: httpx.AsyncClient, new_cl
     response = await clinician.delete(f"/api/sessions/{session['id']}/phone")
     assert response.status_code == 204
     assert response.headers["cache-control"] == "no-store"
-    for method, path, body in (("GET", f"/api/sessions/{session['id']}", None),
-                               ("POST", f"/api/sessions/{session['id']}/uploads",
-                                {"contentType": "image/jpeg", "sizeBytes": 1000}),
-                               ("GET", f"/api/sessions/{session['id']}/images", None),
-                               ("GET", f"/api/sessions/{session['id']}/events", None)):
+    for method, path, body in (
+        ("GET", f"/api/sessions/{session['id']}", None),
+        ("POST", f"/api/sessions/{session['id']}/uploads", {"contentType": "image/jpeg", "sizeBytes": 1000}),
+        ("GET", f"/api/sessions/{session['id']}/images", None),
+        ("GET", f"/api/sessions/{session['id']}/events", None),
+    ):
         response = await phone.request(method, path, json=body)
         assert_error(response, 401, "PhoneNotPaired", "QR code")
         assert "www-authenticate" in response.headers
@@ -335,16 +380,21 @@ async def test_revoke_without_a_phone_is_harmless(clinician: httpx.AsyncClient) 
 
 
 async def test_idle_session_takes_no_more_photos_before_the_sweeper_runs(
-        clinician: httpx.AsyncClient, new_client: Any, runtime: Any, settings: Any) -> None:
+    clinician: httpx.AsyncClient, new_client: Any, runtime: Any, settings: Any
+) -> None:
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     idle = timedelta(minutes=settings.session_idle_minutes + 1)
     async with runtime.sessionmaker() as db, db.begin():
-        await db.execute(update(CaptureSession).where(CaptureSession.id == session["id"])
-                         .values(last_activity_at=utcnow() - idle))
+        await db.execute(
+            update(CaptureSession)
+            .where(CaptureSession.id == session["id"])
+            .values(last_activity_at=utcnow() - idle)
+        )
     for client in (phone, clinician):
-        refused = await client.post(f"/api/sessions/{session['id']}/uploads",
-                                    json={"contentType": "image/jpeg", "sizeBytes": 1000})
+        refused = await client.post(
+            f"/api/sessions/{session['id']}/uploads", json={"contentType": "image/jpeg", "sizeBytes": 1000}
+        )
         assert_error(refused, 409, "SessionExpired", "new session")
     assert_error(await clinician.post(f"/api/sessions/{session['id']}/pairing"), 409, "SessionExpired")
     assert await count_rows(runtime, ClinicalImage) == 0
@@ -356,16 +406,19 @@ async def test_idle_session_takes_no_more_photos_before_the_sweeper_runs(
 
 # --- cancelling -----------------------------------------------------------------------------------------
 
+
 async def test_cancel_deletes_photos_and_objects_and_signs_the_phone_out(
-        clinician: httpx.AsyncClient, new_client: Any, runtime: Any) -> None:
+    clinician: httpx.AsyncClient, new_client: Any, runtime: Any
+) -> None:
     session = await start_session(clinician)
     other = await start_session(clinician, "enc-other")
     phone = await pair_phone(new_client, session)
     for name in ("cat.jpg", "coffee.jpg"):
         assert (await upload(phone, session["id"], jpeg_bytes(name))).status_code == 201
     assert (await upload(clinician, other["id"], jpeg_bytes("rocket.jpg"))).status_code == 201
-    pending = await phone.post(f"/api/sessions/{session['id']}/uploads",
-                               json={"contentType": "image/jpeg", "sizeBytes": 5000})
+    pending = await phone.post(
+        f"/api/sessions/{session['id']}/uploads", json={"contentType": "image/jpeg", "sizeBytes": 5000}
+    )
     assert pending.status_code == 201
     assert len(store_files(runtime, session["id"])) == 4
 
@@ -388,14 +441,17 @@ async def test_cancel_deletes_photos_and_objects_and_signs_the_phone_out(
 
     # The phone was signed out with the cancel.
     assert_error(await phone.get(f"/api/sessions/{session['id']}"), 401, "PhoneNotPaired")
-    answer = await phone.post(f"/api/sessions/{session['id']}/uploads",
-                              json={"contentType": "image/jpeg", "sizeBytes": 1000})
+    answer = await phone.post(
+        f"/api/sessions/{session['id']}/uploads", json={"contentType": "image/jpeg", "sizeBytes": 1000}
+    )
     assert_error(answer, 401, "PhoneNotPaired")
-    refused = await clinician.post(f"/api/sessions/{session['id']}/uploads",
-                                   json={"contentType": "image/jpeg", "sizeBytes": 1000})
+    refused = await clinician.post(
+        f"/api/sessions/{session['id']}/uploads", json={"contentType": "image/jpeg", "sizeBytes": 1000}
+    )
     assert_error(refused, 409, "SessionClosed", "cancelled")
-    late = await clinician.post(f"/api/sessions/{session['id']}/images",
-                                json={"imageId": pending.json()["imageId"]})
+    late = await clinician.post(
+        f"/api/sessions/{session['id']}/images", json={"imageId": pending.json()["imageId"]}
+    )
     assert_error(late, 404, "ImageNotFound")  # the upload slot went with the session's photos
     assert_error(await clinician.post(f"/api/sessions/{session['id']}/pairing"), 409, "SessionClosed")
     assert await count_rows(runtime, ClinicalImage, session_id=session["id"]) == 0
