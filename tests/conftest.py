@@ -125,6 +125,22 @@ async def upload(
     )
 
 
+def assert_error(
+    response: httpx.Response, status: int, error: str | None = None, *words: str
+) -> dict[str, Any]:
+    """The `{error, detail}` body, never cached, with a detail that says what to do (and names `words`)."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"}, body
+    if error:
+        assert body["error"] == error, body
+    assert len(body["detail"]) > 20, body
+    for word in words:
+        assert word.lower() in body["detail"].lower(), body
+    assert response.headers["cache-control"] == "no-store"
+    return body
+
+
 def jpeg_bytes(name: str = "fundus-left-eye.jpg") -> bytes:
     return (PHOTOS / name).read_bytes()
 

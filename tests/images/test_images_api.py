@@ -32,6 +32,7 @@ from consultcam.storage import local
 from tests.conftest import (
     CLINICIAN_TOKEN,
     PHOTOS,
+    assert_error,
     jpeg_bytes,
     pair_phone,
     phone_photo,
@@ -45,22 +46,6 @@ ARM = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def assert_error(
-    response: httpx.Response, status: int, error: str | None = None, *words: str
-) -> dict[str, Any]:
-    """The `{error, detail}` body, never cached, with a detail that says what to do (and names `words`)."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "detail"}, body
-    if error:
-        assert body["error"] == error, body
-    assert len(body["detail"]) > 20, body
-    for word in words:
-        assert word.lower() in body["detail"].lower(), body
-    assert response.headers["cache-control"] == "no-store"
-    return body
 
 
 def encode(name: str, fmt: str, mode: str = "RGB", **save: Any) -> bytes:

@@ -14,26 +14,13 @@ import httpx
 from sqlalchemy import select, update
 
 from consultcam.models import PairingToken, PhoneCredential, utcnow
-from tests.conftest import PATIENT, start_session, token_of
+from tests.conftest import PATIENT, assert_error, start_session, token_of
 
 URLSAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 async def redeem(client: httpx.AsyncClient, token: str) -> httpx.Response:
     return await client.post("/api/pair", json={"token": token})
-
-
-def assert_error(response: httpx.Response, status: int, error: str, *words: str) -> dict[str, Any]:
-    """The `{error, detail}` body with a detail that tells the user what to do (and mentions `words`)."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "detail"}, body
-    assert body["error"] == error, body
-    assert len(body["detail"]) > 20, body
-    for word in words:
-        assert word.lower() in body["detail"].lower(), body
-    assert response.headers["cache-control"] == "no-store"
-    return body
 
 
 def db_rows(runtime: Any) -> dict[str, list[tuple[Any, ...]]]:
