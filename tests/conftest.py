@@ -22,6 +22,12 @@ CLINICIAN_TOKEN = "test-clinician-token-0123456789abcdef"
 PATIENT = {"id": "pat-1", "name": "Mere Tester", "nhi": "ZZZ0016", "birthDate": "1980-02-29"}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API keeps an event loop running in the main thread for the
+    rest of the session, and the async tests and migrations need that thread's loop free."""
+    items.sort(key=lambda item: "e2e" in item.path.parts)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Embedded settings in a fresh data directory, with the schema migrated."""

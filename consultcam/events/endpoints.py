@@ -22,6 +22,7 @@ router = APIRouter(prefix="/api/sessions/{session_id}", tags=["events"])
 MAX_STREAM_SECONDS = 15 * 60
 READ_TIMEOUT_SECONDS = 10.0
 RETRY_MS = 1500
+PING_SECONDS = 15
 
 
 @router.get("/events", response_class=EventSourceResponse)
@@ -43,6 +44,11 @@ async def events(
                 last_id = event.id
                 yield ServerSentEvent(id=event.id, event=event.type, data=json.dumps(event.as_json()))
 
+    # The heartbeat is a real `ping` event, not a comment: a page's EventSource cannot see comments, and
+    # the page uses the heartbeat to notice a connection that died silently (Wi-Fi lost) and reconnect.
     return EventSourceResponse(
-        stream(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        stream(),
+        ping=PING_SECONDS,
+        ping_message_factory=lambda: ServerSentEvent(event="ping", data="{}"),
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -90,7 +90,7 @@ class SessionOut(CamelModel):
 
 
 class PairRequest(CamelModel):
-    token: Annotated[str, StringConstraints(min_length=16, max_length=128)]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class CaptureSettings(CamelModel):

@@ -349,9 +349,10 @@ async def authenticate_phone(uow: UnitOfWork, phone_token: str, *, touch: bool) 
 
 
 async def revoke_phones(
-    uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession
+    uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession, *, reason: str = "revoked"
 ) -> int:
-    """Sign every phone of the session out at once; returns how many."""
+    """Sign every phone of the session out at once; returns how many. `reason` travels in `phone.revoked`
+    ("revoked" by the clinician, or why the session ended)."""
     phones = (
         (
             await uow.session.execute(
@@ -367,7 +368,9 @@ async def revoke_phones(
     for phone in phones:
         phone.revoked_at = now
         audit.record(uow.session, actor, "phone.revoked", session_id=session.id, phone_id=phone.id)
-        publish_after_commit(uow, rt.bus, session.id, "phone.revoked", {"phoneId": phone.id})
+        publish_after_commit(
+            uow, rt.bus, session.id, "phone.revoked", {"phoneId": phone.id, "reason": reason}
+        )
     return len(phones)
 
 
@@ -380,7 +383,9 @@ async def end_session(
         return
     session.status = status
     session.version += 1
-    await revoke_phones(uow, rt, actor, session)
+    # The pages learn why the session ended first, then that the phone is signed out.
+    publish_after_commit(uow, rt.bus, session.id, "session.expired", {"reason": reason})
+    await revoke_phones(uow, rt, actor, session, reason=reason)
     images = (
         (await uow.session.execute(select(ClinicalImage).where(ClinicalImage.session_id == session.id)))
         .scalars()
@@ -396,7 +401,6 @@ async def end_session(
         reason=reason,
         images=len(images),
     )
-    publish_after_commit(uow, rt.bus, session.id, "session.expired", {"reason": reason})
     store, prefix = rt.store, session_prefix(session.id)
 
     async def _delete_objects() -> None:

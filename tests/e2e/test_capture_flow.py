@@ -86,7 +86,8 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     expect(count).to_have_text("3 photos")
     cards = phone.locator(".photo-card")
     expect(cards).to_have_count(3)
-    expect(cards.nth(2)).to_have_attribute("data-status", "ready", timeout=20_000)
+    for index in range(3):
+        expect(cards.nth(index)).to_have_attribute("data-status", "ready", timeout=20_000)
     phone.get_by_label("Label for photo 1").fill("Fundus, left eye")
     phone.get_by_label("Label for photo 3").fill("Rocket, from files")
     shot(phone, "phone-3-review")
@@ -120,9 +121,10 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     expect(desktop.get_by_test_id("commit")).to_have_text("Commit 3 photos")
     # Fixed boxes: a portrait photo takes the same space as a landscape one, so nothing moves as they arrive.
     boxes = [items.nth(i).locator(".g-thumb").bounding_box() for i in range(3)]
-    assert {(round(b["width"]), round(b["height"])) for b in boxes if b} == {
-        (round(boxes[0]["width"]), round(boxes[0]["width"] * 3 / 4))
-    }
+    for box in boxes:
+        assert box is not None
+        assert abs(box["width"] - boxes[0]["width"]) < 1, boxes
+        assert abs(box["height"] - box["width"] * 3 / 4) < 1, boxes
     shot(desktop, "desktop-4-gallery")
 
     # Commit through the confirmation dialog.
@@ -136,6 +138,8 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     expect(result).to_be_visible(timeout=30_000)
     expect(result).to_contain_text(f"3 photos saved to {PATIENT['name']}'s record")
     expect(result.locator(".result-item.is-ok")).to_have_count(3)
+    expect(result.locator(".result-item").first).to_contain_text("Photo 1 · Fundus, left eye")
+    expect(result.locator(".result-item").last).to_contain_text("Photo 3 · Rocket, from files")
     expect(desktop.locator("#session-status")).to_have_text("Committed")
     shot(desktop, "desktop-6-committed")
 

@@ -99,8 +99,9 @@ async def test_unknown_token_is_404_with_what_to_do(anonymous: httpx.AsyncClient
     assert "set-cookie" not in response.headers
 
 
-async def test_malformed_token_is_a_validation_error(anonymous: httpx.AsyncClient) -> None:
-    assert_error(await redeem(anonymous, "short"), 422, "InvalidRequest", "token", "16 characters")
+async def test_a_truncated_code_is_simply_not_recognised(anonymous: httpx.AsyncClient) -> None:
+    """A QR code read or typed in part is, to the phone user, just a code that does not work."""
+    assert_error(await redeem(anonymous, "short"), 404, "PairingTokenNotFound", "new code")
     assert_error(await anonymous.post("/api/pair", json={}), 422, "InvalidRequest", "token")
 
 

@@ -141,8 +141,8 @@ function sessionPage(sessionId) {
         state.phone = null;
         if (state.session) state.session.phone = null;
         qr.waiting();
-        // A cancelled or expired session revokes its phone just before it ends: no new code for that.
-        setTimeout(() => { if (!state.ended && !state.phone) newPairing(); }, 600);
+        // An ended session says so (session.expired) before it signs the phone out: no new code then.
+        if (!state.ended && data.reason === "revoked") newPairing();
         break;
       case "image.added":
       case "image.updated":

@@ -24,8 +24,11 @@ export class Gallery {
     return this.items.size;
   }
 
+  /** The images in the order shown (the order they were taken). */
   images() {
-    return [...this.items.values()].map((item) => item.image);
+    return [...this.root.querySelectorAll(".g-item")]
+      .map((figure) => this.items.get(figure.dataset.imageId)?.image)
+      .filter(Boolean);
   }
 
   has(id) {

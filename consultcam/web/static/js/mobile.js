@@ -9,12 +9,12 @@ import { Camera, CameraError } from "./camera.js";
 import { $, announce, readPageData, setText, show } from "./dom.js";
 import { EventStream } from "./events.js";
 import { formatBirthDateWithAge, plural } from "./format.js";
+import { describePairingError, forgetPairing, redeem } from "./pairing.js";
 import { resizePhoto, terminateResizer } from "./resize.js";
 import { ReviewGrid } from "./review.js";
 import { runPool, uploadPhoto } from "./upload-queue.js";
 
 const page = readPageData();
-const STORAGE_KEY = "consultcam.phone";
 const timings = []; // per upload, wall-clock ms: for bench/capture_latency.py
 const UPLOAD_CONCURRENCY = 2;
 
@@ -87,33 +87,7 @@ function showScreen(name) {
   window.scrollTo({ top: 0 });
 }
 
-const PAIRING_ERRORS = {
-  PairingTokenNotFound: {
-    title: "This code isn't recognised",
-    text: "The QR code may have been read wrongly, or it belongs to a session that no longer exists.",
-  },
-  PairingTokenUsed: {
-    title: "This code has already been used",
-    text: "Each QR code connects one phone, once, so photos can only go to the patient it was made for.",
-  },
-  PairingTokenExpired: {
-    title: "This code has expired",
-    text: "QR codes stop working 10 minutes after they are shown, or as soon as a newer code is made.",
-  },
-  PairingTokenReplaced: {
-    title: "This code was replaced",
-    text: "A newer QR code was made on the desktop, so this one stopped working.",
-    next: "Scan the code now shown on the desktop.",
-  },
-  SessionClosed: {
-    title: "This session has ended",
-    text: "The photo session for this patient has been committed or cancelled on the desktop.",
-    next: "To take more photos, ask the clinician to start a new session and scan its code.",
-  },
-};
-const SCAN_AGAIN = "Ask for a new code on the desktop and scan it again.";
-
-function showError({ title, text, next = SCAN_AGAIN, retry = null }) {
+function showError({ title, text, next, retry = null }) {
   setText($("#error-title"), title);
   setText($("#error-text"), text);
   setText($("#error-next"), next);
@@ -121,53 +95,18 @@ function showError({ title, text, next = SCAN_AGAIN, retry = null }) {
   show(retryBtn, Boolean(retry));
   retryBtn.onclick = retry;
   showScreen("error");
-  $("#error-title").focus?.();
-}
-
-function showPairingError(err) {
-  const known = PAIRING_ERRORS[err.name];
-  if (known) return showError(known);
-  if (err.status === 0 || err.retryable) {
-    return showError({
-      title: "Can't reach consultcam",
-      text: err.detail,
-      next: "Make sure this phone is on the practice Wi-Fi, then try again.",
-      retry: () => { showScreen("pairing"); pair(); },
-    });
-  }
-  // 422: the server could not even read it as a code (a truncated or mistyped link).
-  const byStatus = { 404: "PairingTokenNotFound", 410: "PairingTokenExpired", 422: "PairingTokenNotFound" }[err.status];
-  if (byStatus) return showError(PAIRING_ERRORS[byStatus]);
-  return showError({ title: "This code can't be used", text: err.detail });
 }
 
 // ---------------------------------------------------------------------------------------------- pairing
 
-function readStored() {
-  try { return JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "null"); } catch { return null; }
-}
-
 async function pair() {
-  // A reload after pairing must not spend the (already used) code again: resume with the phone cookie.
-  const stored = readStored();
-  if (stored?.token === page.token && stored.sessionId) {
-    try {
-      const session = await api.getSession(stored.sessionId);
-      return onPaired(session, stored.captureSettings);
-    } catch (err) {
-      if (err instanceof ApiError && err.retryable) return showPairingError(err);
-      sessionStorage.removeItem(STORAGE_KEY);
-    }
-  }
   try {
-    const result = await api.pair(page.token);
-    sessionStorage.setItem(STORAGE_KEY, JSON.stringify({
-      token: page.token, sessionId: result.session.id, captureSettings: result.captureSettings,
-    }));
-    onPaired(result.session, result.captureSettings);
+    const { session, captureSettings } = await redeem(page.token);
+    onPaired(session, captureSettings);
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
-    showPairingError(err);
+    const copy = describePairingError(err);
+    showError({ ...copy, retry: copy.retryable ? () => { showScreen("pairing"); pair(); } : null });
   }
 }
 
@@ -230,9 +169,9 @@ function handleEvent(event) {
       finish("ended", data.reason);
       return;
     case "phone.revoked":
-      // A cancelled session revokes its phones just before it says it ended: let that say why.
+      // An ended session has already said why (session.expired comes first); this is a plain sign-out.
       if (!data.phoneId || !state.session.phone?.id || data.phoneId === state.session.phone.id) {
-        setTimeout(() => finish("revoked"), 600);
+        finish("revoked");
       }
       return;
     default:
@@ -498,7 +437,7 @@ function finish(kind, reason) {
   for (const photo of state.photos) releasePhoto(photo);
   state.photos = [];
   state.serverImages.clear();
-  sessionStorage.removeItem(STORAGE_KEY);
+  forgetPairing();
   const name = state.session?.patient?.name || "the patient";
   const copy = {
     committed: ["Saved to the record", `The photos are now in ${name}'s record. They have been removed from consultcam.`, "ok"],
