@@ -45,7 +45,7 @@ from skimage.metrics import structural_similarity
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / ".work"
 README = ROOT / "bench" / "README.md"
-PHOTOS = Path(os.environ.get("CONSULTCAM_PHOTOS", ROOT.parent / "shared" / "photos"))
+PHOTOS = ROOT / "tests" / "photos"
 CHROMIUM = os.environ.get("CONSULTCAM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 BIC_VERSION = "2.0.2"
 BIC_JS = WORK / "node_modules" / "browser-image-compression" / "dist" / "browser-image-compression.js"

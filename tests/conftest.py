@@ -1,10 +1,9 @@
 """Shared fixtures: a real app on a temporary SQLite file and folder store, clients for the clinician and
-phones, and photos built from `shared/photos` the way phones produce them."""
+phones, and photos built from `tests/photos` the way phones produce them."""
 
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ from consultcam.app import create_app
 from consultcam.config import Settings
 from consultcam.db import migrate
 
-PHOTOS = Path(os.environ.get("CONSULTCAM_PHOTOS", Path(__file__).resolve().parents[2] / "shared" / "photos"))
+#: Real photos (CC0 or public domain, sources in tests/photos/README.md), in the repo for clean checkouts.
+PHOTOS = Path(__file__).resolve().parent / "photos"
 CLINICIAN_TOKEN = "test-clinician-token-0123456789abcdef"
 PATIENT = {"id": "pat-1", "name": "Mere Tester", "nhi": "ZZZ0016", "birthDate": "1980-02-29"}
 

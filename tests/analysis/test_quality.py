@@ -8,7 +8,7 @@ from PIL import Image, ImageFilter
 
 from consultcam.analysis.quality import QUALITY_WARNINGS, assess
 
-PHOTOS = sorted(Path("/work/shared/photos").glob("*.jpg"))
+PHOTOS = sorted((Path(__file__).resolve().parents[1] / "photos").glob("*.jpg"))
 SMALL_SAMPLES = {"cat.jpg", "coffee.jpg", "rocket.jpg"}  # 451-640 px wide, as published
 
 

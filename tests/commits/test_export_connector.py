@@ -29,7 +29,7 @@ from consultcam.commits.connectors.base import (
 from consultcam.commits.connectors.export import ExportConnector, export_filename
 from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM
 
-PHOTOS = Path("/work/shared/photos")
+PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 SNOMED = "http://snomed.info/sct"
 
 

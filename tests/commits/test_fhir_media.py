@@ -26,7 +26,7 @@ from consultcam.commits.fhir_media import (
     validate_body_site,
 )
 
-PHOTOS = Path("/work/shared/photos")
+PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 SNOMED = "http://snomed.info/sct"
 NZDT = timezone(timedelta(hours=13))
 COMMITTED_AT = datetime(2025, 1, 15, 2, 30, 5, tzinfo=UTC)

@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
-PHOTOS = Path(os.environ.get("CONSULTCAM_PHOTOS", ROOT.parent / "shared" / "photos"))
+PHOTOS = ROOT / "tests" / "photos"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("CONSULTCAM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CONSULTCAM = ROOT / ".venv" / "bin" / "consultcam"

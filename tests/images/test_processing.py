@@ -23,7 +23,7 @@ from consultcam.images.processing import (
     validate_edits,
 )
 
-PHOTOS = Path("/work/shared/photos")
+PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 ROMM_RGB = Path("/usr/share/color/icc/ghostscript/rommrgb.icc")
 
