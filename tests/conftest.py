@@ -29,15 +29,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings_overrides() -> dict[str, Any]:
+    """Settings a test changes: `@pytest.mark.parametrize("settings_overrides", [{"max_images": 3}])`."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, settings_overrides: dict[str, Any]) -> Settings:
     """Embedded settings in a fresh data directory, with the schema migrated."""
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        clinician_token=CLINICIAN_TOKEN,
-        public_url="",
-        sweep_interval_seconds=3600,
-        emr_url="export://",
-    )
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "clinician_token": CLINICIAN_TOKEN,
+        "public_url": "",
+        "sweep_interval_seconds": 3600,
+        "emr_url": "export://",
+        **settings_overrides,
+    }
+    settings = Settings(**values)
     migrate(settings.resolved_database_url)
     return settings
 

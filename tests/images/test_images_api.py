@@ -24,13 +24,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from consultcam.app import create_app
-from consultcam.config import Settings
-from consultcam.db import migrate
 from consultcam.models import AuditEvent, ClinicalImage
 from consultcam.storage import local
 from tests.conftest import (
-    CLINICIAN_TOKEN,
     PHOTOS,
     assert_error,
     jpeg_bytes,
@@ -712,59 +708,30 @@ async def test_expired_or_tampered_get_url_is_403(
 # --- session full ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def capped_settings(tmp_path: Path) -> Settings:
-    """Embedded settings whose sessions hold at most 3 photos (CONSULTCAM_MAX_IMAGES=3)."""
-    settings = Settings(
-        data_dir=tmp_path / "capped",
-        clinician_token=CLINICIAN_TOKEN,
-        public_url="",
-        sweep_interval_seconds=3600,
-        emr_url="export://",
-        max_images=3,
-    )
-    migrate(settings.resolved_database_url)
-    return settings
+CAPPED = pytest.mark.parametrize("settings_overrides", [{"max_images": 3}])
 
 
-@pytest.fixture
-async def capped_app(capped_settings: Settings) -> AsyncIterator[Any]:
-    application = create_app(capped_settings)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def capped(capped_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=capped_app),
-        base_url="http://testserver",
-        headers={"authorization": f"Bearer {CLINICIAN_TOKEN}"},
-    ) as client:
-        yield client
-
-
-async def test_fourth_photo_is_409_session_full(capped: httpx.AsyncClient, capped_app: Any) -> None:
-    runtime = capped_app.state.runtime
-    session = await start_session(capped)
+@CAPPED
+async def test_fourth_photo_is_409_session_full(clinician: httpx.AsyncClient, runtime: Any) -> None:
+    session = await start_session(clinician)
     assert session["maxImages"] == 3
     ids = []
     for _ in range(2):
-        ids.append((await upload(capped, session["id"], jpeg_bytes("cat.jpg"))).json()["id"])
-    pending = await presign(capped, session["id"], 1000)  # uploads in flight count too
+        ids.append((await upload(clinician, session["id"], jpeg_bytes("cat.jpg"))).json()["id"])
+    pending = await presign(clinician, session["id"], 1000)  # uploads in flight count too
     assert pending.status_code == 201
-    assert_error(await presign(capped, session["id"], 1000), 409, "SessionFull", "3 photos", "delete")
+    assert_error(await presign(clinician, session["id"], 1000), 409, "SessionFull", "3 photos", "delete")
     assert len(await image_rows(runtime, session["id"])) == 3
     # Deleting one frees its place.
-    assert (await capped.delete(f"/api/sessions/{session['id']}/images/{ids[0]}")).status_code == 204
-    assert (await presign(capped, session["id"], 1000)).status_code == 201
-    assert_error(await presign(capped, session["id"], 1000), 409, "SessionFull")
+    assert (await clinician.delete(f"/api/sessions/{session['id']}/images/{ids[0]}")).status_code == 204
+    assert (await presign(clinician, session["id"], 1000)).status_code == 201
+    assert_error(await presign(clinician, session["id"], 1000), 409, "SessionFull")
 
 
-async def test_concurrent_presigns_never_exceed_the_cap(capped: httpx.AsyncClient, capped_app: Any) -> None:
-    runtime = capped_app.state.runtime
-    session = await start_session(capped)
-    responses = await asyncio.gather(*(presign(capped, session["id"], 1000) for _ in range(10)))
+@CAPPED
+async def test_concurrent_presigns_never_exceed_the_cap(clinician: httpx.AsyncClient, runtime: Any) -> None:
+    session = await start_session(clinician)
+    responses = await asyncio.gather(*(presign(clinician, session["id"], 1000) for _ in range(10)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] * 3 + [409] * 7, statuses
     assert {r.json()["error"] for r in responses if r.status_code == 409} == {"SessionFull"}
