@@ -19,34 +19,31 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import io
 import json
 import os
 import platform
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 from skimage.metrics import structural_similarity
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.e2e.harness import Server, launch_chromium, start_server
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / ".work"
 README = ROOT / "bench" / "README.md"
 PHOTOS = ROOT / "tests" / "photos"
-CHROMIUM = os.environ.get("CONSULTCAM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 BIC_VERSION = "2.0.2"
 BIC_JS = WORK / "node_modules" / "browser-image-compression" / "dist" / "browser-image-compression.js"
 BIC_URL_PATH = "/__bench/browser-image-compression.js"
@@ -98,51 +95,6 @@ def make_photos(count: int, out_dir: Path) -> list[Photo]:
 
 
 # ------------------------------------------------------------------------------------------------ server
-
-
-@dataclass
-class Server:
-    url: str
-    token: str
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def start_server(tmp: Path) -> Server:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url, token = f"http://127.0.0.1:{port}", secrets.token_urlsafe(24)
-    env = {
-        **os.environ,
-        "CONSULTCAM_DATA_DIR": str(tmp / "data"),
-        "CONSULTCAM_CLINICIAN_TOKEN": token,
-        "CONSULTCAM_PUBLIC_URL": url,
-    }
-    log = (tmp / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "consultcam"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp,
-    )
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"consultcam serve exited: see {tmp / 'server.log'}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Server(url, token, process)
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("consultcam serve did not start")
 
 
 def ensure_browser_image_compression() -> Path:
@@ -422,22 +374,10 @@ def main() -> None:
         tmp = Path(tmp_name)
         print(f"making {args.photos} 12 MP photos…", file=sys.stderr)
         photos = make_photos(args.photos, tmp)
-        server = start_server(tmp)
+        server = start_server(tmp / "server")
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        "--no-sandbox",
-                        "--disable-gpu",
-                        "--disable-background-networking",
-                        "--disable-component-update",
-                        "--disable-sync",
-                        "--no-first-run",
-                        "--use-fake-device-for-media-stream",
-                        "--use-fake-ui-for-media-stream",
-                    ],
-                )
+                browser = launch_chromium(pw)
                 desktop, phone = open_pages(browser, server)
                 print("capture-to-desktop latency…", file=sys.stderr)
                 latency = bench_latency(desktop, phone, photos)

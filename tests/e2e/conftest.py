@@ -7,101 +7,24 @@ Screenshots of every screen go to test-artifacts/screenshots/ (gitignored) to be
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.harness import ROOT, Server, launch_chromium, start_server
+
 PHOTOS = ROOT / "tests" / "photos"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = os.environ.get("CONSULTCAM_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-CONSULTCAM = ROOT / ".venv" / "bin" / "consultcam"
 
 PHONE_UA = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0.0.0 Mobile Safari/537.36"
 )
 PATIENT = {"name": "Aroha Ngata", "nhi": "ZZZ0016", "birthDate": "1984-03-09"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """A running `consultcam serve` on loopback (plain HTTP) with its own data directory."""
-
-    url: str
-    data_dir: Path
-    token: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    def api(self) -> httpx.Client:
-        """An HTTP client authenticated as the clinician (Bearer token)."""
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
-
-    def outbox(self) -> list[Path]:
-        return sorted((self.data_dir / "outbox").glob("*.json"))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-
-
-def start_server(tmp: Path, **env: str) -> Server:
-    """Start `consultcam serve --host 127.0.0.1 --port <free>` and wait for /healthz."""
-    port = free_port()
-    data_dir = tmp / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
-    url = f"http://127.0.0.1:{port}"
-    full_env = {
-        **os.environ,
-        "CONSULTCAM_DATA_DIR": str(data_dir),
-        "CONSULTCAM_CLINICIAN_TOKEN": token,
-        "CONSULTCAM_PUBLIC_URL": url,
-        **env,
-    }
-    log = tmp / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(CONSULTCAM), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
-    server = Server(url=url, data_dir=data_dir, token=token, process=process, log=log, env=env)
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"consultcam serve exited with {process.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return server
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"consultcam serve did not become healthy:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="session")
@@ -165,20 +88,7 @@ def playwright() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="session")
 def browser(playwright: Playwright, camera_feed: Path) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={camera_feed}",
-        ],
-    )
+    browser = launch_chromium(playwright, camera_feed)
     yield browser
     browser.close()
 
