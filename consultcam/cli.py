@@ -82,6 +82,7 @@ def serve(
     settings = settings.model_copy(update=updates)
     if migrate:
         _migrate(settings)
+    _preflight(settings)
     try:
         app_ = create_app(settings)
     except ValueError as exc:
@@ -103,6 +104,65 @@ def serve(
     if use_tls:
         console.print("[dim]The certificate is self-signed: browsers ask once to trust it.[/dim]\n")
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False, proxy_headers=False, **ssl)
+
+
+def _preflight(settings: Settings) -> None:
+    """Refuse to start, with a clear message and exit code 2, when the database or Redis does not answer."""
+    from consultcam.runtime import Runtime, Unreachable
+
+    async def check() -> None:
+        runtime = Runtime.create(settings)
+        try:
+            await runtime.preflight()
+        finally:
+            await runtime.close()
+
+    try:
+        asyncio.run(check())
+    except Unreachable as exc:
+        reason = str(exc).rstrip(".")
+        console.print(
+            f"[red]Cannot start:[/red] {reason}. Check the setting and that the service is running."
+        )
+        raise typer.Exit(2) from exc
+    except ValueError as exc:
+        console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def worker() -> None:
+    """Run jobs from the Redis job queue (production; embedded mode runs them in the web process)."""
+    import signal
+
+    from consultcam import jobs
+    from consultcam.runtime import Runtime
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    if not settings.redis_url:
+        console.print(
+            "[red]consultcam worker needs CONSULTCAM_REDIS_URL[/red]: without Redis, "
+            "`consultcam serve` runs the jobs itself."
+        )
+        raise typer.Exit(2)
+    _preflight(settings)
+
+    async def main() -> None:
+        runtime = Runtime.create(settings)
+        task = asyncio.create_task(jobs.run_worker(runtime))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        console.print("consultcam worker: taking jobs")
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())
 
 
 @app.command("migrate")

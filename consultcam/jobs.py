@@ -1,30 +1,52 @@
-"""The job queue: taskiq, with its in-process broker in embedded mode (a Redis broker and
-`consultcam worker` processes arrive with the production adapters), and the periodic sweeper.
+"""The job queue (taskiq) and the periodic sweeper.
 
-taskiq was chosen because it has a real in-process broker with the same task API as its Redis brokers,
-so the embedded default and production run the same task code. Jobs are queued only after the
-transaction that caused them commits (`UnitOfWork.after_commit`).
+Embedded: taskiq's in-process broker runs a job in this process as soon as it is queued. Production
+(`CONSULTCAM_REDIS_URL`): a Redis Streams broker (taskiq-redis); web processes only queue, `consultcam
+worker` processes run the jobs. A job is acknowledged only after it ran, so one lost with a killed worker
+is claimed again by another worker once it has been idle for `JOB_REDELIVERY_SECONDS` (XAUTOCLAIM).
+
+taskiq was chosen over arq and SAQ because it has a real in-process broker with the same task API as its
+Redis brokers, so the embedded default and production run the same task code, and its Redis Streams
+broker acknowledges jobs. Jobs are queued only after the transaction that caused them commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from taskiq import AsyncBroker, InMemoryBroker, TaskiqDepends, TaskiqState
+from taskiq import AsyncBroker, InMemoryBroker, TaskiqDepends, TaskiqState, async_shared_broker
+from taskiq.acks import AcknowledgeType
 
-from consultcam.runtime import Runtime
+if TYPE_CHECKING:
+    from consultcam.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+#: How long a taken job may stay unacknowledged before another worker takes it over.
+JOB_REDELIVERY_SECONDS = 300
 
-#: The in-process broker (embedded mode).
-broker: AsyncBroker = InMemoryBroker()
+
+def create_broker(redis_url: str, *, prefix: str = "consultcam:") -> AsyncBroker:
+    """The broker for `CONSULTCAM_REDIS_URL`: unset → in-process; `redis://…` → Redis Streams."""
+    if not redis_url:
+        return InMemoryBroker(await_inplace=False)
+    from taskiq_redis import RedisStreamBroker
+
+    return RedisStreamBroker(
+        url=redis_url,
+        queue_name=f"{prefix}jobs",
+        consumer_group_name=f"{prefix}workers",
+        idle_timeout=JOB_REDELIVERY_SECONDS * 1000,
+        unacknowledged_lock_timeout=JOB_REDELIVERY_SECONDS,
+        maxlen=100_000,
+    )
 
 
-@broker.task(task_name="consultcam.sweep")
+@async_shared_broker.task(task_name="consultcam.sweep")
 async def sweep_task(state: TaskiqState = TaskiqDepends()) -> dict[str, Any]:  # noqa: B008 (taskiq's DI)
     """Run the sweeper once (see `sessions.retention.sweep`); returns its report as a dict."""
     from consultcam.sessions.retention import sweep
@@ -34,21 +56,52 @@ async def sweep_task(state: TaskiqState = TaskiqDepends()) -> dict[str, Any]:  #
 
 
 async def start(runtime: Runtime) -> None:
-    """Bind the runtime to the broker and start it."""
-    broker.state.runtime = runtime
-    await broker.startup()
+    """Bind the runtime to its broker (tasks read it from the broker's state) and start the broker."""
+    runtime.broker.state.runtime = runtime
+    await runtime.broker.startup()
 
 
-async def stop() -> None:
-    await broker.shutdown()
+async def stop(runtime: Runtime) -> None:
+    await runtime.broker.shutdown()
 
 
-async def run_periodic_sweeper(interval_seconds: float) -> None:
-    """Queue the sweeper every `interval_seconds` until cancelled (the embedded scheduler). The first run
-    is one interval after start: nothing expires faster than that, and start-up stays quick."""
+async def enqueue(runtime: Runtime, task: Any, *args: Any) -> None:
+    """Queue `task(*args)` on the runtime's broker (not a process-global one, so apps never cross)."""
+    await task.kicker().with_broker(runtime.broker).kiq(*args)
+
+
+async def claim_period(runtime: Runtime, name: str, period_seconds: float) -> bool:
+    """True for exactly one caller per period across every process sharing the Redis (SET NX with
+    expiry); always True in embedded mode, where there is one process."""
+    if runtime.redis is None:
+        return True
+    period = int(time.time() // period_seconds)
+    key = f"{runtime.settings.redis_prefix}periodic:{name}:{period}"
+    return bool(await runtime.redis.set(key, "1", nx=True, ex=max(int(period_seconds * 2), 1)))
+
+
+async def run_periodic_sweeper(runtime: Runtime) -> None:
+    """Queue the sweeper once per `SWEEP_INTERVAL_SECONDS` until cancelled, however many processes run
+    this loop. The first run is one interval after start."""
+    interval = runtime.settings.sweep_interval_seconds
     while True:
-        await asyncio.sleep(interval_seconds)
+        await asyncio.sleep(interval)
         try:
-            await sweep_task.kiq()
+            if await claim_period(runtime, "sweep", interval):
+                await enqueue(runtime, sweep_task)
         except Exception:
             log.exception("could not queue the sweeper")
+
+
+async def run_worker(runtime: Runtime) -> None:
+    """A worker: take jobs from the Redis broker (acknowledged after they ran) and keep the periodic
+    sweeper going. Runs until cancelled."""
+    from taskiq.api import run_receiver_task
+
+    await start(runtime)
+    sweeper = asyncio.create_task(run_periodic_sweeper(runtime))
+    try:
+        await run_receiver_task(runtime.broker, ack_time=AcknowledgeType.WHEN_EXECUTED, max_async_tasks=20)
+    finally:
+        sweeper.cancel()
+        await stop(runtime)

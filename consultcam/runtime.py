@@ -3,15 +3,23 @@ app, the job queue and the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from taskiq import AsyncBroker
 
 from consultcam.commits.connectors.base import Connector, connector_from_url
 from consultcam.config import Settings
 from consultcam.db import UnitOfWork, create_engine, create_sessionmaker, unit_of_work
-from consultcam.events.bus import EventBus, create_bus
+from consultcam.events.bus import EventBus, InProcessEventBus
 from consultcam.storage.store import ObjectStore, create_store
+
+
+class Unreachable(RuntimeError):
+    """A service the settings point at does not answer."""
 
 
 @dataclass
@@ -24,27 +32,66 @@ class Runtime:
     store: ObjectStore
     bus: EventBus
     connector: Connector
+    broker: AsyncBroker
+    redis: Redis | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
-        """Build the adapters. Raises ValueError with the setting to fix when a URL is unsupported."""
+        """Build the adapters (no connection is made yet). Raises ValueError with the setting to fix when a
+        URL is unsupported."""
+        from consultcam.jobs import create_broker
+
         engine = create_engine(settings.resolved_database_url)
+        redis = Redis.from_url(settings.redis_url, health_check_interval=30) if settings.redis_url else None
+        bus: EventBus
+        if redis is not None:
+            from consultcam.events.redis_bus import RedisEventBus
+
+            bus = RedisEventBus(
+                redis, prefix=settings.redis_prefix, ttl_seconds=(settings.retention_hours + 2) * 3600
+            )
+        else:
+            bus = InProcessEventBus()
         return cls(
             settings=settings,
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
             store=create_store(settings.resolved_storage_url, secret_key=settings.secret_key),
-            bus=create_bus(settings.redis_url),
+            bus=bus,
             connector=connector_from_url(settings.emr_url, data_dir=settings.data_dir),
+            broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),
+            redis=redis,
         )
 
     def unit_of_work(self, *, writes: bool = True):  # type: ignore[no-untyped-def]
         """`async with runtime.unit_of_work() as uow:` one transaction (see `db.unit_of_work`)."""
         return unit_of_work(self.sessionmaker, writes=writes)
 
+    async def preflight(self, timeout: float = 5.0) -> None:
+        """Check that the database and Redis answer, so a process refuses to start rather than fail later.
+
+        Raises `Unreachable` naming the setting to check.
+        """
+        probes: list[tuple[str, Any]] = [("database (CONSULTCAM_DATABASE_URL)", self._select_one())]
+        if self.redis is not None:
+            probes.append(("Redis (CONSULTCAM_REDIS_URL)", self.redis.ping()))
+        for name, probe in probes:
+            try:
+                await asyncio.wait_for(probe, timeout)
+            except Exception as exc:
+                raise Unreachable(f"cannot reach the {name}: {type(exc).__name__}: {exc}") from exc
+
+    async def _select_one(self) -> None:
+        from sqlalchemy import text
+
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
     async def close(self) -> None:
         await self.bus.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.engine.dispose()
 
 
-__all__ = ["Runtime", "UnitOfWork"]
+__all__ = ["Runtime", "UnitOfWork", "Unreachable"]

@@ -153,15 +153,6 @@ class InProcessEventBus:
         self._rings.clear()
 
 
-def create_bus(redis_url: str) -> EventBus:
-    """The adapter for `CONSULTCAM_REDIS_URL`: unset → in-process; `redis://…` arrives with production."""
-    if not redis_url:
-        return InProcessEventBus()
-    raise ValueError(
-        "CONSULTCAM_REDIS_URL is set but the Redis event bus is not available in this build; unset it."
-    )
-
-
 def publish_after_commit(
     uow: UnitOfWork, bus: EventBus, session_id: str, type: str, data: dict[str, Any]
 ) -> None:
