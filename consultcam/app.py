@@ -20,13 +20,12 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consultcam import jobs
+from consultcam import jobs, metrics
 from consultcam.commits.endpoints import router as commits_router
 from consultcam.config import Settings
 from consultcam.errors import install_error_handlers
 from consultcam.events.endpoints import router as events_router
 from consultcam.images.endpoints import router as images_router
-from consultcam.metrics import Metrics
 from consultcam.runtime import Runtime
 from consultcam.sessions.endpoints import router as sessions_router
 from consultcam.storage.endpoints import router as storage_router
@@ -53,9 +52,8 @@ class SecurityHeaders:
     """Pure ASGI middleware (streams untouched, SSE included): security headers on every response,
     `Cache-Control: no-store` unless a static asset, and request metrics by route template."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,8 +79,8 @@ class SecurityHeaders:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "static" if static else "unmatched")
-            self.metrics.requests.labels(scope["method"], path, str(status_code)).inc()
-            self.metrics.latency.labels(scope["method"], path).observe(time.perf_counter() - started)
+            metrics.REQUESTS.labels(scope["method"], path, str(status_code)).inc()
+            metrics.REQUEST_SECONDS.labels(scope["method"], path).observe(time.perf_counter() - started)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -92,20 +90,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     first request. The app runs one lifespan; its runtime is closed when that ends.
     """
     settings = settings or Settings()
-    metrics = Metrics()
     runtime = Runtime.create(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await jobs.start(runtime)
-        sweeper = asyncio.create_task(jobs.run_periodic_sweeper(settings.sweep_interval_seconds))
+        # Embedded mode sweeps from the web process; with Redis, `consultcam worker` processes do.
+        sweeper = asyncio.create_task(jobs.run_periodic_sweeper(runtime)) if runtime.redis is None else None
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-            await jobs.stop()
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            await jobs.stop(runtime)
             await runtime.close()
 
     app = FastAPI(
@@ -116,7 +115,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    app.state.metrics = metrics
     app.state.runtime = runtime
     install_error_handlers(app)
     for router in (sessions_router, images_router, commits_router, events_router, pages_router):
@@ -124,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.resolved_storage_url.startswith("file://"):
         app.include_router(storage_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(SecurityHeaders, metrics=metrics)
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -155,7 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         """Prometheus exposition format."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -131,7 +131,9 @@ def _preflight(settings: Settings) -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+) -> None:
     """Run jobs from the Redis job queue (production; embedded mode runs them in the web process)."""
     import signal
 
@@ -147,6 +149,10 @@ def worker() -> None:
         )
         raise typer.Exit(2)
     _preflight(settings)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
 
     async def main() -> None:
         runtime = Runtime.create(settings)

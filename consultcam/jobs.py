@@ -18,8 +18,19 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from taskiq import AsyncBroker, InMemoryBroker, TaskiqDepends, TaskiqState, async_shared_broker
+from taskiq import (
+    AsyncBroker,
+    InMemoryBroker,
+    TaskiqDepends,
+    TaskiqMessage,
+    TaskiqMiddleware,
+    TaskiqResult,
+    TaskiqState,
+    async_shared_broker,
+)
 from taskiq.acks import AcknowledgeType
+
+from consultcam import metrics
 
 if TYPE_CHECKING:
     from consultcam.runtime import Runtime
@@ -30,10 +41,18 @@ log = logging.getLogger(__name__)
 JOB_REDELIVERY_SECONDS = 300
 
 
+class JobMetrics(TaskiqMiddleware):
+    """Counts jobs by task and outcome and times them (consultcam_jobs_total, consultcam_job_seconds)."""
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        metrics.JOBS.labels(message.task_name, "error" if result.is_err else "ok").inc()
+        metrics.JOB_SECONDS.labels(message.task_name).observe(result.execution_time)
+
+
 def create_broker(redis_url: str, *, prefix: str = "consultcam:") -> AsyncBroker:
     """The broker for `CONSULTCAM_REDIS_URL`: unset → in-process; `redis://…` → Redis Streams."""
     if not redis_url:
-        return InMemoryBroker(await_inplace=False)
+        return InMemoryBroker(await_inplace=False).with_middlewares(JobMetrics())
     from taskiq_redis import RedisStreamBroker
 
     return RedisStreamBroker(
@@ -43,7 +62,7 @@ def create_broker(redis_url: str, *, prefix: str = "consultcam:") -> AsyncBroker
         idle_timeout=JOB_REDELIVERY_SECONDS * 1000,
         unacknowledged_lock_timeout=JOB_REDELIVERY_SECONDS,
         maxlen=100_000,
-    )
+    ).with_middlewares(JobMetrics())
 
 
 @async_shared_broker.task(task_name="consultcam.sweep")

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from consultcam import audit
+from consultcam import audit, metrics
 from consultcam.auth import Clinician
 from consultcam.commits.connectors.base import (
     CommitContext,
@@ -60,10 +60,12 @@ async def commit_session(
         items = [await _item(rt, image) for image in chosen]
         results = await rt.connector.commit(context, items, progress)
     except CommitFailed as failed:
+        metrics.COMMITS.labels(rt.connector.name, "failed").inc()
         await _record_failure(rt, actor, context, failed.detail, failed.results)
         raise UpstreamFailed(failed.detail, error="CommitFailed") from failed
     except Exception as exc:
         log.exception("commit %s failed unexpectedly", context.commit_id)
+        metrics.COMMITS.labels(rt.connector.name, "error").inc()
         detail = (
             "The photos could not be sent to the record because of an unexpected error; nothing was "
             "saved there. Try again; if it keeps happening, tell your practice IT support."
@@ -73,6 +75,7 @@ async def commit_session(
         raise UpstreamFailed(detail, error="CommitFailed") from exc
     all_results = results + [ImageResult(image_id, "skipped") for image_id in skipped]
     await _record_success(rt, actor, context, all_results)
+    metrics.COMMITS.labels(rt.connector.name, "committed").inc()
     return _out("committed", context, rt, all_results)
 
 
@@ -92,9 +95,10 @@ async def _claim(
     rt: Runtime, actor: Clinician, session_id: str, image_ids: list[str] | None
 ) -> tuple[CommitContext, list[ClinicalImage], list[str]]:
     """Transaction 1: check, then move the session open → committing. Returns the commit context, the
-    images to send and the ids of ready images left out."""
+    images to send and the ids of ready images left out. The session row is locked first, so no photo is
+    registered, changed or deleted between choosing the images and the claim (PostgreSQL)."""
     async with rt.unit_of_work() as uow:
-        session = await sessions.get_session(uow, session_id)
+        session = await sessions.lock_session(uow, session_id)
         if session.status == "committing":
             raise Conflict(
                 "A commit of this session is already running. Wait for it to finish.",
@@ -213,7 +217,7 @@ async def _record_success(
 ) -> None:
     """Transaction 3 (success): session committed, image rows marked, temporary objects deleted after."""
     async with rt.unit_of_work() as uow:
-        session = await sessions.get_session(uow, context.session_id)
+        session = await sessions.lock_session(uow, context.session_id)
         session.status, session.committed_at, session.version = "committed", utcnow(), session.version + 1
         by_id = {r.image_id: r for r in results}
         images = (
@@ -261,7 +265,7 @@ async def _record_failure(
 ) -> None:
     """Transaction 3 (failure): back to open with the failure recorded on the session and each image."""
     async with rt.unit_of_work() as uow:
-        session = await sessions.get_session(uow, context.session_id)
+        session = await sessions.lock_session(uow, context.session_id)
         session.status, session.commit_error, session.version = "open", detail, session.version + 1
         errors = {r.image_id: r.error for r in results}
         images = (

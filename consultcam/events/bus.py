@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from consultcam import metrics
+
 if TYPE_CHECKING:
     from consultcam.db import UnitOfWork
 
@@ -111,6 +113,7 @@ class InProcessEventBus:
     async def publish(self, session_id: str, type: str, data: dict[str, Any]) -> Event:
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}")
+        metrics.EVENTS_PUBLISHED.labels(type).inc()
         ring = self._ring(session_id)
         async with ring.changed:
             ring.counter += 1

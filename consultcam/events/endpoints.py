@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from consultcam import metrics
 from consultcam.deps import ReadPrincipalDep, ReadUoWDep, RuntimeDep, authorise_session
 from consultcam.sessions.service import get_session
 
@@ -37,12 +38,16 @@ async def events(
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         nonlocal last_id
-        yield ServerSentEvent(comment="connected", retry=RETRY_MS)
-        deadline = time.monotonic() + MAX_STREAM_SECONDS
-        while time.monotonic() < deadline and not await request.is_disconnected():
-            for event in await bus.read(session_id, last_id, timeout=READ_TIMEOUT_SECONDS):
-                last_id = event.id
-                yield ServerSentEvent(id=event.id, event=event.type, data=json.dumps(event.as_json()))
+        metrics.STREAMS_OPEN.inc()
+        try:
+            yield ServerSentEvent(comment="connected", retry=RETRY_MS)
+            deadline = time.monotonic() + MAX_STREAM_SECONDS
+            while time.monotonic() < deadline and not await request.is_disconnected():
+                for event in await bus.read(session_id, last_id, timeout=READ_TIMEOUT_SECONDS):
+                    last_id = event.id
+                    yield ServerSentEvent(id=event.id, event=event.type, data=json.dumps(event.as_json()))
+        finally:
+            metrics.STREAMS_OPEN.dec()
 
     # The heartbeat is a real `ping` event, not a comment: a page's EventSource cannot see comments, and
     # the page uses the heartbeat to notice a connection that died silently (Wi-Fi lost) and reconnect.

@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from consultcam import metrics
 from consultcam.events.bus import EVENT_TYPES, Event
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class RedisEventBus:
     async def publish(self, session_id: str, type: str, data: dict[str, Any]) -> Event:
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}")
+        metrics.EVENTS_PUBLISHED.labels(type).inc()
         at = datetime.now(UTC)
         fields = {"type": type, "at": at.isoformat(), "data": json.dumps(data)}
         async with self._redis.pipeline(transaction=True) as pipe:

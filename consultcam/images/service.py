@@ -8,11 +8,12 @@ re-encoded upright with every EXIF/GPS tag removed. A rejected upload is deleted
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from consultcam import audit
+from consultcam import audit, metrics
 from consultcam.auth import Phone, Principal
 from consultcam.errors import (
     Conflict,
@@ -84,10 +85,22 @@ def event_image(image: ClinicalImage, rt: Runtime) -> dict:
 
 
 async def get_image(
-    uow: UnitOfWork, session_id: str, image_id: str, *, statuses: tuple[str, ...] = ("ready",)
+    uow: UnitOfWork,
+    session_id: str,
+    image_id: str,
+    *,
+    statuses: tuple[str, ...] = ("ready",),
+    for_update: bool = False,
 ) -> ClinicalImage:
-    """An image of the session in one of `statuses`; raises ResourceNotFound (404) otherwise."""
-    image = await uow.session.get(ClinicalImage, image_id)
+    """An image of the session in one of `statuses`; raises ResourceNotFound (404) otherwise.
+    `for_update`: lock the row and re-read it (PostgreSQL; a no-op on SQLite, see `sessions.lock_session`).
+    """
+    image = await uow.session.get(
+        ClinicalImage,
+        image_id,
+        with_for_update={"key_share": True} if for_update else None,
+        populate_existing=for_update,
+    )
     if image is None or image.session_id != session_id or image.status not in statuses:
         raise ResourceNotFound(
             "No such photo in this session: it may have been deleted or committed.", error="ImageNotFound"
@@ -141,6 +154,9 @@ async def issue_upload(
             "Resize it (the consultcam phone page does this for you) and try again.",
             error="UploadTooLarge",
         )
+    # Count, then insert: without the lock, concurrent presigns on PostgreSQL all count the same number
+    # and together overshoot MAX_IMAGES.
+    await sessions.lock_session(uow, session.id)
     sessions.require_open(session, settings)
     count = await sessions.live_image_count(uow, session.id)
     if count >= settings.max_images:
@@ -202,6 +218,7 @@ async def register_image(
     bytes never arrived (the slot stays for a retry) or are not a valid image (object and slot deleted;
     415 for a type we do not accept).
     """
+    started = time.perf_counter()
     settings = rt.settings
     async with rt.unit_of_work(writes=False) as uow:
         session = await sessions.get_session(uow, session_id)
@@ -234,14 +251,19 @@ async def register_image(
             max_edge_px=settings.capture_max_edge_px,
         )
     except processing.ImageRejected as rejected:
+        metrics.IMAGES_REJECTED.labels(rejected.error).inc()
         await _reject(rt, actor, image, rejected)
         raise ConsultcamError(rejected.detail, error=rejected.error, status=rejected.status) from rejected
     keys = image_key(session_id, image.id), thumbnail_key(session_id, image.id)
     await rt.store.put(keys[0], normalised.jpeg, content_type="image/jpeg")
     await rt.store.put(keys[1], normalised.thumbnail, content_type="image/jpeg")
     async with rt.unit_of_work() as uow:
-        session = await sessions.get_session(uow, session_id)
-        image = await get_image(uow, session_id, request.image_id, statuses=("pending", "ready"))
+        # Both locked (session first, see consultcam.db) and re-read: a concurrent registration of the same
+        # upload, a commit claiming the session or a cancellation may have committed since the first look.
+        session = await sessions.lock_session(uow, session_id)
+        image = await get_image(
+            uow, session_id, request.image_id, statuses=("pending", "ready"), for_update=True
+        )
         if image.status == "ready":  # a concurrent registration of the same upload won
             return image, False
         sessions.require_open(session, settings)
@@ -273,6 +295,8 @@ async def register_image(
         )
         publish_after_commit(uow, rt.bus, session_id, "image.added", {"image": event_image(image, rt)})
     await rt.store.delete(image.upload_key)
+    metrics.IMAGES_REGISTERED.labels(image.source).inc()
+    metrics.REGISTER_SECONDS.observe(time.perf_counter() - started)
     return image, True
 
 
@@ -309,6 +333,7 @@ async def update_image(
 
     Raises 404, 409 (session closed), 422 for invalid edits (with what is wrong).
     """
+    await sessions.lock_session(uow, session.id)  # a commit must not claim the session halfway through
     sessions.require_open(session, rt.settings)
     image = await get_image(uow, session.id, image_id)
     if patch.metadata is not None:
@@ -337,6 +362,7 @@ async def delete_image(
     uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str
 ) -> None:
     """Delete a photo and its objects. A phone may delete only photos it uploaded. Raises 404, 409."""
+    await sessions.lock_session(uow, session.id)  # a running commit may be reading this photo's object
     sessions.require_open(session, rt.settings)
     image = await get_image(uow, session.id, image_id, statuses=("pending", "ready"))
     if isinstance(actor, Phone) and image.uploaded_by != actor.id:
