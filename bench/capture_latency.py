@@ -38,6 +38,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from skimage.metrics import structural_similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.readme import replace_section
 from tests.e2e.harness import Server, launch_chromium, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,14 +297,12 @@ def write_readme(results: dict[str, Any]) -> None:
     ok_resize = "met" if rz["ours_ms"]["p95"] < 500 else "NOT met"
     r = rz["ratio_median"]
     g = rz["ratio_geomean"]
-    text = f"""# Benchmarks
-
-## Capture to desktop, and the phone-side resize
+    text = f"""## Capture to desktop, and the phone-side resize
 
 `bench/capture_latency.py` (run with `make bench`, or `.venv/bin/python bench/capture_latency.py`) starts
 `consultcam serve` on a loopback port with a fresh data directory and drives one Chromium with a phone page
 (360×740, mobile emulation) and a desktop page (1280×800). Inputs: {rz["ours_ms"]["n"]} 12-megapixel JPEGs
-(4032×3024, {rz["input_bytes"]["p50"] / 1e6:.1f} MB median) built from `shared/photos` the way a phone writes
+(4032×3024, {rz["input_bytes"]["p50"] / 1e6:.1f} MB median) built from `tests/photos` the way a phone writes
 them: EXIF Orientation 6, 1, 8 and 3, GPS tags, and sensor-like noise so they compress like camera photos.
 
 Last run: {env["date"]} on {env["machine"]} ({env["cpus"]} CPUs), {env["chromium"]}, embedded defaults
@@ -356,7 +355,7 @@ Target resize < 500 ms (p95): **{ok_resize}**.
 
 Raw numbers of the last run: `bench/.work/capture_latency.json` (not committed).
 """
-    README.write_text(text)
+    replace_section("capture_latency", text)
 
 
 def main() -> None:

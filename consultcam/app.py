@@ -34,26 +34,44 @@ from consultcam.web.pages import router as pages_router
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "web" / "static"
 
-#: Sent with every response. Photos and patient details must never sit in a browser or proxy cache, pages
-#: must not leak the QR token through Referer, and only this origin may use the camera.
-SECURITY_HEADERS = {
-    b"referrer-policy": b"no-referrer",
-    b"x-content-type-options": b"nosniff",
-    b"permissions-policy": b"camera=(self), microphone=(), geolocation=()",
-    b"content-security-policy": (
-        b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-        b"worker-src 'self' blob:; connect-src 'self'; style-src 'self'; "
-        b"script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
-    ),
-}
+
+def security_headers(store_origin: str | None = None) -> dict[bytes, bytes]:
+    """Sent with every response. Photos and patient details must never sit in a browser or proxy cache, pages
+    must not leak the QR token through Referer, and only this origin may use the camera.
+
+    `store_origin` (`ObjectStore.public_origin`: the S3 endpoint the presigned URLs point at) is added to the
+    CSP's `connect-src` (the phone PUTs there) and `img-src` (galleries load photos from there); with the
+    folder store the app serves the URLs itself and `'self'` is enough. Raises ValueError for an origin that
+    is not one plain `scheme://host[:port]` (it is written into the header)."""
+    extra = ""
+    if store_origin:
+        if any(c in store_origin for c in " ;,'\"\r\n\t") or "://" not in store_origin:
+            raise ValueError(f"The object store's origin {store_origin!r} cannot go into a CSP.")
+        extra = f" {store_origin}"
+    csp = (
+        f"default-src 'self'; img-src 'self'{extra} data: blob:; media-src 'self' blob:; "
+        f"worker-src 'self' blob:; connect-src 'self'{extra}; style-src 'self'; "
+        "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
+    )
+    return {
+        b"referrer-policy": b"no-referrer",
+        b"x-content-type-options": b"nosniff",
+        b"permissions-policy": b"camera=(self), microphone=(), geolocation=()",
+        b"content-security-policy": csp.encode(),
+    }
+
+
+#: The headers with the folder store (everything same-origin).
+SECURITY_HEADERS = security_headers()
 
 
 class SecurityHeaders:
     """Pure ASGI middleware (streams untouched, SSE included): security headers on every response,
     `Cache-Control: no-store` unless a static asset, and request metrics by route template."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, headers: dict[bytes, bytes] | None = None) -> None:
         self.app = app
+        self.headers = headers or SECURITY_HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,9 +85,9 @@ class SecurityHeaders:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
-                ours = {*SECURITY_HEADERS, b"cache-control"} if not static else set(SECURITY_HEADERS)
+                ours = {*self.headers, b"cache-control"} if not static else set(self.headers)
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in ours]
-                headers += list(SECURITY_HEADERS.items())
+                headers += list(self.headers.items())
                 headers.append((b"cache-control", b"no-cache" if static else b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
@@ -122,7 +140,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.resolved_storage_url.startswith("file://"):
         app.include_router(storage_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(
+        SecurityHeaders, headers=security_headers(runtime.store.public_origin)
+    )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -171,6 +171,31 @@ def worker(
     asyncio.run(main())
 
 
+@app.command("s3-setup")
+def s3_setup(
+    origin: Annotated[
+        str | None, typer.Option(help="Origin the pages are served from (default: CONSULTCAM_PUBLIC_URL).")
+    ] = None,
+) -> None:
+    """Check the S3 bucket; apply CORS, public access block, default encryption and the 1-day lifecycle
+    backstop. Safe to run again."""
+    from consultcam.storage.s3 import S3StoreError
+    from consultcam.storage.setup import setup_bucket
+
+    settings = Settings()
+    public = origin or settings.public_url
+    if not public:
+        console.print("[red]Give --origin https://photos.example.org[/red] (or set CONSULTCAM_PUBLIC_URL).")
+        raise typer.Exit(2)
+    try:
+        lines = asyncio.run(setup_bucket(settings, public))
+    except (ValueError, S3StoreError) as exc:
+        console.print(f"[red]s3-setup failed:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    for line in lines:
+        typer.echo(line)
+
+
 @app.command("migrate")
 def migrate_command() -> None:
     """Upgrade the database schema to the newest revision."""

@@ -91,6 +91,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.bus.close()
+        await self.store.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()

@@ -39,6 +39,9 @@ def check_key(key: str) -> str:
 class LocalObjectStore:
     """Objects as files under `root` (created 0700). Writes go to a temp file then `os.replace`."""
 
+    #: URLs are this app's own (same origin): nothing to add to the Content-Security-Policy.
+    public_origin: str | None = None
+
     def __init__(self, root: str | Path, *, secret_key: bytes) -> None:
         self.root = Path(root).expanduser().resolve()
         self._secret = hashlib.sha256(b"consultcam-local-store" + secret_key).digest()
@@ -157,6 +160,9 @@ class LocalObjectStore:
             return found
 
         return await asyncio.to_thread(walk)
+
+    async def close(self) -> None:
+        return None
 
     async def check(self) -> None:
         await asyncio.to_thread(self._write_file, "readyz/probe", b"ok")

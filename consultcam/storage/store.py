@@ -31,7 +31,14 @@ class StoredObject:
 
 
 class ObjectStore(Protocol):
-    """Object storage with presigned URLs. Keys are `/`-separated, ASCII, with no `..` segments."""
+    """Object storage with presigned URLs. Keys are `/`-separated, ASCII, with no `..` segments.
+
+    `public_origin` is `scheme://host[:port]` of the presigned URLs when they point outside the app (S3), for
+    the pages' Content-Security-Policy; None when the app serves them itself (same origin). Adapters without
+    the attribute are read as None.
+    """
+
+    public_origin: str | None
 
     async def presign_put(
         self, key: str, *, content_type: str, size_bytes: int, expires_in: int
@@ -71,6 +78,10 @@ class ObjectStore(Protocol):
         """Readiness: raise when the store cannot be written."""
         ...
 
+    async def close(self) -> None:
+        """Release connections (at shutdown)."""
+        ...
+
 
 def session_prefix(session_id: str) -> str:
     """Every object of a capture session lives under this prefix: cancel, commit, expiry delete one prefix."""
@@ -92,13 +103,23 @@ def thumbnail_key(session_id: str, image_id: str) -> str:
     return f"{session_prefix(session_id)}{image_id}.thumb.jpg"
 
 
-def create_store(url: str, *, secret_key: bytes) -> ObjectStore:
-    """The adapter for `CONSULTCAM_STORAGE_URL`: `file:///dir` (embedded) or `s3://bucket/prefix`."""
+def create_store(
+    url: str, *, secret_key: bytes, s3_endpoint_url: str = "", s3_sse_kms_key_id: str = ""
+) -> ObjectStore:
+    """The adapter for `CONSULTCAM_STORAGE_URL`: `file:///dir` (embedded) or `s3://bucket[/prefix]`
+    (production; `s3_endpoint_url` and `s3_sse_kms_key_id` are `CONSULTCAM_S3_ENDPOINT_URL` and
+    `CONSULTCAM_S3_SSE_KMS_KEY_ID`, see `consultcam.storage.s3`). Raises ValueError naming the setting when
+    the URL is unsupported or malformed.
+    """
     if url.startswith("file://"):
         from consultcam.storage.local import LocalObjectStore
 
         return LocalObjectStore(url.removeprefix("file://"), secret_key=secret_key)
+    if url.startswith("s3://"):
+        from consultcam.storage.s3 import S3ObjectStore
+
+        return S3ObjectStore.from_url(url, endpoint_url=s3_endpoint_url, sse_kms_key_id=s3_sse_kms_key_id)
     raise ValueError(
         f"Unsupported CONSULTCAM_STORAGE_URL scheme in {url.split('://')[0]!r}: use file:///path "
-        "(s3://bucket/prefix arrives with the production adapters)."
+        "(embedded) or s3://bucket/prefix (production)."
     )
