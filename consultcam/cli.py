@@ -97,10 +97,14 @@ def serve(
     base = settings.public_url
     console.print(f"\n[bold]consultcam[/bold] is starting on {scheme}://{shown_host}:{port}")
     console.print(f"Data: {settings.data_dir}   Commits go to: {settings.emr_url}")
-    console.print("Open the desktop (this link signs you in; keep it private):")
-    console.print(
-        f"    [bold cyan]{base}/login?token={settings.clinician_token}[/bold cyan]\n", soft_wrap=True
-    )
+    if settings.oidc_enabled and not settings.oidc_allow_embedded_token:
+        issuer, audience = settings.oidc_issuer, settings.oidc_audience
+        console.print(f"Clinicians sign in through {issuer} (audience {audience}).\n")
+    else:
+        console.print("Open the desktop (this link signs you in; keep it private):")
+        console.print(
+            f"    [bold cyan]{base}/login?token={settings.clinician_token}[/bold cyan]\n", soft_wrap=True
+        )
     if use_tls:
         console.print("[dim]The certificate is self-signed: browsers ask once to trust it.[/dim]\n")
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False, proxy_headers=False, **ssl)

@@ -2,6 +2,18 @@
 
 `UoWDep` ends before the response is sent (`scope="function"`), so a client never sees a 2xx for work
 that then fails to commit, and events go out only after the commit.
+
+Who is calling, in order (`authenticate_clinician`, then the phone credential):
+
+- OIDC on (`CONSULTCAM_OIDC_ISSUER` and `_AUDIENCE`) and a JWT-shaped bearer (three base64url segments):
+  verified by `consultcam.oidc`; a refused token is 401 `InvalidToken` with
+  `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3.1), an unreachable issuer 503. It is never
+  tried as a phone credential (those contain no dots).
+- The embedded clinician token as a bearer, or the signed cookie `/login` sets: always in embedded mode;
+  with OIDC on only when `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true (default false: a production
+  deployment must not keep a static master token).
+- Anything else is tried as a phone credential (bearer or cookie): a live one is a `Phone` (403
+  `ClinicianOnly` where only a clinician may act), an unknown one 401.
 """
 
 from __future__ import annotations
@@ -22,8 +34,10 @@ from consultcam.auth import (
     is_clinician_token,
     verify_clinician_cookie,
 )
+from consultcam.config import Settings
 from consultcam.db import UnitOfWork
 from consultcam.errors import NotAuthenticated, NotPermitted, ResourceNotFound
+from consultcam.oidc import OIDCVerifier, looks_like_jwt
 from consultcam.runtime import Runtime
 from consultcam.sessions.service import authenticate_phone
 
@@ -49,8 +63,28 @@ UoWDep = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 ReadUoWDep = Annotated[UnitOfWork, Depends(get_read_uow, scope="function")]
 
 
+def embedded_token_accepted(settings: Settings) -> bool:
+    """The embedded clinician token (and its cookie) counts: embedded mode, or OIDC with it allowed."""
+    return not settings.oidc_enabled or settings.oidc_allow_embedded_token
+
+
+def oidc_verifier(request: Request, rt: Runtime) -> OIDCVerifier | None:
+    """The app's OIDC verifier, made at first use and kept on `app.state` so every request shares its JWKS
+    cache; None when OIDC is not configured."""
+    if not rt.settings.oidc_enabled:
+        return None
+    verifier: OIDCVerifier | None = getattr(request.app.state, "oidc_verifier", None)
+    if verifier is None:
+        verifier = request.app.state.oidc_verifier = OIDCVerifier.from_settings(rt.settings)
+    return verifier
+
+
 def clinician_from_request(request: Request, rt: Runtime) -> Clinician | None:
-    """The clinician proven by a Bearer token or the signed cookie, else None."""
+    """The clinician proven by the embedded token (Bearer) or the signed cookie, else None. Synchronous, for
+    the pages; OIDC bearer JWTs need `authenticate_clinician`. With OIDC on, the embedded token and cookie
+    count only when `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true."""
+    if not embedded_token_accepted(rt.settings):
+        return None
     token = rt.settings.clinician_token
     bearer = bearer_token(request.headers.get("authorization"))
     if bearer and is_clinician_token(bearer, token):
@@ -61,10 +95,40 @@ def clinician_from_request(request: Request, rt: Runtime) -> Clinician | None:
     return None
 
 
+async def authenticate_clinician(request: Request, rt: Runtime) -> Clinician | None:
+    """The clinician proven by the request (an OIDC bearer JWT, the embedded token or its cookie), else None.
+
+    Raises `consultcam.oidc.InvalidToken` (401) when OIDC is on and a JWT-shaped bearer fails verification,
+    and `IdentityProviderUnavailable` (503) when the issuer's keys cannot be fetched.
+    """
+    bearer = bearer_token(request.headers.get("authorization"))
+    verifier = oidc_verifier(request, rt)
+    if verifier is not None and bearer and looks_like_jwt(bearer):
+        embedded = embedded_token_accepted(rt.settings)
+        if not (embedded and is_clinician_token(bearer, rt.settings.clinician_token)):
+            return await verifier.verify(bearer)
+    return clinician_from_request(request, rt)
+
+
+def _sign_in_hint(settings: Settings) -> str:
+    if settings.oidc_enabled:
+        hint = (
+            "send Authorization: Bearer <token> with a token from your practice's identity provider "
+            f"({settings.oidc_issuer})"
+        )
+        if not settings.oidc_allow_embedded_token:
+            hint += "; the embedded clinician token is not accepted on this server"
+        return hint
+    return (
+        "open the login link that `consultcam serve` printed, or send Authorization: Bearer <clinician token>"
+    )
+
+
 async def get_clinician(request: Request, rt: RuntimeDep) -> Clinician:
     """Only a clinician passes: a paired phone gets 403 (phones never commit or edit); no credential, or one
-    that is neither the clinician's nor a live phone credential (a wrong token), 401 (RFC 6750 §3.1)."""
-    clinician = clinician_from_request(request, rt)
+    that is neither the clinician's nor a live phone credential (a wrong token), 401 (RFC 6750 §3.1); a
+    refused OIDC token 401 `InvalidToken`; an unreachable OIDC issuer 503."""
+    clinician = await authenticate_clinician(request, rt)
     if clinician is not None:
         return clinician
     token = bearer_token(request.headers.get("authorization")) or request.cookies.get(PHONE_COOKIE)
@@ -75,18 +139,15 @@ async def get_clinician(request: Request, rt: RuntimeDep) -> Clinician:
             except NotAuthenticated as exc:
                 raise NotAuthenticated(
                     "The credential sent is not valid: a wrong clinician token, or a phone that is no longer "
-                    "paired. Sign in again with the login link that `consultcam serve` printed.",
+                    f"paired. Sign in again: {_sign_in_hint(rt.settings)}.",
                     error="InvalidCredential",
                 ) from exc
         raise NotPermitted("Only the clinician at the desktop can do this.", error="ClinicianOnly")
-    raise NotAuthenticated(
-        "Sign in first: open the login link that `consultcam serve` printed, or send "
-        "Authorization: Bearer <clinician token>."
-    )
+    raise NotAuthenticated(f"Sign in first as the clinician: {_sign_in_hint(rt.settings)}.")
 
 
 async def _principal(request: Request, rt: Runtime, uow: UnitOfWork, *, touch: bool) -> Principal:
-    clinician = clinician_from_request(request, rt)
+    clinician = await authenticate_clinician(request, rt)
     if clinician is not None:
         return clinician
     token = bearer_token(request.headers.get("authorization")) or request.cookies.get(PHONE_COOKIE)
@@ -105,9 +166,18 @@ async def get_read_principal(request: Request, rt: RuntimeDep, uow: ReadUoWDep) 
     return await _principal(request, rt, uow, touch=False)
 
 
+async def get_principal_outside_transaction(request: Request, rt: RuntimeDep) -> Principal:
+    """A clinician or a paired phone, checked in a transaction of its own that ends at once: for endpoints
+    whose service runs its own transactions (image registration), so a request never holds one pooled
+    connection while waiting for another (a pool-exhaustion deadlock under load)."""
+    async with rt.unit_of_work(writes=False) as uow:
+        return await _principal(request, rt, uow, touch=False)
+
+
 ClinicianDep = Annotated[Clinician, Depends(get_clinician)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ReadPrincipalDep = Annotated[Principal, Depends(get_read_principal)]
+StandalonePrincipalDep = Annotated[Principal, Depends(get_principal_outside_transaction)]
 
 
 def authorise_session(principal: Principal, session_id: str) -> None:

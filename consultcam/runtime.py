@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from taskiq import AsyncBroker
 
@@ -16,6 +16,9 @@ from consultcam.config import Settings
 from consultcam.db import UnitOfWork, create_engine, create_sessionmaker, unit_of_work
 from consultcam.events.bus import EventBus, InProcessEventBus
 from consultcam.storage.store import ObjectStore, create_store
+
+#: Redis connections per process (event reads are short; the Pub/Sub listener holds one).
+REDIS_CONNECTIONS = 64
 
 
 class Unreachable(RuntimeError):
@@ -42,7 +45,14 @@ class Runtime:
         from consultcam.jobs import create_broker
 
         engine = create_engine(settings.resolved_database_url)
-        redis = Redis.from_url(settings.redis_url, health_check_interval=30) if settings.redis_url else None
+        redis = None
+        if settings.redis_url:
+            # A blocking pool: when every connection is busy (hundreds of streams woken at once) a caller
+            # waits its turn instead of failing with "Too many connections".
+            pool = BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=20, health_check_interval=30
+            )
+            redis = Redis(connection_pool=pool)
         bus: EventBus
         if redis is not None:
             from consultcam.events.redis_bus import RedisEventBus
@@ -56,9 +66,12 @@ class Runtime:
             settings=settings,
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
-            store=create_store(settings.resolved_storage_url, secret_key=settings.secret_key,
-                               s3_endpoint_url=settings.s3_endpoint_url,
-                               s3_sse_kms_key_id=settings.s3_sse_kms_key_id),
+            store=create_store(
+                settings.resolved_storage_url,
+                secret_key=settings.secret_key,
+                s3_endpoint_url=settings.s3_endpoint_url,
+                s3_sse_kms_key_id=settings.s3_sse_kms_key_id,
+            ),
             bus=bus,
             connector=connector_from_url(settings.emr_url, data_dir=settings.data_dir),
             broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),

@@ -10,6 +10,7 @@ from consultcam.deps import (
     ReadPrincipalDep,
     ReadUoWDep,
     RuntimeDep,
+    StandalonePrincipalDep,
     UoWDep,
     authorise_session,
 )
@@ -40,7 +41,11 @@ async def create_upload(
 
 @router.post("/images", status_code=status.HTTP_201_CREATED, response_model=ImageOut)
 async def register_image(
-    session_id: str, body: RegisterRequest, response: Response, rt: RuntimeDep, principal: ReadPrincipalDep
+    session_id: str,
+    body: RegisterRequest,
+    response: Response,
+    rt: RuntimeDep,
+    principal: StandalonePrincipalDep,
 ) -> ImageOut:
     """Verify and record an uploaded photo (422 when it is missing or not a valid image)."""
     authorise_session(principal, session_id)

@@ -21,7 +21,7 @@ from consultcam.auth import (
     make_clinician_cookie,
 )
 from consultcam.config import WARN_IMAGES
-from consultcam.deps import RuntimeDep, clinician_from_request
+from consultcam.deps import RuntimeDep, authenticate_clinician
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -44,8 +44,9 @@ def _safe_next(value: str | None) -> str:
     return value
 
 
-def _desktop(request: Request, rt: RuntimeDep, session_id: str | None) -> Response:
-    if clinician_from_request(request, rt) is None:
+async def _desktop(request: Request, rt: RuntimeDep, session_id: str | None) -> Response:
+    # An OIDC bearer (added by the practice's sign-in proxy) or the embedded token's cookie.
+    if await authenticate_clinician(request, rt) is None:
         next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return templates.TemplateResponse(
             request, "signin.html", {"next": next_path, "error": None}, status_code=401
@@ -64,13 +65,13 @@ def _desktop(request: Request, rt: RuntimeDep, session_id: str | None) -> Respon
 @router.get("/", response_class=HTMLResponse)
 async def desktop_home(request: Request, rt: RuntimeDep) -> Response:
     """The desktop: start a capture session (form, or EMR launch parameters in the query)."""
-    return _desktop(request, rt, None)
+    return await _desktop(request, rt, None)
 
 
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
 async def desktop_session(session_id: str, request: Request, rt: RuntimeDep) -> Response:
     """The desktop for one capture session: QR code, live gallery, commit."""
-    return _desktop(request, rt, session_id)
+    return await _desktop(request, rt, session_id)
 
 
 @router.get("/m/{token}", response_class=HTMLResponse)
