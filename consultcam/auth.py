@@ -1,8 +1,13 @@
-"""Who is calling: a clinician (embedded token, later OIDC) or a paired phone (its phone credential).
+"""Who is calling: a clinician (embedded token, or an OIDC bearer JWT) or a paired phone (its credential).
 
-Clinicians send `Authorization: Bearer <CONSULTCAM_CLINICIAN_TOKEN>` or carry the signed cookie that
-`/login` sets. Phones send their phone credential as a Bearer token or the HttpOnly cookie that
-`POST /api/pair` sets. Secrets are compared in constant time and phone credentials are stored as SHA-256.
+Embedded mode: clinicians send `Authorization: Bearer <CONSULTCAM_CLINICIAN_TOKEN>` or carry the signed
+cookie that `/login` sets. Production (`CONSULTCAM_OIDC_ISSUER` and `_AUDIENCE` set): clinicians send
+`Authorization: Bearer <JWT>` from the practice's identity provider, verified by `consultcam.oidc`; the
+embedded token and its cookie are then refused unless `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true, so a
+production deployment has no static master secret. Phones send their phone credential as a Bearer token or
+the HttpOnly cookie that `POST /api/pair` sets; it is a dot-free random string, never JWT-shaped, which is
+how a bearer value is told apart. Secrets are compared in constant time and phone credentials are stored as
+SHA-256. The wiring (which credential is tried when) is in `consultcam.deps`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ CLINICIAN_COOKIE_SECONDS = 12 * 3600
 
 @dataclass(frozen=True)
 class Clinician:
-    """A signed-in clinician; `id` identifies them in the audit trail."""
+    """A signed-in clinician; `id` identifies them in the audit trail: "clinician:embedded" for the embedded
+    token, "oidc:<claim>" for an OIDC token (the `CONSULTCAM_OIDC_CLINICIAN_CLAIM`, default `sub`), with
+    `name` from the token's `name` claim when it has one."""
 
     id: str
+    name: str | None = None
     kind: Literal["clinician"] = "clinician"
 
 

@@ -22,6 +22,8 @@ class ConsultcamError(Exception):
 
     status = 400
     error = "BadRequest"
+    #: Extra response headers (e.g. an RFC 6750 §3 `WWW-Authenticate` with an error code); None: the default.
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str, *, error: str | None = None, status: int | None = None) -> None:
         super().__init__(detail)
@@ -82,7 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConsultcamError)
     async def _domain(_: Request, exc: ConsultcamError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = exc.headers or ({"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
         return error_response(exc.status, exc.error, exc.detail, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -19,6 +19,11 @@ REGISTER_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
 )
 EVENTS_PUBLISHED = Counter("consultcam_events_published_total", "Events published on the bus", ["type"])
+EVENT_DELIVERY_SECONDS = Histogram(
+    "consultcam_event_delivery_seconds",
+    "Event published → written to an open stream, per stream",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
+)
 STREAMS_OPEN = Gauge("consultcam_event_streams_open", "Server-Sent Event streams open in this process")
 COMMITS = Counter("consultcam_commits_total", "Commits by outcome", ["connector", "outcome"])
 JOBS = Counter("consultcam_jobs_total", "Jobs run by outcome", ["task", "outcome"])

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from consultcam import metrics
 from consultcam.deps import ReadPrincipalDep, ReadUoWDep, RuntimeDep, authorise_session
+from consultcam.events.bus import Event
 from consultcam.sessions.service import get_session
 
 router = APIRouter(prefix="/api/sessions/{session_id}", tags=["events"])
@@ -41,11 +43,15 @@ async def events(
         metrics.STREAMS_OPEN.inc()
         try:
             yield ServerSentEvent(comment="connected", retry=RETRY_MS)
+            for event in await bus.read(session_id, last_id, timeout=0):  # what was missed, at once
+                last_id = event.id
+                yield _frame(event)
             deadline = time.monotonic() + MAX_STREAM_SECONDS
             while time.monotonic() < deadline and not await request.is_disconnected():
                 for event in await bus.read(session_id, last_id, timeout=READ_TIMEOUT_SECONDS):
                     last_id = event.id
-                    yield ServerSentEvent(id=event.id, event=event.type, data=json.dumps(event.as_json()))
+                    metrics.EVENT_DELIVERY_SECONDS.observe((datetime.now(UTC) - event.at).total_seconds())
+                    yield _frame(event)
         finally:
             metrics.STREAMS_OPEN.dec()
 
@@ -57,3 +63,8 @@ async def events(
         ping_message_factory=lambda: ServerSentEvent(event="ping", data="{}"),
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+def _frame(event: Event) -> ServerSentEvent:
+    """An event as SSE: `id:` the bus id (what Last-Event-ID sends back), `event:` its type, `data:` JSON."""
+    return ServerSentEvent(id=event.id, event=event.type, data=json.dumps(event.as_json()))
