@@ -13,8 +13,10 @@ broker acknowledges jobs. Jobs are queued only after the transaction that caused
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from taskiq import (
     async_shared_broker,
 )
 from taskiq.acks import AcknowledgeType
+from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_attempt, wait_random_exponential
 
 from consultcam import metrics
 
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from consultcam.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+JobFn = Callable[..., Awaitable[Any]]
 
 #: How long a taken job may stay unacknowledged before another worker takes it over.
 JOB_REDELIVERY_SECONDS = 300
@@ -65,7 +70,43 @@ def create_broker(redis_url: str, *, prefix: str = "consultcam:") -> AsyncBroker
     ).with_middlewares(JobMetrics())
 
 
+class PermanentJobError(Exception):
+    """A job failure that retrying cannot fix (bad input): reported at once, never retried."""
+
+
+def retried(attempts: int = 5, max_wait_seconds: float = 60.0) -> Callable[[JobFn], JobFn]:
+    """Retry a job on failure: up to `attempts` tries, waiting exponentially longer with full jitter between
+    them (tenacity's `wait_random_exponential`, the "full jitter" scheme of AWS's architecture blog, 2015),
+    never for a `PermanentJobError`. The wait happens inside the worker, before the job is acknowledged, so a
+    worker killed meanwhile leaves the job to another (taskiq-redis has no delayed redelivery)."""
+
+    def decorate(fn: JobFn) -> JobFn:
+        @functools.wraps(fn)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(attempts),
+                wait=wait_random_exponential(multiplier=0.5, max=max_wait_seconds),
+                retry=retry_if_not_exception_type(PermanentJobError),
+                reraise=True,
+                before_sleep=lambda state: log.warning(
+                    "job %s failed (%s), try %d of %d",
+                    fn.__name__,
+                    type(state.outcome.exception()).__name__ if state.outcome else "?",
+                    state.attempt_number,
+                    attempts,
+                ),
+            ):
+                with attempt:
+                    return await fn(*args, **kwargs)
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return run
+
+    return decorate
+
+
 @async_shared_broker.task(task_name="consultcam.sweep")
+@retried(attempts=3, max_wait_seconds=10)
 async def sweep_task(state: TaskiqState = TaskiqDepends()) -> dict[str, Any]:  # noqa: B008 (taskiq's DI)
     """Run the sweeper once (see `sessions.retention.sweep`); returns its report as a dict."""
     from consultcam.sessions.retention import sweep

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from taskiq import async_shared_broker
+from taskiq import InMemoryBroker, async_shared_broker
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
 from taskiq_redis import RedisStreamBroker
@@ -186,3 +186,44 @@ async def test_embedded_mode_always_claims(tmp_path: Path):
         assert await jobs.claim_period(runtime, "sweep", 60)
     finally:
         await runtime.close()
+
+
+attempts: dict[str, int] = {}
+
+
+@async_shared_broker.task(task_name="tests.flaky")
+@jobs.retried(attempts=4, max_wait_seconds=0.05)
+async def flaky(key: str, failures: int, permanent: bool = False) -> str:
+    """Fails `failures` times (a transient error, or a permanent one), then succeeds."""
+    attempts[key] = attempts.get(key, 0) + 1
+    if attempts[key] <= failures:
+        raise jobs.PermanentJobError("bad input") if permanent else ConnectionError("database restarting")
+    return "done"
+
+
+async def test_a_failing_job_is_retried_with_back_off_until_it_succeeds():
+    broker = InMemoryBroker()
+    await broker.startup()
+    try:
+        task = await flaky.kicker().with_broker(broker).kiq("transient", 2)
+        result = await task.wait_result(timeout=5)
+        assert result.return_value == "done"
+        assert attempts["transient"] == 3
+        task = await flaky.kicker().with_broker(broker).kiq("hopeless", 10)
+        result = await task.wait_result(timeout=5)
+        assert result.is_err
+        assert attempts["hopeless"] == 4  # gives up after the last try
+    finally:
+        await broker.shutdown()
+
+
+async def test_a_permanent_failure_is_not_retried():
+    broker = InMemoryBroker()
+    await broker.startup()
+    try:
+        task = await flaky.kicker().with_broker(broker).kiq("permanent", 1, True)
+        result = await task.wait_result(timeout=5)
+        assert result.is_err
+        assert attempts["permanent"] == 1
+    finally:
+        await broker.shutdown()

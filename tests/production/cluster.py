@@ -64,6 +64,7 @@ class Cluster:
 
     @classmethod
     def start(cls, tmp: Path, *, webs: int = 2, worker: bool = True, **extra_env: str) -> Cluster:
+        tmp.mkdir(parents=True, exist_ok=True)
         moto = start_moto_server(tmp / "moto.log")
         aws = {
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
