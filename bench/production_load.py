@@ -54,6 +54,29 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def delivery_buckets(client_urls: list[str]) -> dict[float, float]:
+    """consultcam_event_delivery_seconds buckets of `image.added` (upper bound → cumulative count), summed
+    over the web processes."""
+    totals: dict[float, float] = {}
+    for url in client_urls:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            if line.startswith("consultcam_event_delivery_seconds_bucket") and 'type="image.added"' in line:
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                totals[float(bound)] = totals.get(float(bound), 0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The upper bound (ms) of the histogram bucket holding quantile `q` of what was observed in between."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0) for b in bounds]
+    total = counts[-1]
+    for bound, count in zip(bounds, counts, strict=True):
+        if total and count >= q * total:
+            return bound * 1000
+    return float("inf")
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of a process (Linux /proc), KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -88,44 +111,54 @@ async def open_stream(
 
 
 async def phone(
-    client: httpx.AsyncClient,
     base: str,
     session: dict[str, Any],
     photos: int,
     waits: list[float],
     failures: list[str],
+    delay: float,
 ) -> None:
-    """One phone: pair, then presign → PUT to S3 → register, `photos` times."""
-    pair = await client.post(f"{base}/api/pair", json={"token": session["pairing"]["url"].rsplit("/", 1)[1]})
-    if pair.status_code != 200:
-        failures.append(f"pair {pair.status_code}")
-        return
-    headers = {"Authorization": f"Bearer {pair.json()['phoneToken']}"}
-    for _ in range(photos):
-        started = time.perf_counter()
-        presign = await client.post(
-            f"{base}/api/sessions/{session['id']}/uploads",
-            headers=headers,
-            json={"contentType": "image/jpeg", "sizeBytes": len(PHOTO)},
+    """One phone (its own HTTP client and cookie jar, as a real phone): wait `delay` seconds, pair, then
+    presign → PUT to S3 → register, `photos` times."""
+    await asyncio.sleep(delay)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120)) as client:
+        pair = await client.post(
+            f"{base}/api/pair", json={"token": session["pairing"]["url"].rsplit("/", 1)[1]}
         )
-        if presign.status_code != 201:
-            failures.append(f"presign {presign.status_code}")
-            continue
-        body = presign.json()
-        put = await client.put(body["uploadUrl"], content=PHOTO, headers=body["headers"])
-        if put.status_code != 200:
-            failures.append(f"put {put.status_code}")
-            continue
-        registered = await client.post(
-            f"{base}/api/sessions/{session['id']}/images", headers=headers, json={"imageId": body["imageId"]}
-        )
-        if registered.status_code != 201:
-            failures.append(f"register {registered.status_code}")
-            continue
-        waits.append(time.perf_counter() - started)
+        if pair.status_code != 200:
+            failures.append(f"pair {pair.status_code}")
+            return
+        headers = {"Authorization": f"Bearer {pair.json()['phoneToken']}"}
+        for _ in range(photos):
+            started = time.perf_counter()
+            presign = await client.post(
+                f"{base}/api/sessions/{session['id']}/uploads",
+                headers=headers,
+                json={"contentType": "image/jpeg", "sizeBytes": len(PHOTO)},
+            )
+            if presign.status_code != 201:
+                failures.append(f"presign {presign.status_code}")
+                continue
+            body = presign.json()
+            put = await client.put(body["uploadUrl"], content=PHOTO, headers=body["headers"])
+            if put.status_code != 200:
+                failures.append(f"put {put.status_code}")
+                continue
+            registered = await client.post(
+                f"{base}/api/sessions/{session['id']}/images",
+                headers=headers,
+                json={"imageId": body["imageId"]},
+            )
+            if registered.status_code != 201:
+                failures.append(f"register {registered.status_code}")
+                continue
+            waits.append(time.perf_counter() - started)
 
 
-async def run(cluster: Cluster, phones: int, streams: int, photos_per_phone: int) -> dict[str, Any]:
+async def run(
+    cluster: Cluster, phones: int, streams: int, photos_per_phone: int, spread: float = 0.0
+) -> dict[str, Any]:
+    """One load run; the phones start together (`spread` 0) or evenly over `spread` seconds."""
     webs = cluster.webs
     limits = httpx.Limits(max_connections=streams + phones * 2 + 50, max_keepalive_connections=phones * 2)
     timeout = httpx.Timeout(60, read=300)
@@ -159,10 +192,19 @@ async def run(cluster: Cluster, phones: int, streams: int, photos_per_phone: int
 
         waits: list[float] = []
         failures: list[str] = []
+        urls = [web.url for web in webs]
+        buckets_before = await asyncio.to_thread(delivery_buckets, urls)
         started = time.perf_counter()
         await asyncio.gather(
             *(
-                phone(client, webs[(i + 1) % len(webs)].url, sessions[i], photos_per_phone, waits, failures)
+                phone(
+                    urls[(i + 1) % len(urls)],
+                    sessions[i],
+                    photos_per_phone,
+                    waits,
+                    failures,
+                    spread * i / phones,
+                )
                 for i in range(phones)
             )
         )
@@ -171,6 +213,7 @@ async def run(cluster: Cluster, phones: int, streams: int, photos_per_phone: int
         deadline = time.monotonic() + 30
         while len(received) < expected and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        buckets_after = await asyncio.to_thread(delivery_buckets, urls)
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
@@ -189,6 +232,11 @@ async def run(cluster: Cluster, phones: int, streams: int, photos_per_phone: int
         "registrations_per_s": len(waits) / elapsed,
         "phone_wait_ms": summary([w * 1000 for w in waits]),
         "event_delivery_ms": summary(delivery_ms),
+        "server_delivery_ms_bucket": {
+            "p50": bucket_quantile(buckets_before, buckets_after, 0.5),
+            "p99": bucket_quantile(buckets_before, buckets_after, 0.99),
+        },
+        "spread_s": spread,
         "events_expected": expected,
         "events_received": len(received),
         "rss_kib_before": rss_before,
@@ -207,31 +255,71 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs ({cpu}), {memory} GiB, Python {platform.python_version()}"
 
 
-def write_readme(results: dict[str, Any]) -> None:
-    d, w = results["event_delivery_ms"], results["phone_wait_ms"]
-    kib = results["kib_per_stream"]
-    ok = "met" if d["p99"] < 250 else "NOT met"
+def write_readme(runs: list[dict[str, Any]], machine_text: str, date: str) -> None:
+    """The production_load section of bench/README.md: one column per scenario (phones all at once, paced)."""
+    first = runs[0]
+
+    def row(label: str, cell: Any) -> str:
+        return f"| {label} | " + " | ".join(cell(r) for r in runs) + " |"
+
+    def when(r: dict[str, Any]) -> str:
+        return "all at once" if not r["spread_s"] else f"spread over {r['spread_s']:.0f} s"
+
+    lines = [
+        "| measure | " + " | ".join(f"phones start {when(r)}" for r in runs) + " |",
+        "|---|" + "---|" * len(runs),
+        row("streams open at once", lambda r: f"{r['streams_opened']} of {r['streams']}"),
+        row(
+            "photos registered (failures)",
+            lambda r: f"{r['registered']} in {r['elapsed_s']:.1f} s ({r['failure_count']})",
+        ),
+        row("registrations per second", lambda r: f"{r['registrations_per_s']:.1f}"),
+        row(
+            "published → written to each stream, server side (histogram bucket)",
+            lambda r: (
+                f"p50 ≤ {r['server_delivery_ms_bucket']['p50']:.0f} ms, "
+                f"**p99 ≤ {r['server_delivery_ms_bucket']['p99']:.0f} ms**"
+            ),
+        ),
+        row(
+            "published → received by each stream client",
+            lambda r: (
+                f"p50 {r['event_delivery_ms']['p50']:.0f} ms, **p99 {r['event_delivery_ms']['p99']:.0f} ms**, "
+                f"max {r['event_delivery_ms']['max']:.0f} ms"
+            ),
+        ),
+        row("events received of expected", lambda r: f"{r['events_received']} of {r['events_expected']}"),
+        row(
+            "a phone's presign + PUT + register",
+            lambda r: f"p50 {r['phone_wait_ms']['p50']:.0f} ms, p99 {r['phone_wait_ms']['p99']:.0f} ms",
+        ),
+        row(
+            "memory per open stream (RSS growth ÷ streams, per web process)",
+            lambda r: ", ".join(f"{v:.0f} KiB" for v in r["kib_per_stream"].values()),
+        ),
+    ]
+    table = "\n".join(lines)
     text = f"""## Production load: phones and desktop streams on two web processes and a worker
 
 `bench/production_load.py` starts two `consultcam serve` processes and one `consultcam worker` on a fresh
-PostgreSQL database, Redis and moto as the S3 server (all on this machine), opens {results["streams"]} desktop
-event streams over {results["phones"]} sessions (both web processes, {results["streams"] // results["phones"]} per
-session), then {results["phones"]} phones at once each upload {results["photos_per_phone"]} photos (presign, PUT to S3,
-register; the 1411×1411 fundus photo, 270 KB). The load generator shares the machine's cores with the servers.
+PostgreSQL database, Redis and moto as the S3 server (all on this machine), opens {first["streams"]} desktop event
+streams over {first["phones"]} sessions (both web processes, {first["streams"] // first["phones"]} per session), then
+{first["phones"]} phones each upload {first["photos_per_phone"]} photos (presign, PUT to S3, register; the 1411×1411
+fundus photo, 270 KB). The load generator, moto, PostgreSQL and Redis share the machine's two cores with the
+servers, so the figures are a floor.
 
-Last run: {results["date"]} on {results["machine"]}.
+Last run: {date} on {machine_text}.
 
-| measure | value |
-|---|---|
-| streams open at once | {results["streams_opened"]} of {results["streams"]} |
-| photos registered | {results["registered"]} in {results["elapsed_s"]:.1f} s: **{results["registrations_per_s"]:.1f} per second** (failures: {results["failure_count"]}) |
-| registration committed → every desktop stream has `image.added` | p50 {d["p50"]:.0f} ms, **p99 {d["p99"]:.0f} ms**, max {d["max"]:.0f} ms (n = {d["n"]} of {results["events_expected"]} expected) |
-| a phone's presign + PUT + register | p50 {w["p50"]:.0f} ms, p99 {w["p99"]:.0f} ms |
-| memory per open stream (web process RSS growth ÷ its streams) | {", ".join(f"{v:.1f} KiB" for v in kib.values())} |
+{table}
 
-Aim: 100 phones and 1,000 open desktop streams on one 2-core machine with the event p99 under 250 ms: **{ok}**.
-The delivery time is measured from the event's publication (right after the registration commits) to its
-arrival in the stream client, both on this machine's clock. Raw numbers: `bench/.work/production_load.json`.
+Delivery is measured from the event's publication (right after the registration commits) to the stream: on the
+server, when the frame is written (`consultcam_event_delivery_seconds`, a histogram, so its p99 is the bucket
+bound), and in the client when it has been parsed; both on this machine's clock. Registration decodes,
+orients and re-encodes each photo: at most one at a time per web process on two cores (`IMAGE_WORK`), so the
+event loops that serve the streams are not starved; phones wait in that queue instead. Raw numbers:
+`bench/.work/production_load.json`.
+
+Aim: 100 phones and 1,000 open desktop streams on one 2-core machine with the event p99 under 250 ms.
 """
     replace_section("production_load", text)
 
@@ -241,23 +329,34 @@ def main() -> None:
     parser.add_argument("--phones", type=int, default=100)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--photos-per-phone", type=int, default=3)
+    parser.add_argument(
+        "--spread",
+        type=float,
+        action="append",
+        help="seconds over which the phones start; repeat for several runs (default: 0 and 30)",
+    )
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
     if args.streams < args.phones:
         raise SystemExit("--streams must be at least --phones (every session gets a desktop)")
     WORK.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="consultcam-load-") as tmp:
-        cluster = Cluster.start(Path(tmp), CONSULTCAM_SWEEP_INTERVAL_SECONDS="60")
-        try:
-            results = asyncio.run(run(cluster, args.phones, args.streams, args.photos_per_phone))
-        finally:
-            cluster.stop()
-    results["machine"] = machine()
-    results["date"] = datetime.now().strftime("%Y-%m-%d")
-    (WORK / "production_load.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    runs = []
+    for spread in args.spread or [0.0, 30.0]:
+        with tempfile.TemporaryDirectory(prefix="consultcam-load-") as tmp:
+            cluster = Cluster.start(Path(tmp), CONSULTCAM_SWEEP_INTERVAL_SECONDS="60")
+            try:
+                runs.append(
+                    asyncio.run(run(cluster, args.phones, args.streams, args.photos_per_phone, spread))
+                )
+            finally:
+                cluster.stop()
+    machine_text, date = machine(), datetime.now().strftime("%Y-%m-%d")
+    (WORK / "production_load.json").write_text(
+        json.dumps({"machine": machine_text, "date": date, "runs": runs}, indent=2)
+    )
+    print(json.dumps(runs, indent=2))
     if not args.no_readme:
-        write_readme(results)
+        write_readme(runs, machine_text, date)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ EVENTS_PUBLISHED = Counter("consultcam_events_published_total", "Events publishe
 EVENT_DELIVERY_SECONDS = Histogram(
     "consultcam_event_delivery_seconds",
     "Event published → written to an open stream, per stream",
+    ["type"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
 )
 STREAMS_OPEN = Gauge("consultcam_event_streams_open", "Server-Sent Event streams open in this process")
