@@ -50,6 +50,7 @@ format: install-dev
 
 bench: install-dev system-deps
 	$(BIN)/python bench/capture_latency.py
+	$(BIN)/python bench/production_load.py
 
 clean:
 	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache
