@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_driver(cls, value: str) -> str:
-        """`postgres://` and `postgresql://` mean asyncpg, `sqlite://` aiosqlite (`db.normalise_database_url`)."""
+        """`postgres://`, `postgresql://` mean asyncpg, `sqlite://` aiosqlite (db.normalise_database_url)."""
         from consultcam.db import normalise_database_url
 
         return normalise_database_url(value)

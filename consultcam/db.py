@@ -2,17 +2,31 @@
 
 Services receive an `AsyncSession` and never commit; `UnitOfWork` commits once at the end and only then
 runs what was deferred to after the commit (publishing events, queueing jobs), and drops it on rollback.
+
+Two backends, one Alembic history: SQLite (aiosqlite, the embedded default) and PostgreSQL (asyncpg, for
+any number of web processes and workers). Writers are kept apart differently on each:
+
+- SQLite: a writing unit of work begins with `BEGIN IMMEDIATE`, so it holds the whole database's write lock
+  from its first statement; two writers never interleave.
+- PostgreSQL (READ COMMITTED): writers run side by side, so a rule that reads then writes ("fewer than
+  MAX_IMAGES", "the session is still open") first locks the capture session row
+  (`sessions.service.lock_session`: `SELECT … FOR NO KEY UPDATE`; SQLite ignores the clause). Lock order:
+  the capture session row first, then its images, tokens and phones, so two transactions never wait on
+  each other in a cycle.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 log = logging.getLogger(__name__)
@@ -21,18 +35,90 @@ AfterCommit = Callable[[], Awaitable[None]]
 #: Execution option marking a transaction that will write (SQLite: BEGIN IMMEDIATE; PostgreSQL: no effect).
 WRITE_OPTION = "consultcam_writes"
 
+#: URL schemes accepted in CONSULTCAM_DATABASE_URL and the SQLAlchemy driver URL each one means.
+_SCHEMES = {
+    "postgres": "postgresql+asyncpg",  # Heroku-style, and what `psql` accepts
+    "postgresql": "postgresql+asyncpg",  # libpq
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+#: PostgreSQL connection pool, per process: `?pool_size=…&max_overflow=…&pool_timeout=…&pool_recycle=…` in
+#: the URL override these. Every web process and worker holds up to pool_size + max_overflow connections,
+#: so (web processes + workers) × 20 must stay under the server's max_connections (100 by default).
+POOL_DEFAULTS: dict[str, int] = {
+    "pool_size": 10,
+    "max_overflow": 10,
+    "pool_timeout": 30,
+    "pool_recycle": 1800,
+}
+
+#: JSON columns: NaN and Infinity are not JSON (RFC 8259 §6) and PostgreSQL's JSONB refuses them, so both
+#: backends refuse them (ValueError) rather than SQLite storing what PostgreSQL could not.
+_json_dumps = functools.partial(json.dumps, allow_nan=False)
+
+
+def normalise_database_url(url: str) -> str:
+    """The SQLAlchemy URL for a CONSULTCAM_DATABASE_URL: `postgres://` and `postgresql://` become
+    `postgresql+asyncpg://`, `sqlite://` becomes `sqlite+aiosqlite://`, and libpq's `sslmode=` becomes
+    asyncpg's `ssl=` (same values: disable, allow, prefer, require, verify-ca, verify-full). "" stays ""
+    (the SQLite file in DATA_DIR).
+
+    Raises ValueError naming the setting for any other scheme or driver (MySQL, psycopg…).
+    """
+    url = url.strip()
+    if not url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    driver = _SCHEMES.get(scheme.lower()) if sep else None
+    if driver is None:
+        raise ValueError(
+            f"CONSULTCAM_DATABASE_URL: unsupported database URL scheme {scheme + sep or url!r}; use "
+            "postgresql://user:password@host:5432/dbname (PostgreSQL through asyncpg) or "
+            "sqlite:///path/to/consultcam.db"
+        )
+    normalised = f"{driver}://{rest}"
+    if driver.startswith("postgresql"):
+        parsed = make_url(normalised)
+        if "sslmode" in parsed.query:
+            query = dict(parsed.query)
+            query.setdefault("ssl", query.pop("sslmode"))
+            normalised = parsed.set(query=query).render_as_string(hide_password=False)
+    return normalised
+
+
+def _pool_options(url: str) -> tuple[URL, dict[str, int]]:
+    """Split consultcam's pool options off a PostgreSQL URL (asyncpg would refuse them as connect
+    arguments). Raises ValueError for a value that is not a whole number."""
+    parsed = make_url(url)
+    options = dict(POOL_DEFAULTS)
+    for name in POOL_DEFAULTS:
+        if name in parsed.query:
+            value = parsed.query[name]
+            try:
+                options[name] = int(value if isinstance(value, str) else value[-1])
+            except ValueError:
+                raise ValueError(f"CONSULTCAM_DATABASE_URL: {name} must be a whole number") from None
+    return parsed.difference_update_query(POOL_DEFAULTS), options
+
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for `url` (`sqlite+aiosqlite:///path` or `postgresql+asyncpg://…`).
+    """An async engine for `url`: `sqlite+aiosqlite:///path` or `postgresql+asyncpg://…` (see
+    `normalise_database_url` for the spellings settings accept).
 
     SQLite gets foreign keys on (cascading deletes), WAL and a busy timeout so a second writer waits
-    instead of failing with "database is locked".
+    instead of failing with "database is locked". PostgreSQL gets a pool per process (`POOL_DEFAULTS`,
+    overridable in the URL's query), connections checked before use (a restarted server or a failover
+    costs one retry, not an error), and `application_name=consultcam` for `pg_stat_activity`. Behind
+    PgBouncer in transaction mode add `?prepared_statement_cache_size=0`. No connection is made here.
+    Raises ValueError for an unsupported URL or pool option.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -51,7 +137,19 @@ def create_engine(url: str) -> AsyncEngine:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() != "asyncpg":
+        raise ValueError(
+            f"CONSULTCAM_DATABASE_URL: unsupported database {parsed.drivername!r}; "
+            "use postgresql+asyncpg://… or sqlite+aiosqlite:///…"
+        )
+    clean, pool = _pool_options(url)
+    connect_args: dict[str, Any] = {
+        "timeout": 10,  # seconds to connect: a server that is down fails fast, not after asyncpg's 60
+        "server_settings": {"application_name": "consultcam"},
+    }
+    return create_async_engine(
+        clean, pool_pre_ping=True, connect_args=connect_args, json_serializer=_json_dumps, **pool
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -100,9 +198,12 @@ async def unit_of_work(
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]
-    """Alembic configuration for the packaged migrations (`consultcam/migrations`)."""
+    """Alembic configuration for the packaged migrations (`consultcam/migrations`); `url` as for
+    `create_engine` (pool options in its query are dropped: migrations use one connection)."""
     from alembic.config import Config
 
+    if make_url(url).get_backend_name() == "postgresql":
+        url = _pool_options(url)[0].render_as_string(hide_password=False)
     config = Config()
     config.set_main_option("script_location", "consultcam:migrations")
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -110,7 +211,12 @@ def alembic_config(url: str):  # type: ignore[no-untyped-def]
 
 
 def migrate(url: str) -> None:
-    """Upgrade the database at `url` to the newest revision. Synchronous: call it before the event loop."""
+    """Upgrade the database at `url` to the newest revision. Synchronous: call it before the event loop.
+
+    Safe to run from several processes at once on PostgreSQL (web processes and workers starting
+    together): the migrations hold an advisory lock, so the second waits and then finds nothing to do.
+    Raises what the driver raises when the server is unreachable (OSError, asyncpg errors).
+    """
     from alembic import command
 
     parsed = make_url(url)

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -66,9 +66,22 @@ class Base(DeclarativeBase):
 
 
 class CaptureSession(Base):
-    """One encounter's photo session. status: open → committing → committed; or cancelled / expired."""
+    """One encounter's photo session. status: open → committing → committed; or cancelled / expired.
+
+    At most one open session per encounter (DESIGN.md: an open session for the same encounter is returned),
+    enforced by a partial unique index so it holds across processes on PostgreSQL too (migration 0002).
+    """
 
     __tablename__ = "capture_sessions"
+    __table_args__ = (
+        Index(
+            "uq_capture_sessions_open_encounter",
+            "encounter_id",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     status: Mapped[str] = mapped_column(String(16), default="open", index=True)

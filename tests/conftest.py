@@ -1,31 +1,136 @@
-"""Shared fixtures: a real app on a temporary SQLite file and folder store, clients for the clinician and
-phones, and photos built from `tests/photos` the way phones produce them."""
+"""Shared fixtures: a real app on a fresh database (SQLite and PostgreSQL) and a folder store, clients for
+the clinician and phones, and photos built from `tests/photos` the way phones produce them.
+
+Every test that uses `settings` (so `app`, `runtime`, the clients) runs once per database backend, with
+ids `[sqlite]` and `[postgresql]`, each on a database of its own:
+
+- SQLite: a copy of a file migrated once per test run.
+- PostgreSQL: `CREATE DATABASE consultcam_t_<random> TEMPLATE <migrated template>`, dropped `WITH (FORCE)`
+  after the test; the template is made from template0 and migrated once per run. The databases are made
+  ahead and dropped behind by a background thread (tests/postgres_server.py), so tests do not wait.
+
+`tests/test_db.py` migrates empty databases of both kinds for real.
+
+The server is `CONSULTCAM_TEST_POSTGRES_URL` (default postgresql://postgres@127.0.0.1:5432/test, a
+database to connect to for CREATE DATABASE). When it does not answer, the [postgresql] tests fail with a
+message saying so; they never skip. `--backend sqlite` (or `postgresql`) runs one backend on purpose, and
+`@pytest.mark.backends("postgresql")` keeps a test to the backends it makes sense on.
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from PIL import Image
+from sqlalchemy.engine import make_url
 
 from consultcam.app import create_app
 from consultcam.config import Settings
 from consultcam.db import migrate
+from tests.postgres_server import POSTGRES_URL, PostgresServer, new_database_name, url_of
 
 #: Real photos (CC0 or public domain, sources in tests/photos/README.md), in the repo for clean checkouts.
 PHOTOS = Path(__file__).resolve().parent / "photos"
 CLINICIAN_TOKEN = "test-clinician-token-0123456789abcdef"
 PATIENT = {"id": "pat-1", "name": "Mere Tester", "nhi": "ZZZ0016", "birthDate": "1980-02-29"}
 
+BACKENDS = ("sqlite", "postgresql")
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests run last: Playwright's sync API keeps an event loop running in the main thread for the
-    rest of the session, and the async tests and migrations need that thread's loop free."""
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        choices=("all", *BACKENDS),
+        default="all",
+        help="database backend(s) for the tests that use one (default: all)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends(*names): run this test only on these database backends (sqlite, postgresql)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop backend variants nobody asked for (`--backend`, `@pytest.mark.backends`), and run the browser
+    tests last: Playwright's sync API keeps an event loop running in the main thread for the rest of the
+    session, and the async tests and migrations need that thread's loop free."""
+    chosen = BACKENDS if config.getoption("backend") == "all" else (config.getoption("backend"),)
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database_backend") if callspec else None
+        marker = item.get_closest_marker("backends")
+        if backend is not None and (backend not in chosen or (marker and backend not in marker.args)):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
     items.sort(key=lambda item: "e2e" in item.path.parts)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The PostgreSQL server with a migrated template database for this run; fails (never skips) the
+    [postgresql] tests with what to do when the server does not answer."""
+    server = PostgresServer(POSTGRES_URL)
+    template = new_database_name("tpl")
+    try:
+        try:
+            server.execute(f"CREATE DATABASE \"{template}\" TEMPLATE template0 ENCODING 'UTF8'")
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            pytest.fail(
+                f"PostgreSQL is not reachable at {make_url(POSTGRES_URL)!r} ({type(exc).__name__}: {exc}). "
+                "The [postgresql] tests need it: start PostgreSQL, set CONSULTCAM_TEST_POSTGRES_URL to a "
+                "server where this user may CREATE DATABASE, or run `pytest --backend sqlite` to test "
+                "SQLite only.",
+                pytrace=False,
+            )
+        server.template = template  # dropped by close() even if the migration fails
+        migrate(url_of(POSTGRES_URL, template))
+        server.use_template(template)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per run (rollback journal, so the one file is the whole database)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "consultcam.db"
+    migrate(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this variant of the test: "sqlite" or "postgresql" (the test id's suffix)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(database_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database for this test, on each backend in turn; dropped afterwards."""
+    if database_backend == "sqlite":
+        path = tmp_path / "data" / "consultcam.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = server.take()
+    yield url
+    server.give_back(url)
 
 
 @pytest.fixture
@@ -35,19 +140,19 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, settings_overrides: dict[str, Any]) -> Settings:
-    """Embedded settings in a fresh data directory, with the schema migrated."""
+def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, Any]) -> Settings:
+    """Embedded settings in a fresh data directory, on a fresh migrated database of each backend in turn
+    (`database_backend` is parametrised: test ids end in [sqlite] and [postgresql])."""
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
+        "database_url": database_url,
         "clinician_token": CLINICIAN_TOKEN,
         "public_url": "",
         "sweep_interval_seconds": 3600,
         "emr_url": "export://",
         **settings_overrides,
     }
-    settings = Settings(**values)
-    migrate(settings.resolved_database_url)
-    return settings
+    return Settings(**values)
 
 
 @pytest.fixture

@@ -8,9 +8,12 @@ re-encoded upright with every EXIF/GPS tag removed. A rejected upload is deleted
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import time
 from datetime import datetime, timedelta
 
+import anyio
 from sqlalchemy import select
 
 from consultcam import audit, metrics
@@ -37,6 +40,10 @@ from consultcam.models import CaptureSession, ClinicalImage, utcnow
 from consultcam.runtime import Runtime, UnitOfWork
 from consultcam.sessions import service as sessions
 from consultcam.storage.store import image_key, thumbnail_key, upload_key
+
+#: Photos decoded at once in this process. More would only contend with each other (and, for the GIL and
+#: the cores, with the event loop that serves the live streams); the rest queue. See bench/README.md.
+IMAGE_WORK = anyio.CapacityLimiter(max(1, (os.cpu_count() or 2) // 2))
 
 #: Uploads registered this long after their URL expired are abandoned (the sweeper deletes them).
 UPLOAD_GRACE = timedelta(minutes=5)
@@ -242,13 +249,21 @@ async def register_image(
                     "Upload the photo again."
                 ),
             )
-        data = await rt.store.get(image.upload_key)
-        normalised = await asyncio.to_thread(
-            processing.normalise,
-            data,
-            declared_content_type=image.upload_content_type,
-            max_pixels=settings.max_image_pixels,
-            max_edge_px=settings.capture_max_edge_px,
+        try:
+            data = await rt.store.get(image.upload_key)
+        except KeyError as exc:  # gone since the HEAD: the photo or its session was deleted meanwhile
+            raise Unprocessable(
+                "The photo is no longer in storage. Upload it again, then register it.", error="UploadMissing"
+            ) from exc
+        normalised = await anyio.to_thread.run_sync(
+            functools.partial(
+                processing.normalise,
+                data,
+                declared_content_type=image.upload_content_type,
+                max_pixels=settings.max_image_pixels,
+                max_edge_px=settings.capture_max_edge_px,
+            ),
+            limiter=IMAGE_WORK,
         )
     except processing.ImageRejected as rejected:
         metrics.IMAGES_REJECTED.labels(rejected.error).inc()

@@ -1,14 +1,24 @@
-"""Alembic environment: runs migrations over the async engine for SQLite and PostgreSQL alike."""
+"""Alembic environment: runs migrations over the async engine for SQLite and PostgreSQL alike.
+
+On PostgreSQL the migrations run in one transaction that first takes an advisory lock, so processes that
+start together (several `consultcam serve` and `consultcam worker`) upgrade one after the other: the
+later ones read the version table after the first committed and find nothing left to do.
+"""
 
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from consultcam.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+#: pg_advisory_xact_lock key held while migrating: the bytes "ccmigrat" as a bigint.
+MIGRATION_LOCK = int.from_bytes(b"ccmigrat", "big") - 2**63
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
@@ -19,15 +29,19 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
 async def _online() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
-    async with engine.connect() as connection:
-        await connection.run_sync(_run)
-        await connection.commit()
-    await engine.dispose()
+    engine = create_async_engine(config.get_main_option("sqlalchemy.url"), poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
 
 
 if context.is_offline_mode():

@@ -3,15 +3,20 @@
 Pairing (issue 2): a QR code carries a 256-bit token, stored only as SHA-256, valid for
 `PAIRING_TTL_SECONDS`, redeemed at most once by one atomic `UPDATE … WHERE redeemed_at IS NULL RETURNING`;
 a new code supersedes the unredeemed ones. Redeeming gives the phone a credential bound to that session.
+
+Concurrency (issue 3): a writing transaction that decides on a session's state locks the session row first
+(`lock_session`), then touches its tokens, phones and images; see `consultcam.db` for why and the order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import segno
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from consultcam import audit
@@ -26,6 +31,7 @@ from consultcam.sessions.schemas import PairingOut, PatientOut, PhoneOut, Sessio
 from consultcam.storage.store import session_prefix
 
 OPEN = "open"
+_Select = TypeVar("_Select", bound=Select)  # type: ignore[type-arg]
 #: Images that count against MAX_IMAGES and show in galleries (pending ones are uploads in flight).
 LIVE_IMAGE_STATUSES = ("pending", "ready")
 
@@ -77,11 +83,16 @@ def session_out(
     )
 
 
-async def get_session(uow: UnitOfWork, session_id: str, *, with_images: bool = False) -> CaptureSession:
-    """The session, optionally with its images; raises ResourceNotFound (404)."""
+async def get_session(
+    uow: UnitOfWork, session_id: str, *, with_images: bool = False, for_update: bool = False
+) -> CaptureSession:
+    """The session, optionally with its images; raises ResourceNotFound (404). `for_update`: see
+    `lock_session`."""
     query = select(CaptureSession).where(CaptureSession.id == session_id)
     if with_images:
         query = query.options(selectinload(CaptureSession.images))
+    if for_update:
+        query = _locked(query)
     session = (await uow.session.execute(query)).scalar_one_or_none()
     if session is None:
         raise ResourceNotFound(
@@ -90,6 +101,23 @@ async def get_session(uow: UnitOfWork, session_id: str, *, with_images: bool = F
             error="SessionNotFound",
         )
     return session
+
+
+def _locked(query: _Select) -> _Select:
+    """`query` taking the capture session rows' lock and refreshing already-loaded objects with the
+    locked version. FOR NO KEY UPDATE, not FOR UPDATE: it serialises writers of the session but lets other
+    transactions insert rows that reference it (foreign-key checks take KEY SHARE). SQLite has no row
+    locks and renders nothing: its writing transactions already hold the database's write lock."""
+    return query.with_for_update(key_share=True).execution_options(populate_existing=True)
+
+
+async def lock_session(uow: UnitOfWork, session_id: str) -> CaptureSession:
+    """The session, its row locked until the transaction ends (PostgreSQL: `SELECT … FOR NO KEY UPDATE`;
+    no-op on SQLite, where a writing unit of work holds the database's write lock from its first
+    statement). Call it before checking a rule that a concurrent writer could break between the check and
+    the commit: the session is open, fewer than MAX_IMAGES photos, an upload is still pending. An object
+    already loaded in this unit of work is refreshed with the locked row. Raises ResourceNotFound (404)."""
+    return await get_session(uow, session_id, for_update=True)
 
 
 def require_open(session: CaptureSession, settings: Settings) -> None:
@@ -147,26 +175,21 @@ async def create_session(
     """Open a capture session for an encounter, or return the encounter's open one.
 
     Returns (session, created). Raises Conflict (409) when the encounter's open session belongs to another
-    patient: the EMR context is inconsistent and photos must not go to the wrong record.
+    patient: the EMR context is inconsistent and photos must not go to the wrong record. An open session
+    that has idled out is expired here (as the sweeper would) and a new one opened.
+
+    Concurrent calls for one encounter (double clicks, two web processes) open one session: the partial
+    unique index `uq_capture_sessions_open_encounter` (migration 0002) refuses a second open row, and the
+    loser of the race resumes the winner's session.
     """
-    existing = (
-        await uow.session.execute(
-            select(CaptureSession)
-            .where(CaptureSession.encounter_id == data.encounter_id, CaptureSession.status == OPEN)
-            .order_by(CaptureSession.created_at.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    if existing is not None and session_expires_at(existing, rt.settings) > utcnow():
-        if existing.patient_id != data.patient.id:
-            raise Conflict(
-                "This encounter already has an open capture session for a different patient. "
-                "Check the patient in the EMR, or cancel the other session first.",
-                error="EncounterPatientMismatch",
-            )
-        touch(existing)
-        audit.record(uow.session, actor, "session.resumed", session_id=existing.id)
-        return existing, False
+    existing = await _open_session_of(uow, data.encounter_id)
+    if existing is not None and session_expires_at(existing, rt.settings) <= utcnow():
+        reason = "retention" if existing.retain_until <= utcnow() else "idle"
+        await end_session(uow, rt, None, existing, "expired", reason)
+        await uow.session.flush()  # the index must see it closed before the new row goes in
+        existing = None
+    if existing is not None:
+        return _resume(uow, actor, existing, data), False
     now = utcnow()
     session = CaptureSession(
         encounter_id=data.encounter_id,
@@ -181,10 +204,47 @@ async def create_session(
         last_activity_at=now,
         retain_until=now + timedelta(hours=rt.settings.retention_hours),
     )
-    uow.session.add(session)
-    await uow.session.flush()
+    try:
+        async with uow.session.begin_nested():  # a savepoint: the race's loser carries on below
+            uow.session.add(session)
+            await uow.session.flush()
+    except IntegrityError:
+        # PostgreSQL only (SQLite's writers never interleave): another transaction opened a session for
+        # this encounter after our look-up and committed; the unique index made our INSERT wait for it.
+        existing = await _open_session_of(uow, data.encounter_id)
+        if existing is None:
+            raise
+        return _resume(uow, actor, existing, data), False
     audit.record(uow.session, actor, "session.created", session_id=session.id, encounter_id=data.encounter_id)
     return session, True
+
+
+async def _open_session_of(uow: UnitOfWork, encounter_id: str) -> CaptureSession | None:
+    """The encounter's open session (at most one: the partial unique index), its row locked."""
+    return (
+        await uow.session.execute(
+            _locked(
+                select(CaptureSession).where(
+                    CaptureSession.encounter_id == encounter_id, CaptureSession.status == OPEN
+                )
+            )
+        )
+    ).scalar_one_or_none()
+
+
+def _resume(
+    uow: UnitOfWork, actor: Clinician, existing: CaptureSession, data: SessionCreate
+) -> CaptureSession:
+    """Return the encounter's open session to its clinician; Conflict (409) when it is another patient's."""
+    if existing.patient_id != data.patient.id:
+        raise Conflict(
+            "This encounter already has an open capture session for a different patient. "
+            "Check the patient in the EMR, or cancel the other session first.",
+            error="EncounterPatientMismatch",
+        )
+    touch(existing)
+    audit.record(uow.session, actor, "session.resumed", session_id=existing.id)
+    return existing
 
 
 def qr_svg(url: str) -> str:
@@ -201,6 +261,7 @@ async def issue_pairing(
 
     Raises Conflict (409) when the session is not open.
     """
+    await lock_session(uow, session.id)  # a redemption or another new code of this session waits
     require_open(session, rt.settings)
     now = utcnow()
     await uow.session.execute(
@@ -245,6 +306,12 @@ async def redeem_pairing(
     """
     now = utcnow()
     token_hash = hash_secret(token)
+    # Lock order (consultcam.db): the session row before its token, as `issue_pairing` does; the UPDATE
+    # below stays the one atomic step that lets a single redemption through.
+    of_token = select(PairingToken.session_id).where(PairingToken.token_hash == token_hash)
+    await uow.session.execute(
+        _locked(select(CaptureSession.id).where(CaptureSession.id == of_token.scalar_subquery()))
+    )
     redeemed = (
         await uow.session.execute(
             update(PairingToken)
@@ -344,6 +411,11 @@ async def authenticate_phone(uow: UnitOfWork, phone_token: str, *, touch: bool) 
             error="PhoneNotPaired",
         )
     if touch and (utcnow() - phone.last_seen_at).total_seconds() > 30:  # at most one write per half minute
+        # Lock order (consultcam.db): the session row before the phone's, or this request and a
+        # cancellation (session, then its phones) could each wait for the other.
+        await uow.session.execute(
+            _locked(select(CaptureSession.id).where(CaptureSession.id == phone.session_id))
+        )
         phone.last_seen_at = utcnow()
     return Phone(id=phone.id, session_id=phone.session_id)
 
@@ -378,9 +450,13 @@ async def end_session(
     uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession, status: str, reason: str
 ) -> None:
     """Cancel or expire a session: images and their objects deleted (after commit), phones signed out,
-    `session.expired` published. Idempotent for sessions already ended."""
+    `session.expired` published. Idempotent for sessions already ended. Raises Conflict (409) when a commit
+    claimed the session meanwhile."""
+    await lock_session(uow, session.id)  # refreshes `session`: a commit may have claimed it since it was read
     if session.status in ("cancelled", "expired"):
         return
+    if session.status != OPEN:
+        require_open(session, rt.settings)
     session.status = status
     session.version += 1
     # The pages learn why the session ended first, then that the phone is signed out.

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import MetaData, select, update
 
 from consultcam.models import PairingToken, PhoneCredential, utcnow
 from tests.conftest import PATIENT, assert_error, start_session, token_of
@@ -23,12 +22,16 @@ async def redeem(client: httpx.AsyncClient, token: str) -> httpx.Response:
     return await client.post("/api/pair", json={"token": token})
 
 
-def db_rows(runtime: Any) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table in the SQLite file, read with the plain sqlite3 module."""
-    path = runtime.settings.resolved_database_url.split(":///", 1)[1]
-    with sqlite3.connect(path) as db:
-        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {table: db.execute(f'SELECT * FROM "{table}"').fetchall() for table in tables}
+async def db_rows(runtime: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table in the database (either backend), as the database reflects its tables:
+    not through the models, so no column is missed."""
+    async with runtime.engine.connect() as connection:
+        tables = MetaData()
+        await connection.run_sync(tables.reflect)
+        return {
+            name: [dict(row) for row in (await connection.execute(table.select())).mappings()]
+            for name, table in tables.tables.items()
+        }
 
 
 async def test_qr_token_has_at_least_128_bits_and_is_new_every_time(clinician: httpx.AsyncClient) -> None:
@@ -270,7 +273,7 @@ async def test_tokens_are_stored_only_as_sha256(
     await clinician.get(f"/api/sessions/{session['id']}")
     await clinician.delete(f"/api/sessions/{session['id']}/phone")
 
-    rows = db_rows(runtime)
+    rows = await db_rows(runtime)
     assert rows["pairing_tokens"]
     assert rows["phone_credentials"]
     assert rows["audit_events"]
@@ -278,9 +281,8 @@ async def test_tokens_are_stored_only_as_sha256(
     for secret in (pairing_token, phone_token):
         assert secret not in dump
         assert secret[:16] not in dump  # not even a prefix
-    with sqlite3.connect(runtime.settings.resolved_database_url.split(":///", 1)[1]) as db:
-        stored_pairing = [h for (h,) in db.execute("SELECT token_hash FROM pairing_tokens")]
-        stored_phone = [h for (h,) in db.execute("SELECT token_hash FROM phone_credentials")]
+    stored_pairing = [row["token_hash"] for row in rows["pairing_tokens"]]
+    stored_phone = [row["token_hash"] for row in rows["phone_credentials"]]
     assert stored_pairing == [hashlib.sha256(pairing_token.encode()).hexdigest()]
     assert stored_phone == [hashlib.sha256(phone_token.encode()).hexdigest()]
 
@@ -306,8 +308,7 @@ async def test_pairing_is_audited_without_secrets(
 ) -> None:
     session = await start_session(clinician)
     await redeem(new_client(), token_of(session["pairing"]["url"]))
-    with sqlite3.connect(runtime.settings.resolved_database_url.split(":///", 1)[1]) as db:
-        actions = [action for (action,) in db.execute("SELECT action FROM audit_events")]
+    actions = [row["action"] for row in (await db_rows(runtime))["audit_events"]]
     assert "session.created" in actions
     assert "pairing.issued" in actions
     assert "phone.paired" in actions
