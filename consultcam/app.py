@@ -140,9 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.resolved_storage_url.startswith("file://"):
         app.include_router(storage_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(
-        SecurityHeaders, headers=security_headers(runtime.store.public_origin)
-    )
+    app.add_middleware(SecurityHeaders, headers=security_headers(runtime.store.public_origin))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -29,7 +29,8 @@ OIDC_ALGORITHMS = frozenset(
 class Settings(BaseSettings):
     """consultcam settings. Sizes are bytes, durations as named (seconds, minutes, hours)."""
 
-    model_config = SettingsConfigDict(env_prefix="CONSULTCAM_", extra="ignore")
+    # hide_input_in_errors: a refused URL may carry a password; the message names the setting instead.
+    model_config = SettingsConfigDict(env_prefix="CONSULTCAM_", extra="ignore", hide_input_in_errors=True)
 
     data_dir: Path = Path("./data")
     database_url: str = ""  # default: sqlite+aiosqlite:///DATA_DIR/consultcam.db

@@ -50,7 +50,8 @@ async def events(
             while time.monotonic() < deadline and not await request.is_disconnected():
                 for event in await bus.read(session_id, last_id, timeout=READ_TIMEOUT_SECONDS):
                     last_id = event.id
-                    metrics.EVENT_DELIVERY_SECONDS.labels(event.type).observe((datetime.now(UTC) - event.at).total_seconds())
+                    delay = (datetime.now(UTC) - event.at).total_seconds()
+                    metrics.EVENT_DELIVERY_SECONDS.labels(event.type).observe(delay)
                     yield _frame(event)
         finally:
             metrics.STREAMS_OPEN.dec()

@@ -114,14 +114,14 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
 
 async def _expire(rt: Runtime, session_id: str, reason: str) -> None:
     async with rt.unit_of_work() as uow:
-        session = await sessions.get_session(uow, session_id)
+        session = await sessions.lock_session(uow, session_id)
         if session.status == "open":
             await sessions.end_session(uow, rt, None, session, "expired", reason)
 
 
 async def _reopen(rt: Runtime, session_id: str) -> None:
     async with rt.unit_of_work() as uow:
-        session = await sessions.get_session(uow, session_id)
+        session = await sessions.lock_session(uow, session_id)
         if session.status == "committing":
             session.status = "open"
             session.commit_error = (

@@ -106,8 +106,14 @@ class LocalObjectStore:
 
     def _write_file(self, key: str, chunks: list[bytes] | bytes) -> None:
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        for attempt in range(3):  # a cancel may delete the session's folder between the two calls
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         try:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in [chunks] if isinstance(chunks, bytes) else chunks:

@@ -19,7 +19,7 @@ from consultcam.db import migrate
 from tests.e2e.harness import CONSULTCAM, Server, start_server
 from tests.storage.moto_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, start_moto_server
 
-POSTGRES_ADMIN = os.environ.get("CONSULTCAM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_ADMIN = os.environ.get("CONSULTCAM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CONSULTCAM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
