@@ -293,9 +293,8 @@ async def register_image(
             request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
         )
         image.quality = normalised.quality
-        image.analysis = {
-            "status": "disabled"
-        }  # AI description: off unless the practice configures an endpoint
+        # The AI description is off unless the practice configures an endpoint (issue 6).
+        image.analysis = {"status": "disabled"}
         sessions.touch(session)
         audit.record(
             uow.session,
