@@ -29,6 +29,7 @@ CHROMIUM_ARGS = (
     "--no-first-run",
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
+    "--lang=en-NZ",  # date inputs as a New Zealand practice sees them (dd/mm/yyyy)
 )
 
 
