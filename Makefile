@@ -31,10 +31,12 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(BIN)/consultcam serve --host $(HOST) --port $(PORT)
 
-## Browser tests need Debian's Chromium and ffmpeg (the fake camera is an MJPEG made from a real photo).
+## Browser tests need Debian's Chromium and ffmpeg (the fake camera is an MJPEG made from a real photo); the
+## DICOMweb tests need Orthanc with its DICOMweb plugin and dciodvfy (dicom3tools).
+DEBIAN_TEST_PACKAGES := chromium ffmpeg orthanc orthanc-dicomweb dicom3tools
 system-deps:
-	@command -v chromium >/dev/null 2>&1 && command -v ffmpeg >/dev/null 2>&1 || \
-	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium ffmpeg )
+	@dpkg -s $(DEBIAN_TEST_PACKAGES) >/dev/null 2>&1 || \
+	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(DEBIAN_TEST_PACKAGES) )
 
 ## Every test: unit, API, end-to-end in real Chromium.
 test: install-dev system-deps

@@ -132,7 +132,7 @@ def all_failed(items: Sequence[CommitItem], error: str) -> list[ImageResult]:
     return [ImageResult(image_id=item.image_id, status="failed", error=error) for item in items]
 
 
-_LATER_SCHEMES = ("fhir+https", "fhir+http", "alex+https", "dicomweb+http", "dicomweb+https")
+_LATER_SCHEMES = ("alex+https",)
 
 
 def connector_from_url(url: str, *, data_dir: Path) -> Connector:
@@ -150,6 +150,18 @@ def connector_from_url(url: str, *, data_dir: Path) -> Connector:
         from consultcam.commits.connectors.export import ExportConnector
 
         return ExportConnector.from_url(url, data_dir=data_dir)
+    if scheme in ("dicomweb+http", "dicomweb+https"):
+        from consultcam.commits.connectors.dicomweb import DicomWebConnector
+
+        return DicomWebConnector.from_url(url)
+    if scheme in ("fhir+https", "fhir+http"):
+        import os
+
+        from consultcam.commits.connectors.fhir import FhirConnector
+
+        # Credentials come from the environment, never the URL: CONSULTCAM_EMR_BEARER_TOKEN, or
+        # CONSULTCAM_EMR_TOKEN_URL/_CLIENT_ID/_CLIENT_SECRET/_SCOPE for OAuth2 client credentials.
+        return FhirConnector.from_url(url, env=os.environ)
     if scheme in _LATER_SCHEMES:
         raise ValueError(f"unsupported EMR URL scheme {scheme!r}: this connector is not available yet")
     raise ValueError(f"unsupported EMR URL scheme {scheme!r}: expected export://DIR")
