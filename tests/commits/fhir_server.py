@@ -16,7 +16,8 @@ Switches, set by the tests (all thread-safe through `lock`):
   `revoke_tokens()` makes every token issued so far answer 401.
 - `fail_deletes`: DELETE answers 403 with an OperationOutcome.
 
-`requests` records (method, path, monotonic time) of every request, `token_requests` counts /token.
+`requests` records (method, path, monotonic time, status, headers) of every request, `token_requests`
+counts /token.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Record:
     path: str
     at: float
     status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
 
 
 @dataclass
@@ -332,7 +334,9 @@ def _handler(state: FhirServerState) -> type[BaseHTTPRequestHandler]:
             path = url.path.removeprefix("/fhir").rstrip("/") or "/"
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
-            record = Record(method, path, time.monotonic())
+            record = Record(
+                method, path, time.monotonic(), headers={k.lower(): v for k, v in self.headers.items()}
+            )
             with state.lock:
                 state.requests.append(record)
                 delay = next((d for d in state.delays if d.times > 0 and method in d.methods), None)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import io
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -387,7 +390,8 @@ async def test_oauth2_settings_from_the_environment(fhir_server, monkeypatch):
         ("fhir+https://user:s3cret@emr.example/fhir", "user name or password"),
         ("fhir+https://emr.example/fhir?token=s3cret", "must not be in the EMR URL"),
         ("fhir+https://emr.example/fhir?resource=Observation", "resource="),
-        ("fhir+https://emr.example/fhir?format=pdf", "not available yet"),
+        ("fhir+https://emr.example/fhir?format=pdf", "needs resource=DocumentReference"),
+        ("fhir+https://emr.example/fhir?resource=DocumentReference&format=gif", "format= must be one of"),
         ("fhir+https:///fhir", "no host"),
     ],
 )
@@ -429,6 +433,39 @@ async def test_document_reference_carries_the_jpeg(fhir_server, transaction):
     assert attachment["contentType"] == "image/jpeg"
     assert base64.b64decode(attachment["data"]) == items[0].jpeg
     assert fhir_server.resources("Media") == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "magic"),
+    [("pdf", "application/pdf", b"%PDF-"), ("tiff", "image/tiff", b"II*\x00")],
+)
+async def test_document_reference_converts_for_inboxes_that_take_only_pdf_or_tiff(
+    fhir_server, fmt, content_type, magic
+):
+    emr = FhirConnector.from_url(
+        f"fhir+{fhir_server.base_url}?resource=DocumentReference&format={fmt}", env={}, **FAST
+    )
+    items = make_items(1)
+
+    await emr.commit(make_context(), items, Progress())
+
+    [document] = fhir_server.resources("DocumentReference")
+    DocumentReference.model_validate(document)
+    attachment = document["content"][0]["attachment"]
+    data = base64.b64decode(attachment["data"])
+    assert attachment["contentType"] == content_type
+    assert data.startswith(magic)
+    assert attachment["size"] == len(data)
+    assert attachment["hash"] == base64.b64encode(hashlib.sha1(data).digest()).decode()
+    with Image.open(io.BytesIO(items[0].jpeg)) as original:
+        size = original.size
+    if fmt == "tiff":  # lossless from the JPEG's pixels: the same picture, the same size
+        with Image.open(io.BytesIO(data)) as converted:
+            assert converted.size == size
+    else:  # one page, the photo's size at 150 dpi (PDF points are 1/72 inch)
+        box = re.search(rb"/MediaBox \[ ?0 0 ([\d.]+) ([\d.]+) ?\]", data)
+        assert box is not None
+        assert (round(float(box.group(1)) * 150 / 72), round(float(box.group(2)) * 150 / 72)) == size
 
 
 # -- through the API ---------------------------------------------------------------------------------------

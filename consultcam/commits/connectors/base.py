@@ -132,9 +132,6 @@ def all_failed(items: Sequence[CommitItem], error: str) -> list[ImageResult]:
     return [ImageResult(image_id=item.image_id, status="failed", error=error) for item in items]
 
 
-_LATER_SCHEMES = ("alex+https",)
-
-
 def connector_from_url(url: str, *, data_dir: Path) -> Connector:
     """The connector for `CONSULTCAM_EMR_URL`.
 
@@ -162,6 +159,12 @@ def connector_from_url(url: str, *, data_dir: Path) -> Connector:
         # Credentials come from the environment, never the URL: CONSULTCAM_EMR_BEARER_TOKEN, or
         # CONSULTCAM_EMR_TOKEN_URL/_CLIENT_ID/_CLIENT_SECRET/_SCOPE for OAuth2 client credentials.
         return FhirConnector.from_url(url, env=os.environ)
-    if scheme in _LATER_SCHEMES:
-        raise ValueError(f"unsupported EMR URL scheme {scheme!r}: this connector is not available yet")
+    if scheme in ("alex+https", "alex+http"):
+        import os
+
+        from consultcam.commits.connectors.alex import AlexConnector
+
+        # Medtech ALEX: CONSULTCAM_ALEX_TOKEN_URL/_CLIENT_ID/_CLIENT_SECRET/_SCOPE from the environment;
+        # alex+http only to a loopback address (tests).
+        return AlexConnector.from_url(url, env=os.environ)
     raise ValueError(f"unsupported EMR URL scheme {scheme!r}: expected export://DIR")

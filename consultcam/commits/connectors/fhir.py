@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import hashlib
 import logging
 import os
 import random
@@ -57,6 +59,7 @@ from consultcam.commits.fhir_media import (
     bundle_entry,
     check_context,
 )
+from consultcam.images.processing import DOCUMENT_FORMATS, convert_for_document
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,7 @@ class FhirConnector:
         base_url: str,
         *,
         resource: str = "Media",
+        document_format: str = "jpeg",
         bearer_token: str | None = None,
         oauth: OAuth2ClientCredentials | None = None,
         timeout: float = 30.0,
@@ -133,6 +137,9 @@ class FhirConnector:
             raise ValueError("choose a static bearer token or OAuth2 client credentials, not both")
         self.base_url = base_url.rstrip("/")
         self.resource = resource
+        if document_format not in DOCUMENT_FORMATS or (document_format != "jpeg" and resource == "Media"):
+            raise ValueError(f"document format {document_format!r} needs resource=DocumentReference")
+        self.document_format = document_format
         self._bearer = bearer_token or None
         self._oauth = oauth
         self._timeout = timeout
@@ -174,14 +181,16 @@ class FhirConnector:
         if parts.fragment:
             raise ValueError("the FHIR server URL must not have a #fragment")
         resource = "Media"
+        document_format = "jpeg"
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key == "resource":
                 if value not in RESOURCES:
                     raise ValueError(f"resource= must be one of {', '.join(RESOURCES)}, not {value!r}")
                 resource = value
             elif key == "format":
-                if value.lower() not in ("", "jpeg", "jpg"):
-                    raise ValueError(f"format={value} is not available yet: photos are sent as JPEG")
+                document_format = {"jpg": "jpeg", "": "jpeg"}.get(value.lower(), value.lower())
+                if document_format not in DOCUMENT_FORMATS:
+                    raise ValueError(f"format= must be one of {', '.join(DOCUMENT_FORMATS)}, not {value!r}")
             elif key in ("token", "access_token", "client_secret"):
                 raise ValueError(
                     f"{key}= must not be in the EMR URL (it gets logged); "
@@ -211,7 +220,16 @@ class FhirConnector:
                 client_secret=oauth_values["CLIENT_SECRET"],
                 scope=oauth_values["SCOPE"] or None,
             )
-        return cls(base, resource=resource, bearer_token=bearer, oauth=oauth, **options)
+        if document_format != "jpeg" and resource != "DocumentReference":
+            raise ValueError("format=pdf or tiff needs resource=DocumentReference (a Media is an image)")
+        return cls(
+            base,
+            resource=resource,
+            document_format=document_format,
+            bearer_token=bearer,
+            oauth=oauth,
+            **options,
+        )
 
     # -- the port ---------------------------------------------------------------------------------------
 
@@ -412,7 +430,11 @@ class FhirConnector:
                 f"The photos could not be prepared for the patient record: {exc}. Nothing was saved.",
                 all_failed(items, str(exc)),
             ) from exc
-        build = bundle_entry if self.resource == "Media" else document_reference_entry
+        build = (
+            bundle_entry
+            if self.resource == "Media"
+            else functools.partial(document_reference_entry, fmt=self.document_format)
+        )
         entries: list[dict[str, Any]] = []
         errors: dict[int, str] = {}
         for index, item in enumerate(items):
@@ -614,14 +636,25 @@ class FhirConnector:
 # -- DocumentReference ----------------------------------------------------------------------------------
 
 
-def build_document_reference(context: CommitContext, item: CommitItem) -> dict[str, Any]:
+def build_document_reference(context: CommitContext, item: CommitItem, fmt: str = "jpeg") -> dict[str, Any]:
     """The image as a FHIR R4 DocumentReference (type LOINC 72170-4 "Photographic image", status current).
 
     Carries the same identifier, subject, encounter and Attachment as build_media (which validates the
-    input); author is the practitioner, date the commit time, description the label and body site.
-    Raises ValueError when the result is not valid FHIR R4.
+    input); author is the practitioner, date the commit time, description the label and body site. `fmt`
+    "pdf" or "tiff" converts the attachment for inboxes that take only those (contentType, size and SHA-1
+    hash follow the converted bytes; FHIR R4 Attachment). Raises ValueError when the result is not valid.
     """
     media = build_media(context, item)
+    if fmt != "jpeg":
+        title = media["content"].get("title", "Clinical photograph")
+        converted, content_type = convert_for_document(item.jpeg, fmt, title=title)
+        media["content"] = {
+            **media["content"],
+            "contentType": content_type,
+            "data": base64.b64encode(converted).decode("ascii"),
+            "size": len(converted),
+            "hash": base64.b64encode(hashlib.sha1(converted).digest()).decode("ascii"),  # noqa: S324 (FHIR R4 Attachment.hash is SHA-1)
+        }
     description = [note["text"] for note in media.get("note", [])[:1]]
     if site := media.get("bodySite", {}).get("text"):
         description.append(site)
@@ -652,9 +685,9 @@ def build_document_reference(context: CommitContext, item: CommitItem) -> dict[s
     return document
 
 
-def document_reference_entry(context: CommitContext, item: CommitItem) -> dict[str, Any]:
+def document_reference_entry(context: CommitContext, item: CommitItem, fmt: str = "jpeg") -> dict[str, Any]:
     """A transaction entry that creates the DocumentReference unless one with the image id exists."""
-    document = build_document_reference(context, item)
+    document = build_document_reference(context, item, fmt)
     image_id = document["identifier"][0]["value"]
     return {
         "fullUrl": f"urn:uuid:{image_id}",
