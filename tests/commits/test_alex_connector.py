@@ -21,10 +21,10 @@ from consultcam.commits.connectors.base import (
     CommitContext,
     CommitFailed,
     CommitItem,
-    PatientRef,
     connector_from_url,
 )
 from consultcam.commits.connectors.fhir import OAuth2ClientCredentials
+from tests.commits.factories import commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
@@ -52,16 +52,7 @@ def _no_alex_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_context(**changes: Any) -> CommitContext:
-    context = CommitContext(
-        session_id="s-1",
-        commit_id=uuid.uuid4().hex,
-        encounter_id="enc-1",
-        patient=PatientRef(id="pat-77", name="Aroha Ngata", nhi="ZZZ0016"),
-        practitioner_id="prac-9",
-        facility_id="F2N060-D",
-        committed_at=datetime(2025, 1, 15, 2, 30, 5, tzinfo=UTC),
-    )
-    return dataclasses.replace(context, **changes)
+    return commit_context(**{"facility_id": "F2N060-D", **changes})
 
 
 def make_item(jpeg: bytes | None = None, **changes: Any) -> CommitItem:

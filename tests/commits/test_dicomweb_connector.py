@@ -42,6 +42,7 @@ from consultcam.commits.dicom import (
     study_instance_uid,
     to_part10,
 )
+from tests.commits.factories import PATIENT, Progress, commit_context
 from tests.commits.orthanc import OrthancServer, start_orthanc
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
@@ -50,16 +51,12 @@ ARM = {"system": SNOMED, "code": "368208006", "display": "Left upper arm structu
 
 
 def make_context(**changes: Any) -> CommitContext:
-    context = CommitContext(
-        session_id=str(uuid.uuid4()),
-        commit_id=uuid.uuid4().hex,
-        encounter_id=f"enc-{uuid.uuid4().hex[:8]}",
-        patient=PatientRef(id="pat-77", name="Aroha Ngata", nhi="ZZZ0016", birth_date=date(1980, 2, 29)),
-        practitioner_id="prac-9",
-        facility_id=None,
-        committed_at=datetime(2025, 1, 15, 2, 30, 5, tzinfo=UTC),
-    )
-    return dataclasses.replace(context, **changes)
+    defaults = {
+        "session_id": str(uuid.uuid4()),
+        "encounter_id": f"enc-{uuid.uuid4().hex[:8]}",
+        "patient": dataclasses.replace(PATIENT, birth_date=date(1980, 2, 29)),
+    }
+    return commit_context(**{**defaults, **changes})
 
 
 def make_item(photo: str, **metadata: Any) -> CommitItem:
@@ -82,14 +79,6 @@ def two_items() -> list[CommitItem]:
         make_item("fundus-left-eye.jpg", bodySite=ARM, laterality="left", label="Rash"),
         make_item("cat.jpg"),
     ]
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
-
-    async def __call__(self, done: int, total: int) -> None:
-        self.calls.append((done, total))
 
 
 def dciodvfy(ds: Dataset, tmp_path: Path) -> tuple[list[str], list[str]]:

@@ -28,22 +28,14 @@ from consultcam.commits.connectors.base import (
 )
 from consultcam.commits.connectors.export import ExportConnector, export_filename
 from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM
+from tests.commits.factories import Progress, commit_context
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 SNOMED = "http://snomed.info/sct"
 
 
 def make_context(**changes: Any) -> CommitContext:
-    context = CommitContext(
-        session_id="s-1",
-        commit_id=uuid.uuid4().hex,
-        encounter_id="enc-2025.0042",
-        patient=PatientRef(id="pat-77", name="Aroha Ngata", nhi="ZZZ0016"),
-        practitioner_id="prac-9",
-        facility_id=None,
-        committed_at=datetime(2025, 1, 15, 2, 30, 5, tzinfo=UTC),
-    )
-    return dataclasses.replace(context, **changes)
+    return commit_context(**{"encounter_id": "enc-2025.0042", **changes})
 
 
 def make_item(photo: str, **metadata: Any) -> CommitItem:
@@ -67,14 +59,6 @@ def three_items() -> list[CommitItem]:
         make_item("cat.jpg", label="Rash"),
         make_item("coffee.jpg"),
     ]
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
-
-    async def __call__(self, done: int, total: int) -> None:
-        self.calls.append((done, total))
 
 
 def listing(directory: Path) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import io
 import logging
@@ -25,11 +24,11 @@ from consultcam.commits.connectors.base import (
     CommitFailed,
     CommitItem,
     ConnectorUnavailable,
-    PatientRef,
     connector_from_url,
 )
 from consultcam.commits.connectors.fhir import FhirConnector, OAuth2ClientCredentials
 from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM
+from tests.commits.factories import Progress, commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
 from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
 
@@ -58,16 +57,7 @@ def _no_emr_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_context(**changes: Any) -> CommitContext:
-    context = CommitContext(
-        session_id="s-1",
-        commit_id=uuid.uuid4().hex,
-        encounter_id="enc-1",
-        patient=PatientRef(id="pat-77", name="Aroha Ngata", nhi="ZZZ0016"),
-        practitioner_id="prac-9",
-        facility_id="fac-1",
-        committed_at=datetime(2025, 1, 15, 2, 30, 5, tzinfo=UTC),
-    )
-    return dataclasses.replace(context, **changes)
+    return commit_context(**{"facility_id": "fac-1", **changes})
 
 
 def make_items(count: int) -> list[CommitItem]:
@@ -89,14 +79,6 @@ def make_items(count: int) -> list[CommitItem]:
             )
         )
     return items
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
-
-    async def __call__(self, done: int, total: int) -> None:
-        self.calls.append((done, total))
 
 
 def connector(server: FhirTestServer, **options: Any) -> FhirConnector:

@@ -25,6 +25,7 @@ from consultcam.commits.fhir_media import (
     is_sctid,
     validate_body_site,
 )
+from tests.commits.factories import commit_context
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 SNOMED = "http://snomed.info/sct"
@@ -35,17 +36,13 @@ RETINA = {"system": SNOMED, "code": "5665001", "display": "Retinal structure"}
 
 
 def make_context(**changes: Any) -> CommitContext:
-    context = CommitContext(
-        session_id="s-1",
-        commit_id=uuid.uuid4().hex,
-        encounter_id="enc-2025-0042",
-        patient=PatientRef(id="pat-77", name="Aroha Ngata", nhi="ZZZ0016"),
-        practitioner_id="prac-9",
-        facility_id="fac-1",
-        committed_at=COMMITTED_AT,
-        consent={"scope": "teaching", "givenBy": "patient"},
-    )
-    return dataclasses.replace(context, **changes)
+    defaults = {
+        "encounter_id": "enc-2025-0042",
+        "facility_id": "fac-1",
+        "committed_at": COMMITTED_AT,
+        "consent": {"scope": "teaching", "givenBy": "patient"},
+    }
+    return commit_context(**{**defaults, **changes})
 
 
 def make_item(photo: str, **changes: Any) -> CommitItem:
