@@ -33,7 +33,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
-from consultcam.commits.fhir_media import validate_body_site
+from consultcam.commits.fhir_media import optional_text, validate_body_site
 from consultcam.sessions.nhi import is_valid_nhi
 
 __all__ = [
@@ -321,7 +321,10 @@ def build_instance(
     ds.LossyImageCompressionMethod = "ISO_10918_1"
     comments = [
         text
-        for text in (_text(metadata.get("label"), "label"), _text(metadata.get("notes"), "notes"))
+        for text in (
+            optional_text(metadata.get("label"), "label"),
+            optional_text(metadata.get("notes"), "notes"),
+        )
         if text
     ]
     if comments:
@@ -417,11 +420,3 @@ def _lo(value: str, what: str) -> str:
     if not text or len(text) > 64 or "\\" in text or any(ord(c) < 32 for c in text):
         raise ValueError(f"{what} {value!r} cannot be stored in DICOM (1–64 characters, no backslash)")
     return text
-
-
-def _text(value: Any, what: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be text")
-    return value.strip() or None

@@ -205,7 +205,7 @@ def _media(context: CommitContext, item: CommitItem, image_id: str) -> dict[str,
         pixels = getattr(item, dimension)
         if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels <= 0:
             raise ValueError(f"{dimension} must be a positive number of pixels, not {pixels!r}")
-    label = _text(metadata.get("label"), "label")
+    label = optional_text(metadata.get("label"), "label")
     created = _datetime(item.captured_at or item.created_at, "capture time")
 
     media: dict[str, Any] = {
@@ -239,7 +239,7 @@ def _media(context: CommitContext, item: CommitItem, image_id: str) -> dict[str,
         media["operator"] = {"reference": f"Practitioner/{context.practitioner_id}"}
     if body_site := _body_site(metadata.get("bodySite"), metadata.get("laterality")):
         media["bodySite"] = body_site
-    notes = [label, _text(metadata.get("notes"), "notes")]
+    notes = [label, optional_text(metadata.get("notes"), "notes")]
     if context.consent is not None:
         notes.append(_consent_statement(context.consent))
     if annotations := [{"text": text} for text in notes if text]:
@@ -294,7 +294,7 @@ def _site_words(display: str) -> str:
 
 
 def _view(view: Any) -> dict[str, str] | None:
-    text = _text(view, "view")
+    text = optional_text(view, "view")
     if not text:
         return None
     return {"text": _VIEW_TEXT.get(text.lower(), text[:1].upper() + text[1:])}
@@ -345,7 +345,8 @@ def _nhi(value: str) -> str:
     return nhi
 
 
-def _text(value: Any, what: str) -> str | None:
+def optional_text(value: Any, what: str) -> str | None:
+    """`value` trimmed, None when absent or blank; raises ValueError naming `what` when it is not text."""
     if value is None:
         return None
     if not isinstance(value, str):

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -47,6 +47,8 @@ from consultcam.commits.connectors.base import (
     ImageResult,
     ProgressCallback,
     all_failed,
+    preparation_failed,
+    split_server_url,
 )
 from consultcam.commits.connectors.fhir import FhirConnector, OAuth2ClientCredentials
 
@@ -100,18 +102,13 @@ class AlexConnector(FhirConnector):
         Raises ValueError (never quoting the URL) when the URL or a setting is not usable.
         """
         env = os.environ if env is None else env
-        scheme, sep, _ = url.strip().partition("://")
-        scheme = scheme.lower()
-        if not sep or scheme not in ("alex+https", "alex+http"):
-            raise ValueError("a Medtech ALEX URL must start with alex+https://")
-        parts = urlsplit(url.strip())
-        if parts.username or parts.password:
-            raise ValueError(
-                "the ALEX URL must not carry a user name or password; "
-                "use the CONSULTCAM_ALEX_CLIENT_* settings"
-            )
-        if not parts.hostname:
-            raise ValueError("the ALEX URL has no host")
+        scheme, parts = split_server_url(
+            url,
+            schemes=("alex+https", "alex+http"),
+            wrong_scheme="a Medtech ALEX URL must start with alex+https://",
+            name="the ALEX URL",
+            credentials_hint="use the CONSULTCAM_ALEX_CLIENT_* settings",
+        )
         if parts.query or parts.fragment:
             raise ValueError("the ALEX URL takes no ?options or #fragment")
         if scheme == "alex+http" and not _is_loopback(parts.hostname):
@@ -179,20 +176,7 @@ class AlexConnector(FhirConnector):
                 errors[index] = str(exc)
                 prepared.append(item)
         if errors:
-            raise CommitFailed(
-                f"The photos could not be prepared for Medtech: {'; '.join(errors.values())}. "
-                "Nothing was saved; retake the photo or commit again.",
-                [
-                    ImageResult(
-                        item.image_id,
-                        "failed",
-                        error=errors.get(
-                            index, "not saved because another photo in this commit has a problem"
-                        ),
-                    )
-                    for index, item in enumerate(items)
-                ],
-            )
+            raise preparation_failed(items, errors, "Medtech", "retake the photo or commit again")
         entries = await super()._entries(context, prepared)
         for item, entry in zip(prepared, entries, strict=True):
             _add_site_note(entry["resource"], item.metadata or {}, self._data)

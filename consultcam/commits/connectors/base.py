@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import SplitResult, urlsplit
 
 __all__ = [
     "CommitContext",
@@ -130,6 +131,52 @@ class Connector(Protocol):
 def all_failed(items: Sequence[CommitItem], error: str) -> list[ImageResult]:
     """One "failed" ImageResult per item, all carrying `error`: the results of a CommitFailed."""
     return [ImageResult(image_id=item.image_id, status="failed", error=error) for item in items]
+
+
+def split_server_url(
+    url: str, *, schemes: tuple[str, ...], wrong_scheme: str, name: str, credentials_hint: str
+) -> tuple[str, SplitResult]:
+    """(scheme, parts) of a connector URL, checked: one of `schemes`, a host, and no user name or password
+    (credentials come from the environment: URLs get logged). Raises ValueError with `wrong_scheme`, or
+    naming `name` ("the FHIR server URL"), never quoting the URL."""
+    scheme, sep, _ = url.strip().partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in schemes:
+        raise ValueError(wrong_scheme)
+    parts = urlsplit(url.strip())
+    if parts.username or parts.password:
+        raise ValueError(f"{name} must not carry a user name or password; {credentials_hint}")
+    if not parts.hostname:
+        raise ValueError(f"{name} has no host")
+    return scheme, parts
+
+
+#: The result of a photo that was fine but not sent because another one in the same commit was not.
+HELD_BACK = "not saved because another photo in this commit has a problem"
+
+
+def preparation_failed(
+    items: Sequence[CommitItem],
+    problems: str | dict[int, str],
+    destination: str,
+    what_to_do: str = "correct the photo details and commit again",
+) -> CommitFailed:
+    """The CommitFailed for a commit stopped before anything was sent: `problems` is one reason for the whole
+    commit, or a reason per photo index (the others are held back) so the GP sees every problem at once.
+    `destination` completes "could not be prepared for …" (e.g. "the patient record")."""
+    if isinstance(problems, str):
+        return CommitFailed(
+            f"The photos could not be prepared for {destination}: {problems}. Nothing was saved.",
+            all_failed(items, problems),
+        )
+    return CommitFailed(
+        f"The photos could not be prepared for {destination}: {'; '.join(problems.values())}. "
+        f"Nothing was saved; {what_to_do}.",
+        [
+            ImageResult(item.image_id, "failed", error=problems.get(index, HELD_BACK))
+            for index, item in enumerate(items)
+        ],
+    )
 
 
 def connector_from_url(url: str, *, data_dir: Path) -> Connector:

@@ -42,6 +42,7 @@ from consultcam.commits.connectors.base import (
     ImageResult,
     ProgressCallback,
     all_failed,
+    preparation_failed,
 )
 from consultcam.commits.dicom import PRACTICE_TIMEZONE, build_instance, taken_at
 
@@ -191,21 +192,7 @@ class DicomWebConnector:
             if not errors:
                 await progress(index + 1, len(items))
         if errors:
-            problems = "; ".join(errors.values())
-            raise CommitFailed(
-                f"The photos could not be prepared for the imaging archive: {problems}. Nothing was saved; "
-                "correct the photo details and commit again.",
-                [
-                    ImageResult(
-                        image_id=item.image_id,
-                        status="failed",
-                        error=errors.get(
-                            index, "not saved because another photo in this commit has a problem"
-                        ),
-                    )
-                    for index, item in enumerate(items)
-                ],
-            )
+            raise preparation_failed(items, errors, "the imaging archive")
         return datasets
 
     def _store(self, datasets: Sequence[Dataset]) -> _Outcome:

@@ -29,6 +29,7 @@ from consultcam.commits.connectors.base import (
     ImageResult,
     ProgressCallback,
     all_failed,
+    preparation_failed,
 )
 from consultcam.commits.fhir_media import assemble_transaction_bundle, bundle_entry, check_context
 
@@ -77,35 +78,15 @@ class ExportConnector:
         try:
             check_context(context)
         except ValueError as exc:
-            raise CommitFailed(
-                f"The photos could not be prepared for the patient record: {exc}. Nothing was saved.",
-                all_failed(items, str(exc)),
-            ) from exc
+            raise preparation_failed(items, str(exc), "the patient record") from exc
 
         entries, errors = await self._entries(context, items, progress)
         if errors:
-            problems = "; ".join(errors.values())
-            raise CommitFailed(
-                f"The photos could not be prepared for the patient record: {problems}. Nothing was saved; "
-                "correct the photo details and commit again.",
-                [
-                    ImageResult(
-                        image_id=item.image_id,
-                        status="failed",
-                        error=errors.get(
-                            index, "not saved because another photo in this commit has a problem"
-                        ),
-                    )
-                    for index, item in enumerate(items)
-                ],
-            )
+            raise preparation_failed(items, errors, "the patient record")
         try:
             bundle = await asyncio.to_thread(assemble_transaction_bundle, context, entries)
         except ValueError as exc:
-            raise CommitFailed(
-                f"The photos could not be prepared for the patient record: {exc}. Nothing was saved.",
-                all_failed(items, str(exc)),
-            ) from exc
+            raise preparation_failed(items, str(exc), "the patient record") from exc
 
         path = self.directory / export_filename(context)
         try:

@@ -51,6 +51,8 @@ from consultcam.commits.connectors.base import (
     ImageResult,
     ProgressCallback,
     all_failed,
+    preparation_failed,
+    split_server_url,
 )
 from consultcam.commits.fhir_media import (
     IMAGE_IDENTIFIER_SYSTEM,
@@ -166,18 +168,13 @@ class FhirConnector:
         Raises ValueError (without the URL in the message) when the URL or settings are not usable.
         """
         env = os.environ if env is None else env
-        scheme, sep, _ = url.partition("://")
-        scheme = scheme.strip().lower()
-        if not sep or scheme not in ("fhir+https", "fhir+http"):
-            raise ValueError("a FHIR connector URL must start with fhir+https:// (or fhir+http://)")
-        parts = urlsplit(url.strip())
-        if parts.username or parts.password:
-            raise ValueError(
-                "the FHIR server URL must not carry a user name or password; "
-                "use CONSULTCAM_EMR_BEARER_TOKEN or the CONSULTCAM_EMR_CLIENT_* settings"
-            )
-        if not parts.hostname:
-            raise ValueError("the FHIR server URL has no host")
+        scheme, parts = split_server_url(
+            url,
+            schemes=("fhir+https", "fhir+http"),
+            wrong_scheme="a FHIR connector URL must start with fhir+https:// (or fhir+http://)",
+            name="the FHIR server URL",
+            credentials_hint="use CONSULTCAM_EMR_BEARER_TOKEN or the CONSULTCAM_EMR_CLIENT_* settings",
+        )
         if parts.fragment:
             raise ValueError("the FHIR server URL must not have a #fragment")
         resource = "Media"
@@ -278,10 +275,7 @@ class FhirConnector:
         try:
             bundle = await asyncio.to_thread(assemble_transaction_bundle, context, entries)
         except ValueError as exc:
-            raise CommitFailed(
-                f"The photos could not be prepared for the patient record: {exc}. Nothing was saved.",
-                all_failed(items, str(exc)),
-            ) from exc
+            raise preparation_failed(items, str(exc), "the patient record") from exc
         try:
             response = await self._send(client, "POST", self.base_url, json=bundle)
             _raise_for_status(response, "The patient record system refused the photos")
@@ -426,10 +420,7 @@ class FhirConnector:
         try:
             check_context(context)
         except ValueError as exc:
-            raise CommitFailed(
-                f"The photos could not be prepared for the patient record: {exc}. Nothing was saved.",
-                all_failed(items, str(exc)),
-            ) from exc
+            raise preparation_failed(items, str(exc), "the patient record") from exc
         build = (
             bundle_entry
             if self.resource == "Media"
@@ -443,20 +434,7 @@ class FhirConnector:
             except ValueError as exc:
                 errors[index] = str(exc)
         if errors:
-            raise CommitFailed(
-                f"The photos could not be prepared for the patient record: {'; '.join(errors.values())}. "
-                "Nothing was saved; correct the photo details and commit again.",
-                [
-                    ImageResult(
-                        item.image_id,
-                        "failed",
-                        error=errors.get(
-                            index, "not saved because another photo in this commit has a problem"
-                        ),
-                    )
-                    for index, item in enumerate(items)
-                ],
-            )
+            raise preparation_failed(items, errors, "the patient record")
         return entries
 
     # -- HTTP -------------------------------------------------------------------------------------------
