@@ -27,7 +27,6 @@ ACTIONS = frozenset(
         "image.upload_issued",
         "image.uploaded",
         "image.rejected",
-        "image.viewed",
         "image.downloaded",
         "image.updated",
         "image.deleted",

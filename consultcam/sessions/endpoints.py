@@ -90,9 +90,7 @@ async def get_session(session_id: str, rt: RuntimeDep, uow: UoWDep, principal: P
 async def cancel_session(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep) -> Response:
     """Cancel: photos and their objects are deleted, the phone is signed out."""
     session = await service.get_session(uow, session_id)
-    if session.status in ("committing", "committed"):
-        service.require_open(session, rt.settings)
-    await service.end_session(uow, rt, clinician, session, "cancelled", "cancelled")
+    await service.end_session(uow, rt, clinician, session, "cancelled", "cancelled")  # 409 once committed
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 
