@@ -29,6 +29,7 @@ from consultcam.images.endpoints import router as images_router
 from consultcam.runtime import Runtime
 from consultcam.sessions.endpoints import router as sessions_router
 from consultcam.storage.endpoints import router as storage_router
+from consultcam.terminology.endpoints import router as terminology_router
 from consultcam.web.pages import router as pages_router
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (sessions_router, images_router, commits_router, events_router, pages_router):
+    for router in (
+        sessions_router,
+        images_router,
+        commits_router,
+        events_router,
+        terminology_router,
+        pages_router,
+    ):
         app.include_router(router)
     if settings.resolved_storage_url.startswith("file://"):
         app.include_router(storage_router)

@@ -29,11 +29,12 @@ class Coding(CamelModel):
 
 
 class ImageMetadata(CamelModel):
-    """What the clinician says about a photo (FHIR R4 Media.bodySite, note)."""
+    """What the clinician says about a photo (FHIR R4 Media.bodySite, view, note). Laterality and view take
+    the values in consultcam/data/body-sites.json (`consultcam.terminology`), the chips the pages show."""
 
     body_site: Coding | None = None
     laterality: Literal["left", "right", "bilateral", "not-applicable"] | None = None
-    view: ShortText | None = None
+    view: Literal["overview", "close-up", "dermoscopy"] | None = None
     label: ShortText | None = None
     notes: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
 

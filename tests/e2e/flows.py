@@ -38,10 +38,17 @@ def pairing_url(desktop: Page) -> str:
     return match.group(0)
 
 
-def pair(phone: Page, url: str) -> None:
-    """Open the QR link on the phone and wait until it shows the camera screen."""
+def pair(phone: Page, url: str, *, consent: bool = True) -> None:
+    """Open the QR link on the phone and wait until it shows the camera screen; when the phone asks for
+    consent first (CONSULTCAM_CONSENT_REQUIRED), give it with the defaults (`consent=False`: stop there)."""
     phone.goto(url)
-    expect(phone.get_by_test_id("camera-capture")).to_be_visible()
+    accept, shutter = phone.get_by_test_id("consent-accept"), phone.get_by_test_id("camera-capture")
+    expect(accept.or_(shutter)).to_be_visible()
+    if accept.is_visible():
+        if not consent:
+            return
+        accept.click()
+    expect(shutter).to_be_visible()
 
 
 def phone_photo(

@@ -799,7 +799,7 @@ async def test_patch_metadata_is_stored_and_shown(
     metadata = {
         "bodySite": ARM,
         "laterality": "left",
-        "view": "lateral",
+        "view": "close-up",
         "label": "Lesion A",
         "notes": "Raised, 6 mm, irregular border.",
     }

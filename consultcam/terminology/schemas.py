@@ -1,0 +1,52 @@
+"""Response shapes for the coded data (CONTRACT issue 5: `GET /api/terminology/body-sites`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from consultcam.schemas import CamelModel
+
+
+class SourceOut(CamelModel):
+    """Where the list comes from: the SNOMED CT edition its ids and terms were checked against, and how."""
+
+    system: str
+    name: str
+    version: str
+    release_date: str | None = None
+    checked: str
+
+
+class BodySiteOut(CamelModel):
+    """A SNOMED CT body structure as a FHIR R4 Coding (concept id and preferred term) plus `label`, the short
+    word a chip shows; only `system`, `code` and `display` belong in image metadata."""
+
+    system: Literal["http://snomed.info/sct"]
+    code: str
+    display: str
+    label: str
+
+
+class LateralityOut(CamelModel):
+    """A laterality choice; "not-applicable" has no `system` or `code` (left out of the JSON)."""
+
+    value: Literal["left", "right", "bilateral", "not-applicable"]
+    display: str
+    system: Literal["http://snomed.info/sct"] | None = None
+    code: str | None = None
+
+
+class ViewOut(CamelModel):
+    value: Literal["overview", "close-up", "dermoscopy"]
+    display: str
+
+
+class BodySitesOut(CamelModel):
+    """The curated choices: 24 body sites (most used first), laterality and views."""
+
+    source: SourceOut
+    body_sites: list[BodySiteOut] = Field(min_length=1)
+    laterality: list[LateralityOut]
+    views: list[ViewOut]
