@@ -118,8 +118,8 @@ async def phone(
     failures: list[str],
     delay: float,
 ) -> None:
-    """One phone (its own HTTP client and cookie jar, as a real phone): wait `delay` seconds, pair, then
-    presign → PUT to S3 → register, `photos` times."""
+    """One phone (its own HTTP client and cookie jar, as a real phone): wait `delay` seconds, pair, record
+    the patient's consent, then presign → PUT to S3 → register, `photos` times."""
     await asyncio.sleep(delay)
     async with httpx.AsyncClient(timeout=httpx.Timeout(120)) as client:
         pair = await client.post(
@@ -129,6 +129,14 @@ async def phone(
             failures.append(f"pair {pair.status_code}")
             return
         headers = {"Authorization": f"Bearer {pair.json()['phoneToken']}"}
+        consent = await client.put(  # the phone page asks for consent before the first photo
+            f"{base}/api/sessions/{session['id']}/consent",
+            headers=headers,
+            json={"scope": "clinical", "givenBy": "patient"},
+        )
+        if consent.status_code != 200:
+            failures.append(f"consent {consent.status_code}")
+            return
         for _ in range(photos):
             started = time.perf_counter()
             presign = await client.post(

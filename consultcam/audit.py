@@ -13,17 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from consultcam.auth import Principal
 from consultcam.models import AuditEvent
 
-#: Actions recorded (issue 2: created, paired, uploaded, viewed, committed, deleted, expired).
+#: Actions recorded (issue 2: created, paired, uploaded, viewed, committed, deleted, expired; issue 5:
+#: consent, the session's ZIP download).
 ACTIONS = frozenset(
     {
         "session.created",
         "session.resumed",
         "session.viewed",
+        "session.downloaded",
         "session.cancelled",
         "session.expired",
         "pairing.issued",
         "phone.paired",
         "phone.revoked",
+        "consent.recorded",
         "image.upload_issued",
         "image.uploaded",
         "image.rejected",

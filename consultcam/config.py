@@ -25,6 +25,10 @@ OIDC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 
+#: Image metadata fields a practice may require on every photo before a commit (CONSULTCAM_REQUIRED_METADATA),
+#: named as in the API's image metadata.
+METADATA_FIELDS = ("bodySite", "laterality", "view", "label")
+
 
 class Settings(BaseSettings):
     """consultcam settings. Sizes are bytes, durations as named (seconds, minutes, hours)."""
@@ -54,9 +58,52 @@ class Settings(BaseSettings):
     download_url_ttl_seconds: int = Field(300, ge=10, le=900)
     sweep_interval_seconds: int = Field(60, ge=1)
 
-    ai_base_url: str = ""
-    ai_model: str = ""
-    ai_api_key: str = ""
+    # Issue 5: the capture rules a practice chooses.
+    consent_required: bool = True  # no photo is taken before the patient's consent is recorded
+    phone_can_commit: bool = False  # off: the clinician reviews and commits on the desktop
+    # Fields every photo needs before a commit; env: "bodySite,laterality", "" for none.
+    required_metadata: Annotated[tuple[str, ...], NoDecode] = ("bodySite",)
+
+    # AI description (issue 6, docs/ai.md): any OpenAI-compatible chat-completions API. Unset: off, and no
+    # photo leaves the practice.
+    ai_base_url: str = ""  # the API root, e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1
+    ai_model: str = ""  # required with the base URL: a vision model the server knows
+    ai_api_key: str = Field("", repr=False)  # sent as `Authorization: Bearer`; never logged nor shown
+    ai_timeout_seconds: float = Field(30.0, gt=0, le=300)  # per request
+    ai_concurrency: int = Field(2, ge=1, le=32)  # requests at once from one process
+    ai_max_retries: int = Field(3, ge=0, le=10)  # after the first try, on 429, 5xx, timeouts
+
+    @field_validator("ai_base_url")
+    @classmethod
+    def _ai_root(cls, value: str) -> str:
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _ai_complete(self) -> Settings:
+        """The AI endpoint gets photos: HTTPS only (plain HTTP only to this machine), and a model with it."""
+        if not self.ai_base_url:
+            return self
+        if not is_https_or_loopback(self.ai_base_url) or urlsplit(self.ai_base_url).query:
+            raise ValueError(
+                "CONSULTCAM_AI_BASE_URL must be an https:// URL without a query (http:// only to this "
+                "machine, e.g. http://127.0.0.1:11434/v1 for a local Ollama), because photos are sent to it"
+            )
+        if self.ai_base_url.endswith("/chat/completions"):
+            raise ValueError(
+                "CONSULTCAM_AI_BASE_URL is the API root, without /chat/completions "
+                "(e.g. https://api.openai.com/v1)"
+            )
+        if not self.ai_model.strip():
+            raise ValueError(
+                "CONSULTCAM_AI_MODEL is required when CONSULTCAM_AI_BASE_URL is set: the name of a vision "
+                "model the server offers"
+            )
+        return self
+
+    @property
+    def ai_enabled(self) -> bool:
+        """An AI endpoint is configured: photos are described after registration (docs/ai.md)."""
+        return bool(self.ai_base_url)
 
     s3_endpoint_url: str = ""
     s3_sse_kms_key_id: str = ""  # SSE-KMS key (id, ARN or alias) for S3 objects; unset: SSE-S3 (AES256)
@@ -87,6 +134,25 @@ class Settings(BaseSettings):
                 f"refused: {', '.join(refused) or '(empty)'}"
             )
         return value
+
+    @field_validator("required_metadata", mode="before")
+    @classmethod
+    def _metadata_fields(cls, value: object) -> object:
+        """A comma list (or a sequence) of METADATA_FIELDS, any case, e.g. "bodySite, laterality"; "" means
+        nothing is required. Names are normalised to the API's spelling, each kept once, in order."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value
+        by_name = {name.lower(): name for name in METADATA_FIELDS}
+        names = [str(item).strip() for item in value if str(item).strip()]
+        unknown = [name for name in names if name.lower() not in by_name]
+        if unknown:
+            raise ValueError(
+                f"CONSULTCAM_REQUIRED_METADATA may only name {', '.join(METADATA_FIELDS)} (comma separated; "
+                f"empty for none); unknown: {', '.join(unknown)}"
+            )
+        return tuple(dict.fromkeys(by_name[name.lower()] for name in names))
 
     @model_validator(mode="after")
     def _oidc_complete(self) -> Settings:

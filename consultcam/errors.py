@@ -6,6 +6,8 @@ Services raise these and never import FastAPI; expected conflicts are 4xx, never
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,20 +20,30 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 class ConsultcamError(Exception):
-    """Base of every domain error: `status` (HTTP), `error` (stable name), `detail` (what to do)."""
+    """Base of every domain error: `status` (HTTP), `error` (stable name), `detail` (what to do), and
+    optionally `extra` fields a client can act on (e.g. `missing: [{imageId, fields}]`)."""
 
     status = 400
     error = "BadRequest"
     #: Extra response headers (e.g. an RFC 6750 §3 `WWW-Authenticate` with an error code); None: the default.
     headers: dict[str, str] | None = None
 
-    def __init__(self, detail: str, *, error: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        error: str | None = None,
+        status: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if error:
             self.error = error
         if status:
             self.status = status
+        #: More fields for the body beside `error` and `detail` (JSON-ready, camelCase), e.g. `missing`.
+        self.extra: dict[str, Any] = dict(extra or {})
 
 
 class NotAuthenticated(ConsultcamError):
@@ -71,12 +83,16 @@ class UpstreamFailed(ConsultcamError):
 
 
 def error_response(
-    status: int, error: str, detail: str, headers: dict[str, str] | None = None
+    status: int,
+    error: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
-    """The one error body shape: `{"error": name, "detail": sentence}`, never cached."""
-    return JSONResponse(
-        {"error": error, "detail": detail}, status_code=status, headers={**NO_STORE, **(headers or {})}
-    )
+    """The one error body shape: `{"error": name, "detail": sentence, **extra}`, never cached. `extra` may not
+    replace `error` or `detail`."""
+    body = {**(extra or {}), "error": error, "detail": detail}
+    return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -85,7 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConsultcamError)
     async def _domain(_: Request, exc: ConsultcamError) -> JSONResponse:
         headers = exc.headers or ({"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
-        return error_response(exc.status, exc.error, exc.detail, headers)
+        return error_response(exc.status, exc.error, exc.detail, headers, exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -142,7 +142,11 @@ def settings_overrides() -> dict[str, Any]:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, Any]) -> Settings:
     """Embedded settings in a fresh data directory, on a fresh migrated database of each backend in turn
-    (`database_backend` is parametrised: test ids end in [sqlite] and [postgresql])."""
+    (`database_backend` is parametrised: test ids end in [sqlite] and [postgresql]).
+
+    Product defaults hold except `required_metadata`, empty here so that tests about other things commit
+    photos without a body site; tests of the check set it (`settings_overrides`). Consent stays required:
+    `start_session` records it."""
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
         "database_url": database_url,
@@ -150,6 +154,7 @@ def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, An
         "public_url": "",
         "sweep_interval_seconds": 3600,
         "emr_url": "export://",
+        "required_metadata": (),
         **settings_overrides,
     }
     return Settings(**values)
@@ -202,24 +207,49 @@ async def new_client(app: Any) -> AsyncIterator[Any]:
 
 
 async def start_session(
-    clinician: httpx.AsyncClient, encounter: str = "enc-1", **extra: Any
+    clinician: httpx.AsyncClient, encounter: str = "enc-1", *, consent: bool = True, **extra: Any
 ) -> dict[str, Any]:
+    """Open (or resume) a capture session as the clinician. When the session asks for consent
+    (CONSULTCAM_CONSENT_REQUIRED, the default) the clinician records it (CONSENT), so photos can be taken
+    at once, as before issue 5; `consent=False` leaves it unrecorded."""
     response = await clinician.post(
         "/api/sessions", json={"encounterId": encounter, "patient": PATIENT, **extra}
     )
     assert response.status_code in (200, 201), response.text
-    return response.json()
+    session = response.json()
+    if consent and session["consentRequired"] and session["consent"] is None:
+        recorded = await record_consent(clinician, session["id"])
+        assert recorded.status_code == 200, recorded.text
+        session["consent"] = recorded.json()["consent"]
+    return session
+
+
+#: The consent the helpers record: clinical record only, given by the patient.
+CONSENT = {"scope": "clinical", "givenBy": "patient"}
+
+
+async def record_consent(
+    client: httpx.AsyncClient, session_id: str, consent: dict[str, Any] | None = None
+) -> httpx.Response:
+    """`PUT /api/sessions/{id}/consent` as `client` (the clinician or the session's phone)."""
+    return await client.put(f"/api/sessions/{session_id}/consent", json=consent or CONSENT)
 
 
 def token_of(pairing_url: str) -> str:
     return pairing_url.rsplit("/m/", 1)[1]
 
 
-async def pair_phone(new_client: Any, session: dict[str, Any]) -> httpx.AsyncClient:
-    """A phone client that redeemed the session's QR code (authenticated by the cookie it was given)."""
+async def pair_phone(new_client: Any, session: dict[str, Any], *, consent: bool = True) -> httpx.AsyncClient:
+    """A phone client that redeemed the session's QR code (authenticated by the cookie it was given). When
+    the session still asks for consent, the phone records it (CONSENT), as the phone page does before the
+    first photo; `consent=False` leaves it unrecorded."""
     phone = new_client()
     response = await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})
     assert response.status_code == 200, response.text
+    paired = response.json()["session"]
+    if consent and paired["consentRequired"] and paired["consent"] is None:
+        recorded = await record_consent(phone, paired["id"])
+        assert recorded.status_code == 200, recorded.text
     return phone
 
 

@@ -246,7 +246,12 @@ def assert_shape(body: dict[str, Any]) -> None:
     assert len({site["code"] for site in sites}) == 24
     # In the file's order: most used first.
     assert [site["code"] for site in sites] == [site.code for site in TERMINOLOGY.body_sites]
-    assert sites[3] == {"system": SNOMED_CT, "code": "14975008", "display": "Forearm structure", "label": "Forearm"}
+    assert sites[3] == {
+        "system": SNOMED_CT,
+        "code": "14975008",
+        "display": "Forearm structure",
+        "label": "Forearm",
+    }
     assert body["laterality"] == [
         {"value": "left", "display": "Left", "system": SNOMED_CT, "code": "7771000"},
         {"value": "right", "display": "Right", "system": SNOMED_CT, "code": "24028007"},

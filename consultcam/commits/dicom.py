@@ -33,7 +33,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
-from consultcam.commits.fhir_media import optional_text, validate_body_site
+from consultcam.commits.fhir_media import consent_statement, optional_text, validate_body_site
 from consultcam.sessions.nhi import is_valid_nhi
 
 __all__ = [
@@ -324,6 +324,7 @@ def build_instance(
         for text in (
             optional_text(metadata.get("label"), "label"),
             optional_text(metadata.get("notes"), "notes"),
+            consent_statement(context.consent) if context.consent is not None else None,
         )
         if text
     ]

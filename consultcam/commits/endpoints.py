@@ -6,14 +6,17 @@ from fastapi import APIRouter
 
 from consultcam.commits import service
 from consultcam.commits.schemas import CommitOut, CommitRequest
-from consultcam.deps import ClinicianDep, RuntimeDep
+from consultcam.deps import RuntimeDep, StandalonePrincipalDep, authorise_session
 
 router = APIRouter(prefix="/api/sessions/{session_id}", tags=["commits"])
 
 
 @router.post("/commit", response_model=CommitOut)
 async def commit(
-    session_id: str, rt: RuntimeDep, clinician: ClinicianDep, body: CommitRequest | None = None
+    session_id: str, rt: RuntimeDep, principal: StandalonePrincipalDep, body: CommitRequest | None = None
 ) -> CommitOut:
-    """Commit the session's photos into the record; all or nothing (409 while running or after success)."""
-    return await service.commit_session(rt, clinician, session_id, body.image_ids if body else None)
+    """Commit the session's photos into the record; all or nothing (409 while running or after success).
+    The clinician, or the session's phone when `CONSULTCAM_PHONE_CAN_COMMIT` is on (else 403); 422
+    `MetadataMissing` when a photo lacks required metadata."""
+    authorise_session(principal, session_id)
+    return await service.commit_session(rt, principal, session_id, body.image_ids if body else None)

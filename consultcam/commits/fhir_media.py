@@ -161,7 +161,7 @@ def check_context(context: CommitContext) -> None:
     _uuid(context.commit_id, "commit id")
     _instant(context.committed_at, "commit time")
     if context.consent is not None:
-        _consent_statement(context.consent)
+        consent_statement(context.consent)
 
 
 def validate_body_site(value: Any) -> dict[str, str]:
@@ -241,7 +241,7 @@ def _media(context: CommitContext, item: CommitItem, image_id: str) -> dict[str,
         media["bodySite"] = body_site
     notes = [label, optional_text(metadata.get("notes"), "notes")]
     if context.consent is not None:
-        notes.append(_consent_statement(context.consent))
+        notes.append(consent_statement(context.consent))
     if annotations := [{"text": text} for text in notes if text]:
         media["note"] = annotations
     return media
@@ -300,7 +300,10 @@ def _view(view: Any) -> dict[str, str] | None:
     return {"text": _VIEW_TEXT.get(text.lower(), text[:1].upper() + text[1:])}
 
 
-def _consent_statement(consent: Any) -> str:
+def consent_statement(consent: Any) -> str:
+    """The recorded consent as one sentence for a resource's note (FHIR R4 Media.note, DICOM Image
+    Comments): `consent` is the session's {scope, givenBy, …} (other keys, such as recordedAt, are ignored).
+    Raises ValueError for an unknown scope or giver."""
     if not isinstance(consent, dict):
         raise ValueError("consent must be an object {scope, givenBy}")
     scope, given_by = consent.get("scope"), consent.get("givenBy")

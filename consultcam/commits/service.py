@@ -9,14 +9,17 @@ database (on SQLite that would block every phone and desktop) — claim, call th
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
+from PIL import Image
 from sqlalchemy import select, update
 
 from consultcam import audit, metrics
-from consultcam.auth import Clinician
+from consultcam.auth import Phone, Principal
 from consultcam.commits.connectors.base import (
     CommitContext,
     CommitFailed,
@@ -25,9 +28,9 @@ from consultcam.commits.connectors.base import (
     PatientRef,
 )
 from consultcam.commits.schemas import CommitOut, CommitResultOut
-from consultcam.errors import Conflict, Unprocessable, UpstreamFailed
+from consultcam.errors import Conflict, NotPermitted, Unprocessable, UpstreamFailed
 from consultcam.events.bus import publish_after_commit
-from consultcam.images import processing
+from consultcam.images import service as images
 from consultcam.models import CaptureSession, ClinicalImage, utcnow
 from consultcam.runtime import Runtime
 from consultcam.sessions import service as sessions
@@ -40,14 +43,23 @@ STALE_COMMIT = timedelta(minutes=15)
 
 
 async def commit_session(
-    rt: Runtime, actor: Clinician, session_id: str, image_ids: list[str] | None
+    rt: Runtime, actor: Principal, session_id: str, image_ids: list[str] | None
 ) -> CommitOut:
-    """Commit the session's ready images (or `image_ids` of them) through `rt.connector`.
+    """Commit the session's ready images (or `image_ids` of them) through `rt.connector`. The clinician
+    commits; the session's phone too when `CONSULTCAM_PHONE_CAN_COMMIT` is on (issue 5), with the same checks.
 
-    Returns the per-image results. Raises ResourceNotFound 404, Conflict 409 (not open: committing,
-    committed, cancelled, expired), Unprocessable 422 (no photos, or ids not in the session), UpstreamFailed
-    502 when the connector failed: nothing was written and the session is open again.
+    Returns the per-image results. Raises NotPermitted 403 (`PhoneCannotCommit`), ResourceNotFound 404,
+    Conflict 409 (not open: committing, committed, cancelled, expired), Unprocessable 422 (no photos, ids not
+    in the session, or `MetadataMissing`: a photo lacks a field of `CONSULTCAM_REQUIRED_METADATA`, with
+    `missing: [{imageId, fields}]`; nothing is claimed or written), UpstreamFailed 502 when the connector
+    failed: nothing was written and the session is open again.
     """
+    if isinstance(actor, Phone) and not rt.settings.phone_can_commit:
+        raise NotPermitted(
+            "Photos are committed to the record by the clinician on the desktop, after reviewing them. "
+            "Ask the clinician to commit.",
+            error="PhoneCannotCommit",
+        )
     context, chosen, skipped = await _claim(rt, actor, session_id, image_ids)
     total = len(chosen)
 
@@ -92,7 +104,7 @@ def _out(status: str, context: CommitContext, rt: Runtime, results: list[ImageRe
 
 
 async def _claim(
-    rt: Runtime, actor: Clinician, session_id: str, image_ids: list[str] | None
+    rt: Runtime, actor: Principal, session_id: str, image_ids: list[str] | None
 ) -> tuple[CommitContext, list[ClinicalImage], list[str]]:
     """Transaction 1: check, then move the session open → committing. Returns the commit context, the
     images to send and the ids of ready images left out. The session row is locked first, so no photo is
@@ -135,6 +147,7 @@ async def _claim(
             raise Unprocessable(
                 "There are no photos to commit. Take or upload a photo first.", error="NothingToCommit"
             )
+        check_required_metadata(ready, chosen, rt.settings.required_metadata)
         commit_id = uuid.uuid4().hex
         claimed = await uow.session.execute(
             update(CaptureSession)
@@ -160,6 +173,7 @@ async def _claim(
             commit_id=commit_id,
             images=len(chosen),
             connector=rt.connector.name,
+            committed_by=actor.kind,
         )
         publish_after_commit(
             uow, rt.bus, session_id, "commit.started", {"commitId": commit_id, "total": len(chosen)}
@@ -185,10 +199,8 @@ async def _claim(
 
 async def _item(rt: Runtime, image: ClinicalImage) -> CommitItem:
     """The image as it goes into the record: stored JPEG with the edits burned in."""
-    assert image.object_key
-    jpeg = await rt.store.get(image.object_key)
+    jpeg = await images.render_image(rt, image)
     if image.edits:
-        jpeg = await asyncio.to_thread(processing.render, jpeg, image.edits)
         width, height = await asyncio.to_thread(_size, jpeg)
     else:
         width, height = image.width or 0, image.height or 0
@@ -204,16 +216,56 @@ async def _item(rt: Runtime, image: ClinicalImage) -> CommitItem:
 
 
 def _size(jpeg: bytes) -> tuple[int, int]:
-    import io
-
-    from PIL import Image
-
     with Image.open(io.BytesIO(jpeg)) as img:
         return img.size
 
 
+#: How the commit check names a missing field to the user.
+_FIELD_WORDS = {"bodySite": "a body site", "laterality": "a side", "view": "a view", "label": "a label"}
+
+
+def check_required_metadata(
+    gallery: Sequence[ClinicalImage], chosen: Sequence[ClinicalImage], required: Sequence[str]
+) -> None:
+    """Raise Unprocessable (422 `MetadataMissing`) when a chosen photo lacks a field of `required`
+    (`CONSULTCAM_REQUIRED_METADATA`: bodySite, laterality, view, label). Photos are named by their number
+    in `gallery` (the session's ready photos, oldest first, as the desktop shows them): "Photo 2 and photo
+    5 need a body site: add it on the desktop, then commit." The error's body also carries
+    `missing: [{imageId, fields}]`, in gallery order."""
+    if not required:
+        return
+    number = {image.id: n for n, image in enumerate(gallery, start=1)}
+    missing = []
+    for image in sorted(chosen, key=lambda i: number[i.id]):
+        metadata = image.image_metadata or {}
+        fields = [name for name in required if not metadata.get(name)]
+        if fields:
+            missing.append((number[image.id], image.id, fields))
+    if not missing:
+        return
+    phrases = []
+    for field_name in required:
+        numbers = [n for n, _, fields in missing if field_name in fields]
+        if numbers:
+            photos = _and([f"photo {n}" for n in numbers])
+            verb = "needs" if len(numbers) == 1 else "need"
+            phrases.append(f"{photos} {verb} {_FIELD_WORDS.get(field_name, field_name)}")
+    sentence = "; ".join(phrases)
+    pronoun = "it" if len(phrases) == 1 else "them"
+    raise Unprocessable(
+        f"{sentence[0].upper()}{sentence[1:]}: add {pronoun} on the desktop, then commit.",
+        error="MetadataMissing",
+        extra={"missing": [{"imageId": image_id, "fields": fields} for _, image_id, fields in missing]},
+    )
+
+
+def _and(words: list[str]) -> str:
+    """["a"] → "a"; ["a", "b"] → "a and b"; ["a", "b", "c"] → "a, b and c"."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 async def _record_success(
-    rt: Runtime, actor: Clinician, context: CommitContext, results: list[ImageResult]
+    rt: Runtime, actor: Principal, context: CommitContext, results: list[ImageResult]
 ) -> None:
     """Transaction 3 (success): session committed, image rows marked, temporary objects deleted after."""
     async with rt.unit_of_work() as uow:
@@ -261,7 +313,7 @@ async def _record_success(
 
 
 async def _record_failure(
-    rt: Runtime, actor: Clinician, context: CommitContext, detail: str, results: list[ImageResult]
+    rt: Runtime, actor: Principal, context: CommitContext, detail: str, results: list[ImageResult]
 ) -> None:
     """Transaction 3 (failure): back to open with the failure recorded on the session and each image."""
     async with rt.unit_of_work() as uow:

@@ -19,11 +19,12 @@ from consultcam import metrics
 if TYPE_CHECKING:
     from consultcam.db import UnitOfWork
 
-#: Event types (DESIGN.md, "Event types").
+#: Event types (DESIGN.md, "Event types"; `consent.recorded` from issue 5).
 EVENT_TYPES = frozenset(
     {
         "phone.paired",
         "phone.revoked",
+        "consent.recorded",
         "image.added",
         "image.updated",
         "image.analysed",

@@ -1,8 +1,10 @@
-"""HTTP endpoints for clinical images: presigned uploads, registration, listing, edits, download."""
+"""HTTP endpoints for clinical images: presigned uploads, registration, listing, edits, download (one
+photo, or the session's ZIP)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
+from fastapi.responses import StreamingResponse
 
 from consultcam.deps import (
     ClinicianDep,
@@ -15,7 +17,7 @@ from consultcam.deps import (
     authorise_session,
 )
 from consultcam.errors import NO_STORE
-from consultcam.images import service
+from consultcam.images import archive, service
 from consultcam.images.schemas import (
     ImageList,
     ImageOut,
@@ -97,16 +99,29 @@ async def delete_image(
 
 
 @router.get("/images/{image_id}/download", response_class=Response)
-async def download_image(
-    session_id: str, image_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep
-) -> Response:
+async def download_image(session_id: str, image_id: str, rt: RuntimeDep, clinician: ClinicianDep) -> Response:
     """The JPEG with its edits burned in, as an attachment (clinician only, never cached; `nosniff` comes
     with every response from the app's security headers)."""
-    session = await get_session(uow, session_id)
-    image, data = await service.rendered_jpeg(uow, rt, clinician, session, image_id)
+    session, image, data = await service.rendered_jpeg(rt, clinician, session_id, image_id)
     name = f"{session.encounter_id}-{image.id[:8]}.jpg".replace('"', "")
     return Response(
         data,
         media_type="image/jpeg",
         headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/download", response_class=StreamingResponse)
+async def download_session(session_id: str, rt: RuntimeDep, clinician: ClinicianDep) -> StreamingResponse:
+    """Every ready photo with its edits burned in, as one ZIP attachment (clinician only, never cached;
+    409 `NoPhotos` when there is none)."""
+    built = await archive.session_archive(rt, clinician, session_id)
+    return StreamingResponse(
+        built.chunks(),
+        media_type="application/zip",
+        headers={
+            **NO_STORE,
+            "Content-Disposition": f'attachment; filename="{built.filename}"',
+            "Content-Length": str(built.size_bytes),
+        },
     )

@@ -314,6 +314,9 @@ DEFAULT_ANNOTATION_COLOR = "#ffcc00"  # high-visibility yellow: stands out on sk
 MAX_ANNOTATIONS = 50
 MAX_TEXT_LENGTH = 200
 
+#: The smallest crop side, as a fraction: 1 % of a 2048 px photo is 20 px. Edits are validated without the
+#: photo's size, so `render` still refuses a crop under one pixel of a tiny photo.
+MIN_CROP_FRACTION = 0.01
 _EDIT_KEYS = frozenset({"rotation", "crop", "annotations"})
 _CROP_KEYS = ("x", "y", "width", "height")
 _ANNOTATION_KEYS = frozenset({"id", "type", "x1", "y1", "x2", "y2", "text", "color"})
@@ -371,8 +374,11 @@ def _validate_crop(crop: Any) -> dict[str, float] | None:
             f"edits.crop has unknown field(s) {', '.join(unknown)}; allowed: x, y, width, height"
         )
     values = {key: _fraction(crop.get(key), f"edits.crop.{key}") for key in _CROP_KEYS}
-    if values["width"] <= 0 or values["height"] <= 0:
-        raise ValueError("edits.crop is empty: width and height must be more than 0")
+    if values["width"] < MIN_CROP_FRACTION or values["height"] < MIN_CROP_FRACTION:
+        raise ValueError(
+            f"edits.crop is too small: width and height must be at least {MIN_CROP_FRACTION:g} "
+            f"({MIN_CROP_FRACTION:.0%} of the photo); draw a larger crop"
+        )
     if values["x"] + values["width"] > 1 + _EPSILON or values["y"] + values["height"] > 1 + _EPSILON:
         raise ValueError("edits.crop goes outside the image: x + width and y + height must be at most 1")
     return values

@@ -7,7 +7,6 @@ re-encoded upright with every EXIF/GPS tag removed. A rejected upload is deleted
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import time
@@ -143,8 +142,8 @@ async def issue_upload(
     """Reserve an image slot and presign a PUT for it.
 
     Raises UnsupportedMediaType 415 (not JPEG/PNG/WebP/HEIC: SVG, GIF, PDF…), PayloadTooLarge 413 (over
-    MAX_UPLOAD_BYTES, refused before any byte is sent), Conflict 409 (session not open, or MAX_IMAGES
-    reached).
+    MAX_UPLOAD_BYTES, refused before any byte is sent), Conflict 409 (session not open, consent required and
+    not recorded, or MAX_IMAGES reached).
     """
     settings = rt.settings
     content_type = request.content_type.split(";")[0].strip()
@@ -165,6 +164,7 @@ async def issue_upload(
     # and together overshoot MAX_IMAGES.
     await sessions.lock_session(uow, session.id)
     sessions.require_open(session, settings)
+    sessions.require_consent(session, settings)
     count = await sessions.live_image_count(uow, session.id)
     if count >= settings.max_images:
         raise Conflict(
@@ -293,8 +293,11 @@ async def register_image(
             request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
         )
         image.quality = normalised.quality
-        # The AI description is off unless the practice configures an endpoint (issue 6).
-        image.analysis = {"status": "disabled"}
+        # The AI description: "disabled" unless the practice configures an endpoint, else "pending" and a job
+        # queued after the commit (issue 6). Imported here: the job module imports this one.
+        from consultcam.analysis.tasks import schedule_analysis
+
+        schedule_analysis(uow, rt, image)
         sessions.touch(session)
         audit.record(
             uow.session,
@@ -394,16 +397,36 @@ async def delete_image(
     uow.after_commit(_delete_objects)
 
 
-async def rendered_jpeg(
-    uow: UnitOfWork, rt: Runtime, actor: Principal, session: CaptureSession, image_id: str
-) -> tuple[ClinicalImage, bytes]:
-    """The JPEG with its edits burned in (download and commit). Raises 404."""
-    image = await get_image(uow, session.id, image_id)
+async def render_image(rt: Runtime, image: ClinicalImage) -> bytes:
+    """The stored JPEG of a ready image with its edits burned in (`processing.render`): what download, the
+    session's ZIP and the commit send. Decoding runs in a worker thread under IMAGE_WORK, never on the event
+    loop. Raises ResourceNotFound (404) when the object is no longer stored, Unprocessable (422) when the
+    stored edits cannot be applied to this photo (a crop under one pixel of a tiny photo)."""
     assert image.object_key
     try:
         data = await rt.store.get(image.object_key)
     except KeyError as exc:
         raise ResourceNotFound("This photo is no longer stored.", error="ImageNotFound") from exc
-    rendered = await asyncio.to_thread(processing.render, data, image.edits or None)
-    audit.record(uow.session, actor, "image.downloaded", session_id=session.id, image_id=image.id)
-    return image, rendered
+    if not image.edits:
+        return data
+    try:
+        return await anyio.to_thread.run_sync(processing.render, data, image.edits, limiter=IMAGE_WORK)
+    except ValueError as exc:
+        raise Unprocessable(
+            f"This photo's edits cannot be applied: {exc}. Open it in the editor and change or clear them.",
+            error="InvalidEdits",
+        ) from exc
+
+
+async def rendered_jpeg(
+    rt: Runtime, actor: Principal, session_id: str, image_id: str
+) -> tuple[CaptureSession, ClinicalImage, bytes]:
+    """The JPEG with its edits burned in, for download; audited. The rendering holds no transaction (on
+    SQLite a writing one would hold every phone's and desktop's writes meanwhile). Raises 404."""
+    async with rt.unit_of_work(writes=False) as uow:
+        session = await sessions.get_session(uow, session_id)
+        image = await get_image(uow, session_id, image_id)
+    rendered = await render_image(rt, image)
+    async with rt.unit_of_work() as uow:
+        audit.record(uow.session, actor, "image.downloaded", session_id=session_id, image_id=image.id)
+    return session, image, rendered

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
 
 from consultcam import audit
 from consultcam.auth import PHONE_COOKIE, Clinician, Phone
@@ -21,6 +23,7 @@ from consultcam.runtime import Runtime
 from consultcam.sessions import service
 from consultcam.sessions.schemas import (
     CaptureSettings,
+    ConsentIn,
     PairingOut,
     PairRequest,
     PairResponse,
@@ -95,11 +98,37 @@ async def cancel_session(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician
 
 
 @router.delete("/sessions/{session_id}/phone", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_phone(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep) -> Response:
-    """Sign the session's phone(s) out at once."""
-    session = await service.get_session(uow, session_id)
-    await service.revoke_phones(uow, rt, clinician, session)
-    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+async def revoke_phone(
+    session_id: str,
+    rt: RuntimeDep,
+    uow: UoWDep,
+    principal: PrincipalDep,
+    reason: Annotated[str | None, Query(max_length=40)] = None,
+) -> Response:
+    """Sign phones out at once: the clinician every phone of the session; a phone only itself, with
+    `reason=wrong-patient` (“Not this patient?”). Publishes `phone.revoked` `{phoneId, reason}`."""
+    authorise_session(principal, session_id)
+    await service.sign_out_phones(uow, rt, principal, session_id, reason)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+    if isinstance(principal, Phone):  # the credential is dead: let the browser forget it too
+        response.delete_cookie(PHONE_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.put("/sessions/{session_id}/consent", response_model=SessionOut)
+async def record_consent(
+    session_id: str, body: ConsentIn, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep
+) -> SessionOut:
+    """Record the patient's consent to photography (the clinician, or the session's phone); recording again
+    replaces it. 409 when the session is not open."""
+    authorise_session(principal, session_id)
+    session = await service.record_consent(uow, rt, principal, session_id, body)
+    return service.session_out(
+        session,
+        rt.settings,
+        image_count=await service.live_image_count(uow, session_id),
+        phone=await service.current_phone(uow, session_id),
+    )
 
 
 @router.post("/pair", response_model=PairResponse)
@@ -137,5 +166,8 @@ async def pair(
             warn_images=WARN_IMAGES,
             max_upload_bytes=settings.max_upload_bytes,
             accepted_types=sorted(processing.ACCEPTED_CONTENT_TYPES),
+            consent_required=settings.consent_required,
+            required_metadata=list(settings.required_metadata),
+            phone_can_commit=settings.phone_can_commit,
         ),
     )

@@ -62,6 +62,28 @@ class PairingOut(CamelModel):
     qr_svg: str
 
 
+ConsentScope = Literal["clinical", "teaching", "publication"]
+ConsentGiver = Literal["patient", "guardian"]
+
+
+class ConsentIn(CamelModel):
+    """`PUT /api/sessions/{id}/consent`: the patient's consent to clinical photography, as asked before the
+    first photo. `scope`: the agreed use (clinical record only, teaching, publication); `givenBy`: the
+    patient, or their guardian."""
+
+    scope: ConsentScope
+    given_by: ConsentGiver
+
+
+class ConsentOut(CamelModel):
+    """Consent as recorded with the session (and carried into each committed resource's note)."""
+
+    scope: ConsentScope
+    given_by: ConsentGiver
+    recorded_at: datetime
+    recorded_by: Literal["phone", "clinician"]
+
+
 class PhoneOut(CamelModel):
     id: str
     user_agent: str
@@ -70,7 +92,9 @@ class PhoneOut(CamelModel):
 
 
 class SessionOut(CamelModel):
-    """A capture session as clinicians and its phone see it."""
+    """A capture session as clinicians and its phone see it. `consent` is null until recorded;
+    `consentRequired`, `requiredMetadata` and `phoneCanCommit` are the practice's settings
+    (CONSULTCAM_CONSENT_REQUIRED, _REQUIRED_METADATA, _PHONE_CAN_COMMIT), so the pages follow them."""
 
     id: str
     status: Literal["open", "committing", "committed", "cancelled", "expired"]
@@ -83,6 +107,10 @@ class SessionOut(CamelModel):
     max_images: int
     warn_images: int
     image_count: int
+    consent: ConsentOut | None = None
+    consent_required: bool
+    required_metadata: list[str]
+    phone_can_commit: bool
     commit_error: str | None = None
     pairing: PairingOut | None = None
     phone: PhoneOut | None = None
@@ -94,7 +122,8 @@ class PairRequest(CamelModel):
 
 
 class CaptureSettings(CamelModel):
-    """What the phone needs to prepare photos before upload (issue 2: ≤ 2048 px long edge, ≤ 1 MB JPEG)."""
+    """What the phone needs to prepare photos before upload (issue 2: ≤ 2048 px long edge, ≤ 1 MB JPEG), and
+    the practice's capture rules (issue 5: consent first, required metadata, commit from the phone)."""
 
     max_edge_px: int
     max_bytes: int
@@ -102,6 +131,9 @@ class CaptureSettings(CamelModel):
     warn_images: int
     max_upload_bytes: int
     accepted_types: list[str]
+    consent_required: bool
+    required_metadata: list[str]
+    phone_can_commit: bool
 
 
 class PairResponse(CamelModel):

@@ -6,6 +6,10 @@ a new code supersedes the unredeemed ones. Redeeming gives the phone a credentia
 
 Concurrency (issue 3): a writing transaction that decides on a session's state locks the session row first
 (`lock_session`), then touches its tokens, phones and images; see `consultcam.db` for why and the order.
+
+Consent (issue 5): with `CONSENT_REQUIRED` (the default) no photo is taken before the patient's consent to
+clinical photography is recorded with the session (`record_consent`); the connectors carry it into each
+committed resource's note.
 """
 
 from __future__ import annotations
@@ -23,11 +27,19 @@ from consultcam import audit
 from consultcam.auth import Clinician, Phone, Principal, hash_secret, new_secret
 from consultcam.config import WARN_IMAGES, Settings
 from consultcam.db import UnitOfWork
-from consultcam.errors import Conflict, Gone, NotAuthenticated, ResourceNotFound
+from consultcam.errors import Conflict, Gone, NotAuthenticated, ResourceNotFound, Unprocessable
 from consultcam.events.bus import publish_after_commit
 from consultcam.models import CaptureSession, ClinicalImage, PairingToken, PhoneCredential, utcnow
 from consultcam.runtime import Runtime
-from consultcam.sessions.schemas import PairingOut, PatientOut, PhoneOut, SessionCreate, SessionOut
+from consultcam.sessions.schemas import (
+    ConsentIn,
+    ConsentOut,
+    PairingOut,
+    PatientOut,
+    PhoneOut,
+    SessionCreate,
+    SessionOut,
+)
 from consultcam.storage.store import session_prefix
 
 OPEN = "open"
@@ -69,6 +81,10 @@ def session_out(
         max_images=settings.max_images,
         warn_images=WARN_IMAGES,
         image_count=image_count,
+        consent=ConsentOut.model_validate(session.consent) if session.consent else None,
+        consent_required=settings.consent_required,
+        required_metadata=list(settings.required_metadata),
+        phone_can_commit=settings.phone_can_commit,
         commit_error=session.commit_error,
         pairing=pairing,
         phone=PhoneOut(
@@ -138,6 +154,49 @@ def require_open(session: CaptureSession, settings: Settings) -> None:
             "desktop if more photos are needed.",
             error="SessionClosed",
         )
+
+
+def require_consent(session: CaptureSession, settings: Settings) -> None:
+    """Raise Conflict (409 `ConsentRequired`) while consent is required (`CONSULTCAM_CONSENT_REQUIRED`) and
+    not yet recorded for the session: no photo may be taken before it."""
+    if settings.consent_required and not session.consent:
+        raise Conflict(
+            "The patient's consent to photography has not been recorded for this session. Ask the patient "
+            "(or their guardian), record their consent on the phone or the desktop, then take the photos.",
+            error="ConsentRequired",
+        )
+
+
+async def record_consent(
+    uow: UnitOfWork, rt: Runtime, actor: Principal, session_id: str, consent: ConsentIn
+) -> CaptureSession:
+    """Record the patient's consent with the session, replacing any recorded before; publishes
+    `consent.recorded` `{consent}`. Stored as {scope, givenBy, recordedAt (ISO 8601 UTC), recordedBy:
+    "phone" | "clinician"}; the commit hands it to the connector for each resource's note (FHIR R4
+    Media.note, DICOM Image Comments).
+
+    Raises ResourceNotFound (404), Conflict (409) when the session is not open.
+    """
+    session = await lock_session(uow, session_id)
+    require_open(session, rt.settings)
+    recorded = ConsentOut(
+        scope=consent.scope,
+        given_by=consent.given_by,
+        recorded_at=utcnow(),
+        recorded_by="phone" if isinstance(actor, Phone) else "clinician",
+    ).model_dump(mode="json")  # stored, published and served in the one shape
+    session.consent = recorded
+    touch(session)
+    audit.record(
+        uow.session,
+        actor,
+        "consent.recorded",
+        session_id=session.id,
+        scope=consent.scope,
+        given_by=consent.given_by,
+    )
+    publish_after_commit(uow, rt.bus, session.id, "consent.recorded", {"consent": recorded})
+    return session
 
 
 def touch(session: CaptureSession) -> None:
@@ -420,30 +479,66 @@ async def authenticate_phone(uow: UnitOfWork, phone_token: str, *, touch: bool) 
     return Phone(id=phone.id, session_id=phone.session_id)
 
 
+#: Why a phone may sign itself out: "Not this patient?" on the phone's banner.
+PHONE_REVOKE_REASONS = ("wrong-patient",)
+
+
 async def revoke_phones(
-    uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession, *, reason: str = "revoked"
+    uow: UnitOfWork,
+    rt: Runtime,
+    actor: Principal | None,
+    session: CaptureSession,
+    *,
+    reason: str = "revoked",
+    phone_id: str | None = None,
 ) -> int:
-    """Sign every phone of the session out at once; returns how many. `reason` travels in `phone.revoked`
-    ("revoked" by the clinician, or why the session ended)."""
-    phones = (
-        (
-            await uow.session.execute(
-                select(PhoneCredential).where(
-                    PhoneCredential.session_id == session.id, PhoneCredential.revoked_at.is_(None)
-                )
-            )
-        )
-        .scalars()
-        .all()
+    """Sign the session's phones out at once (only `phone_id` when given); returns how many. `reason`
+    travels in `phone.revoked` `{phoneId, reason}` and the audit trail: "revoked" by the clinician,
+    "wrong-patient" by the phone itself, or why the session ended."""
+    query = select(PhoneCredential).where(
+        PhoneCredential.session_id == session.id, PhoneCredential.revoked_at.is_(None)
     )
+    if phone_id is not None:
+        query = query.where(PhoneCredential.id == phone_id)
+    phones = (await uow.session.execute(query)).scalars().all()
     now = utcnow()
     for phone in phones:
         phone.revoked_at = now
-        audit.record(uow.session, actor, "phone.revoked", session_id=session.id, phone_id=phone.id)
+        audit.record(
+            uow.session, actor, "phone.revoked", session_id=session.id, phone_id=phone.id, reason=reason
+        )
         publish_after_commit(
             uow, rt.bus, session.id, "phone.revoked", {"phoneId": phone.id, "reason": reason}
         )
     return len(phones)
+
+
+async def sign_out_phones(
+    uow: UnitOfWork, rt: Runtime, actor: Principal, session_id: str, reason: str | None
+) -> int:
+    """`DELETE /api/sessions/{id}/phone`: the clinician signs every phone of the session out (reason
+    "revoked"); a phone signs only itself out, and only with a reason from PHONE_REVOKE_REASONS ("Not this
+    patient?" → "wrong-patient"). Works whatever the session's state. Returns how many were signed out.
+
+    Raises ResourceNotFound (404), Unprocessable (422) for a reason the caller may not give.
+    """
+    if isinstance(actor, Phone):
+        if reason not in PHONE_REVOKE_REASONS:
+            raise Unprocessable(
+                "A phone can sign itself out only with reason=wrong-patient (“Not this patient?”). To end "
+                "the session, cancel it on the desktop.",
+                error="InvalidRevokeReason",
+            )
+        session = await lock_session(uow, actor.session_id)  # the session row before the phone's
+        return await revoke_phones(uow, rt, actor, session, reason=reason, phone_id=actor.id)
+    if reason not in (None, "", "revoked"):
+        raise Unprocessable(
+            "The clinician signs phones out with no reason or reason=revoked; wrong-patient is for the "
+            "phone's own “Not this patient?”.",
+            error="InvalidRevokeReason",
+        )
+    session = await lock_session(uow, session_id)
+    return await revoke_phones(uow, rt, actor, session, reason="revoked")
 
 
 async def end_session(

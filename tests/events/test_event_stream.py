@@ -68,12 +68,13 @@ async def test_the_desktop_sees_a_photo_live_as_it_is_registered(server):
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
             assert stream.headers["cache-control"] == "no-store"
-            listening = asyncio.create_task(read_events(stream, 2))
+            listening = asyncio.create_task(read_events(stream, 3))
             assert (
                 await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})
             ).status_code == 200
             registered = await upload(phone, session["id"], jpeg_bytes())
-            paired, added = await listening
+            consented, paired, added = await listening
+        assert consented["event"] == "consent.recorded"  # start_session records it
         assert paired["event"] == "phone.paired"
         assert added["event"] == "image.added"
         assert added["data"]["data"]["image"]["id"] == registered.json()["id"]
@@ -90,7 +91,7 @@ async def test_a_reconnecting_page_gets_exactly_what_it_missed(server):
         url = f"/api/sessions/{session['id']}/events"
         await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})
         async with desktop.stream("GET", url) as stream:
-            [paired] = await read_events(stream, 1)
+            [_consented, paired] = await read_events(stream, 2)  # start_session records consent
         # The page is gone; two photos arrive meanwhile.
         first = (await upload(phone, session["id"], jpeg_bytes())).json()
         second = (await upload(phone, session["id"], jpeg_bytes("cat.jpg"))).json()

@@ -892,7 +892,7 @@ async def test_edits_are_burned_in_on_download_only(
     [
         ({"rotation": 45}, ("rotation", "45")),
         ({"crop": {"x": 0.8, "y": 0, "width": 0.5, "height": 1}}, ("crop", "outside")),
-        ({"crop": {"x": 0, "y": 0, "width": 0, "height": 1}}, ("crop", "empty")),
+        ({"crop": {"x": 0, "y": 0, "width": 0, "height": 1}}, ("crop", "too small")),
         ({"annotations": [{"type": "scribble", "x1": 0, "y1": 0, "x2": 1, "y2": 1}]}, ("type", "scribble")),
         (
             {"annotations": [{"type": "arrow", "x1": 0.5, "y1": 0.5, "x2": 0.5, "y2": 0.5}]},

@@ -536,9 +536,15 @@ def test_labels_with_macrons_are_drawn(grey_jpeg):
     assert label("Tāne") != label("Tne")
 
 
-def test_render_rejects_a_crop_smaller_than_a_pixel(grey_jpeg):
+def test_a_crop_under_one_percent_is_refused_before_it_is_stored(grey_jpeg):
+    # Stored, it would fail only later, at download or commit.
+    with pytest.raises(ValueError, match=r"edits\.crop is too small"):
+        validate_edits({"crop": {"x": 0.5, "y": 0.5, "width": 0.0001, "height": 0.0001}})
+    # A valid crop can still be under one pixel of a tiny photo: render says so (never an empty JPEG).
+    tiny = io.BytesIO()
+    Image.new("RGB", (40, 40), "grey").save(tiny, "JPEG")
     with pytest.raises(ValueError, match="smaller than one pixel"):
-        render(grey_jpeg, {"crop": {"x": 0.5, "y": 0.5, "width": 0.0001, "height": 0.5}})
+        render(tiny.getvalue(), {"crop": {"x": 0.5, "y": 0.5, "width": 0.01, "height": 0.5}})
 
 
 def test_validate_edits_returns_the_canonical_form():
@@ -578,7 +584,7 @@ def test_validate_edits_returns_the_canonical_form():
         ({"rotation": "90"}, "edits.rotation"),
         ({"rotation": True}, "edits.rotation"),
         ({"crop": {"x": 0.5, "y": 0, "width": 0.6, "height": 1}}, "outside the image"),
-        ({"crop": {"x": 0, "y": 0, "width": 0, "height": 1}}, "empty"),
+        ({"crop": {"x": 0, "y": 0, "width": 0, "height": 1}}, "too small"),
         ({"crop": {"x": -0.1, "y": 0, "width": 0.5, "height": 0.5}}, "edits.crop.x"),
         ({"crop": {"x": 0, "y": 0, "width": 0.5}}, "edits.crop.height"),
         ({"crop": [0, 0, 1, 1]}, "edits.crop"),

@@ -35,13 +35,26 @@ def start_session(cluster: Cluster, web: int = 0) -> dict[str, Any]:
 
 
 def paired_phone(cluster: Cluster, session: dict[str, Any], web: int = 0) -> httpx.Client:
+    """A phone paired through web process `web` that has recorded the patient's consent, as the phone page
+    does before the first photo (CONSULTCAM_CONSENT_REQUIRED is on by default)."""
     phone = httpx.Client(base_url=cluster.webs[web].url, timeout=10)
     response = phone.post("/api/pair", json={"token": session["pairing"]["url"].rsplit("/", 1)[1]})
     assert response.status_code == 200, response.text
+    assert response.json()["session"]["consentRequired"] is True
+    consent = phone.put(
+        f"/api/sessions/{session['id']}/consent", json={"scope": "clinical", "givenBy": "patient"}
+    )
+    assert consent.status_code == 200, consent.text
     return phone
 
 
-def upload(phone: httpx.Client, session_id: str, data: bytes) -> dict[str, Any]:
+#: A body site: what CONSULTCAM_REQUIRED_METADATA asks of every photo before a commit, by default.
+UPPER_ARM = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Upper arm structure"}
+
+
+def upload(
+    phone: httpx.Client, session_id: str, data: bytes, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Presign through the web process, PUT straight to S3, register through the web process."""
     presign = phone.post(
         f"/api/sessions/{session_id}/uploads", json={"contentType": "image/jpeg", "sizeBytes": len(data)}
@@ -51,7 +64,10 @@ def upload(phone: httpx.Client, session_id: str, data: bytes) -> dict[str, Any]:
     assert "X-Amz-Signature=" in body["uploadUrl"]  # straight to S3, not through the web process
     put = httpx.put(body["uploadUrl"], content=data, headers=body["headers"], timeout=10)
     assert put.status_code == 200, put.text
-    registered = phone.post(f"/api/sessions/{session_id}/images", json={"imageId": body["imageId"]})
+    registered = phone.post(
+        f"/api/sessions/{session_id}/images",
+        json={"imageId": body["imageId"], **({"metadata": metadata} if metadata else {})},
+    )
     assert registered.status_code == 201, registered.text
     return registered.json()
 
@@ -160,7 +176,7 @@ def test_a_reconnecting_stream_gets_exactly_what_it_missed(cluster: Cluster):
 def test_restarting_a_web_process_loses_nothing(cluster: Cluster):
     session = start_session(cluster, web=1)
     phone = paired_phone(cluster, session, web=0)
-    image = upload(phone, session["id"], jpeg_bytes())
+    image = upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": UPPER_ARM})
     reader = EventReader(cluster.webs[1].url, cluster.webs[1].token, session["id"])
     [before] = reader.wait_for("image.added")
     reader.close()

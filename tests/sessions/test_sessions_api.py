@@ -19,6 +19,7 @@ from tests.conftest import (
     assert_error,
     jpeg_bytes,
     pair_phone,
+    record_consent,
     start_session,
     token_of,
     upload,
@@ -284,6 +285,7 @@ async def two_sessions(clinician: httpx.AsyncClient, new_client: Any) -> dict[st
     a = await start_session(clinician, "enc-a")
     other_patient = {"id": "pat-b", "name": "Bea Other", "nhi": "ZZZ0024"}
     b = (await create(clinician, "enc-b", patient=other_patient)).json()
+    assert (await record_consent(clinician, b["id"])).status_code == 200
     phone = await pair_phone(new_client, a)
     image = await upload(clinician, b["id"], jpeg_bytes("cat.jpg"))
     assert image.status_code == 201, image.text
@@ -323,16 +325,21 @@ async def test_phone_can_never_act_as_the_clinician(two_sessions: dict[str, Any]
     calls = [("POST", "/api/sessions", {"encounterId": "enc-x", "patient": PATIENT})]
     for session_id in (a, b):
         calls += [
-            ("POST", f"/api/sessions/{session_id}/commit", {}),
             ("POST", f"/api/sessions/{session_id}/pairing", None),
             ("DELETE", f"/api/sessions/{session_id}", None),
-            ("DELETE", f"/api/sessions/{session_id}/phone", None),
             ("PATCH", f"/api/sessions/{session_id}/images/{image_id}", {"metadata": {"label": "mine now"}}),
             ("GET", f"/api/sessions/{session_id}/images/{image_id}/download", None),
+            ("GET", f"/api/sessions/{session_id}/download", None),
         ]
     for method, path, body in calls:
         response = await phone.request(method, path, json=body)
         assert_error(response, 403, "ClinicianOnly", "clinician")
+    # Commit and signing out are the phone's to do only in its own session, and only as the settings and
+    # the reason allow (tests/commits/test_commit_checks.py, tests/sessions/test_phone_sign_out.py).
+    assert_error(await phone.post(f"/api/sessions/{a}/commit", json={}), 403, "PhoneCannotCommit", "desktop")
+    assert_error(await phone.post(f"/api/sessions/{b}/commit", json={}), 404, "SessionNotFound")
+    assert_error(await phone.delete(f"/api/sessions/{a}/phone"), 422, "InvalidRevokeReason", "wrong-patient")
+    assert_error(await phone.delete(f"/api/sessions/{b}/phone?reason=wrong-patient"), 404, "SessionNotFound")
     assert await count_rows(runtime, CaptureSession, status="open") == 2
     async with runtime.sessionmaker() as db:
         image = await db.get(ClinicalImage, image_id)

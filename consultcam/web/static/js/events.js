@@ -9,7 +9,7 @@
 import { ApiError } from "./api.js";
 
 export const EVENT_TYPES = [
-  "phone.paired", "phone.revoked",
+  "phone.paired", "phone.revoked", "consent.recorded",
   "image.added", "image.updated", "image.analysed", "image.deleted",
   "commit.started", "commit.progress", "session.committed", "commit.failed",
   "session.expired",
