@@ -53,6 +53,7 @@ format: install-dev
 bench: install-dev system-deps
 	$(BIN)/python bench/capture_latency.py
 	$(BIN)/python bench/production_load.py
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache

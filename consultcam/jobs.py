@@ -158,6 +158,8 @@ async def run_worker(runtime: Runtime) -> None:
     sweeper going. Runs until cancelled."""
     from taskiq.api import run_receiver_task
 
+    import consultcam.analysis.tasks  # noqa: F401  registers consultcam.analysis.describe (a cycle at module level)
+
     await start(runtime)
     sweeper = asyncio.create_task(run_periodic_sweeper(runtime))
     try:

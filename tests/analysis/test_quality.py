@@ -1,5 +1,6 @@
 """Quality warnings on real photos and on blurred, darkened and brightened versions of them."""
 
+import statistics
 import time
 from pathlib import Path
 
@@ -121,7 +122,12 @@ def test_other_modes_are_measured_as_luma():
 
 
 def test_assess_takes_tens_of_milliseconds_at_2048_px(phone_photo):
+    """Issue 6: "a few tens of milliseconds for a 2048 px image" (about 8 ms on 2 cores; bench/quality.py).
+    The median of five runs, so a test runner busy with other work does not fail it."""
     assess(phone_photo)
-    started = time.perf_counter()
-    assess(phone_photo)
-    assert time.perf_counter() - started < 0.1
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        assess(phone_photo)
+        times.append(time.perf_counter() - started)
+    assert statistics.median(times) < 0.05
