@@ -43,7 +43,7 @@ def pair(phone: Page, url: str, *, consent: bool = True) -> None:
     consent first (CONSULTCAM_CONSENT_REQUIRED), give it with the defaults (`consent=False`: stop there)."""
     phone.goto(url)
     accept, shutter = phone.get_by_test_id("consent-accept"), phone.get_by_test_id("camera-capture")
-    expect(accept.or_(shutter)).to_be_visible()
+    expect(accept.or_(shutter).filter(visible=True)).to_be_visible()  # both are in the page; one is shown
     if accept.is_visible():
         if not consent:
             return

@@ -16,7 +16,8 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import PATIENT, Server, shot
-from tests.e2e.flows import decode_jpeg, pair, pairing_url, phone_photo, start_session
+from tests.e2e.flows import decode_jpeg, pairing_url, phone_photo, start_session
+from tests.e2e.test_phone_capture import describe_photo, pair, shots
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +38,8 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     expect(desktop.get_by_role("heading", name="Start a photo session")).to_be_visible()
     shot(desktop, "desktop-1-start-form")
 
-    session_id = start_session(desktop, server, encounter=f"enc-{uuid.uuid4().hex[:8]}")
+    encounter = f"enc-{uuid.uuid4().hex[:8]}"
+    start_session(desktop, server, encounter=encounter)
     banner = desktop.get_by_test_id("patient-banner")
     expect(banner).to_contain_text(PATIENT["name"])
     expect(banner).to_contain_text("ZZZ0016")
@@ -61,7 +63,7 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     )
     expect(desktop.get_by_test_id("qr")).to_be_hidden()  # the code is spent
     expect(phone.locator("#viewfinder")).to_have_attribute("data-state", "live")
-    shot(phone, "phone-1-camera")
+    shots(phone, "phone-1-camera", axe="the camera")
     shot(desktop, "desktop-3-phone-connected")
 
     # Capture twice with the camera.
@@ -73,7 +75,7 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     shutter.click()
     expect(count).to_have_text("2 photos")
     expect(phone.get_by_test_id("upload-all")).to_be_visible()
-    shot(phone, "phone-2-two-taken")
+    shots(phone, "phone-2-two-taken", axe="two photos taken")
 
     # And a 12-megapixel photo from the files, stored sideways with EXIF Orientation 6 and GPS tags.
     picked = tmp_path / "IMG_4032.jpg"
@@ -88,9 +90,13 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     expect(cards).to_have_count(3)
     for index in range(3):
         expect(cards.nth(index)).to_have_attribute("data-status", "ready", timeout=20_000)
-    phone.get_by_label("Label for photo 1").fill("Fundus, left eye")
-    phone.get_by_label("Label for photo 3").fill("Rocket, from files")
-    shot(phone, "phone-3-review")
+    # Details with the chips: the body site is required to commit (CONSULTCAM_REQUIRED_METADATA default).
+    describe_photo(
+        phone, 1, label="Fundus, left eye", side="Left", site="Eye region", view="Close-up", apply_to_all=True
+    )
+    describe_photo(phone, 3, label="Rocket, from files")
+    expect(cards.nth(0)).to_contain_text("Left eye region · Close-up · Fundus, left eye")
+    shots(phone, "phone-3-review", axe="the review")
 
     # Upload all, then each photo shows on the desktop without a reload.
     blob_urls = phone.evaluate("window.__consultcam.state.photos.map(p => p.url)")
@@ -99,7 +105,7 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     phone.get_by_test_id("upload-all").click()
     expect(phone.get_by_test_id("upload-done")).to_be_visible(timeout=30_000)
     expect(phone.get_by_test_id("upload-done")).to_contain_text("3 photos sent")
-    shot(phone, "phone-4-sent")
+    shots(phone, "phone-4-sent", axe="photos sent")
     # Nothing is kept on the phone: no photos in memory, no blob: images, and the object URLs are revoked.
     assert phone.evaluate("window.__consultcam.state.photos.length") == 0
     assert phone.locator('img[src^="blob:"]').count() == 0
@@ -148,15 +154,16 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     expect(final).to_be_visible()
     expect(final).to_contain_text("Saved to the record")
     expect(phone.get_by_test_id("patient-banner")).to_contain_text(PATIENT["name"])
-    shot(phone, "phone-5-committed")
+    shots(phone, "phone-5-committed", axe="committed")
 
-    _check_bundle(server, session_id, upright)
+    _check_bundle(server, encounter, upright)
 
 
-def _check_bundle(server: Server, session_id: str, upright: Image.Image) -> None:
+def _check_bundle(server: Server, encounter: str, upright: Image.Image) -> None:
     """The outbox holds one valid FHIR R4 transaction Bundle with one Media per photo: JPEG, no EXIF,
     upright, long edge ≤ 2048 px, ≤ 1 MB, hashed."""
-    files = server.outbox()
+    # The shared server commits other sessions too: this one's file carries its encounter id.
+    files = [path for path in server.outbox() if f"-{encounter}-" in path.name]
     assert len(files) == 1, files
     bundle = Bundle.model_validate_json(files[0].read_text())
     assert bundle.type == "transaction"

@@ -6,11 +6,14 @@ import re
 import secrets
 import time
 
+import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import PATIENT, Server, shot
-from tests.e2e.flows import pair, pairing_url, start_session
+from tests.e2e.conftest import PATIENT, PHOTOS, Server, shot
+from tests.e2e.flows import pairing_url, start_session
+from tests.e2e.test_phone_capture import pair, shots
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +34,7 @@ def test_unknown_code(server: Server, phone_factory) -> None:
     phone = phone_factory()
     phone.goto(f"{server.url}/m/{secrets.token_urlsafe(32)}")
     _expect_error_page(phone, "This code isn't recognised")
-    shot(phone, "phone-error-unknown-code")
+    shots(phone, "phone-error-unknown-code", axe="the unknown code error")
 
     phone.goto(f"{server.url}/m/short")  # a truncated link
     _expect_error_page(phone, "This code isn't recognised")
@@ -47,7 +50,7 @@ def test_used_code(server: Server, desktop_factory, phone_factory) -> None:
     second = phone_factory()
     second.goto(url)
     _expect_error_page(second, "This code has already been used")
-    shot(second, "phone-error-used-code")
+    shots(second, "phone-error-used-code", axe="the used code error")
 
     # The phone that paired can reload its page and carry on (it is the same phone, not a second one).
     first.reload()
@@ -67,7 +70,7 @@ def test_replaced_code(server: Server, desktop_factory, phone_factory) -> None:
     phone = phone_factory()
     phone.goto(old)
     _expect_error_page(phone, "This code was replaced", "Scan the code now shown on the desktop.")
-    shot(phone, "phone-error-replaced-code")
+    shots(phone, "phone-error-replaced-code", axe="the replaced code error")
     pair(phone, new)
     expect(desktop.get_by_test_id("phone-status")).to_contain_text("Phone connected")
 
@@ -92,10 +95,47 @@ def test_expired_code(server_factory, desktop_factory, phone_factory) -> None:
     phone = phone_factory()
     phone.goto(url)
     _expect_error_page(phone, "This code has expired")
-    shot(phone, "phone-error-expired-code")
+    shots(phone, "phone-error-expired-code", axe="the expired code error")
 
     desktop.get_by_test_id("new-code").click()
     expect(qr).to_contain_text(re.compile(r"Code expires in 0:(30|2\d)"))
     expect(desktop.locator("#qr-overlay")).to_be_hidden()
     pair(phone, pairing_url(desktop))
     expect(desktop.get_by_test_id("phone-status")).to_contain_text("Phone connected")
+
+
+def test_code_of_a_committed_session(server: Server, desktop_factory, phone_factory, tmp_path) -> None:
+    """A code shown before the session was committed, scanned after: the phone says the session has ended,
+    shows no patient, and says what to do."""
+    desktop = desktop_factory(server)
+    session_id = start_session(desktop, server, encounter="enc-committed-code")
+    url = pairing_url(desktop)
+    data = _jpeg(tmp_path)
+    with server.api() as api:
+        api.put(f"/api/sessions/{session_id}/consent", json={"scope": "clinical", "givenBy": "patient"})
+        target = api.post(
+            f"/api/sessions/{session_id}/uploads", json={"contentType": "image/jpeg", "sizeBytes": len(data)}
+        ).json()
+        put_url = (
+            target["uploadUrl"]
+            if target["uploadUrl"].startswith("http")
+            else server.url + target["uploadUrl"]
+        )
+        httpx.request(target["method"], put_url, content=data, headers=target["headers"]).raise_for_status()
+        site = {"system": "http://snomed.info/sct", "code": "89545001", "display": "Face structure"}
+        api.post(
+            f"/api/sessions/{session_id}/images",
+            json={"imageId": target["imageId"], "metadata": {"bodySite": site}},
+        ).raise_for_status()
+        assert api.post(f"/api/sessions/{session_id}/commit", json={}).status_code == 200
+
+    phone = phone_factory()
+    phone.goto(url)
+    _expect_error_page(phone, "This session has ended", "ask the clinician to start a new session")
+    shots(phone, "phone-error-session-committed", axe="the session committed error")
+
+
+def _jpeg(tmp_path) -> bytes:
+    path = tmp_path / "photo.jpg"
+    Image.open(PHOTOS / "cat.jpg").convert("RGB").resize((1200, 800)).save(path, "JPEG", quality=85)
+    return path.read_bytes()

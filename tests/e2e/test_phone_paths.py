@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Route, expect
 
-from tests.e2e.conftest import Server, shot
-from tests.e2e.flows import pair, pairing_url, phone_photo, start_session
+from tests.e2e.conftest import Server
+from tests.e2e.flows import pairing_url, phone_photo, start_session
+from tests.e2e.test_phone_capture import describe_photo, pair, shots
 
 pytestmark = pytest.mark.e2e
 
@@ -25,13 +26,13 @@ def test_camera_refused_falls_back_to_files(
     start_session(desktop, server, encounter="enc-nocamera-1")
     phone = phone_factory(camera=False)
     phone.add_init_script(REFUSE_CAMERA)
-    phone.goto(pairing_url(desktop))
+    pair(phone, pairing_url(desktop))
 
     viewfinder = phone.locator("#viewfinder")
     expect(viewfinder).to_have_attribute("data-state", "unavailable")
     expect(viewfinder).to_contain_text("Camera access was refused")
     expect(phone.get_by_test_id("camera-capture")).to_be_disabled()
-    shot(phone, "phone-camera-refused")
+    shots(phone, "phone-camera-refused", axe="the camera refused")
 
     picked = tmp_path / "from-files.jpg"
     phone_photo(picked, "cat.jpg", orientation=1, size=(1800, 1200))
@@ -87,7 +88,7 @@ def test_failed_upload_is_retried_and_does_not_stop_the_others(
     expect(cards).to_have_count(1)  # the sent one left the phone
     expect(phone.get_by_test_id("upload-done")).to_be_hidden()
     expect(desktop.get_by_test_id("gallery").locator("figure[data-image-id]")).to_have_count(1)
-    shot(phone, "phone-upload-failed")
+    shots(phone, "phone-upload-failed", axe="a failed upload")
 
     broken["big"] = False
     cards.first.get_by_role("button", name="Retry uploading photo 1").click()
@@ -112,11 +113,11 @@ def test_full_session_retake_and_delete(
     # Full: no more photos, and the phone says why.
     expect(shutter).to_be_disabled()
     expect(phone.locator("#capture-capacity")).to_contain_text("This session is full (3 photos)")
-    shot(phone, "phone-session-full")
+    shots(phone, "phone-camera-full", axe="the camera screen of a full session")
 
     # Delete one; retake another in place.
     phone.locator("#review-btn").click()
-    phone.get_by_label("Label for photo 2").fill("Keep this label")
+    describe_photo(phone, 2, label="Keep this label")
     phone.get_by_role("button", name="Delete photo 3").click()
     expect(phone.locator(".photo-card")).to_have_count(2)
     phone.get_by_role("button", name="Retake photo 2").click()
@@ -130,7 +131,7 @@ def test_full_session_retake_and_delete(
         arg=old_src,
     )
     expect(phone.locator(".photo-card")).to_have_count(2)
-    expect(phone.get_by_label("Label for photo 2")).to_have_value("Keep this label")
+    expect(phone.locator(".photo-card").nth(1)).to_contain_text("Keep this label")
 
     # Two photos fit with one place left: picking two files adds one and says the other did not fit.
     files = []
@@ -148,5 +149,7 @@ def test_full_session_retake_and_delete(
     expect(desktop.get_by_test_id("gallery").get_by_label("Label for photo 2")).to_have_value(
         "Keep this label"
     )
-    phone.get_by_test_id("take-more").click()
-    expect(shutter).to_be_disabled()
+    # Full: the phone says so, with the one next step, and offers no "Take more".
+    done = phone.get_by_test_id("upload-done")
+    expect(done.get_by_role("heading", name="Session full")).to_be_visible()
+    expect(done.get_by_test_id("take-more")).to_be_hidden()

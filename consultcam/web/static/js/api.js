@@ -85,7 +85,13 @@ export const api = {
   updateImage: (sessionId, imageId, body) => request("PATCH", imagePath(sessionId, imageId), body),
   deleteImage: (sessionId, imageId) => request("DELETE", imagePath(sessionId, imageId)),
   commit: (sessionId, body = {}) => request("POST", `${sessionPath(sessionId)}/commit`, body),
+  recordConsent: (sessionId, body) => request("PUT", `${sessionPath(sessionId)}/consent`, body),
+  /** The clinician signs every phone out; a phone signs itself out (`reason: "wrong-patient"`). */
+  revokePhone: (sessionId, reason) =>
+    request("DELETE", `${sessionPath(sessionId)}/phone${reason ? `?reason=${enc(reason)}` : ""}`),
+  bodySites: () => request("GET", "/api/terminology/body-sites"),
   downloadUrl: (sessionId, imageId) => `${imagePath(sessionId, imageId)}/download`,
+  sessionDownloadUrl: (sessionId) => `${sessionPath(sessionId)}/download`,
   eventsUrl: (sessionId) => `${sessionPath(sessionId)}/events`,
 };
 

@@ -1,5 +1,8 @@
 // The phone's camera: a live preview through getUserMedia (back camera preferred) and a still capture,
 // with ImageCapture.takePhoto() where the browser has it (full sensor resolution) and a video frame otherwise.
+// Switching camera asks for the other facing mode (front/back) and, where the browser cannot say which way a
+// camera faces, steps through the video inputs by device id. The torch is offered only where the track says
+// it has one (MediaTrackCapabilities.torch, Image Capture spec).
 
 export class CameraError extends Error {
   /** kind: "denied" | "missing" | "busy" | "unsupported" */
@@ -19,6 +22,33 @@ export class Camera {
     this.stream = null;
     this.imageCapture = null;
     this.starting = null;
+    this.facing = "environment"; // what we ask for; `facingMode` below is what the track reports
+    this.deviceId = null; // set when stepping through devices
+    this.devices = [];
+    this.torchOn = false;
+  }
+
+  /** "environment" | "user" | "" (the track does not say). */
+  get facingMode() {
+    return this.track?.getSettings?.().facingMode || "";
+  }
+
+  get track() {
+    return this.stream?.getVideoTracks()[0] || null;
+  }
+
+  /** More than one camera to switch between (known once the preview has started). */
+  get canSwitch() {
+    return this.devices.length > 1;
+  }
+
+  /** The track can turn its torch on (rear cameras on most Android phones; not iOS Safari). */
+  get hasTorch() {
+    try {
+      return Boolean(this.track?.getCapabilities?.().torch);
+    } catch {
+      return false;
+    }
   }
 
   get active() {
@@ -39,15 +69,31 @@ export class Camera {
         "This browser cannot show the camera on this page. Use “Add photos” to take pictures with the phone's camera app.");
     }
     let stream;
+    const size = { width: { ideal: 1920 }, height: { ideal: 1440 } };
+    const video = this.deviceId
+      ? { deviceId: { exact: this.deviceId }, ...size }
+      : { facingMode: { ideal: this.facing }, ...size };
     try {
-      stream = await navigator.mediaDevices.getUserMedia({
-        audio: false,
-        video: { facingMode: { ideal: "environment" }, width: { ideal: 1920 }, height: { ideal: 1440 } },
-      });
+      stream = await navigator.mediaDevices.getUserMedia({ audio: false, video });
     } catch (err) {
-      throw toCameraError(err);
+      if (!this.deviceId && this.facing === "environment") throw toCameraError(err);
+      // The camera asked for is gone (or busy): go back to the default back camera.
+      this.deviceId = null;
+      this.facing = "environment";
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ audio: false, video: { facingMode: { ideal: "environment" }, ...size } });
+      } catch (again) {
+        throw toCameraError(again);
+      }
     }
     this.stream = stream;
+    this.torchOn = false;
+    // Labels and ids are only listed once permission is granted, i.e. now.
+    try {
+      this.devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+    } catch {
+      this.devices = [];
+    }
     const [track] = stream.getVideoTracks();
     this.imageCapture = typeof ImageCapture === "function" && track ? new ImageCapture(track) : null;
     this.video.srcObject = stream;
@@ -65,7 +111,45 @@ export class Camera {
     for (const track of this.stream?.getTracks() ?? []) track.stop();
     this.stream = null;
     this.imageCapture = null;
+    this.torchOn = false;
     this.video.srcObject = null;
+  }
+
+  /**
+   * Switch to the other camera: the other facing mode when the track reports one, else the next video input.
+   * Resolves when the new preview shows; throws CameraError (the page then offers the files instead).
+   */
+  async switchCamera() {
+    if (!this.canSwitch) return;
+    const current = this.track?.getSettings?.().deviceId || this.deviceId;
+    const facing = this.facingMode;
+    if (facing === "environment" || facing === "user") {
+      this.facing = facing === "environment" ? "user" : "environment";
+      this.deviceId = null;
+      // A phone with several back cameras lists them all: pick one that faces the other way, if labelled so.
+      const wanted = this.facing === "user" ? /front|user|facing front/i : /back|rear|environment/i;
+      const match = this.devices.find((d) => d.deviceId !== current && wanted.test(d.label));
+      if (match) this.deviceId = match.deviceId;
+    } else {
+      const index = this.devices.findIndex((d) => d.deviceId === current);
+      const next = this.devices[(index + 1) % this.devices.length];
+      this.deviceId = next?.deviceId || null;
+      this.facing = /front|user/i.test(next?.label || "") ? "user" : "environment";
+    }
+    this.stop();
+    await this.start();
+  }
+
+  /** Turn the torch on or off; resolves to the state the track accepted. */
+  async setTorch(on) {
+    if (!this.hasTorch) return false;
+    try {
+      await this.track.applyConstraints({ advanced: [{ torch: Boolean(on) }] });
+      this.torchOn = Boolean(on);
+    } catch {
+      this.torchOn = false;
+    }
+    return this.torchOn;
   }
 
   /**

@@ -1,22 +1,35 @@
-// The phone page (/m/{token}): pair, capture, review, upload, and the final screens.
+// The phone page (/m/{token}): pair, consent, capture, review and details, upload, commit, and the final
+// screens.
 //
-// Photos live only in this page's memory: resized in a worker straight after capture (the 12 MP original is
-// dropped at once), shown from object URLs that are revoked as soon as the photo is uploaded or deleted.
-// Nothing goes to the camera roll, IndexedDB or a cache.
+// Photos are resized in a worker straight after capture (the 12 MP original is dropped at once) and shown
+// from object URLs that are revoked as soon as the photo is uploaded or deleted. Nothing goes to the camera
+// roll or a cache. Until a photo is uploaded its resized JPEG and details are also kept in IndexedDB
+// (photo-store.js, keyed by session id) so that a reload or a killed tab does not lose it; that copy is
+// deleted when the upload is registered, and every copy of the session is wiped on commit, session end or
+// expiry, "Not this patient?" and sign-out. No service worker.
 
 import { ApiError, api } from "./api.js";
-import { Camera, CameraError } from "./camera.js";
+import { Camera } from "./camera.js";
+import { ConsentForm, consentNeeded, describeConsent } from "./consent.js";
 import { $, announce, readPageData, setText, show } from "./dom.js";
 import { EventStream } from "./events.js";
 import { formatBirthDateWithAge, plural } from "./format.js";
+import { loadTerminology, summarise } from "./metadata-chips.js";
 import { describePairingError, forgetPairing, redeem } from "./pairing.js";
+import { PhoneCommit } from "./phone-commit.js";
+import { endingCopy } from "./phone-endings.js";
+import { PhotoDetails } from "./photo-details.js";
+import { PhotoStore, purgeStale, wipeSession } from "./photo-store.js";
 import { resizePhoto, terminateResizer } from "./resize.js";
-import { ReviewGrid } from "./review.js";
+import { ReviewGrid, listFields } from "./review.js";
 import { runPool, uploadPhoto } from "./upload-queue.js";
+import { Viewfinder } from "./viewfinder.js";
+import { WrongPatientDialog } from "./wrong-patient.js";
 
 const page = readPageData();
 const timings = []; // per upload, wall-clock ms: for bench/capture_latency.py
 const UPLOAD_CONCURRENCY = 2;
+const CHECK_WAIT_MS = 1500; // how long "ready" waits for the quick quality check
 
 const state = {
   screen: "pairing",
@@ -25,23 +38,29 @@ const state = {
     maxEdgePx: 2048, maxBytes: 1024 * 1024, maxUploadBytes: 10 * 1024 * 1024,
     acceptedTypes: ["image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"],
     maxImages: page.config?.maxImages ?? 50, warnImages: page.config?.warnImages ?? 20,
+    consentRequired: false, requiredMetadata: [], phoneCanCommit: false,
   },
-  photos: [], // {id, status, blob, url, width, height, capturedAt, label, filename, progress, error, ready}
+  // {id, seq, status, blob, url, width, height, capturedAt, metadata, check, filename, progress, error, ready,
+  //  queued, waiting, imageId}
+  photos: [],
   serverImages: new Set(),
   uploading: false,
-  retakeId: null,
+  retake: null, // {id, from: "camera" | "review"}
   sentCount: 0,
   events: null,
   ended: false,
+  store: null,
+  seq: Date.now(),
+  abort: new AbortController(),
+  terminology: null, // body sites, sides and views, for the words on the review cards
 };
 
 const els = {
   banner: $("#patient-banner"),
-  main: $("#main"),
-  video: $("#preview"),
+  wrongPatient: $("#wrong-patient"),
+  pbState: $("#pb-state"),
+  netNote: $("#net-note"),
   viewfinder: $("#viewfinder"),
-  cameraMsg: $("#camera-msg"),
-  flash: $("#flash"),
   shutter: $("#shutter"),
   filesBtn: $("#files-btn"),
   fileInput: $("#file-input"),
@@ -53,44 +72,91 @@ const els = {
   captureCapacity: $("#capture-capacity"),
   reviewCapacity: $("#review-capacity"),
   reviewEmpty: $("#review-empty"),
+  restoredNote: $("#restored-note"),
   actionBar: $("#action-bar"),
   uploadAll: $("#upload-all"),
   uploadAllText: $("#upload-all-text"),
+  requiredHint: $("#required-hint"),
   overall: $("#overall"),
   overallText: $("#overall-text"),
   overallPct: $("#overall-pct"),
   overallProgress: $("#overall-progress"),
 };
 
-const camera = new Camera(els.video);
+const camera = new Camera($("#preview"));
+const viewfinder = new Viewfinder(camera, {
+  canRun: () => state.screen === "capture" && !state.ended && !wrongPatient.open,
+  onPickFiles: () => els.fileInput.click(),
+  onRetake: (photoId) => { state.retake = { id: photoId, from: "camera" }; render(); els.shutter.focus(); },
+  onChange: () => render(),
+});
+const wrongPatient = new WrongPatientDialog({
+  session: () => state.session,
+  unsent: () => pendingPhotos().length,
+  onOpen: () => viewfinder.stop(),
+  onClose: () => { if (!state.ended && state.screen === "capture") viewfinder.start(); },
+  beforeSignOut: () => state.abort.abort(),
+  onConfirmed: ({ notified }) => finish("wrong-patient", null, { notified }),
+});
 const grid = new ReviewGrid($("#photo-grid"), {
-  onLabel: (photo, label) => { photo.label = label; },
+  onDetails: (photo) => openDetails(photo),
   onDelete: (photo) => deletePhoto(photo),
-  onRetake: (photo) => { state.retakeId = photo.id; showScreen("capture"); },
+  onRetake: (photo) => { state.retake = { id: photo.id, from: "review" }; showScreen("capture"); },
   onRetry: (photo) => retryPhoto(photo),
+  describe: (photo) => summarise(photo.metadata, state.terminology),
+  missing: (photo) => missingFields(photo),
+});
+const details = new PhotoDetails({
+  photos: () => editablePhotos(),
+  position: (photo) => state.photos.indexOf(photo) + 1,
+  required: [],
+  onChange: (photo) => { state.store?.update(photo); grid.update(photo); },
+  onClose: () => showScreen("review"),
+});
+const consentForm = new ConsentForm({
+  onRecorded: (consent) => {
+    state.session.consent = consent;
+    announce("Consent recorded.");
+    showScreen(state.photos.length ? "review" : "capture");
+  },
+  onSessionGone: () => refreshSession(),
+});
+const phoneCommit = new PhoneCommit({
+  session: () => state.session,
+  required: () => state.settings.requiredMetadata || [],
+  onCommitted: () => finish("committed"),
+  onSessionGone: () => refreshSession(),
 });
 
 // ---------------------------------------------------------------------------------------------- screens
 
-const SCREENS = ["pairing", "error", "capture", "review", "done", "final"];
+const SCREENS = ["pairing", "error", "consent", "capture", "review", "details", "done", "final"];
 
-function showScreen(name) {
+/** Show one screen; focus moves to its heading so a screen reader starts there. */
+function showScreen(name, { focus = true } = {}) {
+  const previous = state.screen;
   state.screen = name;
+  if (previous === "details" && name !== "details") details.clear(); // its <img> lets go of the blob
   for (const screen of SCREENS) show($(`#screen-${screen}`), screen === name);
   document.body.dataset.screen = name;
-  show(els.banner, Boolean(state.session) && name !== "error");
-  if (name === "capture") startCamera();
-  else camera.stop();
-  show(els.retakeChip, name === "capture" && Boolean(state.retakeId));
-  if (name !== "capture" && name !== "review") state.retakeId = null;
+  show(els.banner, Boolean(state.session) && name !== "error" && name !== "pairing");
+  if (name === "capture") viewfinder.start();
+  else viewfinder.stop();
+  if (name !== "capture") viewfinder.hideQuality();
+  if (name !== "capture" && name !== "review" && name !== "details") state.retake = null;
+  if (name === "consent") consentForm.prepare(state.session);
   render();
-  window.scrollTo({ top: 0 });
+  if (previous !== name || name === "details") window.scrollTo({ top: 0 });
+  const heading = $(`#${name}-title`);
+  if (focus && heading) heading.focus({ preventScroll: true });
 }
 
-function showError({ title, text, next, retry = null }) {
+function showError({ icon = "x-circle", title, text, next, retry = null }) {
   setText($("#error-title"), title);
   setText($("#error-text"), text);
   setText($("#error-next"), next);
+  $("#error-icon use").setAttribute("href", `#i-${icon}`);
+  $("#error-icon").className = `message-icon message-icon-${icon === "wifi-off" || icon === "clock" ? "info" : "error"}`;
   const retryBtn = $("#error-retry");
   show(retryBtn, Boolean(retry));
   retryBtn.onclick = retry;
@@ -102,7 +168,7 @@ function showError({ title, text, next, retry = null }) {
 async function pair() {
   try {
     const { session, captureSettings } = await redeem(page.token);
-    onPaired(session, captureSettings);
+    await onPaired(session, captureSettings);
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
     const copy = describePairingError(err);
@@ -110,15 +176,37 @@ async function pair() {
   }
 }
 
-function onPaired(session, captureSettings) {
+async function onPaired(session, captureSettings) {
   state.session = session;
-  Object.assign(state.settings, captureSettings || {});
+  const settings = captureSettings || {};
+  Object.assign(state.settings, settings);
+  // The session carries the issue-5 settings too (a resumed page has only what it stored at pairing).
+  for (const key of ["consentRequired", "requiredMetadata", "phoneCanCommit"]) {
+    if (settings[key] === undefined && session[key] !== undefined) state.settings[key] = session[key];
+  }
+  details.required = state.settings.requiredMetadata || [];
   state.serverImages = new Set((session.images || []).map((image) => image.id));
   renderBanner(session.patient || {});
-  if (session.status && session.status !== "open") return finish(session.status === "committed" ? "committed" : "ended");
+  if (session.status && session.status !== "open") {
+    await wipeSession(session.id);
+    finish(session.status === "committed" ? "committed" : "ended", session.status);
+    return;
+  }
+  state.store = new PhotoStore(session.id);
+  purgeStale();
   startEvents();
-  showScreen("capture");
-  announce(`Connected. Taking photos for ${session.patient?.name || "the patient"}.`);
+  // Fetched now so the details screen opens at once; the review cards name sites and sides with it.
+  loadTerminology().then((terminology) => { state.terminology = terminology; render(); }, () => {});
+  const restored = await restorePhotos();
+  if (consentNeeded(session, state.settings)) {
+    showScreen("consent");
+    announce(`Connected. Ask ${session.patient?.name || "the patient"} for consent before the first photo.`);
+  } else if (restored.length) {
+    showRestored(restored);
+  } else {
+    showScreen("capture");
+    announce(`Connected. Taking photos for ${session.patient?.name || "the patient"}.`);
+  }
 }
 
 function renderBanner(patient) {
@@ -139,12 +227,16 @@ function startEvents() {
   window.__consultcam.events = state.events;
 }
 
+/** Catch up with the server (after a gap, or an error that says the session changed). */
 async function refreshSession() {
+  if (state.ended) return;
   try {
     const session = await api.getSession(state.session.id);
     state.serverImages = new Set((session.images || []).map((image) => image.id));
+    state.session = { ...state.session, ...session };
     if (session.status === "committed") finish("committed");
-    else if (session.status !== "open") finish("ended");
+    else if (session.status !== "open") finish("ended", session.status);
+    else if (state.screen === "consent" && !consentNeeded(session, state.settings)) showScreen("capture");
     render();
   } catch (err) {
     if (err instanceof ApiError && [401, 403, 404].includes(err.status)) finish("revoked");
@@ -162,6 +254,16 @@ function handleEvent(event) {
     case "image.deleted":
       state.serverImages.delete(data.imageId);
       break;
+    case "consent.recorded":
+      state.session.consent = data.consent || state.session.consent;
+      if (state.screen === "consent" && state.session.consent) {
+        showScreen(state.photos.length ? "review" : "capture");
+        announce("Consent was recorded on the desktop.");
+      }
+      break;
+    case "commit.progress":
+      phoneCommit.progress(data);
+      return;
     case "session.committed":
       finish("committed");
       return;
@@ -171,7 +273,7 @@ function handleEvent(event) {
     case "phone.revoked":
       // An ended session has already said why (session.expired comes first); this is a plain sign-out.
       if (!data.phoneId || !state.session.phone?.id || data.phoneId === state.session.phone.id) {
-        finish("revoked");
+        finish(data.reason === "wrong-patient" ? "wrong-patient" : "revoked");
       }
       return;
     default:
@@ -182,54 +284,18 @@ function handleEvent(event) {
 
 // ---------------------------------------------------------------------------------------------- camera
 
-async function startCamera() {
-  if (state.ended) return;
-  els.viewfinder.dataset.state = "starting";
-  renderCameraMessage("starting");
-  try {
-    await camera.start();
-    if (state.screen !== "capture") { camera.stop(); return; }
-    els.viewfinder.dataset.state = "live";
-    renderCameraMessage(null);
-  } catch (err) {
-    els.viewfinder.dataset.state = "unavailable";
-    renderCameraMessage("error", err instanceof CameraError ? err.message : "The camera could not be started.");
-  }
-  render();
-}
-
-function renderCameraMessage(kind, text = "") {
-  const msg = els.cameraMsg;
-  msg.replaceChildren();
-  show(msg, Boolean(kind));
-  if (kind === "starting") {
-    msg.append(Object.assign(document.createElement("div"), { className: "spinner spinner-light" }));
-    msg.append(Object.assign(document.createElement("p"), { textContent: "Starting camera…" }));
-  } else if (kind === "error") {
-    const title = Object.assign(document.createElement("p"), { className: "vf-title", textContent: "Camera not available" });
-    const body = Object.assign(document.createElement("p"), { textContent: text });
-    const actions = Object.assign(document.createElement("div"), { className: "vf-actions" });
-    const pick = Object.assign(document.createElement("button"), {
-      type: "button", className: "btn btn-primary btn-lg", textContent: "Add photos",
-    });
-    pick.addEventListener("click", () => els.fileInput.click());
-    const again = Object.assign(document.createElement("button"), {
-      type: "button", className: "btn btn-on-dark", textContent: "Try camera again",
-    });
-    again.addEventListener("click", () => startCamera());
-    actions.append(pick, again);
-    msg.append(title, body, actions);
-  }
-}
-
 async function onShutter() {
   if (!camera.active || state.ended) return;
-  if (!state.retakeId && remainingCapacity() <= 0) return render();
+  if (!state.retake && remainingCapacity() <= 0) return render();
   els.shutter.disabled = true;
-  flash();
+  viewfinder.hideQuality();
+  viewfinder.flash();
   try {
     const still = await camera.capture();
-    addPhoto(still, { capturedAt: new Date().toISOString() });
+    const photo = addPhoto(still, { capturedAt: new Date().toISOString() });
+    photo.ready.then(() => {
+      if (state.screen === "capture" && state.photos.includes(photo)) viewfinder.offerRetake(photo, state.photos.indexOf(photo) + 1);
+    });
   } catch (err) {
     announce(err?.message || "The photo could not be taken.");
   } finally {
@@ -238,40 +304,35 @@ async function onShutter() {
   }
 }
 
-function flash() {
-  navigator.vibrate?.(25);
-  els.flash.classList.remove("on");
-  void els.flash.offsetWidth; // restart the animation
-  els.flash.classList.add("on");
-}
-
 // ---------------------------------------------------------------------------------------------- photos
 
 function newPhoto({ capturedAt, filename }) {
+  state.seq += 1;
   return {
-    id: crypto.randomUUID(), status: "preparing", blob: null, url: null, width: 0, height: 0,
-    capturedAt: capturedAt || new Date().toISOString(), label: "", filename: filename || null,
-    progress: 0, error: null, ready: null,
+    id: crypto.randomUUID(), seq: state.seq, status: "preparing", blob: null, url: null, width: 0, height: 0,
+    capturedAt: capturedAt || new Date().toISOString(), metadata: {}, check: null, filename: filename || null,
+    progress: 0, error: null, ready: null, queued: false, waiting: false, imageId: null,
   };
 }
 
 /** Add a camera still or a picked file; with a retake pending it replaces that photo in place. */
 function addPhoto(source, options) {
   let photo;
-  const retake = state.retakeId && state.photos.find((p) => p.id === state.retakeId);
-  if (retake) {
-    releasePhoto(retake);
-    Object.assign(retake, newPhoto(options), { id: retake.id, label: retake.label });
-    photo = retake;
-    state.retakeId = null;
+  const retakeOf = state.retake && state.photos.find((p) => p.id === state.retake.id);
+  const from = state.retake?.from;
+  state.retake = null;
+  if (retakeOf) {
+    releasePhoto(retakeOf);
+    Object.assign(retakeOf, newPhoto(options), { id: retakeOf.id, seq: retakeOf.seq, metadata: retakeOf.metadata });
+    photo = retakeOf;
   } else {
     photo = newPhoto(options);
     state.photos.push(photo);
   }
   photo.ready = preparePhoto(photo, source);
-  announce(`Photo ${state.photos.indexOf(photo) + 1} taken.`);
+  announce(retakeOf ? `Photo ${state.photos.indexOf(photo) + 1} retaken.` : `Photo ${state.photos.indexOf(photo) + 1} taken.`);
   render();
-  if (retake) showScreen("review");
+  if (retakeOf && from === "review") showScreen("review");
   return photo;
 }
 
@@ -284,6 +345,9 @@ async function preparePhoto(photo, source) {
     photo.width = result.width;
     photo.height = result.height;
     photo.url = URL.createObjectURL(result.blob);
+    // The check follows the JPEG by a few tens of milliseconds: wait for it, so the card does not change
+    // shape just after it appears.
+    photo.check = await Promise.race([result.check, new Promise((r) => setTimeout(() => r(null), CHECK_WAIT_MS))]);
     if (photo.status === "preparing") photo.status = "ready";
   } catch (err) {
     if (!state.photos.includes(photo) || err?.name === "AbortError") return;
@@ -300,6 +364,7 @@ async function preparePhoto(photo, source) {
         : "This file could not be read as a photo.";
     }
   } finally {
+    if (photo.blob && state.photos.includes(photo) && !state.ended) await state.store?.save(photo);
     grid.update(photo);
     render();
   }
@@ -313,6 +378,7 @@ function releasePhoto(photo) {
 
 function deletePhoto(photo) {
   releasePhoto(photo);
+  state.store?.remove(photo.id);
   state.photos = state.photos.filter((p) => p !== photo);
   announce("Photo deleted.");
   render();
@@ -323,6 +389,16 @@ function pendingPhotos() {
   return state.photos.filter((p) => p.status !== "done");
 }
 
+/** Photos whose details can still change (not being sent, not sent). */
+function editablePhotos() {
+  return state.photos.filter((p) => ["preparing", "ready", "failed"].includes(p.status));
+}
+
+function missingFields(photo) {
+  const metadata = photo.metadata || {};
+  return (state.settings.requiredMetadata || []).filter((field) => !metadata[field]);
+}
+
 function remainingCapacity() {
   return state.settings.maxImages - state.serverImages.size - pendingPhotos().length;
 }
@@ -331,7 +407,8 @@ function onFilesChosen(fileList) {
   const files = [...fileList];
   els.fileInput.value = "";
   if (!files.length) return;
-  if (state.retakeId) {
+  if (state.retake) {
+    state.retake.from = "review";
     addPhoto(files.shift(), { capturedAt: new Date().toISOString() });
   }
   const room = Math.max(0, remainingCapacity());
@@ -346,10 +423,51 @@ function onFilesChosen(fileList) {
   showScreen("review");
 }
 
+function openDetails(photo) {
+  if (!editablePhotos().includes(photo)) return;
+  showScreen("details");
+  details.open(photo);
+}
+
+/** Photos kept in IndexedDB from before a reload: back in the grid; those the server registered are dropped. */
+async function restorePhotos() {
+  if (!state.store) return [];
+  const records = await state.store.load();
+  const restored = [];
+  for (const record of records) {
+    if (record.imageId && state.serverImages.has(record.imageId)) {
+      state.store.remove(record.id); // its upload was registered just before the reload
+      continue;
+    }
+    const photo = {
+      ...newPhoto({ capturedAt: record.capturedAt, filename: record.filename }),
+      id: record.id, seq: record.seq, status: "ready", blob: record.blob, url: URL.createObjectURL(record.blob),
+      width: record.width, height: record.height, metadata: record.metadata || {}, check: record.check,
+      queued: record.queued, imageId: null,
+    };
+    photo.ready = Promise.resolve();
+    state.photos.push(photo);
+    restored.push(photo);
+  }
+  state.seq = Math.max(state.seq, ...state.photos.map((p) => p.seq));
+  return restored;
+}
+
+function showRestored(restored) {
+  const queued = restored.filter((photo) => photo.queued);
+  setText(els.restoredNote, queued.length
+    ? `${plural(restored.length, "photo")} kept from before the page reloaded. Sending ${queued.length === 1 ? "it" : "them"} now.`
+    : `${plural(restored.length, "photo")} kept from before the page reloaded, ready to upload.`);
+  show(els.restoredNote, true);
+  showScreen("review");
+  announce(els.restoredNote.textContent);
+  if (queued.length) uploadAll();
+}
+
 // ---------------------------------------------------------------------------------------------- upload
 
 async function uploadAll() {
-  if (state.uploading) return;
+  if (state.uploading || state.ended) return;
   const batch = state.photos.filter((p) => ["preparing", "ready", "failed"].includes(p.status) && (p.blob || p.ready));
   if (!batch.length) return;
   state.uploading = true;
@@ -358,6 +476,8 @@ async function uploadAll() {
     photo.status = "queued";
     photo.error = null;
     photo.progress = 0;
+    photo.queued = true;
+    state.store?.update(photo); // a reload now resumes the upload
   }
   if (state.screen !== "review") showScreen("review");
   render();
@@ -370,6 +490,8 @@ async function retryPhoto(photo) {
   if (!photo.blob) return;
   photo.status = "queued";
   photo.error = null;
+  photo.queued = true;
+  state.store?.update(photo);
   render();
   await uploadOne(photo);
   if (!state.uploading) afterUploads();
@@ -385,79 +507,120 @@ async function uploadOne(photo) {
     return;
   }
   const uploadStart = performance.timeOrigin + performance.now();
+  const update = () => { grid.update(photo); renderOverall(); };
   try {
     const image = await uploadPhoto(state.session.id, photo, {
-      onStage: (stage) => { photo.status = stage; photo.retrying = false; grid.update(photo); renderOverall(); },
-      onProgress: (fraction) => { photo.progress = fraction; grid.update(photo); renderOverall(); },
-      onRetry: () => { photo.retrying = true; grid.update(photo); },
+      signal: state.abort.signal,
+      onStage: (stage) => { photo.status = stage; photo.retrying = false; update(); },
+      onProgress: (fraction) => { photo.progress = fraction; update(); },
+      onRetry: () => { photo.retrying = true; update(); },
+      onWaiting: (offline) => { photo.waiting = offline; update(); renderNet(); },
+      onTarget: (imageId) => { photo.imageId = imageId; state.store?.update(photo); },
     });
     photo.status = "done";
     photo.retrying = false;
     timings.push({ imageId: image.id, uploadStart, registered: performance.timeOrigin + performance.now(), bytes: photo.blob.size });
     state.serverImages.add(image.id);
     state.sentCount += 1;
+    state.store?.remove(photo.id);
     releasePhoto(photo); // the desktop has it now; the phone keeps nothing
   } catch (err) {
+    if (err?.name === "AbortError" || state.ended) return;
     photo.status = "failed";
     photo.retrying = false;
+    photo.waiting = false;
+    photo.queued = false;
+    state.store?.update(photo);
     photo.error = err instanceof ApiError ? err.detail : "The upload failed.";
+    handleUploadError(err, photo);
   }
   grid.update(photo);
   render();
+}
+
+/** Errors that say the session changed: find out how, and show the matching screen. */
+function handleUploadError(err, photo) {
+  if (!(err instanceof ApiError)) return;
+  if (err.status === 401 || err.status === 404 || err.name === "SessionClosed" || err.name === "SessionExpired") {
+    refreshSession();
+  } else if (err.name === "ConsentRequired") {
+    photo.status = "ready";
+    photo.error = null;
+    state.session.consent = null;
+    state.settings.consentRequired = true;
+    showScreen("consent");
+  }
 }
 
 function afterUploads() {
   if (state.ended) return;
   const failed = state.photos.filter((p) => p.status === "failed");
   state.photos = state.photos.filter((p) => p.status !== "done");
+  if (state.screen === "consent") return render();
   if (!failed.length && !state.photos.length) {
-    const sent = state.sentCount;
-    setText($("#done-title"), `${plural(sent, "photo")} sent`);
-    setText($("#done-text"),
-      `They are on the clinician's screen now. This session has ${plural(state.serverImages.size, "photo")}.`);
-    state.sentCount = 0;
-    showScreen("done");
-    announce(`${plural(sent, "photo")} sent to the desktop.`);
+    showDone();
   } else {
     render();
-    announce(`${plural(failed.length, "photo")} could not be sent. Tap Retry on each.`);
+    if (failed.length) announce(`${plural(failed.length, "photo")} could not be sent. Tap Retry on each.`);
   }
+}
+
+function showDone() {
+  const sent = state.sentCount;
+  const total = state.serverImages.size;
+  const full = remainingCapacity() <= 0;
+  const canCommit = Boolean(state.settings.phoneCanCommit) && total > 0;
+  setText($("#done-title"), full ? "Session full" : `${plural(sent, "photo")} sent`);
+  setText($("#done-text"), full
+    ? `${plural(sent, "photo")} sent. This session now holds ${total}, the most it can, so no more can be added.`
+    : `They are on the clinician's screen now. This session has ${plural(total, "photo")}.`);
+  setText($("#done-next"), full
+    ? (canCommit ? "Commit these photos now, or ask the clinician to review and commit them on the desktop."
+      : "Ask the clinician to commit these photos on the desktop. For more, they can start a new session.")
+    : canCommit ? "Take more, or commit them to the record now." : "Take more, or hand the phone back for the clinician to review them on the desktop.");
+  $("#done-icon").className = `message-icon message-icon-${full ? "info" : "ok"}`;
+  $("#done-icon use").setAttribute("href", full ? "#i-images" : "#i-check-circle");
+  show($("#phone-commit"), canCommit);
+  setText($("#phone-commit-text"), `Commit ${plural(total, "photo")} now`);
+  show($("#done-more"), !full);
+  $("#done-more").className = `btn ${canCommit ? "btn-secondary" : "btn-primary"} btn-xl btn-block`;
+  state.sentCount = 0;
+  showScreen("done");
+  announce(`${plural(sent, "photo")} sent to the desktop.`);
 }
 
 // ---------------------------------------------------------------------------------------------- final
 
-/** End of the session on this phone: stop everything and forget every photo. */
-function finish(kind, reason) {
+/** End of the session on this phone: stop everything and forget every photo, in memory and in IndexedDB. */
+function finish(kind, reason, { notified = true } = {}) {
   if (state.ended) return;
   state.ended = true;
+  state.abort.abort();
   state.events?.close();
   camera.stop();
   terminateResizer();
+  phoneCommit.close();
+  wrongPatient.close();
   const unsent = pendingPhotos().length;
   for (const photo of state.photos) releasePhoto(photo);
   state.photos = [];
   state.serverImages.clear();
+  details.clear();
+  if (state.store) state.store.clear();
+  else if (state.session) wipeSession(state.session.id);
   forgetPairing();
-  const name = state.session?.patient?.name || "the patient";
-  const copy = {
-    committed: ["Saved to the record", `The photos are now in ${name}'s record. They have been removed from consultcam.`, "ok"],
-    ended: reason === "cancelled"
-      ? ["Session cancelled", "The clinician cancelled this session on the desktop. Its photos were deleted and nothing was saved to the record.", "info"]
-      : ["This session has ended", reason && reason !== "cancelled"
-        ? "It was closed after a period with no activity. Photos not yet sent were not kept."
-        : "It was closed on the desktop. Photos not yet sent were not kept.", "info"],
-    revoked: ["This phone was disconnected", "The desktop ended this phone's access to the session. Photos not yet sent were not kept.", "info"],
-  }[kind] || ["This session has ended", "", "info"];
-  setText($("#final-title"), copy[0]);
-  setText($("#final-text"), unsent && kind === "committed"
-    ? `${copy[1]} ${plural(unsent, "photo")} still on this phone had not been sent and ${unsent === 1 ? "was" : "were"} discarded.`
-    : copy[1]);
+  const copy = endingCopy(kind, { name: state.session?.patient?.name || "the patient", unsent, reason, notified });
+  setText($("#final-title"), copy.title);
+  setText($("#final-text"), copy.text);
+  setText($("#final-next"), copy.next);
   const finalIcon = $("#final-icon");
-  finalIcon.className = `message-icon message-icon-${copy[2]}`;
-  finalIcon.querySelector("use").setAttribute("href", copy[2] === "ok" ? "#i-check-circle" : "#i-info");
+  finalIcon.className = `message-icon message-icon-${copy.tone}`;
+  finalIcon.querySelector("use").setAttribute("href", `#i-${copy.icon}`);
+  setText(els.pbState, copy.badge);
+  els.banner.dataset.ended = kind;
   grid.sync([]);
   showScreen("final");
-  announce(copy[0]);
+  announce(copy.title);
 }
 
 // ---------------------------------------------------------------------------------------------- render
@@ -474,10 +637,13 @@ function render() {
   if (last) els.lastThumb.src = last.url;
   else els.lastThumb.removeAttribute("src");
   show(els.lastThumb, Boolean(last));
+  const retakeOf = state.retake && state.photos.find((p) => p.id === state.retake.id);
+  show(els.retakeChip, state.screen === "capture" && Boolean(retakeOf));
+  if (retakeOf) setText(els.retakeChip, `Retaking photo ${state.photos.indexOf(retakeOf) + 1}`);
 
   const remaining = remainingCapacity();
-  els.shutter.disabled = !camera.active || state.ended || (remaining <= 0 && !state.retakeId);
-  els.filesBtn.disabled = state.ended || (remaining <= 0 && !state.retakeId);
+  els.shutter.disabled = !camera.active || state.ended || (remaining <= 0 && !state.retake);
+  els.filesBtn.disabled = state.ended || (remaining <= 0 && !state.retake);
   const note = capacityNote(remaining);
   for (const el of [els.captureCapacity, els.reviewCapacity]) {
     setText(el, note?.text || "");
@@ -490,17 +656,34 @@ function render() {
     show(els.reviewEmpty, !state.photos.length);
     setText($("#review-title"), state.photos.length ? `Review ${plural(state.photos.length, "photo")}` : "Review");
   }
+  const consent = describeConsent(state.session?.consent);
+  for (const [line, text] of [["#consent-line", "#consent-line-text"], ["#done-consent", "#done-consent-text"]]) {
+    show($(line), Boolean(consent));
+    setText($(text), consent);
+  }
+  show(els.wrongPatient, !state.ended);
+  show(els.pbState, state.ended);
 
   const actionable = state.photos.filter((p) => ["preparing", "ready", "failed"].includes(p.status)).length;
-  const barVisible = (state.screen === "capture" && count > 0) || (state.screen === "review" && state.photos.length > 0);
+  // On the camera screen the bar is always there, so the preview does not change size at the first photo.
+  const barVisible = !state.ended && (state.screen === "capture" || (state.screen === "review" && state.photos.length > 0));
   show(els.actionBar, barVisible);
   document.body.classList.toggle("has-action-bar", barVisible);
   const failed = state.photos.filter((p) => p.status === "failed").length;
   els.uploadAll.disabled = state.uploading || actionable === 0;
-  setText(els.uploadAllText, state.uploading ? "Uploading…"
-    : failed && failed === actionable ? `Retry ${plural(failed, "photo")}`
-      : actionable === 1 ? "Upload 1 photo" : `Upload all ${actionable || ""} photos`.replace("  ", " "));
+  const waiting = state.photos.some((p) => p.waiting);
+  setText(els.uploadAllText, waiting ? "Waiting for the network…" : state.uploading ? "Uploading…"
+    : actionable === 0 ? "Upload"
+      : failed && failed === actionable ? `Retry ${plural(failed, "photo")}`
+        : actionable === 1 ? "Upload 1 photo" : `Upload all ${actionable} photos`);
+  const lacking = editablePhotos().filter((p) => missingFields(p).length);
+  const fields = [...new Set(lacking.flatMap((p) => missingFields(p)))];
+  show(els.requiredHint, state.screen === "review" && lacking.length > 0);
+  setText(els.requiredHint, lacking.length
+    ? `${listFields(fields)} not set on ${plural(lacking.length, "photo")}: tap Details, or the clinician can add ${fields.length > 1 ? "them" : "it"} on the desktop.`
+    : "");
   renderOverall();
+  renderNet();
 }
 
 function capacityNote(remaining) {
@@ -519,9 +702,17 @@ function renderOverall() {
   if (!active) return;
   const done = batch.filter((p) => p.status === "done").length;
   const fraction = batch.reduce((sum, p) => sum + (p.status === "done" ? 1 : p.status === "registering" ? 0.95 : (p.progress || 0) * 0.9), 0) / Math.max(1, batch.length);
-  setText(els.overallText, `Sending ${done + 1 > batch.length ? batch.length : done + 1} of ${batch.length}…`);
+  const waiting = batch.some((p) => p.waiting);
+  els.overall.dataset.waiting = String(waiting);
+  setText(els.overallText, waiting ? `Waiting for the network · ${done} of ${batch.length} sent`
+    : `Sending ${Math.min(done + 1, batch.length)} of ${batch.length}…`);
   setText(els.overallPct, `${Math.round(fraction * 100)}%`);
   els.overallProgress.value = fraction;
+}
+
+/** The offline strip under the banner: shown whenever the browser says the network is gone. */
+function renderNet() {
+  show(els.netNote, !navigator.onLine && Boolean(state.session) && !state.ended);
 }
 
 // ---------------------------------------------------------------------------------------------- wiring
@@ -530,17 +721,28 @@ els.shutter.addEventListener("click", onShutter);
 els.filesBtn.addEventListener("click", () => els.fileInput.click());
 els.fileInput.addEventListener("change", () => onFilesChosen(els.fileInput.files));
 els.reviewBtn.addEventListener("click", () => showScreen("review"));
-$("#take-more-btn").addEventListener("click", () => { state.retakeId = null; showScreen("capture"); });
+$("#take-more-btn").addEventListener("click", () => { state.retake = null; showScreen("capture"); });
 $("#done-more").addEventListener("click", () => showScreen("capture"));
+$("#phone-commit").addEventListener("click", () => phoneCommit.open());
 els.uploadAll.addEventListener("click", () => uploadAll());
+els.wrongPatient.addEventListener("click", () => { if (!state.ended) wrongPatient.show(); });
 
+window.addEventListener("online", () => {
+  renderNet();
+  if (state.session && !state.ended) announce("Back online.");
+});
+window.addEventListener("offline", () => {
+  renderNet();
+  if (state.session && !state.ended) announce("Offline. Photos are kept and will upload when the network is back.");
+});
 document.addEventListener("visibilitychange", () => {
   if (document.hidden) camera.stop();
-  else if (state.screen === "capture") startCamera();
+  else if (state.screen === "capture" && !wrongPatient.open) viewfinder.start();
 });
 window.addEventListener("pagehide", () => camera.stop());
 window.addEventListener("beforeunload", (event) => {
-  if (!state.ended && pendingPhotos().length) event.preventDefault();
+  // Photos kept in IndexedDB come back after a reload; only warn when they could not be kept.
+  if (!state.ended && pendingPhotos().length && !state.store?.available) event.preventDefault();
 });
 
 // Hooks for automation and the benchmark (bench/capture_latency.py): no secrets, no photos.

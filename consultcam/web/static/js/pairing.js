@@ -8,23 +8,28 @@ const SCAN_AGAIN = "Ask for a new code on the desktop and scan it again.";
 
 const PAIRING_ERRORS = {
   PairingTokenNotFound: {
+    icon: "x-circle",
     title: "This code isn't recognised",
     text: "The QR code may have been read wrongly, or it belongs to a session that no longer exists.",
   },
   PairingTokenUsed: {
+    icon: "lock",
     title: "This code has already been used",
     text: "Each QR code connects one phone, once, so photos can only go to the patient it was made for.",
   },
   PairingTokenExpired: {
+    icon: "clock",
     title: "This code has expired",
-    text: "QR codes stop working 10 minutes after they are shown, or as soon as a newer code is made.",
+    text: "QR codes stop working a few minutes after they are shown, or as soon as a newer code is made.",
   },
   PairingTokenReplaced: {
+    icon: "refresh",
     title: "This code was replaced",
     text: "A newer QR code was made on the desktop, so this one stopped working.",
     next: "Scan the code now shown on the desktop.",
   },
   SessionClosed: {
+    icon: "info",
     title: "This session has ended",
     text: "The photo session for this patient has been committed or cancelled on the desktop.",
     next: "To take more photos, ask the clinician to start a new session and scan its code.",
@@ -61,13 +66,23 @@ export function forgetPairing() {
   sessionStorage.removeItem(STORAGE_KEY);
 }
 
-/** {title, text, next, retryable} for a failed redemption, fit for a full-page message. */
+/** {icon, title, text, next, retryable} for a failed redemption, fit for a full-page message. */
 export function describePairingError(err) {
-  if (err.status === 0 || err.retryable) {
+  if (err.status === 0) {
     return {
+      icon: "wifi-off",
+      title: "This phone is offline",
+      text: "It could not reach consultcam to check the code. Nothing has been sent.",
+      next: "Connect to the practice Wi-Fi, then tap Try again.",
+      retryable: true,
+    };
+  }
+  if (err.retryable) {
+    return {
+      icon: "alert",
       title: "Can't reach consultcam",
       text: err.detail,
-      next: "Make sure this phone is on the practice Wi-Fi, then try again.",
+      next: "Wait a moment, then tap Try again.",
       retryable: true,
     };
   }
@@ -75,5 +90,5 @@ export function describePairingError(err) {
   const name = PAIRING_ERRORS[err.name] ? err.name
     : { 404: "PairingTokenNotFound", 410: "PairingTokenExpired", 422: "PairingTokenNotFound" }[err.status];
   if (name) return { next: SCAN_AGAIN, ...PAIRING_ERRORS[name], retryable: false };
-  return { title: "This code can't be used", text: err.detail, next: SCAN_AGAIN, retryable: false };
+  return { icon: "x-circle", title: "This code can't be used", text: err.detail, next: SCAN_AGAIN, retryable: false };
 }

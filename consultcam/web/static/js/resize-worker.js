@@ -3,14 +3,23 @@
 // serial): canvas encoders write none, so the location never leaves the phone.
 //
 // Size budget: step the JPEG quality down first (cheap, keeps resolution), then scale down and try again.
+// While the photo is decoded anyway, the quick blur and exposure check (quality-check.js) runs on the pixels
+// at upload size, so the camera screen can offer a retake at once. It runs after the JPEG has been sent back,
+// so it never delays an upload.
 // Message in: {id, source: Blob | ImageBitmap, maxEdgePx, maxBytes}; out: {id, ok, blob, width, height,
-// quality, attempts, decodeMs, totalMs, sourceWidth, sourceHeight} or {id, ok: false, name, message}.
+// quality, attempts, decodeMs, totalMs, sourceWidth, sourceHeight} or {id, ok: false, name, message}, then
+// {id, check: {sharpness, meanLuma, underexposed, overexposed, warnings, ms} | null}.
+
+import { assessPixels } from "./quality-check.js";
 
 const QUALITIES = [0.9, 0.84, 0.78, 0.72, 0.66, 0.6];
 const SCALE_STEP = 0.82;
 const MIN_LONG_EDGE = 480;
 
-/** Resize one photo. Exported through the message protocol; see resize.js for the main-thread API. */
+/**
+ * Resize one photo. Exported through the message protocol; see resize.js for the main-thread API.
+ * Returns the result and `firstDrawing`: the 2D context of the upload-size drawing, for the quick check.
+ */
 async function resizeImage(source, { maxEdgePx = 2048, maxBytes = 1024 * 1024 } = {}) {
   const started = performance.now();
   const bitmap = source instanceof Blob
@@ -20,6 +29,7 @@ async function resizeImage(source, { maxEdgePx = 2048, maxBytes = 1024 * 1024 } 
   const { width: sourceWidth, height: sourceHeight } = bitmap;
   let scale = Math.min(1, maxEdgePx / Math.max(sourceWidth, sourceHeight));
   let attempts = 0;
+  let firstDrawing = null;
   try {
     for (;;) {
       const width = Math.max(1, Math.round(sourceWidth * scale));
@@ -29,16 +39,18 @@ async function resizeImage(source, { maxEdgePx = 2048, maxBytes = 1024 * 1024 } 
       ctx.imageSmoothingEnabled = true;
       ctx.imageSmoothingQuality = "high";
       ctx.drawImage(bitmap, 0, 0, width, height);
+      firstDrawing ??= { ctx, width, height };
       let index = 0;
       while (index < QUALITIES.length) {
         const quality = QUALITIES[index];
         attempts += 1;
         const blob = await canvas.convertToBlob({ type: "image/jpeg", quality });
         if (blob.size <= maxBytes) {
-          return {
+          const result = {
             blob, width, height, quality, attempts, decodeMs,
             totalMs: performance.now() - started, sourceWidth, sourceHeight,
           };
+          return { result, firstDrawing };
         }
         // Far over budget: skip a quality step rather than encode every one.
         index += blob.size > maxBytes * 1.6 ? 2 : 1;
@@ -53,11 +65,23 @@ async function resizeImage(source, { maxEdgePx = 2048, maxBytes = 1024 * 1024 } 
   }
 }
 
+/** The quick check on the first (upload-size) drawing; null if the pixels cannot be read. */
+function quickCheck({ ctx, width, height }) {
+  const started = performance.now();
+  try {
+    const { data } = ctx.getImageData(0, 0, width, height);
+    return { ...assessPixels(data, width, height), ms: Math.round(performance.now() - started) };
+  } catch {
+    return null; // a hint only: never fail the photo because of it
+  }
+}
+
 self.addEventListener("message", async (event) => {
   const { id, source, maxEdgePx, maxBytes } = event.data;
   try {
-    const result = await resizeImage(source, { maxEdgePx, maxBytes });
+    const { result, firstDrawing } = await resizeImage(source, { maxEdgePx, maxBytes });
     self.postMessage({ id, ok: true, ...result });
+    self.postMessage({ id, check: quickCheck(firstDrawing) });
   } catch (err) {
     self.postMessage({ id, ok: false, name: err?.name || "Error", message: err?.message || String(err) });
   }

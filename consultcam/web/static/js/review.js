@@ -1,9 +1,10 @@
-// The phone's review grid: one card per photo waiting to upload, with a label, retake, delete, a progress
-// bar while uploading and Retry when it failed. Cards are keyed by photo id and updated in place so a label
-// being typed is never replaced under the user's thumb.
+// The phone's review grid: one card per photo waiting to upload, showing what it is (its details in words),
+// what is still missing, the quick quality check, a progress bar while uploading, and Details, Retake, Delete,
+// or Retry when it failed. Cards are keyed by photo id and updated in place, and every card has the same
+// fixed-size frame, so nothing moves while photos are prepared or sent.
 
 import { h, icon } from "./dom.js";
-import { formatBytes, formatTime } from "./format.js";
+import { describeQualityWarning, formatBytes, formatTime } from "./format.js";
 
 const STATUS_TEXT = {
   preparing: "Preparing…",
@@ -15,10 +16,22 @@ const STATUS_TEXT = {
   failed: "Not sent",
 };
 
+/** Words for the metadata fields a session may require (captureSettings.requiredMetadata). */
+export const FIELD_WORDS = { bodySite: "body site", laterality: "side", view: "view", label: "label" };
+
+/** ["body site", "side"] → "Body site and side". */
+export function listFields(fields) {
+  const words = fields.map((field) => FIELD_WORDS[field] || field);
+  const text = words.length > 1 ? `${words.slice(0, -1).join(", ")} and ${words.at(-1)}` : words[0] || "";
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 export class ReviewGrid {
   /**
    * @param {HTMLElement} list the <ul>
-   * @param {{onLabel(photo, label), onDelete(photo), onRetake(photo), onRetry(photo)}} actions
+   * @param {{onDetails(photo), onDelete(photo), onRetake(photo), onRetry(photo), describe(photo): string,
+   *   missing(photo): string[]}} actions describe: the photo's details in words ("" when none);
+   *   missing: the required metadata fields it lacks
    */
   constructor(list, actions) {
     this.list = list;
@@ -31,6 +44,7 @@ export class ReviewGrid {
     const wanted = new Set(photos.map((p) => p.id));
     for (const [id, card] of this.cards) {
       if (!wanted.has(id)) {
+        card.img.removeAttribute("src"); // let the browser drop the decoded image
         card.root.remove();
         this.cards.delete(id);
       }
@@ -47,20 +61,19 @@ export class ReviewGrid {
   }
 
   createCard(photo) {
-    const labelId = `label-${photo.id}`;
     const img = h("img", { class: "photo-img", alt: "", decoding: "async" });
-    const number = h("span", { class: "photo-num" });
+    const number = h("span", { class: "photo-num", "aria-hidden": "true" });
     const statusIcon = h("span", { class: "photo-badge", "aria-hidden": "true" });
-    const labelText = h("label", { class: "visually-hidden", for: labelId });
-    const input = h("input", {
-      id: labelId, class: "label-input", type: "text", maxlength: "120", placeholder: "Label (optional)",
-      autocomplete: "off", enterkeyhint: "done",
-    });
-    input.addEventListener("input", () => this.actions.onLabel(photo, input.value));
-    input.addEventListener("keydown", (event) => { if (event.key === "Enter") input.blur(); });
+    const frame = h("button", { type: "button", class: "photo-frame", onclick: () => this.actions.onDetails(photo) },
+      img, number, statusIcon);
+    const summary = h("p", { class: "photo-summary" });
+    const missing = h("p", { class: "photo-missing", hidden: true });
+    const quality = h("p", { class: "photo-quality", hidden: true });
     const progress = h("progress", { class: "photo-progress", max: "1", value: "0" });
     const status = h("span", { class: "photo-status" });
     const detail = h("p", { class: "photo-error", role: "alert", hidden: true });
+    const details = h("button", { type: "button", class: "btn btn-quiet btn-sm", onclick: () => this.actions.onDetails(photo) },
+      icon("tag"), "Details");
     const retake = h("button", { type: "button", class: "btn btn-quiet btn-sm", onclick: () => this.actions.onRetake(photo) },
       icon("retake"), "Retake");
     const remove = h("button", { type: "button", class: "btn btn-quiet btn-sm btn-danger-text", onclick: () => this.actions.onDelete(photo) },
@@ -68,26 +81,31 @@ export class ReviewGrid {
     const retry = h("button", { type: "button", class: "btn btn-primary btn-sm", hidden: true, onclick: () => this.actions.onRetry(photo) },
       icon("refresh"), "Retry");
     const root = h("li", { class: "photo-card", dataset: { photoId: photo.id } },
-      h("div", { class: "photo-frame" }, img, number, statusIcon),
+      frame,
       h("div", { class: "photo-body" },
-        labelText, input,
+        summary, missing, quality,
         h("div", { class: "photo-progress-row" }, status, progress),
         detail),
-      h("div", { class: "photo-actions" }, retake, remove, retry));
-    return { root, img, number, statusIcon, labelText, input, progress, status, detail, retake, remove, retry, url: null };
+      h("div", { class: "photo-actions" }, details, retake, remove, retry));
+    return {
+      root, frame, img, number, statusIcon, summary, missing, quality, progress, status, detail,
+      details, retake, remove, retry, url: null,
+    };
   }
 
-  /** Refresh one card's status, progress and buttons. */
+  /** Refresh one card's details, status, progress and buttons. */
   update(photo, position) {
     const card = this.cards.get(photo.id);
     if (!card) return;
     if (position) {
       card.position = position;
       card.number.textContent = String(position);
-      card.labelText.textContent = `Label for photo ${position}`;
+      card.frame.setAttribute("aria-label", `Photo ${position}: details`);
+      card.details.setAttribute("aria-label", `Details for photo ${position}`);
       card.retake.setAttribute("aria-label", `Retake photo ${position}`);
       card.remove.setAttribute("aria-label", `Delete photo ${position}`);
       card.retry.setAttribute("aria-label", `Retry uploading photo ${position}`);
+      card.progress.setAttribute("aria-label", `Photo ${position} upload progress`);
     }
     const n = card.position;
     if (photo.url && card.url !== photo.url) {
@@ -96,29 +114,36 @@ export class ReviewGrid {
     }
     card.img.hidden = !photo.url;
     card.img.alt = `Photo ${n}, taken ${formatTime(photo.capturedAt)}`;
-    if (document.activeElement !== card.input && card.input.value !== (photo.label || "")) card.input.value = photo.label || "";
+
+    const described = this.actions.describe(photo);
+    card.summary.textContent = described || "No details yet";
+    card.summary.classList.toggle("is-empty", !described);
+    const missing = this.actions.missing(photo);
+    card.missing.hidden = !missing.length || photo.status === "done";
+    card.missing.replaceChildren(icon("info"), `${listFields(missing)} needed`);
+    const warnings = (photo.check?.warnings || []).map(describeQualityWarning);
+    card.quality.hidden = !warnings.length;
+    card.quality.replaceChildren(icon("alert"), warnings.join(" · "));
 
     const busy = ["queued", "uploading", "registering"].includes(photo.status);
+    const locked = busy || photo.status === "done";
     card.root.dataset.status = photo.status;
-    card.input.disabled = busy || photo.status === "done";
-    card.retake.hidden = busy || photo.status === "done";
-    card.remove.hidden = busy || photo.status === "done";
+    card.root.toggleAttribute("data-waiting", Boolean(photo.waiting));
+    card.frame.disabled = locked;
+    card.details.hidden = locked;
+    card.retake.hidden = locked;
+    card.remove.hidden = locked;
     card.retry.hidden = photo.status !== "failed" || !photo.blob;
-    card.progress.hidden = !(busy || photo.status === "done");
+    card.progress.hidden = !locked;
     card.progress.value = photo.status === "done" ? 1 : photo.progress || 0;
-    card.progress.setAttribute("aria-label", `Photo ${n} upload progress`);
     let text = STATUS_TEXT[photo.status] || "";
     if (photo.status === "uploading") text = `Uploading ${Math.round((photo.progress || 0) * 100)}%`;
     if (photo.status === "ready" && photo.blob) text = `Ready · ${formatBytes(photo.blob.size)}`;
-    if (photo.retrying) text = `${text} (trying again)`;
+    if (photo.waiting) text = "Waiting for the network";
+    else if (photo.retrying) text = `${text} (trying again)`;
     card.status.textContent = text;
     card.statusIcon.replaceChildren(photo.status === "done" ? icon("check") : photo.status === "failed" ? icon("alert") : "");
     card.detail.hidden = !photo.error;
     card.detail.textContent = photo.error || "";
-  }
-
-  /** Focus the label of the first photo (after arriving on the review screen). */
-  focusFirst() {
-    this.list.querySelector(".label-input:not(:disabled)")?.focus({ preventScroll: true });
   }
 }
