@@ -14,7 +14,8 @@ from consultcam.auth import Principal
 from consultcam.models import AuditEvent
 
 #: Actions recorded (issue 2: created, paired, uploaded, viewed, committed, deleted, expired; issue 5:
-#: consent, the session's ZIP download).
+#: consent, the session's ZIP download; issue 6: a photo sent to the AI endpoint, with the model and the
+#: endpoint's host, never the key or the photo).
 ACTIONS = frozenset(
     {
         "session.created",
@@ -33,6 +34,7 @@ ACTIONS = frozenset(
         "image.downloaded",
         "image.updated",
         "image.deleted",
+        "image.sent-for-analysis",
         "commit.started",
         "commit.succeeded",
         "commit.failed",
@@ -53,9 +55,11 @@ def record(
     *,
     session_id: str | None = None,
     image_id: str | None = None,
+    system: str = "sweeper",
     **detail: Any,
 ) -> None:
-    """Add an audit event to the current transaction. `actor` None means the system (the sweeper).
+    """Add an audit event to the current transaction. `actor` None means the system: `system` names which
+    part of it (the sweeper, the AI description job) as the event's actor id.
 
     Raises ValueError for an unknown action or a detail key that could carry a secret or bytes.
     """
@@ -67,7 +71,7 @@ def record(
     db.add(
         AuditEvent(
             actor_type=actor.kind if actor else "system",
-            actor_id=actor.id if actor else "sweeper",
+            actor_id=actor.id if actor else system,
             action=action,
             session_id=session_id,
             image_id=image_id,

@@ -20,6 +20,7 @@ message saying so; they never skip. `--backend sqlite` (or `postgresql`) runs on
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -308,3 +309,17 @@ def phone_photo(
     out = io.BytesIO()
     image.save(out, "JPEG", quality=90, exif=exif)
     return out.getvalue()
+
+
+async def next_event(response: httpx.Response, wanted: str) -> dict[str, Any]:
+    """The first SSE event of type `wanted` on a streaming response (its `data` parsed)."""
+    event: dict[str, Any] = {}
+    async for line in response.aiter_lines():
+        if not line:
+            if event.get("event") == wanted:
+                return event
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            event[name] = json.loads(value) if name == "data" else value.strip()
+    raise AssertionError(f"the stream ended without {wanted}")

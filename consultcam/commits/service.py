@@ -123,17 +123,7 @@ async def _claim(
                 error="AlreadyCommitted",
             )
         sessions.require_open(session, rt.settings)
-        ready = (
-            (
-                await uow.session.execute(
-                    select(ClinicalImage)
-                    .where(ClinicalImage.session_id == session_id, ClinicalImage.status == "ready")
-                    .order_by(ClinicalImage.created_at)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        ready = await images.ready_images(uow, session_id)
         if image_ids is not None:
             unknown = sorted(set(image_ids) - {image.id for image in ready})
             if unknown:

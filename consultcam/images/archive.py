@@ -18,13 +18,11 @@ from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import anyio
-from sqlalchemy import select
 
 from consultcam import audit
 from consultcam.auth import Principal
 from consultcam.errors import Conflict, ResourceNotFound
-from consultcam.images.service import render_image
-from consultcam.models import ClinicalImage
+from consultcam.images.service import ready_images, render_image
 from consultcam.runtime import Runtime
 from consultcam.sessions import service as sessions
 
@@ -64,17 +62,7 @@ async def session_archive(rt: Runtime, actor: Principal, session_id: str) -> Ses
     """
     async with rt.unit_of_work(writes=False) as uow:
         session = await sessions.get_session(uow, session_id)
-        images = (
-            (
-                await uow.session.execute(
-                    select(ClinicalImage)
-                    .where(ClinicalImage.session_id == session_id, ClinicalImage.status == "ready")
-                    .order_by(ClinicalImage.created_at)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        images = await ready_images(uow, session_id)
     if not images:
         raise _no_photos()
     width = max(2, len(str(len(images))))

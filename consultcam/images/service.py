@@ -132,6 +132,17 @@ async def list_images(uow: UnitOfWork, rt: Runtime, session_id: str) -> list[Ima
     return [await image_out_with_urls(image, rt) for image in images]
 
 
+async def ready_images(uow: UnitOfWork, session_id: str) -> list[ClinicalImage]:
+    """The session's registered, not yet committed images, oldest first: the gallery's order, which names
+    photos "photo 1", "photo 2" … in messages, the ZIP and the commit."""
+    result = await uow.session.execute(
+        select(ClinicalImage)
+        .where(ClinicalImage.session_id == session_id, ClinicalImage.status == "ready")
+        .order_by(ClinicalImage.created_at)
+    )
+    return list(result.scalars().all())
+
+
 def _source(actor: Principal) -> str:
     return "phone" if isinstance(actor, Phone) else "desktop"
 

@@ -3,7 +3,8 @@
 Rules (issue 2, DESIGN.md step 7): open sessions idle past SESSION_IDLE_MINUTES or older than
 RETENTION_HOURS expire (images and objects deleted); uploads never registered are deleted once their URL
 has expired; ended sessions are deleted outright after a short grace (so the pages can show the outcome)
-and always by RETENTION_HOURS; objects with no session are deleted; commits interrupted by a crash reopen.
+and always by RETENTION_HOURS; objects with no session are deleted; commits interrupted by a crash reopen;
+AI descriptions that never finished (a job lost with a killed process) are marked failed (issue 6).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from consultcam import audit
+from consultcam.analysis.tasks import fail_stuck_analyses
 from consultcam.commits.service import STALE_COMMIT
 from consultcam.images.service import UPLOAD_GRACE
 from consultcam.models import CaptureSession, ClinicalImage, utcnow
@@ -37,6 +39,7 @@ class SweepReport:
     abandoned_uploads: int = 0
     reopened_commits: int = 0
     orphan_objects: int = 0
+    stuck_analyses: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -99,6 +102,11 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
                 report.abandoned_uploads += 1
 
     report.orphan_objects = await _delete_orphans(rt, now)
+    try:
+        report.stuck_analyses = await fail_stuck_analyses(rt, now)
+    except Exception as exc:
+        log.exception("sweeper: stuck AI descriptions")
+        report.errors.append(f"analyses: {type(exc).__name__}")
     if any(
         (
             report.expired_sessions,
@@ -106,6 +114,7 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
             report.abandoned_uploads,
             report.reopened_commits,
             report.orphan_objects,
+            report.stuck_analyses,
         )
     ):
         log.info("sweeper: %s", report)

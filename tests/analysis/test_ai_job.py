@@ -5,24 +5,30 @@ written to a deleted or committed photo, never put into the record by itself."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import select, update
 
 from consultcam.analysis.prompt import PROMPT_VERSION
+from consultcam.analysis.tasks import STUCK_AFTER_MIN, endpoint_host, stuck_after
 from consultcam.app import create_app
+from consultcam.models import AuditEvent, ClinicalImage, utcnow
+from consultcam.sessions.retention import sweep
 from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, Reply, answer, check_request, serving
 from tests.analysis.conftest import consented_session
 from tests.conftest import (
     CLINICIAN_TOKEN,
     PATIENT,
     jpeg_bytes,
+    next_event,
     pair_phone,
     phone_photo,
     upload,
@@ -158,20 +164,6 @@ async def test_a_photo_is_described_and_the_desktop_sees_it_on_its_event_stream(
     assert sent.height > sent.width  # the stored, upright copy (the phone's EXIF orientation 6 applied)
 
 
-async def next_event(response: httpx.Response, wanted: str) -> dict[str, Any]:
-    """The first SSE event of type `wanted` on a streaming response (its `data` parsed)."""
-    event: dict[str, Any] = {}
-    async for line in response.aiter_lines():
-        if not line:
-            if event.get("event") == wanted:
-                return event
-            event = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            event[name] = json.loads(value) if name == "data" else value.strip()
-    raise AssertionError(f"the stream ended without {wanted}")
-
-
 async def test_the_status_goes_pending_then_running_then_done(clinician, new_client, chat_server):
     chat_server.then(Reply(delay=1.0, body=answer().body))  # answered after a second
     session = await consented_session(clinician)
@@ -180,7 +172,10 @@ async def test_the_status_goes_pending_then_running_then_done(clinician, new_cli
     assert registered["analysis"]["status"] == "pending"
 
     await chat_server.wait_for(1)
-    assert (await photo_of(clinician, session["id"], registered["id"]))["analysis"] == {"status": "running"}
+    running = (await photo_of(clinician, session["id"], registered["id"]))["analysis"]
+    assert running.keys() == {"status", "startedAt"}
+    assert running["status"] == "running"
+    assert datetime.fromisoformat(running["startedAt"]).tzinfo is not None
     analysis = await analysis_settled(clinician, session["id"], registered["id"])
     assert analysis["status"] == "done"
 
@@ -283,3 +278,107 @@ async def test_a_description_arriving_after_the_commit_is_dropped(
     assert DESCRIPTION not in outbox(runtime)[0].read_text()
     assert "image.analysed" not in [e.type for e in await events_of(runtime, session["id"])]
     assert registered["id"] in committed.text
+
+
+async def test_sending_a_photo_is_audited_with_the_model_and_host_never_the_key(
+    clinician, new_client, chat_server, runtime
+):
+    session = await consented_session(clinician)
+    phone = await pair_phone(new_client, session)
+    registered = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
+    assert (await analysis_settled(clinician, session["id"], registered["id"]))["status"] == "done"
+
+    async with runtime.sessionmaker() as db:
+        [event] = (
+            (await db.execute(select(AuditEvent).where(AuditEvent.action == "image.sent-for-analysis")))
+            .scalars()
+            .all()
+        )
+    assert (event.actor_type, event.actor_id) == ("system", "ai-description")
+    assert (event.session_id, event.image_id) == (session["id"], registered["id"])
+    assert event.detail["model"] == MODEL
+    assert event.detail["endpoint_host"] == chat_server.url.split("://")[1].split("/")[0]  # 127.0.0.1:port
+    assert event.detail["prompt_version"] == PROMPT_VERSION
+    url = chat_server.requests[0].json["messages"][1]["content"][1]["image_url"]["url"]
+    assert event.detail["size_bytes"] == len(base64.b64decode(url.split(",", 1)[1]))  # the JPEG as sent
+    assert API_KEY not in json.dumps(event.detail)
+    assert "/v1" not in json.dumps(event.detail)  # the host only, not the URL
+
+
+def test_the_audit_names_the_endpoint_by_its_host_only():
+    assert endpoint_host("https://api.openai.com/v1") == "api.openai.com"
+    assert endpoint_host("https://user:s3cret@ai.practice.internal:8443/v1") == "ai.practice.internal:8443"
+
+
+@pytest.mark.parametrize("settings_overrides", [{}])
+async def test_nothing_is_audited_as_sent_when_analysis_is_off(clinician, new_client, runtime):
+    session = await consented_session(clinician)
+    phone = await pair_phone(new_client, session)
+    assert (await upload(phone, session["id"], jpeg_bytes())).status_code == 201
+    async with runtime.sessionmaker() as db:
+        actions = (await db.execute(select(AuditEvent.action))).scalars().all()
+    assert "image.uploaded" in actions
+    assert "image.sent-for-analysis" not in actions
+
+
+async def test_the_sweeper_fails_a_description_that_never_finishes_and_tells_the_desktop(
+    clinician, new_client, chat_server, runtime
+):
+    """A job still running past the bound (here: a service that answers only after the sweep) is marked
+    failed with a reason and published; the answer that comes afterwards is dropped."""
+    chat_server.then(Reply(delay=1.5, body=answer().body))
+    session = await consented_session(clinician)
+    phone = await pair_phone(new_client, session)
+    registered = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
+    before = jobs_finished()
+    await chat_server.wait_for(1)
+    bound = stuck_after(runtime.settings)
+    assert bound == STUCK_AFTER_MIN  # 5 s x 3 tries + 2 x 60 s + 60 s is well under 15 minutes
+
+    assert (await sweep(runtime, now=utcnow() + bound - timedelta(minutes=1))).stuck_analyses == 0
+    report = await sweep(runtime, now=utcnow() + bound + timedelta(seconds=1))
+
+    assert report.stuck_analyses == 1
+    assert report.errors == []
+    analysis = (await photo_of(clinician, session["id"], registered["id"]))["analysis"]
+    assert analysis["status"] == "failed"
+    assert analysis["reason"].startswith("The description did not finish")
+    assert analysis["model"] == MODEL
+    assert analysis["promptVersion"] == PROMPT_VERSION
+    [event] = [e for e in await events_of(runtime, session["id"]) if e.type == "image.analysed"]
+    assert event.data["image"]["analysis"] == analysis
+    await wait_for_jobs(before)  # the late answer arrives and is dropped
+    assert (await photo_of(clinician, session["id"], registered["id"]))["analysis"] == analysis
+    assert len([e for e in await events_of(runtime, session["id"]) if e.type == "image.analysed"]) == 1
+    assert (await sweep(runtime, now=utcnow() + bound * 2)).stuck_analyses == 0
+
+
+@pytest.mark.parametrize("settings_overrides", [{}])
+async def test_the_sweeper_fails_a_pending_description_even_once_ai_is_switched_off(
+    clinician, new_client, runtime
+):
+    """A photo registered while AI was on, whose job was lost with the process that held the in-memory
+    queue; the process came back without AI. Committed photos and fresh pending ones are left alone."""
+    session = await consented_session(clinician)
+    phone = await pair_phone(new_client, session)
+    lost = (await upload(phone, session["id"], jpeg_bytes())).json()
+    recent = (await upload(phone, session["id"], jpeg_bytes("coffee.jpg"))).json()
+    bound = stuck_after(runtime.settings)
+    async with runtime.unit_of_work() as uow:
+        await uow.session.execute(update(ClinicalImage).values(analysis={"status": "pending"}))
+        await uow.session.execute(
+            update(ClinicalImage)
+            .where(ClinicalImage.id == lost["id"])
+            .values(registered_at=utcnow() - bound - timedelta(seconds=5))
+        )
+
+    report = await sweep(runtime)
+
+    assert report.stuck_analyses == 1
+    failed = (await photo_of(clinician, session["id"], lost["id"]))["analysis"]
+    assert failed["status"] == "failed"
+    assert "did not finish" in failed["reason"]
+    assert "model" not in failed  # none was configured, none is made up
+    assert (await photo_of(clinician, session["id"], recent["id"]))["analysis"] == {"status": "pending"}
+    [event] = [e for e in await events_of(runtime, session["id"]) if e.type == "image.analysed"]
+    assert event.data["image"]["id"] == lost["id"]

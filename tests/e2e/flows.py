@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from typing import Any
 
+import httpx
 from PIL import Image
 from playwright.sync_api import Page, expect
 
@@ -80,3 +82,37 @@ def decode_jpeg(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def record_consent(
+    server: Server, session_id: str, scope: str = "clinical", given_by: str = "patient"
+) -> None:
+    """Record the patient's consent as the clinician (PUT …/consent), as the desktop's dialog does."""
+    with server.api() as client:
+        response = client.put(
+            f"/api/sessions/{session_id}/consent", json={"scope": scope, "givenBy": given_by}
+        )
+    assert response.status_code == 200, response.text
+
+
+def add_photo(server: Server, session_id: str, data: bytes, metadata: dict[str, Any] | None = None) -> dict:
+    """Put a photo into the session as the clinician through the HTTP API (uploads → PUT → images)."""
+    with server.api() as client:
+        target = client.post(
+            f"/api/sessions/{session_id}/uploads", json={"contentType": "image/jpeg", "sizeBytes": len(data)}
+        )
+        assert target.status_code == 201, target.text
+        upload = target.json()
+        url = (
+            upload["uploadUrl"]
+            if upload["uploadUrl"].startswith("http")
+            else server.url + upload["uploadUrl"]
+        )
+        put = httpx.request(upload["method"], url, content=data, headers=upload["headers"], timeout=10)
+        assert put.status_code < 300, put.text
+        body: dict[str, Any] = {"imageId": upload["imageId"]}
+        if metadata:
+            body["metadata"] = metadata
+        registered = client.post(f"/api/sessions/{session_id}/images", json=body)
+    assert registered.status_code == 201, registered.text
+    return registered.json()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ from tests.conftest import (
     CLINICIAN_TOKEN,
     assert_error,
     jpeg_bytes,
+    next_event,
     pair_phone,
     record_consent,
     start_session,
@@ -192,20 +192,6 @@ async def served(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
-
-
-async def next_event(stream: httpx.Response, wanted: str) -> dict[str, Any]:
-    """The first Server-Sent Event of type `wanted`, its `data` parsed."""
-    event: dict[str, Any] = {}
-    async for line in stream.aiter_lines():
-        if not line:
-            if event.get("event") == wanted:
-                return event
-            event = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            event[name] = json.loads(value) if name == "data" else value.strip()
-    raise AssertionError(f"the stream ended without {wanted}")
 
 
 async def test_the_desktop_stream_hears_wrong_patient(settings):

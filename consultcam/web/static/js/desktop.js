@@ -1,12 +1,17 @@
 // The desktop page: `/` shows the start form; `/sessions/{id}` shows the patient banner, the phone panel,
-// the live gallery and commit. State comes from GET /api/sessions/{id}; changes arrive over SSE.
+// consent, the live gallery with its details panel, uploads from this computer, and commit. State comes from
+// GET /api/sessions/{id}; changes arrive over SSE.
 
 import { ApiError, api } from "./api.js";
 import { CommitDialog, renderCommitResult } from "./commit-dialog.js";
+import { ConsentPanel } from "./consent-dialog.js";
+import { DesktopUpload } from "./desktop-upload.js";
 import { $, announce, h, readPageData, setText, show } from "./dom.js";
 import { EventStream } from "./events.js";
 import { formatBirthDateWithAge, plural } from "./format.js";
-import { Gallery } from "./gallery.js";
+import { Gallery, listFields, missingFields } from "./gallery.js";
+import { summarise } from "./metadata-chips.js";
+import { MetadataPanel } from "./metadata-panel.js";
 import { QrPanel } from "./qr-panel.js";
 import { PAIRING_STASH, startForm } from "./start-form.js";
 
@@ -18,29 +23,80 @@ if (page.sessionId) sessionPage(page.sessionId);
 else startForm(page.launch || {});
 
 function sessionPage(sessionId) {
-  const state = { session: null, phone: null, ended: null, ready: false, buffer: [], pairingBusy: false };
+  const state = { session: null, phone: null, ended: null, ready: false, buffer: [], pairingBusy: false, viewer: null };
   const shownAt = {};
+  const required = () => state.session?.requiredMetadata || [];
+  // A snapshot fetched while newer news of a photo arrived must not put the older state back: each change
+  // seen (event or own save) is stamped, and reload() skips photos stamped after it asked.
+  let seq = 0;
+  const stamped = new Map();
+  const fresh = (image) => { stamped.set(image.id, ++seq); gallery.upsert(image); };
+  let markLoaded;
+  const loaded = new Promise((resolve) => { markLoaded = resolve; });
 
-  const qr = new QrPanel({ onNewCode: () => newPairing() });
+  const qr = new QrPanel({ onNewCode: () => newPairing(), onRevoke: () => confirmRevoke() });
   const gallery = new Gallery($("#gallery"), {
     fetchImage: (imageId) => api.getImage(sessionId, imageId),
     downloadUrl: (imageId) => api.downloadUrl(sessionId, imageId),
     onDelete: (image, position) => confirmDelete(image, position),
     onLabel: async (image, label) => {
-      const metadata = { ...(image.metadata || {}), label: label || null };
-      const updated = await api.updateImage(sessionId, image.id, { metadata });
-      gallery.upsert(updated);
+      const updated = await api.updateImage(sessionId, image.id, { metadata: { label: label || null } });
+      fresh(updated);
     },
     onChange: () => renderCount(),
+    onOpen: (image, index) => openViewer(index),
+    onSelection: () => renderSelection(),
+    onCurrent: () => { if (!gallery.selected.size) panel.show(targets()); },
     // When each photo first became visible (wall-clock ms), for bench/capture_latency.py.
     onShown: (imageId) => { shownAt[imageId] ??= performance.timeOrigin + performance.now(); },
+  });
+  const panel = new MetadataPanel({
+    sessionId,
+    root: $("#inspector"),
+    required,
+    onSaved: (image) => fresh(image),
+    onTerminology: (terminology) => gallery.setTerminology(terminology),
+    position: (id) => gallery.position(id),
+    latest: (id) => gallery.get(id),
+  });
+  const consent = new ConsentPanel({
+    sessionId,
+    getSession: () => state.session,
+    onRecorded: (session) => {
+      state.session = { ...state.session, consent: session?.consent ?? state.session?.consent };
+      consent.render(state.session);
+    },
   });
   const commit = new CommitDialog({
     sessionId,
     getImages: () => gallery.images(),
     getSession: () => state.session,
+    required,
+    position: (id) => gallery.position(id),
+    onJump: (imageId, fields) => jumpTo(imageId, fields),
     onCommitted: (results) => committed(results),
     onConflict: () => reload(),
+  });
+  const upload = new DesktopUpload({
+    sessionId,
+    zone: $("#drop-zone"),
+    input: $("#upload-input"),
+    tray: $("#upload-tray"),
+    settings: { maxImages: config.maxImages },
+    enabled: () => !state.ended,
+    remaining: () => config.maxImages - gallery.size,
+    // Files dropped while the page is still loading wait for the session, then for consent if it is needed.
+    ensureConsent: async (count) => {
+      await loaded;
+      if (state.ended) return false;
+      return state.session?.consentRequired && !state.session?.consent ? consent.ask(count) : true;
+    },
+    onUploaded: (image) => {
+      if (state.ended) return;
+      const isNew = !gallery.has(image.id);
+      fresh(image);
+      if (isNew) announce(`Photo added. ${plural(gallery.size, "photo")} in this session.`);
+    },
   });
   const events = new EventStream(api.eventsUrl(sessionId), {
     onEvent: (event) => (state.ready ? handleEvent(event) : state.buffer.push(event)),
@@ -49,11 +105,29 @@ function sessionPage(sessionId) {
     check: () => api.getSession(sessionId),
     onFatal: (err) => fatal(err),
   });
-  window.__consultcam = { events, gallery, state, shownAt };
+  window.__consultcam = { events, gallery, panel, upload, state, shownAt };
 
   $("#commit-btn").addEventListener("click", () => commit.open());
   $("#cancel-btn").addEventListener("click", () => confirmCancel());
   $("#live-refresh").addEventListener("click", () => { events.reconnectNow(); reload(); });
+  $("#select-all").addEventListener("change", (event) => gallery.selectAll(event.target.checked));
+  $("#wrong-patient-new-code").addEventListener("click", () => { show($("#wrong-patient"), false); newPairing(); });
+  $("#wrong-patient-cancel").addEventListener("click", () => confirmCancel());
+  $("#wrong-patient-dismiss").addEventListener("click", () => {
+    show($("#wrong-patient"), false);
+    $("#qr-new").focus();
+  });
+  $("#download-all").addEventListener("click", (event) => {
+    if (!gallery.size) event.preventDefault();
+    else announce(`Downloading ${plural(gallery.size, "photo")} as a ZIP file.`);
+  });
+  // Escape clears a selection (text fields and dialogs keep their own Escape).
+  $("#main").addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && gallery.selected.size && !event.target.matches("input[type=text], input[type=search], textarea")) {
+      gallery.selectAll(false);
+      announce("Selection cleared.");
+    }
+  });
 
   // The stream opens first and buffers, so nothing between the snapshot and the subscription is lost.
   events.start();
@@ -64,6 +138,7 @@ function sessionPage(sessionId) {
       const session = await api.getSession(sessionId);
       applySession(session);
       state.ready = true;
+      markLoaded();
       for (const event of state.buffer.splice(0)) handleEvent(event);
       if (!state.ended && !state.phone) {
         const stashed = takeStashedPairing();
@@ -77,10 +152,17 @@ function sessionPage(sessionId) {
 
   /** Catch up after an event-stream gap: the server's state is the truth. */
   async function reload() {
+    const asked = seq;
     try {
       const session = await api.getSession(sessionId);
       const ids = new Set((session.images || []).map((image) => image.id));
-      for (const image of gallery.images()) if (!ids.has(image.id) && !state.ended) gallery.remove(image.id);
+      for (const image of gallery.images()) {
+        if (!ids.has(image.id) && !state.ended && !((stamped.get(image.id) ?? 0) > asked)) gallery.remove(image.id);
+      }
+      const newer = (image) => (stamped.get(image.id) ?? 0) > asked;
+      session.images = (session.images || [])
+        .filter((image) => !newer(image) || gallery.has(image.id)) // deleted since: stays deleted
+        .map((image) => (newer(image) ? { ...gallery.get(image.id), urls: image.urls } : image));
       applySession(session);
     } catch (err) {
       if (err instanceof ApiError && !err.retryable) fatal(err);
@@ -90,19 +172,22 @@ function sessionPage(sessionId) {
   function applySession(session) {
     state.session = session;
     renderBanner(session);
+    gallery.setRequired(session.requiredMetadata || []);
     for (const image of session.images || []) gallery.upsert(image);
+    consent.render(session);
     if (session.phone) {
       state.phone = session.phone;
       qr.phoneConnected(session.phone);
     } else if (state.phone) {
       state.phone = null;
       qr.waiting();
-    } else {
-      qr.waiting();
+    } else if (!["alert", "signed-out"].includes($("#phone-status").dataset.state)) {
+      qr.waiting(); // "Phone signed out" stays until another phone pairs
     }
     renderStatus(session.status);
     if (session.status !== "open" && session.status !== "committing") endSession(session.status);
     renderCount();
+    panel.show(targets());
   }
 
   function takeStashedPairing() {
@@ -135,28 +220,51 @@ function sessionPage(sessionId) {
         state.phone = data.phone;
         if (state.session) state.session.phone = data.phone;
         qr.phoneConnected(data.phone);
+        show($("#wrong-patient"), false);
         announce("Phone connected.");
         break;
       case "phone.revoked":
         state.phone = null;
         if (state.session) state.session.phone = null;
-        qr.waiting();
-        // An ended session says so (session.expired) before it signs the phone out: no new code then.
-        if (!state.ended && data.reason === "revoked") newPairing();
+        if (state.ended) break;
+        if (data.reason === "wrong-patient") {
+          wrongPatient();
+        } else if (data.reason === "revoked") {
+          // This desktop (or another one) signed it out: offer a fresh code straight away.
+          qr.signedOut("revoked");
+          announce("The phone was signed out.");
+          newPairing();
+        } else {
+          // An ended session says so (session.expired) before it signs the phone out: no new code then.
+          qr.waiting();
+        }
+        break;
+      case "consent.recorded":
+        if (data.consent) consent.recorded(data.consent);
         break;
       case "image.added":
       case "image.updated":
       case "image.analysed": {
+        // Each carries the whole image: whichever comes first puts it in the gallery, by id, and a later
+        // one replaces it (image.analysed may overtake image.added; the gallery keeps the later analysis).
         if (!data.image || state.ended) break;
         const isNew = !gallery.has(data.image.id);
-        gallery.upsert(data.image);
+        const before = gallery.get(data.image.id)?.analysis?.status;
+        fresh(data.image);
+        const image = gallery.get(data.image.id);
+        if (!isNew) state.viewer?.update(image);
         if (isNew) announce(`New photo received. ${plural(gallery.size, "photo")} in this session.`);
+        else if (event.type === "image.analysed" && before !== image.analysis?.status) announceAnalysis(image);
+        renderCount();
         break;
       }
       case "image.deleted":
+        stamped.set(data.imageId, ++seq);
         gallery.remove(data.imageId);
+        state.viewer?.remove(data.imageId);
         break;
       case "commit.started":
+        commit.started(data.total ?? gallery.size);
         commit.onProgress(0, data.total ?? gallery.size);
         renderStatus("committing");
         break;
@@ -164,9 +272,10 @@ function sessionPage(sessionId) {
         commit.onProgress(data.done ?? 0, data.total ?? gallery.size);
         break;
       case "session.committed":
-        if (!commit.running) committed(data.results || []);
+        if (!commit.running) committed(data.results || [], { byPhone: commit.external });
         break;
       case "commit.failed":
+        commit.failed(data.detail || data.error);
         renderStatus("open");
         break;
       case "session.expired":
@@ -175,6 +284,13 @@ function sessionPage(sessionId) {
       default:
         break;
     }
+  }
+
+  /** A description that arrives (or fails) is said once, briefly; its text is in the details panel. */
+  function announceAnalysis(image) {
+    const position = gallery.position(image.id);
+    if (image.analysis?.status === "done") announce(`AI description ready for photo ${position}. It is in Details.`);
+    else if (image.analysis?.status === "failed") announce(`No AI description for photo ${position}.`);
   }
 
   // -- rendering ---------------------------------------------------------------------------------------
@@ -226,9 +342,126 @@ function sessionPage(sessionId) {
     const commitBtn = $("#commit-btn");
     commitBtn.disabled = count === 0 || Boolean(state.ended);
     setText(commitBtn, count ? `Commit ${plural(count, "photo")}` : "Commit photos");
+    renderReadiness();
+    const download = $("#download-all");
+    if (count && !state.ended) {
+      download.href = api.sessionDownloadUrl(sessionId);
+      download.removeAttribute("aria-disabled");
+    } else {
+      download.removeAttribute("href");
+      download.setAttribute("aria-disabled", "true");
+    }
+    show($("#gallery-tools"), !state.ended);
+    $("#select-all").disabled = count === 0;
+    renderSelection();
+  }
+
+  /** Say in the commit card whether every photo has what commit requires. */
+  function renderReadiness() {
+    const line = $("#commit-ready");
+    const images = gallery.images();
+    const lacking = images.filter((image) => missingFields(image, required()).length);
+    if (!images.length || state.ended) {
+      line.replaceChildren();
+      delete line.dataset.tone;
+      return;
+    }
+    if (lacking.length) {
+      const fields = [...new Set(lacking.flatMap((image) => missingFields(image, required())))];
+      line.dataset.tone = "warn";
+      line.replaceChildren(`${lacking.length === 1 ? "1 photo needs" : `${lacking.length} photos need`} a ${listFields(fields)}.`);
+    } else {
+      line.dataset.tone = "ok";
+      line.replaceChildren(required().length ? `Every photo has its ${listFields(required())}.` : "Ready to commit.");
+    }
+  }
+
+  function targets() {
+    const selection = gallery.selection();
+    if (selection.length) return selection;
+    return gallery.current ? [gallery.current] : [];
+  }
+
+  function renderSelection() {
+    const count = gallery.selected.size;
+    const all = $("#select-all");
+    all.checked = count > 0 && count === gallery.size;
+    all.indeterminate = count > 0 && count < gallery.size;
+    setText($("#select-all-text"), count ? `${count} selected` : "Select all");
+    $("#select-all").setAttribute("aria-label", count ? `${count} of ${gallery.size} selected. Select all` : "Select all photos");
+    panel.show(targets());
+    renderReadiness();
   }
 
   // -- actions -----------------------------------------------------------------------------------------
+
+  /** From the commit dialog's gap list: show that photo in the details panel and put the keyboard there. */
+  function jumpTo(imageId, fields) {
+    gallery.select([]);
+    gallery.setCurrent(imageId, { scroll: true });
+    panel.show(targets());
+    panel.focusField(fields[0] || "bodySite");
+  }
+
+  async function openViewer(index) {
+    const images = gallery.images();
+    const image = images[index];
+    if (!image) return;
+    try {
+      const { openImageViewer } = await import("./image-viewer.js");
+      state.viewer = openImageViewer({
+        sessionId,
+        images,
+        index,
+        readOnly: Boolean(state.ended),
+        onSaved: (updated) => fresh(updated),
+        onClose: (last) => {
+          state.viewer = null;
+          // Back on the photo last shown, so the keyboard carries on from there.
+          const id = last?.id && gallery.has(last.id) ? last.id : image.id;
+          if (gallery.has(id)) gallery.setCurrent(id, { focus: true, scroll: true });
+        },
+      });
+    } catch (err) {
+      console.error("The image viewer could not open", err);
+      window.open(image.urls?.full || api.downloadUrl(sessionId, image.id), "_blank", "noopener");
+    }
+  }
+
+  function wrongPatient() {
+    qr.signedOut("wrong-patient");
+    qr.idle("Make a new code only once you are sure of the patient.");
+    const count = gallery.size;
+    setText($("#wrong-patient-photos"), count
+      ? `The ${plural(count, "photo")} already here ${count === 1 ? "was" : "were"} not deleted: check ${count === 1 ? "it shows" : "they show"} this patient before committing.`
+      : "");
+    show($("#wrong-patient"), true);
+    announce("The phone said this is not the right patient. It has been signed out.");
+  }
+
+  function confirmRevoke() {
+    const dialog = $("#revoke-dialog");
+    dialog.returnValue = "";
+    show($("#revoke-error"), false);
+    dialog.showModal();
+    dialog.addEventListener("close", async () => {
+      if (dialog.returnValue !== "revoke") return;
+      try {
+        await api.revokePhone(sessionId);
+        state.phone = null;
+        if (state.session) state.session.phone = null;
+        qr.signedOut("revoked");
+        announce("The phone was signed out.");
+        newPairing();
+      } catch (err) {
+        announce(err?.detail || "The phone could not be signed out.");
+        setText($("#revoke-error"), err instanceof ApiError ? err.detail : "The phone could not be signed out. Try again.");
+        show($("#revoke-error"), true);
+        dialog.showModal();
+        reload();
+      }
+    }, { once: true });
+  }
 
   function confirmDelete(image, position) {
     const dialog = $("#delete-dialog");
@@ -243,6 +476,7 @@ function sessionPage(sessionId) {
       if (dialog.returnValue !== "delete") return;
       try {
         await api.deleteImage(sessionId, image.id);
+        stamped.set(image.id, ++seq);
         gallery.remove(image.id);
         announce(`Photo ${position} deleted.`);
       } catch (err) {
@@ -269,16 +503,17 @@ function sessionPage(sessionId) {
     }, { once: true });
   }
 
-  function committed(results) {
-    const panel = $("#commit-result");
-    if (state.ended === "committed" && !panel.hidden) return;
+  function committed(results, { byPhone = false } = {}) {
+    const resultPanel = $("#commit-result");
+    if (state.ended === "committed" && !resultPanel.hidden) return;
     const positions = new Map(gallery.images().map((image, index) => [image.id, { index: index + 1, image }]));
-    renderCommitResult(panel, results, (imageId) => {
+    renderCommitResult(resultPanel, results, (imageId) => {
       const known = positions.get(imageId);
       if (!known) return "Photo";
-      const label = known.image.metadata?.label;
-      return `Photo ${known.index}${label ? ` · ${label}` : ""}`;
-    }, state.session?.patient?.name, (imageId) => positions.get(imageId)?.index ?? Number.MAX_SAFE_INTEGER);
+      // Named by its label, else by where it was taken ("Photo 2 · Left hand").
+      const name = known.image.metadata?.label || summarise(known.image.metadata, gallery.terminology);
+      return `Photo ${known.index}${name ? ` · ${name}` : ""}`;
+    }, state.session?.patient?.name, (imageId) => positions.get(imageId)?.index ?? Number.MAX_SAFE_INTEGER, { byPhone });
     endSession("committed");
   }
 
@@ -289,10 +524,14 @@ function sessionPage(sessionId) {
     }
     state.ended = status;
     commit.close();
+    consent.close();
+    state.viewer?.close();
     events.close();
     qr.disable();
     renderStatus(status);
     gallery.setReadOnly(status);
+    panel.setReadOnly();
+    show($("#wrong-patient"), false);
     const copy = {
       committed: ["Saved to the record", "The photos are in the patient's record and have been deleted from consultcam. The phone has been told."],
       cancelled: ["Session cancelled", "The photos were deleted and nothing was saved to the record."],
@@ -301,9 +540,8 @@ function sessionPage(sessionId) {
     setText($("#ended-title"), copy[0]);
     setText($("#ended-text"), copy[1]);
     show($("#ended-card"), true);
-    show($(".commit-card"), false);
-    show($(".phone-card"), false);
-    show($("#live"), false);
+    for (const selector of [".commit-card", ".phone-card", ".consent-card", "#live", "#inspector", "#upload-tray"]) show($(selector), false);
+    $("#main").dataset.phase = "ended";
     if (status !== "committed") {
       gallery.clear();
       $("#main").dataset.ended = "true"; // nothing left to show but the outcome
@@ -318,22 +556,21 @@ function sessionPage(sessionId) {
       return;
     }
     events.close();
+    markLoaded();
     const notFound = err instanceof ApiError && (err.status === 404 || err.status === 403);
     setText($("#pb-name"), notFound ? "Session not found" : "Could not load the session");
     show($(".pb-facts"), false);
     show($("#session-status"), false);
     state.ended = "error";
     qr.disable();
-    show($(".phone-card"), false);
+    for (const selector of [".phone-card", ".commit-card", ".consent-card", "#gallery-empty", "#live", "#inspector"]) show($(selector), false);
     $("#main").dataset.ended = "true";
-    show($(".commit-card"), false);
-    show($("#gallery-empty"), false);
+    $("#main").dataset.phase = "ended";
     setText($("#ended-title"), notFound ? "Session not found" : "Could not load the session");
     setText($("#ended-text"), notFound
       ? "It may have been committed, cancelled or expired. Start a new session for this patient."
       : (err?.detail || "Reload the page to try again."));
     show($("#ended-card"), true);
-    show($("#live"), false);
     renderStatus("error");
   }
 }

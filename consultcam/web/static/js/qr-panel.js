@@ -1,5 +1,6 @@
 // The desktop's phone panel: the pairing QR code with its countdown, "New code", the link as text, and
-// the phone's status ("Waiting for phone…" / "Phone connected · Chrome on Android · 10:42 am").
+// the phone's status ("Waiting for phone…" / "Phone connected · Chrome on Android · 10:42 am") with
+// "Sign phone out" while one is connected.
 
 import { $, announce, setText, show } from "./dom.js";
 import { describeDevice, formatCountdown, formatTime } from "./format.js";
@@ -26,8 +27,8 @@ function safeSvg(markup) {
 }
 
 export class QrPanel {
-  /** @param {{onNewCode: () => void}} actions */
-  constructor({ onNewCode }) {
+  /** @param {{onNewCode: () => void, onRevoke: () => void}} actions */
+  constructor({ onNewCode, onRevoke }) {
     this.panel = $("#qr-panel");
     this.code = $("#qr-code");
     this.overlay = $("#qr-overlay");
@@ -42,6 +43,7 @@ export class QrPanel {
     this.expiresAt = 0;
     this.newBtn.addEventListener("click", () => onNewCode());
     $("#pair-another").addEventListener("click", () => onNewCode());
+    $("#revoke-phone").addEventListener("click", () => onRevoke());
     this.copyBtn.addEventListener("click", () => this.copy());
   }
 
@@ -108,6 +110,25 @@ export class QrPanel {
     this.status.dataset.state = "waiting";
     setText(this.statusText, "Waiting for phone…");
     show(this.connected, false);
+  }
+
+  /** The phone was signed out (`reason` "revoked" by this desktop, "wrong-patient" by the phone itself). */
+  signedOut(reason) {
+    this.status.dataset.state = reason === "wrong-patient" ? "alert" : "signed-out";
+    setText(this.statusText, reason === "wrong-patient" ? "Phone signed out: not this patient" : "Phone signed out");
+    show(this.connected, false);
+  }
+
+  /** No code on show (after "Not this patient?"): the clinician decides whether to pair again. */
+  idle(message) {
+    this.stopTimer();
+    this.setState("idle");
+    this.code.replaceChildren();
+    show(this.panel, true);
+    show(this.overlay, false);
+    this.newBtn.disabled = false;
+    this.newBtn.classList.replace("btn-secondary", "btn-primary");
+    setText(this.countdown, message);
   }
 
   /** A phone `{id, userAgent, pairedAt}` is connected: the code was used, so hide it. */
