@@ -13,12 +13,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Sessions warn the clinician when this many photos are taken (seeds: "20-image session limit with warning").
 WARN_IMAGES = 20
+#: New Zealand general practice: local dates and times (DICOM, ZIP entries) are Pacific/Auckland.
+PRACTICE_TIMEZONE = ZoneInfo("Pacific/Auckland")
 
 #: Signature algorithms an OIDC token may use: asymmetric only (RFC 8725 §3.1, §3.2; RFC 7518 §3.1).
 OIDC_ALGORITHMS = frozenset(

@@ -19,22 +19,26 @@ message saying so; they never skip. `--backend sqlite` (or `postgresql`) runs on
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from PIL import Image
 from sqlalchemy.engine import make_url
 
 from consultcam.app import create_app
 from consultcam.config import Settings
 from consultcam.db import migrate
+from tests.e2e.harness import free_port
 from tests.postgres_server import POSTGRES_URL, PostgresServer, new_database_name, url_of
 
 #: Real photos (CC0 or public domain, sources in tests/photos/README.md), in the repo for clean checkouts.
@@ -323,3 +327,21 @@ async def next_event(response: httpx.Response, wanted: str) -> dict[str, Any]:
             name, _, value = line.partition(":")
             event[name] = json.loads(value) if name == "data" else value.strip()
     raise AssertionError(f"the stream ended without {wanted}")
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """`app` served by uvicorn on a free loopback port in this event loop; yields its http:// origin."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the test server did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

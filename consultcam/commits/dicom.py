@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -34,6 +33,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
 from consultcam.commits.fhir_media import consent_statement, optional_text, validate_body_site
+from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.sessions.nhi import is_valid_nhi
 
 __all__ = [
@@ -56,8 +56,6 @@ __all__ = [
 VL_PHOTOGRAPHIC_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.77.1.4")
 JPEG_BASELINE = UID("1.2.840.10008.1.2.4.50")
 JPEG_EXTENDED = UID("1.2.840.10008.1.2.4.51")
-#: New Zealand general practice: DICOM local dates and times are Pacific/Auckland with their offset.
-PRACTICE_TIMEZONE: tzinfo = ZoneInfo("Pacific/Auckland")
 #: Fixed namespace for the uuid5-derived study and series UIDs. Never change it: UIDs must stay stable.
 UID_NAMESPACE = uuid.UUID("6f1c3a52-2b8e-5d4a-9c0e-7a1d2c3b4e5f")
 MANUFACTURER = "consultcam"

@@ -37,7 +37,13 @@ from pydantic import ValidationError
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
 from consultcam.sessions.nhi import is_valid_nhi
-from consultcam.terminology import LATERALITY_CODES, LATERALITY_WORDS, SNOMED_CT, is_snomed_concept_id
+from consultcam.terminology import (
+    LATERALITY_CODES,
+    LATERALITY_WORDS,
+    SNOMED_CT,
+    is_snomed_concept_id,
+    site_words,
+)
 
 IMAGE_IDENTIFIER_SYSTEM = "urn:consultcam:image-id"
 NHI_SYSTEM = "https://standards.digital.health.nz/ns/nhi-id"
@@ -52,7 +58,6 @@ _CONSENT_USE = {"clinical": "clinical care", "teaching": "teaching", "publicatio
 _CONSENT_GIVER = {"patient": "the patient", "guardian": "the patient's guardian"}
 
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 datatypes.html#id
-_SEMANTIC_TAG = re.compile(r"\s*\([^()]*\)\s*$")
 _SIDE_WORD = re.compile(r"\b(left|right|bilateral|both)\b", re.IGNORECASE)
 
 __all__ = [
@@ -265,7 +270,7 @@ def _body_site(site: Any, laterality: Any) -> dict[str, Any] | None:
     if site is None:
         return {"text": _SIDE_TEXT[laterality]} if side else None
     coding = validate_body_site(site)
-    words = _site_words(coding.get("display", ""))
+    words = site_words(coding.get("display", ""))
     if side is None:
         text = words or f"SNOMED CT {coding['code']}"
         return {"coding": [coding], "text": text}
@@ -282,15 +287,6 @@ def _body_site(site: Any, laterality: Any) -> dict[str, Any] | None:
         "display": text,
     }
     return {"coding": [coding, expression], "text": text}
-
-
-def _site_words(display: str) -> str:
-    """'Structure of forearm (body structure)' → 'Forearm': closer to the words a GP would say."""
-    words = _SEMANTIC_TAG.sub("", display).strip()
-    # Only the prefix goes: "Retinal structure" must not become "Retinal".
-    if words.lower().startswith("structure of "):
-        words = words[len("structure of ") :]
-    return words[:1].upper() + words[1:]
 
 
 def _view(view: Any) -> dict[str, str] | None:

@@ -15,19 +15,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
-from zoneinfo import ZoneInfo
 
 import anyio
 
 from consultcam import audit
 from consultcam.auth import Principal
+from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.errors import Conflict, ResourceNotFound
 from consultcam.images.service import ready_images, render_image
 from consultcam.runtime import Runtime
 from consultcam.sessions import service as sessions
+from consultcam.terminology import site_words
 
-#: ZIP entry times are the practice's local time (as `consultcam.commits.dicom.PRACTICE_TIMEZONE`).
-PRACTICE_TIMEZONE = ZoneInfo("Pacific/Auckland")
 #: The session's ZIP is built in memory up to this size, then in an unlinked temporary file (0600).
 ARCHIVE_SPOOL_BYTES = 8 * 1024 * 1024
 ARCHIVE_CHUNK_BYTES = 64 * 1024
@@ -116,7 +115,6 @@ def _zip_time(at: datetime) -> tuple[int, int, int, int, int, int]:
     return local.year, local.month, local.day, local.hour, local.minute, local.second
 
 
-_SEMANTIC_TAG = re.compile(r"\s*\([^()]*\)\s*$")
 _SIDES = frozenset({"left", "right", "bilateral"})
 
 
@@ -127,12 +125,8 @@ def photo_slug(metadata: dict[str, Any]) -> str:
     if label := slugify(str(metadata.get("label") or "")):
         return label
     site = metadata.get("bodySite")
-    display = site.get("display") if isinstance(site, dict) else None
-    words = _SEMANTIC_TAG.sub("", display or "").strip()
-    # SNOMED CT terms name the structure: "Forearm structure", "Structure of back of trunk" → the part.
-    if words.lower().startswith("structure of "):
-        words = words[len("structure of ") :]
-    elif words.lower().endswith(" structure"):
+    words = site_words(str(site.get("display") or "")) if isinstance(site, dict) else ""
+    if words.lower().endswith(" structure"):  # fine in a file name: "Forearm structure" → "forearm"
         words = words[: -len(" structure")]
     side = metadata.get("laterality")
     if words and side in _SIDES and side not in words.lower().split():

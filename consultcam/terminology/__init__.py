@@ -13,6 +13,7 @@ entry, so a bad edit stops the app at start-up rather than putting a wrong code 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -67,6 +68,19 @@ def is_snomed_concept_id(sctid: str) -> bool:
 
 
 # -- the curated data ------------------------------------------------------------------------------------
+
+
+_SEMANTIC_TAG = re.compile(r"\s*\([^()]*\)\s*$")
+
+
+def site_words(display: str) -> str:
+    """A SNOMED CT body-structure term in the words a GP would say: the semantic tag and a leading
+    "Structure of" go, e.g. 'Structure of forearm (body structure)' → 'Forearm'. Only the prefix goes:
+    "Retinal structure" must not become "Retinal"."""
+    words = " ".join(_SEMANTIC_TAG.sub("", display).split())
+    if words.lower().startswith("structure of "):
+        words = words[len("structure of ") :]
+    return words[:1].upper() + words[1:]
 
 
 class TerminologyDataError(ValueError):

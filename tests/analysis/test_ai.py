@@ -24,8 +24,9 @@ from consultcam.analysis.ai import (
 )
 from consultcam.analysis.prompt import PROMPT_VERSION, SYSTEM_PROMPT
 from consultcam.config import Settings
-from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, Reply, answer, check_request, free_port
+from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, Reply, answer, check_request
 from tests.conftest import PATIENT, phone_photo
+from tests.e2e.harness import free_port
 
 MODEL = "llava-test"
 API_KEY = "sk-test-0123456789abcdef"

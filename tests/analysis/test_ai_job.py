@@ -22,8 +22,7 @@ from consultcam.analysis.tasks import STUCK_AFTER_MIN, endpoint_host, stuck_afte
 from consultcam.app import create_app
 from consultcam.models import AuditEvent, ClinicalImage, utcnow
 from consultcam.sessions.retention import sweep
-from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, Reply, answer, check_request, serving
-from tests.analysis.conftest import consented_session
+from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, Reply, answer, check_request
 from tests.conftest import (
     CLINICIAN_TOKEN,
     PATIENT,
@@ -31,6 +30,9 @@ from tests.conftest import (
     next_event,
     pair_phone,
     phone_photo,
+    serving,
+    start_session,
+    token_of,
     upload,
 )
 
@@ -95,7 +97,7 @@ def outbox(runtime: Any) -> list[Path]:
 @pytest.mark.parametrize("settings_overrides", [{}])
 async def test_analysis_is_disabled_by_default_and_no_job_runs(clinician, new_client, runtime):
     before = jobs_finished()
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
 
     registered = await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})
@@ -118,8 +120,8 @@ async def test_a_photo_is_described_and_the_desktop_sees_it_on_its_event_stream(
         httpx.AsyncClient(base_url=origin, headers=headers) as desktop,
         httpx.AsyncClient(base_url=origin) as phone,
     ):
-        session = await consented_session(desktop)
-        paired = await phone.post("/api/pair", json={"token": session["pairing"]["url"].rsplit("/m/", 1)[1]})
+        session = await start_session(desktop)
+        paired = await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})
         assert paired.status_code == 200
         registered = await upload(phone, session["id"], phone_photo(), metadata={"bodySite": SITE})
         assert registered.status_code == 201, registered.text
@@ -166,7 +168,7 @@ async def test_a_photo_is_described_and_the_desktop_sees_it_on_its_event_stream(
 
 async def test_the_status_goes_pending_then_running_then_done(clinician, new_client, chat_server):
     chat_server.then(Reply(delay=1.0, body=answer().body))  # answered after a second
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     registered = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
     assert registered["analysis"]["status"] == "pending"
@@ -182,7 +184,7 @@ async def test_the_status_goes_pending_then_running_then_done(clinician, new_cli
 
 async def test_a_rate_limited_request_is_retried_by_the_job_and_done(clinician, new_client, chat_server):
     chat_server.then(Reply(429, {"error": {"message": "Too many requests"}}, {"Retry-After": "1"}))
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     registered = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
 
@@ -196,7 +198,7 @@ async def test_a_rejected_request_is_stored_as_failed_with_its_reason_and_publis
     clinician, new_client, chat_server, runtime
 ):
     chat_server.then(Reply(400, {"error": {"message": "image_url must be a data URL"}}))
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     registered = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
 
@@ -218,7 +220,7 @@ async def test_nothing_is_written_to_a_photo_deleted_while_it_was_described(
     clinician, new_client, chat_server, runtime
 ):
     chat_server.then(Reply(delay=1.0, body={"choices": [{"message": {"content": DESCRIPTION}}]}))
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     registered = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
     before = jobs_finished()
@@ -236,7 +238,7 @@ async def test_nothing_is_written_to_a_photo_deleted_while_it_was_described(
 async def test_the_record_gets_the_ai_text_only_when_the_clinician_puts_it_in_the_notes(
     clinician, new_client, chat_server, runtime
 ):
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     first = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
     second = (
@@ -265,7 +267,7 @@ async def test_a_description_arriving_after_the_commit_is_dropped(
     clinician, new_client, chat_server, runtime
 ):
     chat_server.then(Reply(delay=1.0, body={"choices": [{"message": {"content": DESCRIPTION}}]}))
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     registered = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
     before = jobs_finished()
@@ -283,7 +285,7 @@ async def test_a_description_arriving_after_the_commit_is_dropped(
 async def test_sending_a_photo_is_audited_with_the_model_and_host_never_the_key(
     clinician, new_client, chat_server, runtime
 ):
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     registered = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
     assert (await analysis_settled(clinician, session["id"], registered["id"]))["status"] == "done"
@@ -312,7 +314,7 @@ def test_the_audit_names_the_endpoint_by_its_host_only():
 
 @pytest.mark.parametrize("settings_overrides", [{}])
 async def test_nothing_is_audited_as_sent_when_analysis_is_off(clinician, new_client, runtime):
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     assert (await upload(phone, session["id"], jpeg_bytes())).status_code == 201
     async with runtime.sessionmaker() as db:
@@ -327,7 +329,7 @@ async def test_the_sweeper_fails_a_description_that_never_finishes_and_tells_the
     """A job still running past the bound (here: a service that answers only after the sweep) is marked
     failed with a reason and published; the answer that comes afterwards is dropped."""
     chat_server.then(Reply(delay=1.5, body=answer().body))
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     registered = (await upload(phone, session["id"], jpeg_bytes(), metadata={"bodySite": SITE})).json()
     before = jobs_finished()
@@ -359,7 +361,7 @@ async def test_the_sweeper_fails_a_pending_description_even_once_ai_is_switched_
 ):
     """A photo registered while AI was on, whose job was lost with the process that held the in-memory
     queue; the process came back without AI. Committed photos and fresh pending ones are left alone."""
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     lost = (await upload(phone, session["id"], jpeg_bytes())).json()
     recent = (await upload(phone, session["id"], jpeg_bytes("coffee.jpg"))).json()

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from tests.analysis.chat_server import DESCRIPTION
-from tests.analysis.conftest import consented_session
-from tests.conftest import jpeg_bytes, pair_phone, upload
+from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
 from tests.test_jobs import REDIS
 
 MODEL = "qwen2.5-vl-test"
@@ -63,7 +62,7 @@ def worker(settings, tmp_path: Path):
 async def test_a_worker_process_describes_a_photo_queued_by_the_web_process(
     clinician, new_client, chat_server, worker: Path
 ):
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     registered = (await upload(phone, session["id"], jpeg_bytes())).json()
     assert registered["analysis"]["status"] == "pending"

@@ -7,8 +7,7 @@ import io
 import pytest
 from PIL import Image, ImageFilter
 
-from tests.analysis.conftest import consented_session
-from tests.conftest import PHOTOS, pair_phone, upload
+from tests.conftest import PHOTOS, pair_phone, start_session, upload
 
 
 def phone_jpeg(name: str, *, blur: float = 0, exposure: float = 1) -> bytes:
@@ -32,7 +31,7 @@ def phone_jpeg(name: str, *, blur: float = 0, exposure: float = 1) -> bytes:
     ids=["sharp", "blurred", "darkened"],
 )
 async def test_registration_stores_the_quality_warnings(clinician, new_client, variant, warnings):
-    session = await consented_session(clinician)
+    session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
 
     registered = await upload(phone, session["id"], phone_jpeg("coffee.jpg", **variant))

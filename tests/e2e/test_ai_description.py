@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, ChatServer, Reply, answer, serving
+from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, ChatServer, Reply, answer
+from tests.conftest import serving
 from tests.e2e.a11y import check_axe
 from tests.e2e.conftest import Server, shot
 from tests.e2e.flows import add_photo, record_consent, start_session

@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from consultcam.app import create_app
 from consultcam.events.bus import InProcessEventBus
-from tests.conftest import CLINICIAN_TOKEN, jpeg_bytes, start_session, token_of, upload
+from tests.conftest import CLINICIAN_TOKEN, jpeg_bytes, serving, start_session, token_of, upload
 
 
 @pytest.fixture
 async def server(settings) -> AsyncIterator[str]:
     """consultcam served by uvicorn on a free loopback port, in this event loop."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serving(create_app(settings)) as origin:
+        yield origin
 
 
 async def read_events(response: httpx.Response, count: int, timeout: float = 5) -> list[dict[str, Any]]:

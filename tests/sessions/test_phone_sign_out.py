@@ -4,14 +4,10 @@ desktop why; the clinician signs every phone out. A phone can reach no other pho
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from consultcam.app import create_app
@@ -23,6 +19,7 @@ from tests.conftest import (
     next_event,
     pair_phone,
     record_consent,
+    serving,
     start_session,
     token_of,
     upload,
@@ -177,26 +174,9 @@ async def test_a_phone_may_leave_a_committed_session_too(clinician, new_client, 
 # --- over real HTTP: the desktop's event stream ---------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def served(app: Any) -> AsyncIterator[str]:
-    """`app` served by uvicorn on a free loopback port, in this event loop; yields its origin."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def test_the_desktop_stream_hears_wrong_patient(settings):
     async with (
-        served(create_app(settings)) as origin,
+        serving(create_app(settings)) as origin,
         httpx.AsyncClient(base_url=origin, headers={"authorization": f"Bearer {CLINICIAN_TOKEN}"}) as desktop,
         httpx.AsyncClient(base_url=origin) as phone,
     ):

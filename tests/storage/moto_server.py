@@ -7,7 +7,6 @@ Reusable by other suites: `from tests.storage.moto_server import start_moto_serv
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.e2e.harness import free_port
 
 REGION = "ap-southeast-2"
 ACCESS_KEY = "testing-access-key"
@@ -33,12 +34,6 @@ class MotoServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_moto_server(log_path: Path, timeout: float = 30.0) -> MotoServer:

@@ -27,7 +27,6 @@ import io
 import ipaddress
 import json
 import os
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -51,6 +50,7 @@ from consultcam.commits.connectors.base import (
     split_server_url,
 )
 from consultcam.commits.connectors.fhir import FhirConnector, OAuth2ClientCredentials
+from consultcam.terminology import site_words
 
 __all__ = ["ENV_NAMES", "NO_FACILITY", "AlexConnector", "fit_jpeg", "medtech", "site_note"]
 
@@ -63,7 +63,6 @@ ENV_NAMES = (
 NO_FACILITY = "This session has no facility; launch consultcam from Medtech so it knows the practice"
 
 _facility: contextvars.ContextVar[str | None] = contextvars.ContextVar("alex_facility", default=None)
-_SEMANTIC_TAG = re.compile(r"\s*\([^()]*\)\s*$")
 _QUALITIES = (90, 85, 80, 75, 70, 65, 60)
 _SCALE_QUALITY = 80
 _SCALE_STEP = 0.8
@@ -258,7 +257,7 @@ def site_note(metadata: Mapping[str, Any], data: Mapping[str, Any] | None = None
     site = metadata.get("bodySite")
     where = ""
     if isinstance(site, Mapping) and site.get("code"):
-        words = _site_words(str(site.get("display") or ""))
+        words = site_words(str(site.get("display") or ""))
         code = f"SNOMED CT {str(site['code']).strip()}"
         where = f"{words} ({code})" if words else code
     side = data["laterality"].get(metadata.get("laterality") or "")
@@ -280,14 +279,6 @@ def _add_site_note(media: dict[str, Any], metadata: Mapping[str, Any], data: Map
     if notes and isinstance(label, str) and notes[0].get("text") == label.strip():
         notes = notes[1:]
     media["note"] = [{"text": text}, *notes]
-
-
-def _site_words(display: str) -> str:
-    """'Structure of forearm (body structure)' → 'Forearm'."""
-    words = " ".join(_SEMANTIC_TAG.sub("", display).split())
-    if words.lower().startswith("structure of "):
-        words = words[len("structure of ") :]
-    return words[:1].upper() + words[1:]
 
 
 def _local(moment: datetime | None, zone: ZoneInfo) -> datetime | None:

@@ -8,7 +8,7 @@ import { ApiError, api } from "./api.js";
 import { CONSENT_GIVERS, CONSENT_SCOPES } from "./consent-dialog.js";
 import { $, h, icon, setText, show } from "./dom.js";
 import { formatBirthDateWithAge, plural } from "./format.js";
-import { listFields, missingFields } from "./gallery.js";
+import { listFields, metadataGaps } from "./metadata-chips.js";
 import { siteLabel } from "./metadata-chips.js";
 
 const SIDE_WORDS = { left: "Left", right: "Right", bilateral: "Bilateral" };
@@ -57,9 +57,7 @@ export class CommitDialog {
     const images = this.deps.getImages();
     if (!images.length || this.running || this.external) return;
     const required = this.deps.required();
-    const gaps = images
-      .map((image) => ({ imageId: image.id, fields: missingFields(image, required) }))
-      .filter((gap) => gap.fields.length);
+    const gaps = metadataGaps(images, required).gaps.map(({ item, fields }) => ({ imageId: item.id, fields }));
     show(this.error, false);
     if (gaps.length) this.showGaps(gaps);
     else this.showConfirm(images);

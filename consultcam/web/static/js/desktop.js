@@ -9,8 +9,8 @@ import { DesktopUpload } from "./desktop-upload.js";
 import { $, announce, h, readPageData, setText, show } from "./dom.js";
 import { EventStream } from "./events.js";
 import { formatBirthDateWithAge, plural } from "./format.js";
-import { Gallery, listFields, missingFields } from "./gallery.js";
-import { summarise } from "./metadata-chips.js";
+import { Gallery } from "./gallery.js";
+import { listFields, metadataGaps, summarise } from "./metadata-chips.js";
 import { MetadataPanel } from "./metadata-panel.js";
 import { QrPanel } from "./qr-panel.js";
 import { PAIRING_STASH, startForm } from "./start-form.js";
@@ -360,16 +360,15 @@ function sessionPage(sessionId) {
   function renderReadiness() {
     const line = $("#commit-ready");
     const images = gallery.images();
-    const lacking = images.filter((image) => missingFields(image, required()).length);
+    const { gaps, fields } = metadataGaps(images, required());
     if (!images.length || state.ended) {
       line.replaceChildren();
       delete line.dataset.tone;
       return;
     }
-    if (lacking.length) {
-      const fields = [...new Set(lacking.flatMap((image) => missingFields(image, required())))];
+    if (gaps.length) {
       line.dataset.tone = "warn";
-      line.replaceChildren(`${lacking.length === 1 ? "1 photo needs" : `${lacking.length} photos need`} a ${listFields(fields)}.`);
+      line.replaceChildren(`${gaps.length === 1 ? "1 photo needs" : `${gaps.length} photos need`} a ${listFields(fields)}.`);
     } else {
       line.dataset.tone = "ok";
       line.replaceChildren(required().length ? `Every photo has its ${listFields(required())}.` : "Ready to commit.");

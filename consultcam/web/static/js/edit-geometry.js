@@ -8,7 +8,10 @@
 // The editor keeps its working copy in the original frame, so a rotation or a new crop never moves a
 // mark off the thing it points at; `toServerEdits` and `fromServerEdits` convert at the API boundary.
 
+import { sentenceCase } from "./format.js";
+
 /** processing.DEFAULT_ANNOTATION_COLOR: high-visibility yellow. */
+
 export const DEFAULT_COLOR = "#ffcc00";
 /** processing.MAX_ANNOTATIONS and MAX_TEXT_LENGTH. */
 export const MAX_ANNOTATIONS = 50;
@@ -264,8 +267,7 @@ export function describeEdits(edits) {
   if (!isFullCrop(edits.crop)) parts.push("cropped");
   const count = edits.annotations?.length || 0;
   if (count) parts.push(`${count} ${count === 1 ? "annotation" : "annotations"}`);
-  const text = parts.join(", ");
-  return text[0].toUpperCase() + text.slice(1);
+  return sentenceCase(parts.join(", "));
 }
 
 // -- screen ↔ picture ----------------------------------------------------------------------------------

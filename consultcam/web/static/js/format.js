@@ -58,6 +58,9 @@ export function formatBytes(bytes) {
   return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
 }
 
+/** "body site needed" → "Body site needed". */
+export const sentenceCase = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+
 export function plural(n, one, many = `${one}s`) {
   return `${n} ${n === 1 ? one : many}`;
 }

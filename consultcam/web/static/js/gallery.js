@@ -10,32 +10,12 @@
 import { laterAnalysis } from "./ai-description.js";
 import { h, icon } from "./dom.js";
 import { describeQualityWarning, formatTime } from "./format.js";
-import { siteLabel } from "./metadata-chips.js";
+import { listFields, missingFields, siteLabel } from "./metadata-chips.js";
 
 const REFETCH_AFTER_MS = 4000;
 
-/** Words for the image metadata fields (DESIGN.md "An image"), as the badges and the commit dialog say them. */
-export const FIELD_WORDS = { bodySite: "body site", laterality: "side", view: "view", label: "label" };
-
 const LATERALITY_WORDS = { left: "Left", right: "Right", bilateral: "Bilateral", "not-applicable": "Side n/a" };
 const VIEW_WORDS = { overview: "Overview", "close-up": "Close-up", dermoscopy: "Dermoscopy" };
-
-/** The required fields `fields` (e.g. ["bodySite"]) that `image.metadata` lacks. */
-export function missingFields(image, fields) {
-  const metadata = image?.metadata || {};
-  return (fields || []).filter((field) => {
-    const value = metadata[field];
-    if (field === "bodySite") return !value?.code;
-    return value === undefined || value === null || String(value).trim() === "";
-  });
-}
-
-/** "body site", "body site and view", "side, view and label". */
-export function listFields(fields) {
-  const words = fields.map((field) => FIELD_WORDS[field] || field);
-  if (words.length <= 1) return words.join("");
-  return `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`;
-}
 
 /** The chip line of a photo: side, body site and view in words (label has its own field). */
 export function describeMetadata(metadata = {}, terminology = null) {

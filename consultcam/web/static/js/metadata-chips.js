@@ -61,6 +61,38 @@ export function summarise(metadata, terminology = null) {
   return [where, view, m.label].filter(Boolean).join(" · ");
 }
 
+/** Words for the image metadata fields a session may require (`requiredMetadata`), as pages say them. */
+export const FIELD_WORDS = { bodySite: "body site", laterality: "side", view: "view", label: "label" };
+
+/**
+ * The fields of `required` (e.g. ["bodySite"]) that `item.metadata` lacks; `item` is a server image or a
+ * photo still on the phone. A body site counts only with its SNOMED CT code; text only when not blank.
+ */
+export function missingFields(item, required) {
+  const metadata = item?.metadata || {};
+  return (required || []).filter((field) => {
+    const value = metadata[field];
+    if (field === "bodySite") return !value?.code;
+    return value === undefined || value === null || String(value).trim() === "";
+  });
+}
+
+/**
+ * What a set of photos lacks before commit: `gaps` [{item, fields}] for each photo missing something (in the
+ * given order) and `fields`, every field missing from any of them, once each.
+ */
+export function metadataGaps(items, required) {
+  const gaps = items.map((item) => ({ item, fields: missingFields(item, required) })).filter((g) => g.fields.length);
+  return { gaps, fields: [...new Set(gaps.flatMap((gap) => gap.fields))] };
+}
+
+/** ["bodySite"] → "body site"; ["bodySite", "view"] → "body site and view"; three → "side, view and label". */
+export function listFields(fields) {
+  const words = fields.map((field) => FIELD_WORDS[field] || field);
+  if (words.length <= 1) return words.join("");
+  return `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`;
+}
+
 function findByValue(list, value) {
   return (list || []).find((item) => item.value === value) || null;
 }

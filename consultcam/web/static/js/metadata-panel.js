@@ -9,7 +9,7 @@ import { AiDescription, appendToNotes } from "./ai-description.js";
 import { ApiError, api } from "./api.js";
 import { $, announce, h, setText, show } from "./dom.js";
 import { formatTime, plural } from "./format.js";
-import { listFields, missingFields } from "./gallery.js";
+import { listFields, metadataGaps } from "./metadata-chips.js";
 import { MIXED, MetadataChips, loadTerminology } from "./metadata-chips.js";
 
 const SAVE_DELAY_MS = 500;
@@ -179,15 +179,14 @@ export class MetadataPanel {
   renderMissing() {
     const notice = $("#md-missing");
     const required = this.deps.required();
-    const lacking = this.targets.filter((image) => missingFields(image, required).length);
-    if (!lacking.length || this.readOnly) {
+    const { gaps, fields } = metadataGaps(this.targets, required);
+    if (!gaps.length || this.readOnly) {
       show(notice, false);
       return;
     }
-    const fields = [...new Set(lacking.flatMap((image) => missingFields(image, required)))];
     setText(notice, this.targets.length === 1
       ? `Needs a ${listFields(fields)} before it can be committed.`
-      : `${lacking.length} of ${this.targets.length} need a ${listFields(fields)} before commit.`);
+      : `${gaps.length} of ${this.targets.length} need a ${listFields(fields)} before commit.`);
     show(notice, true);
   }
 

@@ -13,15 +13,15 @@ import { Camera } from "./camera.js";
 import { ConsentForm, consentNeeded, describeConsent } from "./consent.js";
 import { $, announce, readPageData, setText, show } from "./dom.js";
 import { EventStream } from "./events.js";
-import { formatBirthDateWithAge, plural } from "./format.js";
-import { loadTerminology, summarise } from "./metadata-chips.js";
+import { formatBirthDateWithAge, plural, sentenceCase } from "./format.js";
+import { listFields, loadTerminology, metadataGaps, missingFields, summarise } from "./metadata-chips.js";
 import { describePairingError, forgetPairing, redeem } from "./pairing.js";
 import { PhoneCommit } from "./phone-commit.js";
 import { endingCopy } from "./phone-endings.js";
 import { PhotoDetails } from "./photo-details.js";
 import { PhotoStore, purgeStale, wipeSession } from "./photo-store.js";
 import { resizePhoto, terminateResizer } from "./resize.js";
-import { ReviewGrid, listFields } from "./review.js";
+import { ReviewGrid } from "./review.js";
 import { runPool, uploadPhoto } from "./upload-queue.js";
 import { Viewfinder } from "./viewfinder.js";
 import { WrongPatientDialog } from "./wrong-patient.js";
@@ -104,7 +104,7 @@ const grid = new ReviewGrid($("#photo-grid"), {
   onRetake: (photo) => { state.retake = { id: photo.id, from: "review" }; showScreen("capture"); },
   onRetry: (photo) => retryPhoto(photo),
   describe: (photo) => summarise(photo.metadata, state.terminology),
-  missing: (photo) => missingFields(photo),
+  missing: (photo) => missingFields(photo, state.settings.requiredMetadata),
 });
 const details = new PhotoDetails({
   photos: () => editablePhotos(),
@@ -394,11 +394,6 @@ function editablePhotos() {
   return state.photos.filter((p) => ["preparing", "ready", "failed"].includes(p.status));
 }
 
-function missingFields(photo) {
-  const metadata = photo.metadata || {};
-  return (state.settings.requiredMetadata || []).filter((field) => !metadata[field]);
-}
-
 function remainingCapacity() {
   return state.settings.maxImages - state.serverImages.size - pendingPhotos().length;
 }
@@ -676,11 +671,10 @@ function render() {
     : actionable === 0 ? "Upload"
       : failed && failed === actionable ? `Retry ${plural(failed, "photo")}`
         : actionable === 1 ? "Upload 1 photo" : `Upload all ${actionable} photos`);
-  const lacking = editablePhotos().filter((p) => missingFields(p).length);
-  const fields = [...new Set(lacking.flatMap((p) => missingFields(p)))];
-  show(els.requiredHint, state.screen === "review" && lacking.length > 0);
-  setText(els.requiredHint, lacking.length
-    ? `${listFields(fields)} not set on ${plural(lacking.length, "photo")}: tap Details, or the clinician can add ${fields.length > 1 ? "them" : "it"} on the desktop.`
+  const { gaps, fields } = metadataGaps(editablePhotos(), state.settings.requiredMetadata);
+  show(els.requiredHint, state.screen === "review" && gaps.length > 0);
+  setText(els.requiredHint, gaps.length
+    ? `${sentenceCase(listFields(fields))} not set on ${plural(gaps.length, "photo")}: tap Details, or the clinician can add ${fields.length > 1 ? "them" : "it"} on the desktop.`
     : "");
   renderOverall();
   renderNet();

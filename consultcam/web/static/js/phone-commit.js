@@ -5,15 +5,9 @@
 
 import { ApiError, api } from "./api.js";
 import { $, h, setText, show } from "./dom.js";
-import { plural } from "./format.js";
+import { plural, sentenceCase } from "./format.js";
 import { describeConsent } from "./consent.js";
-import { listFields } from "./review.js";
-
-/** The required fields an image (server shape) lacks. */
-function missingFields(image, required) {
-  const metadata = image.metadata || {};
-  return required.filter((field) => !metadata[field]);
-}
+import { listFields, metadataGaps } from "./metadata-chips.js";
 
 export class PhoneCommit {
   /**
@@ -70,11 +64,12 @@ export class PhoneCommit {
       fact("Patient", patient.name || "—"),
       fact("NHI", patient.nhi || "not recorded"),
       fact("Photos", String(count)),
-      ...(session.consent ? [fact("Consent", capitalise(describeConsent(session.consent).replace(/^Consent: /, "")))] : []),
+      ...(session.consent ? [fact("Consent", sentenceCase(describeConsent(session.consent).replace(/^Consent: /, "")))] : []),
     );
     setText(this.els.text, "They are saved to the record and then removed from consultcam. The desktop shows the result.");
     setText(this.els.confirm, `Commit ${plural(count, "photo")}`);
-    const gaps = this.gaps(this.images.map((image) => ({ imageId: image.id, fields: missingFields(image, this.hooks.required()) })));
+    const gaps = this.gaps(metadataGaps(this.images, this.hooks.required()).gaps
+      .map(({ item, fields }) => ({ imageId: item.id, fields })));
     if (!count) {
       this.problem("There are no photos to commit yet.", [], "Take and upload a photo first.");
     } else if (gaps.length) {
@@ -107,7 +102,7 @@ export class PhoneCommit {
   /** [{imageId, fields}] → ["Photo 2 (Lesion A): body site missing"]. */
   gaps(items) {
     return items.filter((gap) => gap.fields?.length)
-      .map((gap) => `${this.photoName(gap.imageId)}: ${listFields(gap.fields).toLowerCase()} missing`);
+      .map((gap) => `${this.photoName(gap.imageId)}: ${listFields(gap.fields)} missing`);
   }
 
   problem(title, rows, next) {
@@ -184,7 +179,6 @@ export class PhoneCommit {
   }
 }
 
-const capitalise = (text) => text.charAt(0).toUpperCase() + text.slice(1);
 
 function fact(term, value) {
   return h("li", {}, h("span", { class: "fact-term" }, term), h("span", { class: "fact-value" }, value));

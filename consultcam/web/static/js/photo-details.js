@@ -4,9 +4,8 @@
 // photo" to go through a batch with one thumb. Changes are kept as they are made; nothing is sent until upload.
 
 import { $, announce, setText, show } from "./dom.js";
-import { plural } from "./format.js";
-import { MetadataChips, loadTerminology } from "./metadata-chips.js";
-import { listFields } from "./review.js";
+import { plural, sentenceCase } from "./format.js";
+import { MetadataChips, listFields, loadTerminology } from "./metadata-chips.js";
 
 /** The fields "Apply to all" copies: where and how, not the label (which names one photo). */
 export const SHARED_FIELDS = ["bodySite", "laterality", "view"];
@@ -104,7 +103,7 @@ export class PhotoDetails {
       for (const field of fields) photo.metadata[field] = source[field];
       this.hooks.onChange(photo);
     }
-    const message = `${listFields(fields)} copied to ${plural(others.length, "other photo")}.`;
+    const message = `${sentenceCase(listFields(fields))} copied to ${plural(others.length, "other photo")}.`;
     setText(this.els.applyNote, message);
     announce(message);
   }
@@ -122,7 +121,7 @@ export class PhotoDetails {
     const missing = this.required.filter((field) => !metadata[field]);
     show(this.els.required, missing.length > 0);
     setText(this.els.required, missing.length
-      ? `${listFields(missing)} needed before this photo can be committed. Add it here or later on the desktop.`
+      ? `${sentenceCase(listFields(missing))} needed before this photo can be committed. Add it here or later on the desktop.`
       : "");
     const total = this.hooks.photos().length;
     const copyable = SHARED_FIELDS.some((field) => metadata[field]);

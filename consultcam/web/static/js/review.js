@@ -4,7 +4,8 @@
 // fixed-size frame, so nothing moves while photos are prepared or sent.
 
 import { h, icon } from "./dom.js";
-import { describeQualityWarning, formatBytes, formatTime } from "./format.js";
+import { describeQualityWarning, formatBytes, formatTime, sentenceCase } from "./format.js";
+import { listFields } from "./metadata-chips.js";
 
 const STATUS_TEXT = {
   preparing: "Preparing…",
@@ -15,16 +16,6 @@ const STATUS_TEXT = {
   done: "Sent",
   failed: "Not sent",
 };
-
-/** Words for the metadata fields a session may require (captureSettings.requiredMetadata). */
-export const FIELD_WORDS = { bodySite: "body site", laterality: "side", view: "view", label: "label" };
-
-/** ["body site", "side"] → "Body site and side". */
-export function listFields(fields) {
-  const words = fields.map((field) => FIELD_WORDS[field] || field);
-  const text = words.length > 1 ? `${words.slice(0, -1).join(", ")} and ${words.at(-1)}` : words[0] || "";
-  return text.charAt(0).toUpperCase() + text.slice(1);
-}
 
 export class ReviewGrid {
   /**
@@ -120,7 +111,7 @@ export class ReviewGrid {
     card.summary.classList.toggle("is-empty", !described);
     const missing = this.actions.missing(photo);
     card.missing.hidden = !missing.length || photo.status === "done";
-    card.missing.replaceChildren(icon("info"), `${listFields(missing)} needed`);
+    card.missing.replaceChildren(icon("info"), `${sentenceCase(listFields(missing))} needed`);
     const warnings = (photo.check?.warnings || []).map(describeQualityWarning);
     card.quality.hidden = !warnings.length;
     card.quality.replaceChildren(icon("alert"), warnings.join(" · "));
