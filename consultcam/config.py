@@ -108,6 +108,15 @@ class Settings(BaseSettings):
         """An AI endpoint is configured: photos are described after registration (docs/ai.md)."""
         return bool(self.ai_base_url)
 
+    # Issue 10 (hardening). Each part's settings go in its own block below, so they merge cleanly.
+    # -- streams: caps on open event streams --
+
+    # -- web: CSRF, framing, proxies, body limits --
+
+    # -- sign-in: server-side clinician sessions, rate limits --
+
+    # -- load and faults: commits, decodes, upload slots --
+
     s3_endpoint_url: str = ""
     s3_sse_kms_key_id: str = ""  # SSE-KMS key (id, ARN or alias) for S3 objects; unset: SSE-S3 (AES256)
     # Production clinician sign-in (consultcam/oidc.py): both set = OIDC bearer JWTs are verified.
