@@ -37,9 +37,9 @@ def clinician_token(settings: Settings) -> str:
         return settings.clinician_token
     path = settings.data_dir / "clinician-token"
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        from consultcam.files import write_private
+
+        write_private(path, secrets.token_urlsafe(32).encode(), replace=False)  # the first start's wins
     return path.read_text().strip()
 
 

@@ -221,13 +221,12 @@ class Settings(BaseSettings):
             return hashlib.sha256(self.secret.encode()).digest()
         path = self.data_dir / "secret.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
             import secrets
 
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(secrets.token_bytes(32))
-            tmp.chmod(0o600)
-            tmp.replace(path)
+            from consultcam.files import write_private
+
+            # Not replacing: processes starting together on one DATA_DIR all end up with the first key.
+            write_private(path, secrets.token_bytes(32), replace=False)
         return path.read_bytes()
 
 

@@ -29,6 +29,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from consultcam import files
+
 log = logging.getLogger(__name__)
 
 AfterCommit = Callable[[], Awaitable[None]]
@@ -111,13 +113,13 @@ def create_engine(url: str) -> AsyncEngine:
     instead of failing with "database is locked". PostgreSQL gets a pool per process (`POOL_DEFAULTS`,
     overridable in the URL's query), connections checked before use (a restarted server or a failover
     costs one retry, not an error), and `application_name=consultcam` for `pg_stat_activity`. Behind
-    PgBouncer in transaction mode add `?prepared_statement_cache_size=0`. No connection is made here.
-    Raises ValueError for an unsupported URL or pool option.
+    PgBouncer in transaction mode add `?prepared_statement_cache_size=0`. No connection is made here; a
+    SQLite database file is made 0600 (`private_sqlite_file`). Raises ValueError for an unsupported URL or
+    pool option.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(parsed.database)
         engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -220,6 +222,27 @@ def migrate(url: str) -> None:
     from alembic import command
 
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "sqlite":
+        private_sqlite_file(parsed.database)
     command.upgrade(alembic_config(url), "head")
+
+
+#: Files SQLite keeps beside a database (WAL mode, and the rollback journal Alembic's connection uses).
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_sqlite_file(database: str | None) -> None:
+    """Make the SQLite database file `database` (a path; None, "" and ":memory:" are no file) 0600 in a 0700
+    folder before SQLite opens it, whatever the umask.
+
+    SQLite would create it 0644 less the umask, and it creates its -wal, -shm and -journal files with the
+    database file's mode (os_unix.c, findCreateFileMode): so the file is made here first, empty (an empty
+    file is a new database to SQLite), and an existing one and its side files are narrowed to 0600 (an
+    older install left them readable by others; `files.tighten` logs that it did).
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not files.create_private(path):
+        for name in ("", *SQLITE_SIDE_FILES):
+            files.tighten(path.with_name(path.name + name))
