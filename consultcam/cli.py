@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from consultcam.config import Settings, lan_address
+from consultcam.config import Settings, SettingsInvalid, lan_address, read_settings
 
 app = typer.Typer(
     help="consultcam: clinical photography for GP consultations.", no_args_is_help=True, add_completion=False
@@ -41,6 +41,19 @@ def clinician_token(settings: Settings) -> str:
 
         write_private(path, secrets.token_urlsafe(32).encode(), replace=False)  # the first start's wins
     return path.read_text().strip()
+
+
+def _settings() -> Settings:
+    """The settings from the environment; on any mistake, one line per problem naming the environment
+    variable and what to set (never a secret's value), then exit status 2 (`config.read_settings`)."""
+    try:
+        return read_settings()
+    except SettingsInvalid as exc:
+        count = len(exc.problems)
+        typer.echo(f"consultcam cannot start: {count} setting{'s' * (count != 1)} to fix.", err=True)
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
 
 
 def _migrate(settings: Settings) -> None:
@@ -72,7 +85,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("taskiq").setLevel(logging.WARNING)  # one line per sweep is noise
-    settings = Settings()
+    settings = _settings()
     use_tls = not _is_loopback(host) if tls is None else tls
     scheme = "https" if use_tls else "http"
     shown_host = lan_address() if host in ("0.0.0.0", "::") else host  # noqa: S104
@@ -145,7 +158,7 @@ def worker(
     from consultcam.runtime import Runtime
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
+    settings = _settings()
     if not settings.redis_url:
         console.print(
             "[red]consultcam worker needs CONSULTCAM_REDIS_URL[/red]: without Redis, "
@@ -186,7 +199,7 @@ def s3_setup(
     from consultcam.storage.s3 import S3StoreError
     from consultcam.storage.setup import setup_bucket
 
-    settings = Settings()
+    settings = _settings()
     public = origin or settings.public_url
     if not public:
         console.print("[red]Give --origin https://photos.example.org[/red] (or set CONSULTCAM_PUBLIC_URL).")
@@ -203,7 +216,7 @@ def s3_setup(
 @app.command("migrate")
 def migrate_command() -> None:
     """Upgrade the database schema to the newest revision."""
-    _migrate(Settings())
+    _migrate(_settings())
     console.print("Database is up to date.")
 
 
@@ -213,7 +226,7 @@ def sweep() -> None:
     from consultcam.runtime import Runtime
     from consultcam.sessions.retention import sweep as run_sweep
 
-    settings = Settings()
+    settings = _settings()
     _migrate(settings)
 
     async def main() -> None:
@@ -234,7 +247,7 @@ def demo(
     import httpx
     import segno
 
-    settings = Settings()
+    settings = _settings()
     verify: bool | ssl.SSLContext = True
     cert = settings.data_dir / "tls" / "cert.pem"
     if url.startswith("https://") and cert.exists():

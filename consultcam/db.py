@@ -75,8 +75,10 @@ def normalise_database_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     driver = _SCHEMES.get(scheme.lower()) if sep else None
     if driver is None:
+        # Only the scheme is repeated: the rest of a database URL may hold a password.
+        shown = scheme + sep if sep else "(none)"
         raise ValueError(
-            f"CONSULTCAM_DATABASE_URL: unsupported database URL scheme {scheme + sep or url!r}; use "
+            f"CONSULTCAM_DATABASE_URL: unsupported database URL scheme {shown!r}; use "
             "postgresql://user:password@host:5432/dbname (PostgreSQL through asyncpg) or "
             "sqlite:///path/to/consultcam.db"
         )
@@ -103,6 +105,13 @@ def _pool_options(url: str) -> tuple[URL, dict[str, int]]:
             except ValueError:
                 raise ValueError(f"CONSULTCAM_DATABASE_URL: {name} must be a whole number") from None
     return parsed.difference_update_query(POOL_DEFAULTS), options
+
+
+def check_pool_options(url: str) -> None:
+    """Raise ValueError naming the setting when a PostgreSQL URL's pool option is not a whole number (checked
+    with the settings, so a typo stops the start rather than the first connection)."""
+    if url and make_url(url).get_backend_name() == "postgresql":
+        _pool_options(url)
 
 
 def create_engine(url: str) -> AsyncEngine:
