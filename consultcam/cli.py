@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import secrets
 import ssl
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,7 +21,8 @@ from consultcam.config import Settings, SettingsInvalid, lan_address, read_setti
 app = typer.Typer(
     help="consultcam: clinical photography for GP consultations.", no_args_is_help=True, add_completion=False
 )
-console = Console(stderr=True)
+# soft_wrap: a message stays on one line however narrow the terminal (logs and tests read them whole).
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _is_loopback(host: str) -> bool:
@@ -56,17 +57,39 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+def _cannot_write(exc: OSError) -> NoReturn:
+    """A folder or file the settings name cannot be made or written: one line, exit status 2."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    typer.echo(
+        f"consultcam cannot start: {where}{exc.strerror or exc}. Check CONSULTCAM_DATA_DIR (and any path in "
+        "CONSULTCAM_DATABASE_URL, CONSULTCAM_STORAGE_URL or CONSULTCAM_EMR_URL): the folder must be one this "
+        "user may create and write.",
+        err=True,
+    )
+    raise typer.Exit(2) from exc
+
+
 def _migrate(settings: Settings) -> None:
     from consultcam.db import migrate
 
     try:
         migrate(settings.resolved_database_url)
+    except OSError as exc:
+        if exc.filename:  # the SQLite file or its folder, not a server that does not answer
+            _cannot_write(exc)
+        _database_unreachable(exc)
     except Exception as exc:
-        console.print(
-            f"[red]Could not prepare the database[/red] ({type(exc).__name__}: {exc}). "
-            "Check CONSULTCAM_DATABASE_URL and that the database server is running."
-        )
-        raise typer.Exit(2) from exc
+        _database_unreachable(exc)
+
+
+def _database_unreachable(exc: Exception) -> NoReturn:
+    console.print(
+        f"[red]Could not prepare the database[/red] ({type(exc).__name__}: {exc}). "
+        "Check CONSULTCAM_DATABASE_URL and that the database server is running.",
+        markup=True,
+        highlight=False,
+    )
+    raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -89,7 +112,10 @@ def serve(
     use_tls = not _is_loopback(host) if tls is None else tls
     scheme = "https" if use_tls else "http"
     shown_host = lan_address() if host in ("0.0.0.0", "::") else host  # noqa: S104
-    updates: dict[str, object] = {"clinician_token": clinician_token(settings)}
+    try:
+        updates: dict[str, object] = {"clinician_token": clinician_token(settings)}
+    except OSError as exc:
+        _cannot_write(exc)
     if not settings.public_url:
         updates["public_url"] = f"{scheme}://{shown_host}:{port}"
     settings = settings.model_copy(update=updates)
@@ -101,11 +127,16 @@ def serve(
     except ValueError as exc:
         console.print(f"[red]Configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    except OSError as exc:
+        _cannot_write(exc)
     ssl: dict[str, str] = {}
     if use_tls:
         from consultcam.tls import ensure_self_signed
 
-        cert, key = ensure_self_signed(settings.data_dir / "tls", [shown_host])
+        try:
+            cert, key = ensure_self_signed(settings.data_dir / "tls", [shown_host])
+        except OSError as exc:
+            _cannot_write(exc)
         ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     base = settings.public_url
     console.print(f"\n[bold]consultcam[/bold] is starting on {scheme}://{shown_host}:{port}")
@@ -145,6 +176,8 @@ def _preflight(settings: Settings) -> None:
     except ValueError as exc:
         console.print(f"[red]Configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    except OSError as exc:
+        _cannot_write(exc)
 
 
 @app.command()

@@ -339,8 +339,9 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         value = value.expanduser().resolve()
-        if value.exists() and not value.is_dir():
-            raise ValueError("CONSULTCAM_DATA_DIR must be a folder (this is a file)")
+        existing = next(path for path in (value, *value.parents) if path.exists())
+        if not existing.is_dir():
+            raise ValueError("CONSULTCAM_DATA_DIR must be a folder, not a file nor a path through one")
         return value
 
     @property

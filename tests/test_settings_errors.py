@@ -220,6 +220,19 @@ def test_serve_and_worker_as_processes_name_the_variable(
     assert line.startswith(variable), line
 
 
+@pytest.mark.parametrize("command", [["serve", "--host", "127.0.0.1", "--port", "9"], ["migrate"]])
+def test_a_data_dir_that_cannot_be_made_stops_with_one_line(command: list[str], tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    env["CONSULTCAM_DATA_DIR"] = "/proc/consultcam-test/data"  # even root cannot make a folder there
+    result = subprocess.run(
+        [str(CONSULTCAM), *command], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("consultcam cannot start: /proc/consultcam-test"), line
+    assert "CONSULTCAM_DATA_DIR" in line
+
+
 def test_the_emr_schemes_checked_with_the_settings_are_the_connectors_own(tmp_path: Path) -> None:
     refused = []
     for scheme in EMR_SCHEMES:
