@@ -296,12 +296,16 @@ def demo(
         },
     }
     try:
+        token = clinician_token(settings)
+    except OSError as exc:
+        _cannot_write(exc)
+    try:
         response = httpx.post(
             f"{url.rstrip('/')}/api/sessions",
             json=body,
             verify=verify,
             timeout=10,
-            headers={"Authorization": f"Bearer {clinician_token(settings)}"},
+            headers={"Authorization": f"Bearer {token}"},
         )
     except httpx.HTTPError as exc:
         console.print(

@@ -91,19 +91,36 @@ def write_private(
                 os.fsync(handle.fileno())
         if replace:
             os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(tmp)
+        elif not _link_unless_exists(tmp, path):
+            return False
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     if durable:
         fsync_folder(path.parent)
+    return True
+
+
+def _link_unless_exists(tmp: str, path: Path) -> bool:
+    """Put `tmp` at `path` unless something is there; True when it was put. The temporary name is gone
+    afterwards either way."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        os.unlink(tmp)
+        return False
+    except OSError as exc:
+        # Filesystems without hard links (some network and FUSE mounts): check, then rename. A second
+        # process may slip in between; the last file then wins, as before these rules.
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        if path.exists():
+            os.unlink(tmp)
+            return False
+        os.replace(tmp, path)
+        return True
+    os.unlink(tmp)
     return True
 
 

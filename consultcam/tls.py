@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from consultcam.files import private_dir, write_private
+from consultcam.files import private_dir, tighten, write_private
 
 
 def ensure_self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
@@ -22,6 +22,8 @@ def ensure_self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
     year, subjectAltName per RFC 5280 §4.2.1.6 (browsers ignore the CN). Both files 0600 in a 0700 folder."""
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if cert_path.exists() and key_path.exists():
+        tighten(key_path)  # an older install wrote the certificate 0644
+        tighten(cert_path)
         return cert_path, key_path
     private_dir(directory)
     key = ec.generate_private_key(ec.SECP256R1())
