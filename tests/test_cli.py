@@ -147,6 +147,6 @@ def test_a_bad_setting_stops_serve_with_a_clear_message(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.splitlines()[1:] == [
-        "CONSULTCAM_EMR_URL=ftp://nowhere: unsupported EMR URL scheme 'ftp://'; use export://DIR (FHIR Bundle "
-        "files), fhir+https://…, alex+https://…/FHIR or dicomweb+https://…; default export://"
+        "CONSULTCAM_EMR_URL=ftp://nowhere: unsupported EMR URL scheme 'ftp://'; use export://DIR "
+        "(FHIR Bundle files), fhir+https://…, alex+https://…/FHIR or dicomweb+https://…; default export://"
     ]
