@@ -8,7 +8,6 @@ atomically (temp file in the same folder, fsync, rename), so a reader never sees
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import os
@@ -32,6 +31,7 @@ from consultcam.commits.connectors.base import (
     preparation_failed,
 )
 from consultcam.commits.fhir_media import assemble_transaction_bundle, bundle_entry, check_context
+from consultcam.files import private_dir, write_private
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -146,39 +146,13 @@ def export_filename(context: CommitContext) -> str:
 def _write_bundle(path: Path, bundle: dict[str, Any]) -> None:
     data = json.dumps(bundle, ensure_ascii=False, indent=2).encode("utf-8")
     _ensure_directory(path.parent)
-    # mkstemp creates the file 0600 with O_EXCL; the dot prefix and .tmp suffix keep importers off it.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
+    # 0600, through a dot-prefixed .tmp file (importers skip it), fsync, rename, fsync of the folder.
+    write_private(path, data)
 
 
 def _ensure_directory(directory: Path) -> None:
-    try:
-        directory.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        if not directory.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(directory)) from None
-        return  # an existing folder keeps the permissions its owner gave it
-    os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; some filesystems cannot fsync a folder, and the data is already synced."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    # Made 0700 with any missing parents; an existing folder keeps the permissions its owner gave it.
+    private_dir(directory)
 
 
 def _probe(directory: Path) -> None:
