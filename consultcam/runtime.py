@@ -42,8 +42,10 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         """Build the adapters (no connection is made yet). Raises ValueError with the setting to fix when a
         URL is unsupported."""
+        from consultcam import terminology
         from consultcam.jobs import create_broker
 
+        terminology.use(settings.terminology)  # the practice's body sites, for requests and commits alike
         engine = create_engine(settings.resolved_database_url)
         redis = None
         if settings.redis_url:
