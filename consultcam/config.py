@@ -154,9 +154,9 @@ class Settings(BaseSettings):
     @cached_property
     def terminology(self) -> Terminology:
         """The terms this deployment accepts: the packaged list plus BODY_SITES_EXTENSION's sites."""
-        from consultcam.terminology import load_terminology
+        from consultcam.terminology import TERMINOLOGY, load_extension
 
-        return load_terminology(extension=self.body_sites_extension)
+        return load_extension(self.body_sites_extension) if self.body_sites_extension else TERMINOLOGY
 
     s3_endpoint_url: str = ""
     s3_sse_kms_key_id: str = ""  # SSE-KMS key (id, ARN or alias) for S3 objects; unset: SSE-S3 (AES256)

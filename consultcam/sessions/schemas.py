@@ -89,7 +89,8 @@ class PatientIn(CamelModel):
         if value.year < today.year - OLDEST_AGE_YEARS:
             raise PydanticCustomError(
                 "birth_date_past",
-                "birth date {value} is more than {years} years ago; check the year against the patient record",
+                "birth date {value} is more than {years} years ago; check the year against the patient "
+                "record",
                 {"value": value.isoformat(), "years": OLDEST_AGE_YEARS},
             )
         return value

@@ -358,7 +358,9 @@ async def test_identifiers_that_cannot_be_committed_are_refused_at_the_start(
 
 
 async def test_valid_identifiers_of_both_nhi_formats_are_kept_trimmed(server: Server) -> None:
-    for nhi, encounter in (("zzz0016", "enc-1"), (" ZZZ00AC ", "A.b-9")):
+    # HISO 10046:2023 examples of both formats, as published with the open-source NHI validators.
+    valid = (("zzz0016", "enc-1"), (" ZZZ00AC ", "A.b-9"), ("zsc21tn", "enc-3"), ("ZBN77VL", "enc-4"))
+    for nhi, encounter in valid:
         patient = {"id": "pat-1", "name": "  Mere   Tester ", "nhi": nhi, "birthDate": "1931-05-04"}
         response = await server.clinician.post(
             "/api/sessions", json={"encounterId": encounter, "patient": patient, "facilityId": "F2N060-E"}
