@@ -57,6 +57,10 @@ NotesText = Annotated[
 ]
 
 
+#: A SNOMED CT term as a client may echo it (checked against the list's, never stored as sent).
+Term = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
 class Coding(CamelModel):
     """A body site: a SNOMED CT coding (FHIR R4 Coding) whose code is one of the active list's. `display` is
     optional on input and, when sent, must be the list's term for the code; the stored and returned display
@@ -64,9 +68,7 @@ class Coding(CamelModel):
 
     system: Literal["http://snomed.info/sct"] = SNOMED_CT
     code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=18)]
-    display: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = (
-        None
-    )
+    display: Term | None = None
 
     @model_validator(mode="after")
     def _listed(self) -> Coding:
