@@ -13,9 +13,10 @@ Decisions a receiving EMR relies on:
   value is the image's uuid4, unique across every installation.
 * Laterality: R4 Media has no laterality element. A CodeableConcept's codings must each stand for the
   same concept (datatypes.html#CodeableConcept), so the bare qualifier "7771000 |Left|" is NOT added as a
-  second coding: it is not a body site. Instead bodySite carries (1) the body site coding exactly as the
-  clinician chose it, (2) a SNOMED CT post-coordinated expression of the same site refined by laterality,
-  "<site>:272741003=7771000" (snomedct.html allows expressions in Coding.code), and (3) text such as
+  second coding: it is not a body site. Instead bodySite carries (1) the body site coding the clinician
+  chose (its code, with the list's term), (2) a SNOMED CT post-coordinated expression of the same site
+  refined by laterality, "<site>:272741003=7771000" (snomedct.html allows expressions in Coding.code), and
+  (3) text such as
   "Left forearm structure" for people and for systems that read only text.
 * Words: every display and text about the site, side and view is the data file's
   (`consultcam.terminology.metadata.photo_terms`), looked up from the stored code and values. Words a
