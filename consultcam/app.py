@@ -137,7 +137,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    routers = (sessions_router, images_router, commits_router, events_router, terminology_router, pages_router)
+    routers = (
+        sessions_router,
+        images_router,
+        commits_router,
+        events_router,
+        terminology_router,
+        pages_router,
+    )
     for router in routers:
         app.include_router(router)
     openapi.install(app, routers)

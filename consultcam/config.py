@@ -14,13 +14,16 @@ import socket
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import annotated_types
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+if TYPE_CHECKING:
+    from consultcam.terminology import Terminology
 
 #: Sessions warn the clinician when this many photos are taken (seeds: "20-image session limit with warning").
 WARN_IMAGES = 20
@@ -130,6 +133,44 @@ class Settings(BaseSettings):
     # -- sign-in: server-side clinician sessions, rate limits --
 
     # -- load and faults: commits, decodes, upload slots --
+
+    # -- clinical: terms and identifiers --
+    # A practice's extra body sites: a JSON file shaped like consultcam/data/body-sites.json holding only
+    # `source` and `bodySites`, checked the same way here (unset: the packaged 24 only).
+    body_sites_extension: Path | None = None
+    # A phone's capture time is believed from this long before the session was opened (photos queued on
+    # the phone) up to this far in the future (clock skew); outside, the upload time is kept with a warning.
+    capture_before_session_hours: int = Field(24, ge=0, le=24 * 7)
+    capture_clock_skew_seconds: int = Field(300, ge=0, le=3600)
+
+    @field_validator("body_sites_extension", mode="before")
+    @classmethod
+    def _extension_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("body_sites_extension")
+    @classmethod
+    def _extension_checked(cls, value: Path | None) -> Path | None:
+        """The extension file is read and checked now, so a bad one stops the start (not a request)."""
+        if value is None:
+            return None
+        from consultcam.terminology import TerminologyDataError, load_extension
+
+        path = value.expanduser().resolve()
+        try:
+            load_extension(path)
+        except TerminologyDataError as exc:
+            raise ValueError(
+                f"CONSULTCAM_BODY_SITES_EXTENSION: {exc}; fix the file or unset the setting"
+            ) from None
+        return path
+
+    @cached_property
+    def terminology(self) -> Terminology:
+        """The terms this deployment accepts: the packaged list plus BODY_SITES_EXTENSION's sites."""
+        from consultcam.terminology import TERMINOLOGY, load_extension
+
+        return load_extension(self.body_sites_extension) if self.body_sites_extension else TERMINOLOGY
 
     s3_endpoint_url: str = ""
     s3_sse_kms_key_id: str = ""  # SSE-KMS key (id, ARN or alias) for S3 objects; unset: SSE-S3 (AES256)

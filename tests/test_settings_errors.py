@@ -70,6 +70,9 @@ BAD: dict[str, dict[str, str]] = {
     "oidc_jwks_cache_seconds": {"OIDC_JWKS_CACHE_SECONDS": "1"},
     "oidc_http_timeout_seconds": {"OIDC_HTTP_TIMEOUT_SECONDS": "0"},
     "oidc_allow_embedded_token": {"OIDC_ALLOW_EMBEDDED_TOKEN": "perhaps"},
+    "body_sites_extension": {"BODY_SITES_EXTENSION": "{file}"},
+    "capture_before_session_hours": {"CAPTURE_BEFORE_SESSION_HOURS": "-1"},
+    "capture_clock_skew_seconds": {"CAPTURE_CLOCK_SKEW_SECONDS": "86400"},
 }
 
 

@@ -75,6 +75,11 @@ async def commit_session(
         metrics.COMMITS.labels(rt.connector.name, "failed").inc()
         await _record_failure(rt, actor, context, failed.detail, failed.results)
         raise UpstreamFailed(failed.detail, error="CommitFailed") from failed
+    except Unprocessable as refused:  # a photo cannot be rendered (stored edits that do not fit it)
+        metrics.COMMITS.labels(rt.connector.name, "failed").inc()
+        results = [ImageResult(image.id, "failed", error=refused.detail) for image in chosen]
+        await _record_failure(rt, actor, context, refused.detail, results)
+        raise
     except Exception as exc:
         log.exception("commit %s failed unexpectedly", context.commit_id)
         metrics.COMMITS.labels(rt.connector.name, "error").inc()

@@ -18,7 +18,7 @@ from consultcam.commits.connectors.base import CommitFailed, all_failed
 from consultcam.models import AuditEvent, CaptureSession
 from tests.conftest import jpeg_bytes, pair_phone, phone_photo, start_session, upload
 
-SITE = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left upper arm structure"}
+SITE = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 
 
 def outbox(runtime: Any) -> list[Path]:
@@ -57,7 +57,7 @@ async def test_commit_writes_one_valid_bundle_and_deletes_the_temporary_copies(
     assert lesion["subject"]["identifier"]["value"] == "ZZZ0016"
     assert lesion["encounter"]["reference"] == "Encounter/enc-1"
     assert lesion["operator"]["reference"] == "Practitioner/gp-7"
-    assert lesion["bodySite"]["coding"][0]["code"] == "368208006"
+    assert lesion["bodySite"]["coding"][0]["code"] == "40983000"
     assert any("Lesion A" in note["text"] for note in lesion["note"])
     jpeg = base64.b64decode(lesion["content"]["data"])
     assert lesion["content"]["size"] == len(jpeg)

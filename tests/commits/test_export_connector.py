@@ -55,7 +55,7 @@ def make_item(photo: str, **metadata: Any) -> CommitItem:
 
 def three_items() -> list[CommitItem]:
     return [
-        make_item("fundus-left-eye.jpg", bodySite={"system": SNOMED, "code": "5665001"}, laterality="left"),
+        make_item("fundus-left-eye.jpg", bodySite={"system": SNOMED, "code": "371398005"}, laterality="left"),
         make_item("cat.jpg", label="Rash"),
         make_item("coffee.jpg"),
     ]
@@ -151,10 +151,10 @@ async def test_an_invalid_photo_fails_the_whole_commit(tmp_path: Path) -> None:
     with pytest.raises(CommitFailed) as failure:
         await ExportConnector(tmp_path / "outbox").commit(make_context(), items, progress)
 
-    assert "photo 'Rash': body site code '99' is not a SNOMED CT concept id" in failure.value.detail
+    assert "photo 'Rash': body site code '99' is not one of the practice's body sites" in failure.value.detail
     results = failure.value.results
     assert [r.status for r in results] == ["failed"] * 3
-    assert "SNOMED CT" in (results[1].error or "")
+    assert "/api/terminology/body-sites" in (results[1].error or "")
     assert "another photo" in (results[0].error or "")
     assert progress.calls == [(1, 3)]
     assert listing(tmp_path / "outbox") == []
