@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # -- sign-in: server-side clinician sessions, rate limits --
 
     # -- load and faults: commits, decodes, upload slots --
+    # commits: how long a running commit holds its session without a heartbeat (renewed every third of
+    # it); a commit whose process died is seen as interrupted this long after its last heartbeat.
+    commit_lease_seconds: int = Field(60, ge=2, le=3600)  # commits
 
     s3_endpoint_url: str = ""
     s3_sse_kms_key_id: str = ""  # SSE-KMS key (id, ARN or alias) for S3 objects; unset: SSE-S3 (AES256)

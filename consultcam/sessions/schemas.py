@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
+from consultcam.commits.schemas import LastCommitOut
 from consultcam.images.schemas import ImageOut
 from consultcam.schemas import CamelModel
 from consultcam.sessions.nhi import normalise_nhi
@@ -112,6 +113,7 @@ class SessionOut(CamelModel):
     required_metadata: list[str]
     phone_can_commit: bool
     commit_error: str | None = None
+    last_commit: LastCommitOut | None = None  # issue 10: running, committed, failed or interrupted
     pairing: PairingOut | None = None
     phone: PhoneOut | None = None
     images: list[ImageOut] | None = None
