@@ -104,8 +104,9 @@ def mark_interrupted(
 ) -> None:
     """Record that the running attempt of the locked `session` was interrupted: back to open, with
     `commit_outcome` "interrupted" and INTERRUPTED as `commit_error`; the audit trail gets
-    `commit.interrupted` (actor: the system part that found it, `detected_by` "commit" | "read" |
-    "sweeper"); the pages get `commit.failed` with `interrupted: true`. Call it only when `lapsed`."""
+    `commit.interrupted` (actor: the system part that found it, `detected_by` "next-commit" |
+    "session-read" | "sweeper"); the pages get `commit.failed` with `interrupted: true`. Call it only
+    when `lapsed`."""
     now = now or utcnow()
     audit.record(
         uow.session,
@@ -138,7 +139,9 @@ def mark_interrupted(
     )
 
 
-async def settle(uow: UnitOfWork, rt: Runtime, session: CaptureSession, *, detected_by: str = "read") -> None:
+async def settle(
+    uow: UnitOfWork, rt: Runtime, session: CaptureSession, *, detected_by: str = "session-read"
+) -> None:
     """If `session` (just read in `uow`, a writing unit of work) is committing with a lapsed lease, lock
     it, look again and mark the attempt interrupted, so what is shown is the truth. Otherwise nothing."""
     if not lapsed(session, rt.settings):

@@ -119,7 +119,7 @@ async def _claim(
         session = await sessions.lock_session(uow, session_id)
         now = utcnow()
         if lease.lapsed(session, rt.settings, now):
-            lease.mark_interrupted(uow, rt, session, detected_by="commit", now=now)
+            lease.mark_interrupted(uow, rt, session, detected_by="next-commit", now=now)
             await uow.session.flush()
         if session.status == "committing":
             raise Conflict(lease.running_words(session, rt.settings, now), error="CommitInProgress")
