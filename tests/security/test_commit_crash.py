@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import boto3
 import httpx
 import pytest
+from playwright.sync_api import expect, sync_playwright
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +32,7 @@ from consultcam.models import AuditEvent, CaptureSession
 from tests.commits.fhir_server import FhirTestServer
 from tests.commits.slow_proxy import SlowProxy
 from tests.conftest import CONSENT, PATIENT, assert_error, jpeg_bytes
-from tests.e2e.harness import Server, start_server
+from tests.e2e.harness import Server, launch_chromium, start_server
 from tests.storage.moto_server import ACCESS_KEY, REGION, SECRET_KEY, start_moto_server
 
 #: CONSULTCAM_COMMIT_LEASE_SECONDS here: a heartbeat each second, an interrupted commit found in three.
@@ -343,23 +344,40 @@ def test_a_fhir_commit_killed_mid_request_is_shown_interrupted_and_retried_witho
         assert dead.status == "committing"
 
         second = run.start()
-        # One lease after the process died, reading the session (the desktop's reload) shows the truth.
+        # One lease after the process died, the GP reloads the desktop: it says what happened and offers
+        # to commit again; committing again from the page saves every photo.
         time.sleep(max(0.0, killed + LEASE + 0.2 - time.monotonic()))
-        state = get_session(second, session_id)
-        assert state["status"] == "open"
-        assert state["lastCommit"]["status"] == "interrupted"
-        assert state["lastCommit"]["commitId"] == dead.commit_id
-        assert state["lastCommit"]["attempt"] == 1
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                desktop = browser.new_page(locale="en-NZ")
+                desktop.set_default_timeout(15_000)
+                desktop.goto(f"{second.url}/login?token={second.token}")
+                desktop.goto(f"{second.url}/sessions/{session_id}")
+                card = desktop.locator(".commit-card")
+                expect(card).to_contain_text("The last commit was interrupted")
+                expect(card).to_contain_text("Commit again")
+                state = get_session(second, session_id)
+                assert state["status"] == "open"
+                assert state["lastCommit"]["status"] == "interrupted"
+                assert state["lastCommit"]["commitId"] == dead.commit_id
+                assert state["lastCommit"]["attempt"] == 1
+
+                desktop.get_by_test_id("commit").click()
+                desktop.get_by_test_id("commit-confirm").get_by_role("button", name="Commit 3 photos").click()
+                expect(desktop.get_by_test_id("commit-result")).to_contain_text(
+                    f"3 photos saved to {PATIENT['name']}'s record"
+                )
+            finally:
+                browser.close()
         [interrupted] = [e for e in database.audit(session_id) if e.action == "commit.interrupted"]
         assert (interrupted.actor_type, interrupted.actor_id) == ("system", "session-read")
         assert interrupted.detail["commit_id"] == dead.commit_id
 
-        retried = commit(second, session_id, image_ids)
-        assert retried.status_code == 200, retried.text
-        assert retried.json()["commitId"] == dead.commit_id
+        after = get_session(second, session_id)["lastCommit"]
+        assert (after["status"], after["commitId"], after["attempt"]) == ("committed", dead.commit_id, 2)
         media = fhir.resources("Media")
         assert sorted(m["identifier"][0]["value"] for m in media) == sorted(image_ids)  # one copy each
-        assert {r["resourceId"] for r in retried.json()["results"]} == {f"Media/{m['id']}" for m in media}
         assert actions(database, session_id) == [
             "commit.started",
             "commit.interrupted",
