@@ -56,10 +56,17 @@ def lease_length(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.commit_lease_seconds)
 
 
+def lease_end(
+    commit_lease_until: datetime | None, last_activity_at: datetime, settings: Settings
+) -> datetime:
+    """When a running attempt's lease ends, from the session's columns. A session caught committing by the
+    upgrade to migration 0003_commits has no lease: it ends one lease length after its last activity."""
+    return commit_lease_until or last_activity_at + lease_length(settings)
+
+
 def lease_until(session: CaptureSession, settings: Settings) -> datetime:
-    """When the running attempt's lease ends. A session caught committing by the upgrade to migration
-    0003_commits has no lease: it ends one lease length after the session's last activity."""
-    return session.commit_lease_until or session.last_activity_at + lease_length(settings)
+    """When the running attempt's lease on `session` ends (see lease_end)."""
+    return lease_end(session.commit_lease_until, session.last_activity_at, settings)
 
 
 def lapsed(session: CaptureSession, settings: Settings, now: datetime | None = None) -> bool:

@@ -77,13 +77,12 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
             .all()
         )
 
-    lease_length = lease.lease_length(settings)
     for session_id, status, last_activity, retain_until, lease_until in rows:
         try:
             if status == "open" and (last_activity + idle <= now or retain_until <= now):
                 await _expire(rt, session_id, "retention" if retain_until <= now else "idle")
                 report.expired_sessions += 1
-            elif status == "committing" and (lease_until or last_activity + lease_length) <= now:
+            elif status == "committing" and lease.lease_end(lease_until, last_activity, settings) <= now:
                 report.reopened_commits += await _interrupted(rt, session_id, now)
             elif retain_until <= now or (status != "open" and last_activity + ENDED_GRACE <= now):
                 await _delete_session(rt, session_id)
