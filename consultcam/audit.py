@@ -38,6 +38,7 @@ ACTIONS = frozenset(
         "commit.started",
         "commit.succeeded",
         "commit.failed",
+        "commit.interrupted",
         "upload.abandoned",
     }
 )

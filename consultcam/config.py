@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     # -- sign-in: server-side clinician sessions, rate limits --
 
     # -- load and faults: commits, decodes, upload slots --
+    # commits: how long a running commit holds its session without a heartbeat (renewed every third of
+    # it); a commit whose process died is seen as interrupted this long after its last heartbeat. Keep it
+    # above a connector's request timeout (30 s), so what a dead process left on the wire has landed.
+    commit_lease_seconds: int = Field(60, ge=2, le=3600)  # commits
 
     # -- clinical: terms and identifiers --
     # A practice's extra body sites: a JSON file shaped like consultcam/data/body-sites.json holding only

@@ -215,7 +215,8 @@ async def test_migrations_build_the_schema_the_models_describe(empty_database: s
     and up again gives it again."""
     await asyncio.to_thread(command.upgrade, alembic_config(empty_database), "0001")
     missing = await run_sync(empty_database, schema_diff)
-    assert [(op, index.name) for op, index in missing] == [
+    # Later revisions add columns (0003_*); of the indexes, 0001 lacks only 0002's.
+    assert [(diff[0], diff[1].name) for diff in missing if diff[0].endswith("_index")] == [
         ("add_index", "uq_capture_sessions_open_encounter")
     ]
     await asyncio.to_thread(migrate, empty_database)

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
+from consultcam.commits.schemas import LastCommitOut
 from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.images.schemas import ImageOut, no_control_characters
 from consultcam.schemas import CamelModel
@@ -171,6 +172,7 @@ class SessionOut(CamelModel):
     required_metadata: list[str]
     phone_can_commit: bool
     commit_error: str | None = None
+    last_commit: LastCommitOut | None = None  # issue 10: running, committed, failed or interrupted
     pairing: PairingOut | None = None
     phone: PhoneOut | None = None
     images: list[ImageOut] | None = None

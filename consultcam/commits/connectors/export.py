@@ -3,6 +3,12 @@
 This is the embedded default (`CONSULTCAM_EMR_URL=export://DIR`): a practice's EMR importer, or a person,
 picks the files up. The files are patient records: the folder is created 0700 and each file written 0600,
 atomically (temp file in the same folder, fsync, rename), so a reader never sees half a Bundle.
+
+Once per commit (issue 10): the file is named by the commit id, which every retry of a session's commit
+shares, so a retry after a crash or a failure writes the same file again instead of a second Bundle. An
+identical Bundle already there is left untouched (an importer watching the folder sees nothing new); a
+different one (photos added or removed since) replaces it; a temp file a killed process left is removed.
+Each entry is also a conditional create on the image id, for importers that already took an earlier file.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ExportConnector:
-    """Writes each commit as `<directory>/<UTC time>-<encounter id>-<commit id>.json`."""
+    """Writes each commit as `<directory>/<UTC time>-<encounter id>-<commit id>.json`, once per commit id."""
 
     name = "export"
 
@@ -88,9 +94,8 @@ class ExportConnector:
         except ValueError as exc:
             raise preparation_failed(items, str(exc), "the patient record") from exc
 
-        path = self.directory / export_filename(context)
         try:
-            await asyncio.to_thread(_write_bundle, path, bundle)
+            await asyncio.to_thread(_save_once, self.directory, export_filename(context), bundle)
         except OSError as exc:
             why = _os_error_words(exc)
             raise CommitFailed(
@@ -141,6 +146,28 @@ def export_filename(context: CommitContext) -> str:
     stamp = committed_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     encounter = _UNSAFE.sub("_", context.encounter_id)[:64] or "encounter"
     return f"{stamp}-{encounter}-{uuid.UUID(context.commit_id).hex}.json"
+
+
+def _save_once(directory: Path, filename: str, bundle: dict[str, Any]) -> Path:
+    """Write `bundle` as `directory/filename` (from export_filename) unless this commit already has a file
+    there: then that file is kept when it holds the same Bundle, else replaced in place. Returns the path.
+    The commit id ends the name, so "this commit's file" is `*-<commit id>.json` whatever its time stamp."""
+    commit_hex = filename.removesuffix(".json").rsplit("-", 1)[-1]
+    earlier = sorted(directory.glob(f"*-{commit_hex}.json")) if directory.is_dir() else []
+    for stale in directory.glob(f".*-{commit_hex}.*.tmp") if directory.is_dir() else []:
+        stale.unlink(missing_ok=True)  # half-written by a process killed mid-write: never a record
+    path = earlier[0] if earlier else directory / filename
+    if earlier and _same_bundle(path, bundle):
+        return path
+    _write_bundle(path, bundle)
+    return path
+
+
+def _same_bundle(path: Path, bundle: dict[str, Any]) -> bool:
+    try:
+        return bool(json.loads(path.read_bytes()) == bundle)
+    except (OSError, ValueError):
+        return False  # unreadable or not JSON: write it again
 
 
 def _write_bundle(path: Path, bundle: dict[str, Any]) -> None:
