@@ -369,7 +369,7 @@ async def test_text_with_nul_is_422_on_every_backend(clinician: httpx.AsyncClien
     response = await clinician.post(
         "/api/sessions", json={"encounterId": "enc-1", "patient": {**PATIENT, "name": "Mere\x00Tester"}}
     )
-    assert_error(response, 422, "InvalidRequest", "NUL")
+    assert_error(response, 422, "InvalidRequest", "patient.name", "control characters")
     session = await start_session(clinician)
     presign = await clinician.post(
         f"/api/sessions/{session['id']}/uploads",

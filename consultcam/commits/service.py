@@ -83,7 +83,7 @@ async def commit_session(
     except Unprocessable as refused:  # a photo cannot be rendered (stored edits that do not fit it)
         metrics.COMMITS.labels(rt.connector.name, "failed").inc()
         results = [ImageResult(image.id, "failed", error=refused.detail) for image in chosen]
-        await _record_failure(rt, actor, context, refused.detail, results)
+        await _record_failure(rt, actor, context, attempt, refused.detail, results)
         raise
     except Exception as exc:
         log.exception("commit %s failed unexpectedly", context.commit_id)
