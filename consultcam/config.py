@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # -- sign-in: server-side clinician sessions, rate limits --
 
     # -- load and faults: commits, decodes, upload slots --
+    # decodes and upload slots (consultcam/images/admission.py, images/service.py issue_upload):
+    decode_memory_budget_mb: int = Field(512, ge=64, le=1024 * 1024)  # MiB all decodes of a process may hold
+    decode_wait_seconds: float = Field(30.0, ge=1, le=600)  # a registration waits this long for it, then 503
+    decode_threads: int = Field(0, ge=0, le=256)  # decodes at once per process; 0: half the CPU cores
+    max_pending_uploads: int = Field(10, ge=1, le=500)  # upload URLs a credential may hold unregistered
 
     s3_endpoint_url: str = ""
     s3_sse_kms_key_id: str = ""  # SSE-KMS key (id, ARN or alias) for S3 objects; unset: SSE-S3 (AES256)
