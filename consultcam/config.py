@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     # it); a commit whose process died is seen as interrupted this long after its last heartbeat. Keep it
     # above a connector's request timeout (30 s), so what a dead process left on the wire has landed.
     commit_lease_seconds: int = Field(60, ge=2, le=3600)  # commits
+    # decodes and upload slots (consultcam/images/admission.py, images/service.py issue_upload):
+    decode_memory_budget_mb: int = Field(512, ge=64, le=1024 * 1024)  # MiB all decodes of a process may hold
+    decode_wait_seconds: float = Field(30.0, ge=1, le=600)  # a registration waits this long for it, then 503
+    decode_threads: int = Field(0, ge=0, le=256)  # decodes at once per process; 0: half the CPU cores
+    max_pending_uploads: int = Field(10, ge=1, le=500)  # upload URLs a credential may hold unregistered
 
     # -- clinical: terms and identifiers --
     # A practice's extra body sites: a JSON file shaped like consultcam/data/body-sites.json holding only

@@ -73,6 +73,11 @@ BAD: dict[str, dict[str, str]] = {
     "body_sites_extension": {"BODY_SITES_EXTENSION": "{file}"},
     "capture_before_session_hours": {"CAPTURE_BEFORE_SESSION_HOURS": "-1"},
     "capture_clock_skew_seconds": {"CAPTURE_CLOCK_SKEW_SECONDS": "86400"},
+    "commit_lease_seconds": {"COMMIT_LEASE_SECONDS": "1"},
+    "decode_memory_budget_mb": {"DECODE_MEMORY_BUDGET_MB": "16"},
+    "decode_wait_seconds": {"DECODE_WAIT_SECONDS": "0"},
+    "decode_threads": {"DECODE_THREADS": "-2"},
+    "max_pending_uploads": {"MAX_PENDING_UPLOADS": "0"},
 }
 
 

@@ -149,9 +149,11 @@ async def _delete_session(rt: Runtime, session_id: str) -> None:
 
 async def _delete_orphans(rt: Runtime, now: datetime) -> int:
     """Delete objects nothing refers to: everything under `sessions/<id>/` whose session is gone (a crash
-    between a store write and a database commit), and uploads `sessions/<id>/uploads/<imageId>` whose
-    slot is no longer pending (a presigned PUT stays usable until it expires, even after registration or
-    deletion). Objects younger than the upload grace are left alone: they may be in flight."""
+    between a store write and a database commit), uploads `sessions/<id>/uploads/<imageId>` whose slot is no
+    longer pending (a presigned PUT stays usable until it expires, even after registration or deletion: on
+    S3 it cannot be revoked, so a PUT after registration lands here), and photos a registration wrote but did
+    not record (it lost to a concurrent one, or crashed). Objects younger than the upload grace are left
+    alone: they may be in flight."""
     objects = [obj for obj in await rt.store.list("sessions/") if obj.modified_at < now - UPLOAD_GRACE]
     if not objects:
         return 0
@@ -162,22 +164,19 @@ async def _delete_orphans(rt: Runtime, now: datetime) -> int:
             .scalars()
             .all()
         )
-        pending = set(
-            (
-                await uow.session.execute(
-                    select(ClinicalImage.upload_key).where(
-                        ClinicalImage.session_id.in_(known), ClinicalImage.status == "pending"
-                    )
-                )
+        rows = (
+            await uow.session.execute(
+                select(
+                    ClinicalImage.status,
+                    ClinicalImage.upload_key,
+                    ClinicalImage.object_key,
+                    ClinicalImage.thumbnail_key,
+                ).where(ClinicalImage.session_id.in_(known))
             )
-            .scalars()
-            .all()
-        )
-    stale = [
-        obj.key
-        for obj in objects
-        if obj.key.split("/")[1] not in known or ("/uploads/" in obj.key and obj.key not in pending)
-    ]
+        ).all()
+    referenced = {upload for status, upload, _, _ in rows if status == "pending"}
+    referenced |= {key for _, _, *keys in rows for key in keys if key}
+    stale = [obj.key for obj in objects if obj.key.split("/")[1] not in known or obj.key not in referenced]
     if stale:
         await rt.store.delete(*stale)
     return len(stale)

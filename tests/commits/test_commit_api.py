@@ -159,7 +159,9 @@ async def test_a_failed_commit_reopens_the_session_keeps_the_photos_and_can_be_r
     assert state["status"] == "open"
     assert state["commitError"].startswith("The record system is not answering")
     assert [i["id"] for i in state["images"]] == [image["id"]]
-    assert (runtime.store.root / "sessions" / session["id"] / f"{image['id']}.jpg").exists()
+    assert (
+        runtime.store.root / "sessions" / session["id"] / f"{image['id']}.{image['sha256'][:16]}.jpg"
+    ).exists()
     last = state["lastCommit"]
     assert (last["status"], last["attempt"]) == ("failed", 1)
     assert last["detail"] == state["commitError"]

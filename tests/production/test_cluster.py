@@ -130,7 +130,8 @@ def test_a_photo_registered_on_one_process_reaches_a_desktop_on_the_other(cluste
     assert added["data"]["data"]["image"]["id"] == image["id"]
     # The object is in the bucket, encrypted, under the configured prefix.
     head = cluster.s3().head_object(
-        Bucket=cluster.bucket, Key=f"consultcam/sessions/{session['id']}/{image['id']}.jpg"
+        Bucket=cluster.bucket,
+        Key=f"consultcam/sessions/{session['id']}/{image['id']}.{image['sha256'][:16]}.jpg",
     )
     assert head["ServerSideEncryption"] == "AES256"
     # And the other process serves it.
