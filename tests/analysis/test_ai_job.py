@@ -252,7 +252,7 @@ async def test_the_record_gets_the_ai_text_only_when_the_clinician_puts_it_in_th
     )
     assert accepted.status_code == 200, accepted.text
 
-    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert committed.status_code == 200, committed.text
     [path] = outbox(runtime)
@@ -273,7 +273,7 @@ async def test_a_description_arriving_after_the_commit_is_dropped(
     before = jobs_finished()
     await chat_server.wait_for(1)
 
-    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert committed.status_code == 200, committed.text
     await wait_for_jobs(before)
 

@@ -506,9 +506,11 @@ def test_commit_started_on_the_phone_is_shown(server_factory, desktop_factory, p
     expect(gallery_items(desktop)).to_have_count(1)
     expect(desktop.get_by_test_id("commit-readiness")).to_have_text("Ready to commit.")
 
+    # As the phone page's script does: its CSRF token (X-CSRF-Token, consultcam/web/guard.py) with the call.
     status = phone.evaluate(
-        "id => fetch('/api/sessions/' + id + '/commit', {method: 'POST',"
-        " headers: {'Content-Type': 'application/json'}, body: '{}'}).then(r => r.status)",
+        "async id => { const token = (await fetch('/healthz')).headers.get('X-CSRF-Token');"
+        " return (await fetch('/api/sessions/' + id + '/commit', {method: 'POST', headers:"
+        " {'Content-Type': 'application/json', 'X-CSRF-Token': token}, body: '{\"all\": true}'})).status; }",
         session_id,
     )
     assert status == 200

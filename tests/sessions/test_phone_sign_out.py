@@ -165,7 +165,9 @@ async def test_a_phone_may_leave_a_committed_session_too(clinician, new_client, 
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     assert (await upload(phone, session["id"], jpeg_bytes())).status_code == 201
-    assert (await clinician.post(f"/api/sessions/{session['id']}/commit")).status_code == 200
+    assert (
+        await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+    ).status_code == 200
     response = await phone.delete(f"/api/sessions/{session['id']}/phone?reason={WRONG_PATIENT}")
     assert response.status_code == 204
     assert (await phone.get(f"/api/sessions/{session['id']}")).status_code == 401
