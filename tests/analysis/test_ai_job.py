@@ -26,6 +26,7 @@ from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, Reply, answer,
 from tests.conftest import (
     CLINICIAN_TOKEN,
     PATIENT,
+    CsrfToken,
     jpeg_bytes,
     next_event,
     pair_phone,
@@ -118,7 +119,7 @@ async def test_a_photo_is_described_and_the_desktop_sees_it_on_its_event_stream(
     async with (
         serving(create_app(settings)) as origin,
         httpx.AsyncClient(base_url=origin, headers=headers) as desktop,
-        httpx.AsyncClient(base_url=origin) as phone,
+        httpx.AsyncClient(base_url=origin, event_hooks=CsrfToken().hooks()) as phone,
     ):
         session = await start_session(desktop)
         paired = await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})

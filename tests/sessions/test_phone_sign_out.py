@@ -14,6 +14,7 @@ from consultcam.app import create_app
 from consultcam.models import AuditEvent
 from tests.conftest import (
     CLINICIAN_TOKEN,
+    CsrfToken,
     assert_error,
     jpeg_bytes,
     next_event,
@@ -180,7 +181,7 @@ async def test_the_desktop_stream_hears_wrong_patient(settings):
     async with (
         serving(create_app(settings)) as origin,
         httpx.AsyncClient(base_url=origin, headers={"authorization": f"Bearer {CLINICIAN_TOKEN}"}) as desktop,
-        httpx.AsyncClient(base_url=origin) as phone,
+        httpx.AsyncClient(base_url=origin, event_hooks=CsrfToken().hooks()) as phone,
     ):
         session = await start_session(desktop, consent=False)
         paired = await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})
