@@ -130,9 +130,17 @@ def body_rules(settings: Settings) -> dict[tuple[str, str], BodyRule]:
     }
 
 
-def _is_json(content_type: str) -> bool:
+def _check_json(content_type: str) -> None:
+    """Refuse (415) a body that is not `application/json` or `application/*+json` (RFC 6839 §3.1)."""
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    came = f"as {content_type}" if content_type else "without a Content-Type"
+    raise _Refusal(
+        415,
+        "UnsupportedMediaType",
+        f"This call takes a JSON body: send it with Content-Type: application/json (this one came {came}).",
+    )
 
 
 def _has_bearer(headers: Headers) -> bool:
@@ -178,14 +186,7 @@ class RequestGuard:
             if length is not None and length > rule.limit:
                 raise self._too_large(rule)
             if has_body and rule.json and scope["path"].startswith("/api/"):
-                content_type = headers.get("content-type", "")
-                if not _is_json(content_type):
-                    raise _Refusal(
-                        415,
-                        "UnsupportedMediaType",
-                        "This call takes a JSON body: send it with Content-Type: application/json (this one "
-                        f"came {f'as {content_type}' if content_type else 'without a Content-Type'}).",
-                    )
+                _check_json(headers.get("content-type", ""))
             body_limited = _LimitedBody(receive, rule.limit)
             if unsafe and not rule.signed:
                 self._check_provenance(scope, headers)

@@ -160,8 +160,9 @@ def test_wrong_patient_warning(server: Server, desktop_factory, phone_factory) -
 
     # "Not this patient?" on the phone: it signs itself out with the reason.
     code = phone.evaluate(
-        "id => fetch('/api/sessions/' + id + '/phone?reason=wrong-patient', {method: 'DELETE'})"
-        ".then(r => r.status)",
+        "async id => { const token = (await fetch('/healthz')).headers.get('X-CSRF-Token');"
+        " return (await fetch('/api/sessions/' + id + '/phone?reason=wrong-patient',"
+        " {method: 'DELETE', headers: {'X-CSRF-Token': token}})).status; }",
         session_id,
     )
     assert code == 204
