@@ -94,6 +94,7 @@ def test_login_link_sets_a_cookie_and_removes_the_token_from_the_address(served,
         assert "HttpOnly" in cookie
         assert "Secure" in cookie
         assert token not in cookie
+        assert signed_in.headers["strict-transport-security"] == "max-age=31536000"  # HTTPS: HSTS
         assert browser.get("/").status_code == 200
         assert (
             browser.post(

@@ -27,8 +27,8 @@ CSRF (OWASP CSRF Prevention Cheat Sheet: standard headers, Fetch Metadata, signe
   responses only, never in a cookie another port could read) nor make.
 
 The page gets its token from `<meta name="csrf-token">` (the template global `csrf_token(request)`) and
-from the `X-CSRF-Token` header sent with every response to a request with a credential cookie (or that sets
-one: pairing, signing in), which `web/static/js/api.js` keeps and sends back.
+from the `X-CSRF-Token` header sent with every response (static assets aside) to a request with a
+credential cookie, or that sets one (pairing, signing in), which `web/static/js/api.js` keeps and sends back.
 
 Requests authorised by a signature in their URL (the folder store's PUT) carry no authority from cookies, so
 neither check applies to them.
@@ -173,7 +173,9 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         cookies = cookie_parser(headers.get("cookie", ""))
-        send = self._sending_token(send, credential_cookies(cookies))
+        # Not on assets: they may sit in a shared cache (no-cache, not no-store) and reach another user.
+        if not scope["path"].startswith("/static/"):
+            send = self._sending_token(send, credential_cookies(cookies))
         length_text = headers.get("content-length")
         length = int(length_text) if length_text and length_text.isdigit() else None
         has_body = bool(length) or "transfer-encoding" in headers
@@ -293,7 +295,8 @@ class RequestGuard:
                 f"({CSRF_HEADER}), so it was refused: it may have come from another site. Reload the page "
                 "and try again; an API client sends Authorization: Bearer instead of the cookie.",
             )
-        if not any(hmac.compare_digest(token, csrf_token(self.secret_key, *cookie)) for cookie in present):
+        sent = token.encode()  # bytes: compare_digest refuses non-ASCII str, and a header may hold any
+        if not any(hmac.compare_digest(sent, csrf_token(self.secret_key, *c).encode()) for c in present):
             raise _Refusal(
                 403,
                 "CsrfTokenInvalid",

@@ -147,7 +147,8 @@ async def test_the_clinician_cookie_alone_is_not_enough(app: Any) -> None:
     async with serving(app) as origin, httpx.AsyncClient(base_url=origin, timeout=20) as client:
         token = await signed_in(client)
         assert token, "the desktop page carries its CSRF token"
-        for headers in ({"Origin": origin}, {}, {"Origin": origin, "X-CSRF-Token": "0" * 43}):
+        forged = (b"0" * 43, b"\xe9" * 43)  # a wrong token; one that is not even ASCII (Latin-1)
+        for headers in ({"Origin": origin}, {}, *({"Origin": origin, "X-CSRF-Token": t} for t in forged)):
             refused = await client.post("/api/sessions", json=SESSION, headers=headers)
             assert_error(refused, 403, None, "reload")
             assert refused.json()["error"] in ("CsrfTokenMissing", "CsrfTokenInvalid")
