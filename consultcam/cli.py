@@ -151,6 +151,8 @@ def serve(
         )
     if use_tls:
         console.print("[dim]The certificate is self-signed: browsers ask once to trust it.[/dim]\n")
+    # Proxy headers are the app's to judge (CONSULTCAM_TRUSTED_PROXIES, consultcam/web/proxy.py): uvicorn's
+    # own handling would believe X-Forwarded-* from any local process.
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False, proxy_headers=False, **ssl)
 
 

@@ -129,6 +129,57 @@ class Settings(BaseSettings):
     # -- streams: caps on open event streams --
 
     # -- web: CSRF, framing, proxies, body limits --
+    # Who may show the pages in a frame (CSP frame-ancestors): empty = nobody; "self"; or the origins of an
+    # EMR that embeds consultcam, comma separated, e.g. "https://emr.example.org,https://*.pms.example:8443".
+    frame_ancestors: Annotated[tuple[str, ...], NoDecode] = ()
+    # Reverse proxies whose X-Forwarded-For/-Proto and Forwarded (RFC 7239) headers count: IPs or CIDRs, comma
+    # separated (e.g. "127.0.0.1" for a TLS proxy on this machine). Empty: nobody's; the peer is the client.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    hsts_seconds: int = Field(31_536_000, ge=0, le=63_072_000)  # HSTS max-age over HTTPS (RFC 6797); 0: off
+    max_json_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)  # any request but those below
+    max_edit_body_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)  # PATCH of a photo (edits)
+
+    @field_validator("frame_ancestors", mode="before")
+    @classmethod
+    def _frame_ancestors(cls, value: object) -> object:
+        """CSP 3 `frame-ancestors` sources we accept: `self`, or `http(s)://host[:port]` (host may start with
+        `*.`), normalised to `'self'` and lower case; "none" alone means nobody (the default)."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        names = [str(item).strip().strip("'").lower() for item in items if str(item).strip()]
+        if names == ["none"]:
+            return ()
+        origin = r"https?://(\*\.)?([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?"
+        bad = [name for name in names if name != "self" and not re.fullmatch(origin, name)]
+        if bad:
+            raise ValueError(
+                "CONSULTCAM_FRAME_ANCESTORS takes `self` and origins like https://emr.example.org (scheme, "
+                "host, optional port; nothing else), comma separated; empty for nobody. Refused: "
+                + ", ".join(bad)
+            )
+        return tuple(dict.fromkeys("'self'" if name == "self" else name for name in names))
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _trusted_proxies(cls, value: object) -> object:
+        """IP addresses or networks (CIDR), comma separated; a host name is refused (it would need DNS)."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        names = [str(item).strip() for item in items if str(item).strip()]
+        bad = []
+        for name in names:
+            try:
+                ipaddress.ip_network(name, strict=False)
+            except ValueError:
+                bad.append(name)
+        if bad:
+            raise ValueError(
+                "CONSULTCAM_TRUSTED_PROXIES takes IP addresses or networks, comma separated (e.g. "
+                f"127.0.0.1,10.0.0.0/8); refused: {', '.join(bad)}"
+            )
+        return tuple(names)
 
     # -- sign-in: server-side clinician sessions, rate limits --
 

@@ -509,7 +509,7 @@ async def test_concurrent_commits_write_the_record_once(
     await register_one_photo(clinician, session["id"])
     committers = [await clients(i) for i in range(5)]
     responses = await asyncio.gather(
-        *(c.post(f"/api/sessions/{session['id']}/commit", json={}) for c in committers)
+        *(c.post(f"/api/sessions/{session['id']}/commit", json={"all": True}) for c in committers)
     )
     assert sorted(r.status_code for r in responses) == [200] + [409] * 4, [r.text for r in responses]
     assert {r.json()["error"] for r in responses if r.status_code == 409} <= {
@@ -527,7 +527,7 @@ async def test_a_commit_and_a_cancel_at_once_leave_one_outcome(
     await register_one_photo(clinician, session["id"])
     committer, canceller = await clients(0), await clients(1)
     commit, cancel = await asyncio.gather(
-        committer.post(f"/api/sessions/{session['id']}/commit", json={}),
+        committer.post(f"/api/sessions/{session['id']}/commit", json={"all": True}),
         canceller.delete(f"/api/sessions/{session['id']}"),
     )
     status = await scalar(runtime, select(CaptureSession.status).where(CaptureSession.id == session["id"]))
@@ -579,7 +579,7 @@ async def test_a_cancel_that_read_the_session_before_a_commit_claimed_it_is_refu
 
     async def commit() -> httpx.Response:
         await asyncio.sleep(0.05)  # the cancel reads first
-        return await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+        return await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     cancel_response, commit_response = await asyncio.gather(cancel(), commit())
     assert commit_response.status_code == 200, commit_response.text

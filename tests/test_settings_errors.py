@@ -78,6 +78,11 @@ BAD: dict[str, dict[str, str]] = {
     "decode_wait_seconds": {"DECODE_WAIT_SECONDS": "0"},
     "decode_threads": {"DECODE_THREADS": "-2"},
     "max_pending_uploads": {"MAX_PENDING_UPLOADS": "0"},
+    "frame_ancestors": {"FRAME_ANCESTORS": "https://emr.example.org/path;script-src *"},
+    "trusted_proxies": {"TRUSTED_PROXIES": "10.0.0.0/33"},
+    "hsts_seconds": {"HSTS_SECONDS": "-5"},
+    "max_json_body_bytes": {"MAX_JSON_BODY_BYTES": "12"},
+    "max_edit_body_bytes": {"MAX_EDIT_BODY_BYTES": "lots"},
 }
 
 

@@ -42,7 +42,7 @@ async def test_commit_writes_one_valid_bundle_and_deletes_the_temporary_copies(
     ).json()
     second = (await upload(phone, session["id"], jpeg_bytes("coffee.jpg"))).json()
 
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -81,9 +81,11 @@ async def test_a_second_commit_is_refused_and_writes_nothing(clinician, new_clie
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
-    assert (await clinician.post(f"/api/sessions/{session['id']}/commit")).status_code == 200
+    assert (
+        await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+    ).status_code == 200
 
-    again = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    again = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert again.status_code == 409
     assert again.json()["error"] == "AlreadyCommitted"
@@ -92,7 +94,7 @@ async def test_a_second_commit_is_refused_and_writes_nothing(clinician, new_clie
 
 async def test_commit_with_no_photos_says_so(clinician):
     session = await start_session(clinician)
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert response.status_code == 422
     assert "no photos" in response.json()["detail"].lower()
 
@@ -151,7 +153,7 @@ async def test_a_failed_commit_reopens_the_session_keeps_the_photos_and_can_be_r
     real = runtime.connector
     monkeypatch.setattr(runtime, "connector", RefusingConnector())
 
-    failed = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    failed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert failed.status_code == 502
     assert "not answering" in failed.json()["detail"]
@@ -167,7 +169,7 @@ async def test_a_failed_commit_reopens_the_session_keeps_the_photos_and_can_be_r
     assert last["detail"] == state["commitError"]
 
     monkeypatch.setattr(runtime, "connector", real)
-    retried = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    retried = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert retried.status_code == 200
     assert retried.json()["commitId"] == last["commitId"]  # a retry is the same commit
     assert len(outbox(runtime)) == 1
@@ -233,7 +235,7 @@ async def test_commit_is_audited_without_secrets(clinician, new_client, runtime)
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
-    await clinician.post(f"/api/sessions/{session['id']}/commit")
+    await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     async with runtime.sessionmaker() as db:
         events = (await db.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars().all()

@@ -470,7 +470,7 @@ async def test_commit_through_the_api_saves_valid_media(fhir_server, clinician, 
     phone = await pair_phone(new_client, session)
     image = (await upload(phone, session["id"], jpeg_bytes(), metadata={"label": "Lesion A"})).json()
 
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert response.status_code == 200, response.text
     [result] = response.json()["results"]
@@ -491,7 +491,7 @@ async def test_a_refusing_server_reopens_the_session_with_the_reason(
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
 
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert response.status_code == 502, response.text
     assert "patient is not registered at this practice" in response.json()["detail"]
@@ -501,7 +501,7 @@ async def test_a_refusing_server_reopens_the_session_with_the_reason(
     assert fhir_server.resources() == []
 
     fhir_server.state.refuse_write = None
-    retried = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    retried = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert retried.status_code == 200, retried.text
     assert len(fhir_server.resources()) == 1
 

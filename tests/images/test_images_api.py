@@ -782,7 +782,7 @@ async def test_every_api_and_image_response_is_no_store(
         await phone.get(image["urls"]["thumbnail"]),
         await clinician.post(f"{base}/pairing"),
         await clinician.get("/api/sessions/nope"),
-        await phone.post(f"{base}/commit"),
+        await phone.post(f"{base}/commit", json={"all": True}),
         await presign(phone, session["id"], 1000, "image/gif"),
         await clinician.delete(f"{base}/images/{image['id']}"),
     ]
@@ -1005,7 +1005,7 @@ async def test_another_phone_cannot_delete_it(
 async def test_deleting_after_commit_is_409(
     clinician: httpx.AsyncClient, phone: httpx.AsyncClient, session: dict[str, Any], photo: dict[str, Any]
 ) -> None:
-    commit = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    commit = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert commit.status_code == 200, commit.text
     assert commit.json()["results"][0]["status"] == "committed"
     for client in (clinician, phone):  # the phone stays signed in after a commit, to show the outcome

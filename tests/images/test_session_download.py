@@ -171,7 +171,9 @@ async def test_no_photos_is_409(clinician):
 async def test_a_committed_session_has_nothing_left_to_download(clinician):
     session = await start_session(clinician)
     await add_photos(clinician, session["id"], [("cat.jpg", None)])
-    assert (await clinician.post(f"/api/sessions/{session['id']}/commit")).status_code == 200
+    assert (
+        await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+    ).status_code == 200
     assert_error(await download(clinician, session["id"]), 409, "NoPhotos", "committed")
 
 

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import PATIENT, jpeg_bytes
+from tests.conftest import PATIENT, CsrfToken, jpeg_bytes
 from tests.production.cluster import Cluster
 
 
@@ -37,7 +37,9 @@ def start_session(cluster: Cluster, web: int = 0) -> dict[str, Any]:
 def paired_phone(cluster: Cluster, session: dict[str, Any], web: int = 0) -> httpx.Client:
     """A phone paired through web process `web` that has recorded the patient's consent, as the phone page
     does before the first photo (CONSULTCAM_CONSENT_REQUIRED is on by default)."""
-    phone = httpx.Client(base_url=cluster.webs[web].url, timeout=10)
+    phone = httpx.Client(
+        base_url=cluster.webs[web].url, timeout=10, event_hooks=CsrfToken().hooks(asynchronous=False)
+    )
     response = phone.post("/api/pair", json={"token": session["pairing"]["url"].rsplit("/", 1)[1]})
     assert response.status_code == 200, response.text
     assert response.json()["session"]["consentRequired"] is True
@@ -189,7 +191,7 @@ def test_restarting_a_web_process_loses_nothing(cluster: Cluster):
     assert [e["id"] for e in replay.wait_for("image.added")] == [before["id"]]
     replay.close()
     with web_b.api() as desktop:
-        committed = desktop.post(f"/api/sessions/{session['id']}/commit")
+        committed = desktop.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert committed.status_code == 200, committed.text
     assert [r["status"] for r in committed.json()["results"]] == ["committed"]
     objects = cluster.s3().list_objects_v2(

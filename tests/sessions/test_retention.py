@@ -70,7 +70,7 @@ async def test_ended_sessions_are_deleted_after_the_grace_period(clinician, new_
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
-    await clinician.post(f"/api/sessions/{session['id']}/commit")
+    await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert (await sweep(runtime)).deleted_sessions == 0  # the pages can still show "committed"
     await _age_session(runtime, session["id"], seconds=ENDED_GRACE.total_seconds() + 1)
     assert (await sweep(runtime)).deleted_sessions == 1

@@ -90,7 +90,7 @@ async def test_presign_put_register_view_commit_on_s3(
     full = s3_admin.get_object(Bucket=bucket, Key=stored[0])["Body"].read()
     assert full[:3] == b"\xff\xd8\xff"
 
-    committed = await clinician.post(f"/api/sessions/{sid}/commit", json={})
+    committed = await clinician.post(f"/api/sessions/{sid}/commit", json={"all": True})
 
     assert committed.status_code == 200, committed.text
     assert committed.json()["status"] == "committed"
