@@ -202,7 +202,7 @@ async def test_a_commit_whose_lease_lapsed_is_taken_over_by_the_next_commit(clin
     await upload(phone, session["id"], jpeg_bytes())
     await _as_if_killed(runtime, session["id"], timedelta(seconds=-1))
 
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert response.status_code == 200, response.text
     async with runtime.sessionmaker() as db:
@@ -222,7 +222,7 @@ async def test_a_commit_holding_its_lease_is_not_taken_over(clinician, new_clien
     await upload(phone, session["id"], jpeg_bytes())
     await _as_if_killed(runtime, session["id"], timedelta(seconds=30))
 
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     body = assert_error(response, 409, "CommitInProgress", "already running", "started 90 seconds ago")
     assert "last heard from" in body["detail"]

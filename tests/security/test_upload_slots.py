@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 
 from consultcam.models import utcnow
 from consultcam.sessions.retention import sweep
-from tests.conftest import CLINICIAN_TOKEN, jpeg_bytes, serving, start_session, token_of
+from tests.conftest import CLINICIAN_TOKEN, CsrfToken, jpeg_bytes, serving, start_session, token_of
 from tests.storage.conftest import aws_env, bucket, moto_endpoint, moto_server, s3_admin  # noqa: F401
 
 STORES = ["folder", "s3"]
@@ -72,7 +72,7 @@ async def phone_http(origin: str, clinician_http: httpx.AsyncClient, session_id:
     """A phone that redeemed the session's QR code (its cookie authenticates it)."""
     pairing = await clinician_http.post(f"/api/sessions/{session_id}/pairing")
     assert pairing.status_code == 201, pairing.text
-    async with httpx.AsyncClient(base_url=origin, timeout=60) as phone:
+    async with httpx.AsyncClient(base_url=origin, timeout=60, event_hooks=CsrfToken().hooks()) as phone:
         paired = await phone.post("/api/pair", json={"token": token_of(pairing.json()["url"])})
         assert paired.status_code == 200, paired.text
         yield phone
@@ -142,7 +142,7 @@ async def assert_photo_is(
 
 async def assert_committed_as(clinician: httpx.AsyncClient, runtime: Any, session_id: str, sha: str) -> None:
     """Commit the session; the export Bundle carries the photo with that SHA-256."""
-    committed = await clinician.post(f"/api/sessions/{session_id}/commit", json={})
+    committed = await clinician.post(f"/api/sessions/{session_id}/commit", json={"all": True})
     assert committed.status_code == 200, committed.text
     [path] = sorted((runtime.settings.data_dir / "outbox").glob("*.json"))
     [entry] = json.loads(path.read_text())["entry"]
