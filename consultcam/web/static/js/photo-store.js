@@ -47,19 +47,21 @@ function openDb() {
 
 /**
  * Run `work(stores)` in one transaction over photos and blobs; resolves with its result when committed.
- * Rejects with the error of the request that failed (a request's `error` event bubbles to its transaction,
- * IndexedDB §5.2), which says what went wrong, where the transaction's own `error` may be null or a plain
- * AbortError.
+ * Rejects with the error of the first request that failed (its `error` event bubbles to the transaction,
+ * IndexedDB §5.2): that error says what went wrong, where the transaction's own `error` may still be null.
+ * It rejects at once: after refusing a Blob, WebKit neither commits nor aborts the transaction.
  */
 async function transaction(mode, work) {
   const db = await openDb();
   return new Promise((resolve, reject) => {
     const tx = db.transaction(["photos", "blobs"], mode);
     let result;
-    let failure = null;
     tx.oncomplete = () => resolve(result);
-    tx.onerror = (event) => { failure ??= event.target?.error || tx.error; };
-    tx.onabort = () => reject(failure || tx.error || new Error("IndexedDB transaction aborted"));
+    tx.onerror = (event) => {
+      reject(event.target?.error || tx.error || new Error("IndexedDB request failed"));
+      try { tx.abort(); } catch { /* already finished */ }
+    };
+    tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
     Promise.resolve(work({ photos: tx.objectStore("photos"), blobs: tx.objectStore("blobs") }))
       .then((value) => { result = value; })
       .catch((err) => { try { tx.abort(); } catch { /* already finished */ } reject(err); });
