@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import glob
+import json
 import os
 import re
 import shutil
@@ -102,9 +103,6 @@ class PhoneDriver(ABC):
                 raise AssertionError(f"{self.name}: {what} (after {timeout} s, last value {value!r})")
             time.sleep(0.1)
 
-    def visible(self, css: str) -> bool:
-        return bool(self.evaluate(f"css => ({VISIBLE})(document.querySelector(css))", css))
-
     def wait_visible(self, css: str, *, timeout: float = 20) -> None:
         self.wait_for(
             f"css => ({VISIBLE})(document.querySelector(css))", css, what=f"{css} shown", timeout=timeout
@@ -178,7 +176,7 @@ class Firefox:
         profile = workdir / "profile"
         profile.mkdir(parents=True, exist_ok=True)
         (profile / "user.js").write_text(
-            "".join(f"user_pref({_js(k)}, {_js(v)});\n" for k, v in FIREFOX_PREFS.items())
+            "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in FIREFOX_PREFS.items())
         )
         self.log = workdir / "firefox.log"
         env = {**os.environ, "TZ": "Pacific/Auckland", "MOZ_CRASHREPORTER_DISABLE": "1"}
@@ -314,8 +312,9 @@ class FirefoxPhone(PhoneDriver):
 
 
 class WebKit:
-    """Xvfb and WebKitWebDriver, one per test session; each phone is a new WebDriver session (a new
-    MiniBrowser, whose automation sessions keep website data only in memory, like a private window)."""
+    """Xvfb and WebKitWebDriver, one per test session; each phone is a new WebDriver session: a new
+    MiniBrowser whose automation session is ephemeral (website data in memory only, as in a private window,
+    where WebKit refused Blobs in IndexedDB)."""
 
     def __init__(self, workdir: Path) -> None:
         driver = require(WEBKIT_DRIVER, "WebKitWebDriver", "webkit2gtk-driver")
@@ -455,10 +454,6 @@ class WebKitPhone(PhoneDriver):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.driver.quit()
-
-
-def _js(value: object) -> str:
-    return "true" if value is True else "false" if value is False else repr(value).replace("'", '"')
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:

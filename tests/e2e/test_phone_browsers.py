@@ -179,9 +179,11 @@ def test_main_path(server: Server, desktop_factory, phone: PhoneDriver, tmp_path
     assert camera["quality"]["meanLuma"] > 30, f"{phone.name}: the camera photo is black: {camera['quality']}"
 
 
+@pytest.mark.parametrize("phone", ["firefox", "webkit"], indirect=True)
 def test_photos_kept_across_reloads(server: Server, phone: PhoneDriver, tmp_path: Path) -> None:
     """Unsent photos survive a reload (IndexedDB), and a reload in the middle of the upload sends each photo
-    once: nothing lost, nothing twice, nothing left on the phone."""
+    once: nothing lost, nothing twice, nothing left on the phone. (Chromium: test_phone_capture.py's
+    test_photos_survive_a_reload, which holds the uploads back to reload exactly mid-queue.)"""
     session_id, url = new_session(server, f"enc-{phone.name}-reload")
     open_and_consent(phone, url)
     files = [shutil.copy(PHOTOS / name, tmp_path / name) for name in ("fundus-left-eye.jpg", "coffee.jpg")]

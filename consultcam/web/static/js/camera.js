@@ -197,7 +197,7 @@ export class Camera {
  * 255) or fully transparent. False when the pixels cannot be read (then the frame is used as it is).
  * @param {ImageBitmap} frame
  */
-export function isEmptyFrame(frame) {
+function isEmptyFrame(frame) {
   if (!frame?.width || !frame?.height) return true;
   try {
     const canvas = typeof OffscreenCanvas === "function"

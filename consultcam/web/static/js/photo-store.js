@@ -6,7 +6,7 @@
 // a temporary copy. No service worker, no Cache Storage.
 //
 // Two object stores keep the big JPEG apart from the small, often-changed details:
-//   blobs:  {id, sessionId, bytes: ArrayBuffer, type, savedAt}   (before issue 10: {id, sessionId, blob, savedAt})
+//   blobs:  {id, sessionId, bytes: ArrayBuffer, type, savedAt}   (earlier: {id, sessionId, blob, savedAt})
 //   photos: {id, sessionId, seq, capturedAt, filename, width, height, metadata, check, queued, imageId, savedAt}
 // The JPEG is stored as bytes, not as a Blob: WebKit refuses Blobs in IndexedDB in a private window
 // ("UnknownError: Error preparing Blob/File data") while it stores an ArrayBuffer like any other value.
