@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consultcam import jobs, metrics, openapi
 from consultcam.commits.endpoints import router as commits_router
-from consultcam.config import Settings
+from consultcam.config import Settings, read_settings
 from consultcam.errors import install_error_handlers
 from consultcam.events.endpoints import router as events_router
 from consultcam.images.endpoints import router as images_router
@@ -132,10 +132,12 @@ class SecurityHeaders:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The consultcam web app for `settings` (read from the environment when None).
 
-    Raises ValueError, naming the setting, when a port's URL is unsupported: at construction, not at the
-    first request. The app runs one lifespan; its runtime is closed when that ends.
+    Raises `consultcam.config.SettingsInvalid` (one line per problem, naming the environment variable) when
+    the environment's settings are refused, and ValueError, naming the setting, when a port's URL is
+    unsupported: at construction, not at the first request. The app runs one lifespan; its runtime is closed
+    when that ends.
     """
-    settings = settings or Settings()
+    settings = settings or read_settings()
     runtime = Runtime.create(settings)
 
     @contextlib.asynccontextmanager
