@@ -15,7 +15,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Sessions warn the clinician when this many photos are taken (seeds: "20-image session limit with warning").
@@ -114,6 +114,46 @@ class Settings(BaseSettings):
     # -- web: CSRF, framing, proxies, body limits --
 
     # -- sign-in: server-side clinician sessions, rate limits --
+    # A browser's sign-in (consultcam.signin) ends after this long without a request, and at the latest this
+    # long after signing in; POST /logout ends it at once.
+    signin_idle_minutes: int = Field(120, ge=5, le=24 * 60)
+    signin_max_hours: int = Field(12, ge=1, le=7 * 24)
+    # Requests per client address in a sliding window (consultcam.ratelimit), as "<count>/<second|minute|
+    # hour>" or "<count> per <n> <unit>"; shared by every web process through Redis when it is configured.
+    rate_limit_login: str = "10/minute"  # GET and POST /login: guesses at the clinician token
+    rate_limit_pair: str = "30/minute"  # POST /api/pair: QR codes redeemed
+
+    @field_validator("clinician_token")
+    @classmethod
+    def _strong_clinician_token(cls, value: str) -> str:
+        """A configured embedded token must be a strong random secret (auth.clinician_token_weakness); unset,
+        `consultcam serve` generates one of 256 bits."""
+        from consultcam.auth import clinician_token_weakness
+
+        weakness = clinician_token_weakness(value) if value else None
+        if weakness:
+            raise ValueError(
+                f"CONSULTCAM_CLINICIAN_TOKEN is too weak: {weakness}. Set it to a random string of at least "
+                "32 characters (e.g. the output of `python3 -c 'import secrets; print(secrets.token_urlsafe"
+                "(32))'`), or unset it and consultcam generates one"
+            )
+        return value
+
+    @field_validator("rate_limit_login", "rate_limit_pair")
+    @classmethod
+    def _rate_limit(cls, value: str, info: ValidationInfo) -> str:
+        """Parsed by the `limits` library's notation; a count of at least 1 per window."""
+        from limits import parse
+
+        try:
+            if parse(value).amount >= 1:
+                return value.strip()
+        except ValueError:
+            pass
+        raise ValueError(
+            f"CONSULTCAM_{str(info.field_name).upper()} must be a rate such as 10/minute, 100/hour or "
+            "30 per 5 minutes"
+        )
 
     # -- load and faults: commits, decodes, upload slots --
 

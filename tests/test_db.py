@@ -215,7 +215,8 @@ async def test_migrations_build_the_schema_the_models_describe(empty_database: s
     and up again gives it again."""
     await asyncio.to_thread(command.upgrade, alembic_config(empty_database), "0001")
     missing = await run_sync(empty_database, schema_diff)
-    assert [(op, index.name) for op, index in missing] == [
+    later = {("add_table", "signin_sessions"), ("add_index", "ix_signin_sessions_expires_at")}  # 0003_signin
+    assert [(op, item.name) for op, item in missing if (op, item.name) not in later] == [
         ("add_index", "uq_capture_sessions_open_encounter")
     ]
     await asyncio.to_thread(migrate, empty_database)

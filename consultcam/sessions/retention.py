@@ -4,7 +4,8 @@ Rules (issue 2, DESIGN.md step 7): open sessions idle past SESSION_IDLE_MINUTES 
 RETENTION_HOURS expire (images and objects deleted); uploads never registered are deleted once their URL
 has expired; ended sessions are deleted outright after a short grace (so the pages can show the outcome)
 and always by RETENTION_HOURS; objects with no session are deleted; commits interrupted by a crash reopen;
-AI descriptions that never finished (a job lost with a killed process) are marked failed (issue 6).
+AI descriptions that never finished (a job lost with a killed process) are marked failed (issue 6);
+clinician sign-ins that ended or expired are deleted (issue 10, `consultcam.signin.sweep`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 
-from consultcam import audit
+from consultcam import audit, signin
 from consultcam.analysis.tasks import fail_stuck_analyses
 from consultcam.commits.service import STALE_COMMIT
 from consultcam.images.service import UPLOAD_GRACE
@@ -40,6 +41,7 @@ class SweepReport:
     reopened_commits: int = 0
     orphan_objects: int = 0
     stuck_analyses: int = 0
+    expired_signins: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -107,6 +109,11 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
     except Exception as exc:
         log.exception("sweeper: stuck AI descriptions")
         report.errors.append(f"analyses: {type(exc).__name__}")
+    try:
+        report.expired_signins = await signin.sweep(rt, now)
+    except Exception as exc:
+        log.exception("sweeper: sign-ins")
+        report.errors.append(f"sign-ins: {type(exc).__name__}")
     if any(
         (
             report.expired_sessions,
@@ -115,6 +122,7 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
             report.reopened_commits,
             report.orphan_objects,
             report.stuck_analyses,
+            report.expired_signins,
         )
     ):
         log.info("sweeper: %s", report)
