@@ -1,8 +1,12 @@
-"""Server-rendered pages: the desktop (`/`, `/sessions/{id}`), the phone (`/m/{token}`) and sign-in.
+"""Server-rendered pages: the desktop (`/`, `/sessions/{id}`), the phone (`/m/{token}`), sign-in and
+sign-out.
 
 Pages carry no patient data in the HTML: their scripts fetch it through the API, with the same
 authorisation as every other call. The QR URL's token is only handed to the page's script, which
 redeems it with `POST /api/pair` (a link previewer fetching the URL redeems nothing).
+
+Sign-in (`/login`, rate limited per client) starts a server-side sign-in (`consultcam.signin`) whose
+opaque id is the browser's cookie; `POST /logout` ends it on the server, so a copy of the cookie dies too.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from consultcam import signin
-from consultcam.auth import CLINICIAN_COOKIE, EMBEDDED_CLINICIAN, is_clinician_token
+from consultcam.auth import CLINICIAN_COOKIE, EMBEDDED_CLINICIAN, Clinician, is_clinician_token
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import RuntimeDep, authenticate_clinician
 from consultcam.ratelimit import TooManyRequests, client_address, limiter
@@ -119,9 +123,8 @@ async def _over_login_limit(request: Request, rt: Runtime, next_path: str) -> Re
 
 
 async def _signed_in(request: Request, rt: Runtime, token: str, next_path: str) -> Response:
-    """Check the clinician token; start a server-side sign-in and set its cookie (ending the one this
-    browser had), then redirect to `next_path` so the token leaves the address bar and the history.
-    Every attempt counts against the rate limit first, right or wrong."""
+    """Check the clinician token, then `begin_signin`: the redirect also takes the token out of the address
+    bar and the history. Every attempt counts against the rate limit first, right or wrong."""
     refused = await _over_login_limit(request, rt, next_path)
     if refused is not None:
         return refused
@@ -142,16 +145,23 @@ async def _signed_in(request: Request, rt: Runtime, token: str, next_path: str) 
             "That clinician token is not right. Copy it again from the consultcam console.",
             401,
         )
+    return await begin_signin(request, rt, EMBEDDED_CLINICIAN, "embedded", next_path)
+
+
+async def begin_signin(
+    request: Request, rt: Runtime, clinician: Clinician, method: signin.Method, next_path: str
+) -> Response:
+    """Sign this browser in as `clinician`, who has just proven who they are by `method`: a new server-side
+    sign-in (the browser's previous one ends: a sign-in is never handed on, against session fixation), its
+    cookie (HttpOnly, SameSite=Lax, Secure over HTTPS, Max-Age CONSULTCAM_SIGNIN_MAX_HOURS), and a 303 to
+    the same-site `next_path`. The one way in for every method: the login link and form here, an OIDC
+    callback (issue 13)."""
     previous = request.cookies.get(CLINICIAN_COOKIE)
     async with rt.unit_of_work() as uow:
-        if previous:  # a sign-in is never handed on: the browser's old one ends (session fixation)
+        if previous:
             await signin.end(uow, rt, previous, "replaced")
         cookie, _ = await signin.start(
-            uow,
-            rt.settings,
-            EMBEDDED_CLINICIAN,
-            "embedded",
-            user_agent=request.headers.get("user-agent", ""),
+            uow, rt.settings, clinician, method, user_agent=request.headers.get("user-agent", "")
         )
     response = RedirectResponse(_safe_next(next_path), status_code=303)
     response.set_cookie(
