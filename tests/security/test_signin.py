@@ -393,20 +393,31 @@ async def test_the_desktop_sign_out_button_ends_the_sign_in_on_the_server(settin
 async def test_the_first_desktop_shows_plainly_that_its_phone_went_to_another_session(
     settings: Settings,
 ) -> None:
+    """The phone's camera app opens the second code in a new tab: the first desktop and the first tab each
+    say what happened, in words."""
     async with running(settings) as (origin, _), clinician(origin) as desktop:
         first = (await create_session(desktop, "enc-a")).json()
         second = (await create_session(desktop, "enc-b")).json()
-        async with chromium_page(origin) as page, browser(origin) as phone:
+        async with chromium_page(origin) as page:
             await page.goto(f"{origin}/sessions/{first['id']}")
             await page.get_by_test_id("qr").and_(page.locator("[data-state=active]")).wait_for()
             shown = await page.get_by_test_id("pairing-url").inner_text()  # the page made a fresh code
-            paired = await phone.post("/api/pair", json={"token": token_of(shown)})
-            assert paired.status_code == 200, paired.text
+            phone = await page.context.browser.new_context(
+                viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True, locale="en-NZ"
+            )
+            first_tab = await phone.new_page()
+            await first_tab.goto(shown)
+            await first_tab.get_by_test_id("consent-screen").wait_for()
             await page.get_by_test_id("phone-status").and_(page.locator("[data-state=connected]")).wait_for()
-            moved = await phone.post("/api/pair", json={"token": token_of(second["pairing"]["url"])})
-            assert moved.status_code == 200, moved.text
+
+            second_tab = await phone.new_page()
+            await second_tab.goto(second["pairing"]["url"])
+            await second_tab.get_by_test_id("consent-screen").wait_for()
+
             notice = page.get_by_test_id("paired-elsewhere")
             await notice.wait_for()
-            assert "paired with another session" in (await notice.inner_text())
-            status = await page.get_by_test_id("phone-status").inner_text()
-            assert "paired with another session" in status
+            assert "paired with another session" in await notice.inner_text()
+            assert "paired with another session" in await page.get_by_test_id("phone-status").inner_text()
+            final = first_tab.get_by_test_id("final-screen")
+            await final.wait_for()
+            assert "moved to another session" in await final.inner_text()
