@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consultcam import jobs, metrics
+from consultcam import jobs, metrics, openapi
 from consultcam.commits.endpoints import router as commits_router
 from consultcam.config import Settings
 from consultcam.errors import install_error_handlers
@@ -133,18 +133,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (
+    routers = (
         sessions_router,
         images_router,
         commits_router,
         events_router,
         terminology_router,
         pages_router,
-    ):
+    )
+    for router in routers:
         app.include_router(router)
+    openapi.install(app, routers)
     if settings.resolved_storage_url.startswith("file://"):
         app.include_router(storage_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

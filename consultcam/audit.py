@@ -39,6 +39,7 @@ ACTIONS = frozenset(
         "commit.started",
         "commit.succeeded",
         "commit.failed",
+        "commit.interrupted",
         "upload.abandoned",
         "signin.started",
         "signin.ended",

@@ -102,6 +102,22 @@ class CaptureSession(Base):
     committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     commit_id: Mapped[str | None] = mapped_column(String(36))
     commit_error: Mapped[str | None] = mapped_column(Text)
+    # The commit's lease (consultcam/commits/lease.py, migration 0003_commits). `commit_id` stays the same
+    # through every retry until the session is committed; each attempt is numbered.
+    #: When the commit was first started: the commit time every retry hands the connector.
+    commit_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Attempts of `commit_id` so far; the running attempt's number while the session is committing.
+    commit_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When the latest attempt started.
+    commit_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The process running (or that last ran) an attempt: "<host>:<pid>".
+    commit_holder: Mapped[str | None] = mapped_column(String(200))
+    #: The running attempt's lease: renewed by its heartbeat; once past, the attempt is interrupted.
+    commit_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: How the latest attempt that did not succeed ended: "failed" | "interrupted"; None otherwise.
+    commit_outcome: Mapped[str | None] = mapped_column(String(16))
+    #: When that attempt ended, or was found interrupted.
+    commit_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Increments on every state change, so concurrent writers can compare-and-set.
     version: Mapped[int] = mapped_column(Integer, default=1)
 

@@ -146,4 +146,7 @@ def test_a_bad_setting_stops_serve_with_a_clear_message(tmp_path):
         check=False,
     )
     assert result.returncode == 2
-    assert "unsupported EMR URL scheme" in result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        "CONSULTCAM_EMR_URL=ftp://nowhere: unsupported EMR URL scheme 'ftp://'; use export://DIR "
+        "(FHIR Bundle files), fhir+https://…, alex+https://…/FHIR or dicomweb+https://…; default export://"
+    ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import anyio
 from sqlalchemy import select
@@ -298,12 +298,18 @@ async def register_image(
         image.content_type = "image/jpeg"
         image.size_bytes = len(normalised.jpeg)
         image.width, image.height, image.sha256 = normalised.width, normalised.height, normalised.sha256
-        image.captured_at = _plausible_capture_time(request.captured_at)
+        # A capture time outside the session's window (a wrong phone clock) is not recorded: warned instead.
+        image.captured_at, ignored = request.plausible_captured_at(
+            session.created_at,
+            utcnow(),
+            before=timedelta(hours=settings.capture_before_session_hours),
+            skew=timedelta(seconds=settings.capture_clock_skew_seconds),
+        )
         image.registered_at = utcnow()
         image.image_metadata = (
             request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
         )
-        image.quality = normalised.quality
+        image.quality = {**normalised.quality, "warnings": [*normalised.quality["warnings"], *ignored]}
         # The AI description: "disabled" unless the practice configures an endpoint, else "pending" and a job
         # queued after the commit (issue 6). Imported here: the job module imports this one.
         from consultcam.analysis.tasks import schedule_analysis
@@ -345,13 +351,6 @@ async def _reject(
                 reason=rejected.error,
             )
     await rt.store.delete(image.upload_key)
-
-
-def _plausible_capture_time(captured_at: datetime | None) -> datetime | None:
-    """The phone's capture time, if it is aware and not in the future (clock skew of a minute allowed)."""
-    if captured_at is None or captured_at.tzinfo is None:
-        return None
-    return captured_at if captured_at <= utcnow() + timedelta(minutes=1) else None
 
 
 async def update_image(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from consultcam import audit
 from consultcam.auth import PHONE_COOKIE, Clinician, Phone
+from consultcam.commits import lease as commit_lease
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import (
     ClinicianDep,
@@ -78,6 +79,7 @@ async def get_session(session_id: str, rt: RuntimeDep, uow: UoWDep, principal: P
     """The session with its images and the connected phone."""
     authorise_session(principal, session_id)
     session = await service.get_session(uow, session_id)
+    await commit_lease.settle(uow, rt, session)  # a commit whose process died shows as interrupted
     images = await list_images(uow, rt, session_id)
     if isinstance(principal, Clinician):
         audit.record(uow.session, principal, "session.viewed", session_id=session_id)

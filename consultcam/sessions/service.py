@@ -25,6 +25,7 @@ from sqlalchemy.orm import selectinload
 
 from consultcam import audit
 from consultcam.auth import Clinician, Phone, Principal, hash_secret, new_secret
+from consultcam.commits.schemas import LastCommitOut
 from consultcam.config import WARN_IMAGES, Settings
 from consultcam.db import UnitOfWork
 from consultcam.errors import Conflict, Gone, NotAuthenticated, ResourceNotFound, Unprocessable
@@ -86,6 +87,7 @@ def session_out(
         required_metadata=list(settings.required_metadata),
         phone_can_commit=settings.phone_can_commit,
         commit_error=session.commit_error,
+        last_commit=LastCommitOut.of(session),
         pairing=pairing,
         phone=PhoneOut(
             id=phone.id,

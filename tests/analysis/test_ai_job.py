@@ -38,7 +38,7 @@ from tests.conftest import (
 
 MODEL = "qwen2.5-vl-test"
 API_KEY = "sk-local-0123456789abcdef"
-SITE = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left upper arm structure"}
+SITE = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 TASK = "consultcam.analysis.describe"
 
 

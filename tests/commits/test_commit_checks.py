@@ -13,7 +13,7 @@ from sqlalchemy import select
 from consultcam.models import AuditEvent
 from tests.conftest import assert_error, jpeg_bytes, pair_phone, start_session, upload
 
-SITE = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left upper arm structure"}
+SITE = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 BODY_SITE = {"required_metadata": ("bodySite",)}  # the product default (the tests' settings require none)
 PHOTOS = ("fundus-left-eye.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg", "cat.jpg")
 

@@ -157,9 +157,15 @@ async def test_compensation_deletes_exactly_what_this_commit_created(fhir_server
     assert len(deleted) == 2
     assert f"/{earlier[0].resource_id}" not in deleted
     assert "patient is not registered" in failed.value.detail
-    assert "Nothing was saved" in failed.value.detail
+    # The GP is told the truth: this attempt saved nothing, the earlier one's photo is in the record.
+    assert "This time nothing was saved" in failed.value.detail
+    assert "1 photo saved by an earlier, interrupted attempt of this commit is in the record " in (
+        failed.value.detail
+    )
+    assert earlier[0].resource_id in failed.value.detail
     assert failed.value.results[3].error.endswith("patient is not registered at this practice")
     assert "Lesion D" in failed.value.results[0].error
+    assert "earlier, interrupted attempt" in failed.value.results[1].error
 
 
 async def test_a_failed_compensating_delete_is_reported_plainly(fhir_server):

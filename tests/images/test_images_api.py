@@ -12,7 +12,7 @@ import struct
 import time
 import zlib
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,7 +38,7 @@ from tests.conftest import (
 
 pillow_heif.register_heif_opener()
 
-ARM = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left upper arm structure"}
+ARM = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -187,7 +187,10 @@ async def test_phone_photo_is_stored_upright_resized_and_without_exif(
         assert source.getexif()[0x0112] == 6
         assert source.info["comment"] == b"CommentMereTester"
     assert b"TestPhone" in original
-    captured = "2025-03-01T09:30:00+13:00"
+    # The phone's clock, with its offset: a few minutes ago in New Zealand summer time.
+    captured = (
+        (datetime.now(UTC) - timedelta(minutes=3)).astimezone(timezone(timedelta(hours=13))).isoformat()
+    )
     slot = (await presign(phone, session["id"], original)).json()
     assert slot["method"] == "PUT"
     assert slot["headers"] == {"Content-Type": "image/jpeg"}
@@ -566,18 +569,24 @@ async def test_register_in_another_session_is_404(
     [
         ("2025-03-01T09:30:00", None),  # no time zone: ambiguous, dropped
         ("2999-01-01T00:00:00Z", None),  # in the future: a wrong phone clock, dropped
-        ("2025-03-01T09:30:00Z", "2025-03-01T09:30:00Z"),
+        ("2025-03-01T09:30:00Z", None),  # long before the session: a wrong phone clock, dropped
+        ("recent", "recent"),
     ],
 )
 async def test_capture_time_is_kept_only_when_plausible(
     phone: httpx.AsyncClient, session: dict[str, Any], captured: str, expected: str | None
 ) -> None:
+    """Outside the session's window (tests/security/test_clinical_safety.py) the upload time stands."""
+    if captured == "recent":
+        captured = expected = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     assert (await put(phone, slot, data)).status_code == 200
     response = await register(phone, session["id"], slot["imageId"], capturedAt=captured)
     assert response.status_code == 201, response.text
     value = response.json()["capturedAt"]
+    warnings = response.json()["quality"]["warnings"]
+    assert ("capture-time-ignored" in warnings) == (expected is None)
     if expected is None:
         assert value is None
     else:
@@ -824,7 +833,7 @@ async def test_patch_metadata_is_stored_and_shown(
 @pytest.mark.parametrize(
     ("metadata", "words"),
     [
-        ({"bodySite": {**ARM, "code": "368208007"}}, ("368208007", "check digit")),
+        ({"bodySite": {**ARM, "code": "368208007"}}, ("368208007", "/api/terminology/body-sites")),
         ({"bodySite": {**ARM, "system": "http://loinc.org"}}, ("system",)),
         ({"bodySite": {**ARM, "display": ""}}, ("display",)),
         ({"laterality": "sideways"}, ("laterality",)),

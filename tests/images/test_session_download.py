@@ -21,11 +21,8 @@ from consultcam.models import AuditEvent
 from consultcam.storage.store import image_key
 from tests.conftest import assert_error, jpeg_bytes, pair_phone, start_session, upload
 
-ARM = {
-    "system": "http://snomed.info/sct",
-    "code": "368208006",
-    "display": "Upper arm structure (body structure)",
-}
+ARM = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
+SNOMED = "http://snomed.info/sct"
 CROP = {"x": 0.0, "y": 0.5, "width": 0.5, "height": 0.5}
 ARROW = {"type": "arrow", "x1": 0.1, "y1": 0.1, "x2": 0.6, "y2": 0.6, "color": "#ff0000"}
 EDITS = {"rotation": 90, "crop": CROP, "annotations": [ARROW]}
@@ -184,13 +181,10 @@ async def test_the_zip_is_for_the_clinician_only(clinician, new_client, anonymou
 
 
 async def test_the_file_name_is_safe_whatever_the_encounter_id(clinician):
-    session = await start_session(clinician, "urn:uuid|enc/42@clinic")
+    session = await start_session(clinician, "Enc.42..Clinic")  # a FHIR id: letters, digits, '-' and '.'
     await add_photos(clinician, session["id"], [("cat.jpg", None)])
     response = await download(clinician, session["id"])
-    assert (
-        response.headers["content-disposition"]
-        == 'attachment; filename="consultcam-urn-uuid-enc-42-clinic.zip"'
-    )
+    assert response.headers["content-disposition"] == 'attachment; filename="consultcam-enc-42-clinic.zip"'
 
 
 @pytest.mark.parametrize(
@@ -204,9 +198,23 @@ async def test_the_file_name_is_safe_whatever_the_encounter_id(clinician):
         ({"bodySite": ARM}, "upper-arm"),
         ({"bodySite": ARM, "laterality": "right"}, "right-upper-arm"),
         ({"bodySite": ARM, "laterality": "not-applicable"}, "upper-arm"),
-        ({"bodySite": {**ARM, "display": "Structure of left forearm"}, "laterality": "left"}, "left-forearm"),
-        ({"bodySite": {**ARM, "display": "Structure of back of trunk"}}, "back-of-trunk"),
-        ({"bodySite": {**ARM, "display": "Abdomen"}, "laterality": "bilateral"}, "bilateral-abdomen"),
+        # The words are the data file's, looked up from the code: stored words are never read.
+        (
+            {
+                "bodySite": {"system": SNOMED, "code": "14975008", "display": "Right arm"},
+                "laterality": "left",
+            },
+            "left-forearm",
+        ),
+        ({"bodySite": {"system": SNOMED, "code": "77568009"}}, "back-of-trunk"),
+        (
+            {"bodySite": {"system": SNOMED, "code": "818983003"}, "laterality": "bilateral"},
+            "bilateral-abdomen",
+        ),
+        (
+            {"bodySite": {"system": SNOMED, "code": "22298006", "display": "Upper arm"}},
+            "photo",
+        ),  # no body site
         ({"laterality": "left"}, "photo"),
         ({}, "photo"),
         ({"label": "x" * 200}, "x" * 60),

@@ -49,7 +49,7 @@ def paired_phone(cluster: Cluster, session: dict[str, Any], web: int = 0) -> htt
 
 
 #: A body site: what CONSULTCAM_REQUIRED_METADATA asks of every photo before a commit, by default.
-UPPER_ARM = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Upper arm structure"}
+UPPER_ARM = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 
 
 def upload(

@@ -6,7 +6,7 @@ opaque random value, stored here only as its SHA-256; `POST /logout` ends it on 
 process. Cookies made before this revision name no row, so those browsers are asked to sign in again.
 
 Revision ID: 0003_signin
-Revises: 0002
+Revises: 0003_commits
 Create Date: 2026-12-01 09:00:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_signin"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_commits"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -25,6 +25,7 @@ if (page.sessionId) sessionPage(page.sessionId);
 else startForm(page.launch || {});
 
 function sessionPage(sessionId) {
+  const COMMIT_HINT = $("#commit-hint").textContent;
   const state = { session: null, phone: null, ended: null, ready: false, buffer: [], pairingBusy: false, viewer: null };
   const shownAt = {};
   const required = () => state.session?.requiredMetadata || [];
@@ -192,6 +193,7 @@ function sessionPage(sessionId) {
       qr.waiting(); // "Phone signed out" stays until another phone pairs
     }
     renderStatus(session.status);
+    renderLastCommit(session);
     if (session.status !== "open" && session.status !== "committing") endSession(session.status);
     renderCount();
     panel.show(targets());
@@ -285,8 +287,9 @@ function sessionPage(sessionId) {
         if (!commit.running) committed(data.results || [], { byPhone: commit.external });
         break;
       case "commit.failed":
-        commit.failed(data.detail || data.error);
+        commit.failed(data.detail || data.error, { interrupted: Boolean(data.interrupted) });
         renderStatus("open");
+        reload(); // the commit card shows how the last commit ended
         break;
       case "session.expired":
         endSession(data.reason === "cancelled" ? "cancelled" : "expired");
@@ -312,6 +315,18 @@ function sessionPage(sessionId) {
     setText($("#pb-dob"), patient.birthDate ? formatBirthDateWithAge(patient.birthDate) : "not recorded");
     setText($("#pb-encounter"), session.encounterId || "");
     document.title = `${patient.name || "Photo session"} · consultcam`;
+  }
+
+  /** An open session whose last commit did not finish says so in the commit card (issue 10): interrupted
+   * (consultcam stopped mid-commit: not known what reached the record) or failed, in the server's words. */
+  function renderLastCommit(session) {
+    const hint = $("#commit-hint");
+    const last = session.status === "open" ? session.lastCommit : null;
+    const unfinished = ["interrupted", "failed"].includes(last?.status) ? last.status : "";
+    hint.dataset.lastCommit = unfinished;
+    hint.classList.toggle("notice", Boolean(unfinished));
+    hint.classList.toggle("notice-warn", Boolean(unfinished));
+    setText(hint, unfinished ? last.detail : COMMIT_HINT);
   }
 
   function renderStatus(status) {
