@@ -147,7 +147,9 @@ class Settings(BaseSettings):
         `consultcam serve` generates one of 256 bits."""
         from consultcam.auth import clinician_token_weakness
 
-        weakness = clinician_token_weakness(value) if value else None
+        # A value that is not even printable ASCII without spaces is `_header_safe`'s to report, one line.
+        readable = value.isascii() and value.isprintable() and " " not in value
+        weakness = clinician_token_weakness(value) if value and readable else None
         if weakness:
             raise ValueError(
                 f"CONSULTCAM_CLINICIAN_TOKEN: too weak ({weakness}); set a random string of at least 32 "
