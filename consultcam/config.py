@@ -182,6 +182,48 @@ class Settings(BaseSettings):
         return tuple(names)
 
     # -- sign-in: server-side clinician sessions, rate limits --
+    # A browser's sign-in (consultcam.signin) ends after this long without a request, and at the latest this
+    # long after signing in; POST /logout ends it at once.
+    signin_idle_minutes: int = Field(120, ge=5, le=24 * 60)
+    signin_max_hours: int = Field(12, ge=1, le=7 * 24)
+    # Requests per client address in a sliding window (consultcam.ratelimit), as "<count>/<second|minute|
+    # hour>" or "<count> per <n> <unit>"; shared by every web process through Redis when it is configured.
+    rate_limit_login: str = "10/minute"  # GET and POST /login: guesses at the clinician token
+    rate_limit_pair: str = "30/minute"  # POST /api/pair: QR codes redeemed
+
+    @field_validator("clinician_token")
+    @classmethod
+    def _strong_clinician_token(cls, value: str) -> str:
+        """A configured embedded token must be a strong random secret (auth.clinician_token_weakness); unset,
+        `consultcam serve` generates one of 256 bits."""
+        from consultcam.auth import clinician_token_weakness
+
+        # A value that is not even printable ASCII without spaces is `_header_safe`'s to report, one line.
+        readable = value.isascii() and value.isprintable() and " " not in value
+        weakness = clinician_token_weakness(value) if value and readable else None
+        if weakness:
+            raise ValueError(
+                f"CONSULTCAM_CLINICIAN_TOKEN: too weak ({weakness}); set a random string of at least 32 "
+                "characters, e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(32))', or "
+                "unset it and consultcam generates one"
+            )
+        return value
+
+    @field_validator("rate_limit_login", "rate_limit_pair")
+    @classmethod
+    def _rate_limit(cls, value: str, info: ValidationInfo) -> str:
+        """Parsed by the `limits` library's notation; a count of at least 1 per window."""
+        from limits import parse
+
+        try:
+            if parse(value).amount >= 1:
+                return value.strip()
+        except ValueError:
+            pass
+        raise ValueError(
+            f"CONSULTCAM_{str(info.field_name).upper()} must be a rate such as 10/minute, 100/hour or "
+            "30 per 5 minutes"
+        )
 
     # -- load and faults: commits, decodes, upload slots --
     # commits: how long a running commit holds its session without a heartbeat (renewed every third of

@@ -1,7 +1,8 @@
-"""SQLAlchemy 2 models: capture sessions, pairing tokens, phone credentials, clinical images, audit events.
+"""SQLAlchemy 2 models: capture sessions, pairing tokens, phone credentials, clinical images, audit events,
+clinician sign-in sessions.
 
-Secrets are stored only as SHA-256 hashes (pairing tokens, phone credentials). Relationships are
-`lazy="raise"` so a missing eager load fails in tests, not in production.
+Secrets are stored only as SHA-256 hashes (pairing tokens, phone credentials, sign-in cookies).
+Relationships are `lazy="raise"` so a missing eager load fails in tests, not in production.
 """
 
 from __future__ import annotations
@@ -190,6 +191,36 @@ class ClinicalImage(Base):
     commit_error: Mapped[str | None] = mapped_column(Text)
 
     session: Mapped[CaptureSession] = relationship(back_populates="images", lazy="raise")
+
+
+class SignInSession(Base):
+    """A clinician's sign-in in one browser (consultcam.signin): the browser's cookie carries a 256-bit random
+    value whose SHA-256 is `token_hash`; nothing else identifies it. It counts while not ended, before
+    `idle_expires_at` (pushed on by use) and `expires_at` (fixed at sign-in), and while `binding` matches
+    what the server now trusts for its `method`; the sweeper deletes it once it no longer counts.
+
+    `method` is how the clinician proved who they are: "embedded" (CONSULTCAM_CLINICIAN_TOKEN) or "oidc"
+    (an identity provider's authorization code flow); `subject` and `name` become the `Clinician`.
+    """
+
+    __tablename__ = "signin_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    method: Mapped[str] = mapped_column(String(16))
+    #: A fingerprint of what the sign-in was proven against (the embedded token, the OIDC issuer): when the
+    #: server's changes (a new CONSULTCAM_CLINICIAN_TOKEN), every sign-in made with the old one stops
+    #: counting.
+    binding: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))  # Clinician.id
+    name: Mapped[str | None] = mapped_column(String(200))
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(32))  # signed-out | replaced
 
 
 class AuditEvent(Base):

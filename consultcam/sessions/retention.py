@@ -5,7 +5,8 @@ RETENTION_HOURS expire (images and objects deleted); uploads never registered ar
 has expired; ended sessions are deleted outright after a short grace (so the pages can show the outcome)
 and always by RETENTION_HOURS; objects with no session are deleted; a commit whose lease lapsed (its
 process died) is marked interrupted and the session reopens (issue 10, consultcam/commits/lease.py);
-AI descriptions that never finished (a job lost with a killed process) are marked failed (issue 6).
+AI descriptions that never finished (a job lost with a killed process) are marked failed (issue 6);
+clinician sign-ins that ended or expired are deleted (issue 10, `consultcam.signin.sweep`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 
-from consultcam import audit
+from consultcam import audit, signin
 from consultcam.analysis.tasks import fail_stuck_analyses
 from consultcam.commits import lease
 from consultcam.images.service import UPLOAD_GRACE
@@ -41,6 +42,7 @@ class SweepReport:
     reopened_commits: int = 0
     orphan_objects: int = 0
     stuck_analyses: int = 0
+    expired_signins: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -108,6 +110,11 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
     except Exception as exc:
         log.exception("sweeper: stuck AI descriptions")
         report.errors.append(f"analyses: {type(exc).__name__}")
+    try:
+        report.expired_signins = await signin.sweep(rt, now)
+    except Exception as exc:
+        log.exception("sweeper: sign-ins")
+        report.errors.append(f"sign-ins: {type(exc).__name__}")
     if any(
         (
             report.expired_sessions,
@@ -116,6 +123,7 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
             report.reopened_commits,
             report.orphan_objects,
             report.stuck_analyses,
+            report.expired_signins,
         )
     ):
         log.info("sweeper: %s", report)

@@ -13,12 +13,14 @@ import { Gallery } from "./gallery.js";
 import { listFields, metadataGaps, summarise } from "./metadata-chips.js";
 import { MetadataPanel } from "./metadata-panel.js";
 import { QrPanel } from "./qr-panel.js";
+import { wireSignOut } from "./sign-out.js";
 import { PAIRING_STASH, startForm } from "./start-form.js";
 
 const page = readPageData();
 const config = { maxImages: 50, warnImages: 20, ...(page.config || {}) };
 window.__consultcam = { events: null };
 
+wireSignOut($("#sign-out-form"), { onSignedOut: () => window.__consultcam.events?.close() });
 if (page.sessionId) sessionPage(page.sessionId);
 else startForm(page.launch || {});
 
@@ -116,6 +118,11 @@ function sessionPage(sessionId) {
   $("#wrong-patient-cancel").addEventListener("click", () => confirmCancel());
   $("#wrong-patient-dismiss").addEventListener("click", () => {
     show($("#wrong-patient"), false);
+    $("#qr-new").focus();
+  });
+  $("#paired-elsewhere-new-code").addEventListener("click", () => { show($("#paired-elsewhere"), false); newPairing(); });
+  $("#paired-elsewhere-dismiss").addEventListener("click", () => {
+    show($("#paired-elsewhere"), false);
     $("#qr-new").focus();
   });
   $("#download-all").addEventListener("click", (event) => {
@@ -223,6 +230,7 @@ function sessionPage(sessionId) {
         if (state.session) state.session.phone = data.phone;
         qr.phoneConnected(data.phone);
         show($("#wrong-patient"), false);
+        show($("#paired-elsewhere"), false);
         announce("Phone connected.");
         break;
       case "phone.revoked":
@@ -231,6 +239,8 @@ function sessionPage(sessionId) {
         if (state.ended) break;
         if (data.reason === "wrong-patient") {
           wrongPatient();
+        } else if (data.reason === "paired-elsewhere") {
+          pairedElsewhere();
         } else if (data.reason === "revoked") {
           // This desktop (or another one) signed it out: offer a fresh code straight away.
           qr.signedOut("revoked");
@@ -453,6 +463,18 @@ function sessionPage(sessionId) {
     announce("The phone said this is not the right patient. It has been signed out.");
   }
 
+  /** The phone scanned another session's code: it left this session, which is told plainly. */
+  function pairedElsewhere() {
+    qr.signedOut("paired-elsewhere");
+    qr.idle("Make a new code when the phone for this patient is ready.");
+    const count = gallery.size;
+    setText($("#paired-elsewhere-photos"), count
+      ? `The ${plural(count, "photo")} it sent before ${count === 1 ? "stays" : "stay"} in this session.`
+      : "");
+    show($("#paired-elsewhere"), true);
+    announce("The phone was paired with another session and has been signed out of this one.");
+  }
+
   function confirmRevoke() {
     const dialog = $("#revoke-dialog");
     dialog.returnValue = "";
@@ -546,6 +568,7 @@ function sessionPage(sessionId) {
     gallery.setReadOnly(status);
     panel.setReadOnly();
     show($("#wrong-patient"), false);
+    show($("#paired-elsewhere"), false);
     const copy = {
       committed: ["Saved to the record", "The photos are in the patient's record and have been deleted from consultcam. The phone has been told."],
       cancelled: ["Session cancelled", "The photos were deleted and nothing was saved to the record."],
