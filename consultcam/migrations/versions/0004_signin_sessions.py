@@ -5,7 +5,7 @@ copy kept working for 12 hours. Each sign-in is now a row (consultcam.signin) th
 opaque random value, stored here only as its SHA-256; `POST /logout` ends it on the server, for every web
 process. Cookies made before this revision name no row, so those browsers are asked to sign in again.
 
-Revision ID: 0003_signin
+Revision ID: 0004_signin
 Revises: 0003_commits
 Create Date: 2026-12-01 09:00:00
 """
