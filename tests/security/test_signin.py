@@ -31,6 +31,7 @@ from consultcam.sessions.retention import sweep
 from tests.conftest import (
     CLINICIAN_TOKEN,
     PATIENT,
+    CsrfToken,
     assert_error,
     serving,
     token_of,
@@ -51,7 +52,8 @@ async def running(settings: Settings) -> AsyncIterator[tuple[str, Any]]:
 
 
 def browser(origin: str, **kwargs: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=origin, timeout=20, **kwargs)
+    """A client that keeps cookies and, as the pages' api.js does, the CSRF token each answer carries."""
+    return httpx.AsyncClient(base_url=origin, timeout=20, event_hooks=CsrfToken().hooks(), **kwargs)
 
 
 def clinician(origin: str) -> httpx.AsyncClient:
@@ -66,6 +68,9 @@ async def sign_in(client: httpx.AsyncClient) -> str:
 
 
 async def create_session(client: httpx.AsyncClient, encounter: str = "enc-1") -> httpx.Response:
+    """POST /api/sessions as a page would: after a GET that hands the page its CSRF token (a copied cookie
+    gets one too, so what refuses it below is the sign-in, not the CSRF check)."""
+    await client.get("/healthz")
     return await client.post("/api/sessions", json={"encounterId": encounter, "patient": PATIENT})
 
 
@@ -166,7 +171,8 @@ async def test_idle_and_expired_sign_ins_stop_working_and_are_swept(settings: Se
             async with browser(origin) as desktop:
                 cookies.append(await sign_in(desktop))
         async with browser(origin, cookies={CLINICIAN_COOKIE: cookies[3]}) as desktop:
-            await desktop.post("/logout")
+            await desktop.get("/healthz")  # the page's CSRF token
+            assert (await desktop.post("/logout")).status_code == 303
         async with runtime.unit_of_work() as uow:
             query = select(SignInSession).order_by(SignInSession.created_at)
             idle, expired, live, _ = (await uow.session.execute(query)).scalars().all()
