@@ -394,6 +394,12 @@ async def redeem_pairing(
         await uow.session.execute(
             update(PhoneCredential).where(PhoneCredential.id == current.id).values(revoked_at=now)
         )
+        bus, replaced = rt.bus, current.id
+
+        async def _end_streams() -> None:  # whoever still holds the old credential stops listening
+            await bus.end_streams(credential_id=replaced)
+
+        uow.after_commit(_end_streams)
     phone_token = new_secret()
     phone = PhoneCredential(
         session_id=session.id,
