@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 from consultcam.events.bus import EventBus, InProcessEventBus
 from consultcam.events.redis_bus import RedisEventBus
 from consultcam.events.streams import CREDENTIAL_REVOKED, SESSION_ENDED, StreamLimits, TooManyStreams
+from tests.redis_server import RedisServer
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 LIMITS = StreamLimits(per_session=3, per_credential=2)
@@ -193,3 +195,26 @@ async def _cancel_readers_en_masse() -> dict[str, Any]:
         if stuck or errors:
             return {"errors": errors[:3], "stuck": len(stuck)}  # the stuck tasks cannot be cancelled
     return {"errors": errors, "stuck": 0}
+
+
+async def test_after_losing_redis_every_open_stream_rechecks_its_authorisation(tmp_path: Path):
+    """An end signal published while this process was not subscribed is lost: once subscribed again, every
+    stream of the process re-checks its authorisation against the database before sending anything."""
+    server = RedisServer(tmp_path)
+    server.start()
+    client = Redis.from_url(server.url)
+    bus = RedisEventBus(client, prefix="cc-test:")
+    try:
+        lease = await bus.open_stream("s", "phone-1", LIMITS)
+        await asyncio.sleep(0.5)  # subscribed by now (a stream checks once at opening anyway)
+        lease.recheck = False
+        server.stop()
+        await asyncio.sleep(0.5)
+        assert not lease.recheck
+        server.start()
+        await eventually(lambda: lease.recheck, timeout=15)
+        assert lease.ending is None  # re-checking is not ending
+    finally:
+        await bus.close()
+        await client.aclose()
+        server.stop()
