@@ -15,7 +15,8 @@ from consultcam.models import AuditEvent
 
 #: Actions recorded (issue 2: created, paired, uploaded, viewed, committed, deleted, expired; issue 5:
 #: consent, the session's ZIP download; issue 6: a photo sent to the AI endpoint, with the model and the
-#: endpoint's host, never the key or the photo).
+#: endpoint's host, never the key or the photo; issue 10: a clinician's sign-in in a browser began or ended,
+#: named by its id, never its cookie).
 ACTIONS = frozenset(
     {
         "session.created",
@@ -38,7 +39,10 @@ ACTIONS = frozenset(
         "commit.started",
         "commit.succeeded",
         "commit.failed",
+        "commit.interrupted",
         "upload.abandoned",
+        "signin.started",
+        "signin.ended",
     }
 )
 

@@ -1,37 +1,45 @@
-"""Who is calling: a clinician (embedded token, or an OIDC bearer JWT) or a paired phone (its credential).
+"""Who is calling: a clinician (embedded token, a sign-in session, or an OIDC bearer JWT) or a paired phone.
 
-Embedded mode: clinicians send `Authorization: Bearer <CONSULTCAM_CLINICIAN_TOKEN>` or carry the signed
-cookie that `/login` sets. Production (`CONSULTCAM_OIDC_ISSUER` and `_AUDIENCE` set): clinicians send
+Embedded mode: clinicians send `Authorization: Bearer <CONSULTCAM_CLINICIAN_TOKEN>`, or carry the sign-in
+cookie that `/login` sets: an opaque random id of a server-side sign-in session (`consultcam.signin`), ended
+on the server by `POST /logout`. Production (`CONSULTCAM_OIDC_ISSUER` and `_AUDIENCE` set): clinicians send
 `Authorization: Bearer <JWT>` from the practice's identity provider, verified by `consultcam.oidc`; the
-embedded token and its cookie are then refused unless `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true, so a
+embedded token and its sign-ins are then refused unless `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true, so a
 production deployment has no static master secret. Phones send their phone credential as a Bearer token or
 the HttpOnly cookie that `POST /api/pair` sets; it is a dot-free random string, never JWT-shaped, which is
-how a bearer value is told apart. Secrets are compared in constant time and phone credentials are stored as
-SHA-256. The wiring (which credential is tried when) is in `consultcam.deps`.
+how a bearer value is told apart. Secrets are compared in constant time; phone credentials and sign-in ids
+are stored as SHA-256. The wiring (which credential is tried when) is in `consultcam.deps`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Literal
 
+#: The clinician's sign-in cookie: the opaque id of a server-side sign-in session (consultcam.signin).
 CLINICIAN_COOKIE = "consultcam_clinician"
 PHONE_COOKIE = "consultcam_phone"
-CLINICIAN_COOKIE_SECONDS = 12 * 3600
+#: The shortest CONSULTCAM_CLINICIAN_TOKEN accepted (characters), and the fewest distinct characters in it.
+MIN_CLINICIAN_TOKEN_LENGTH = 32
+MIN_CLINICIAN_TOKEN_DISTINCT = 8
 
 
 @dataclass(frozen=True)
 class Clinician:
     """A signed-in clinician; `id` identifies them in the audit trail: "clinician:embedded" for the embedded
     token, "oidc:<claim>" for an OIDC token (the `CONSULTCAM_OIDC_CLINICIAN_CLAIM`, default `sub`), with
-    `name` from the token's `name` claim when it has one."""
+    `name` from the token's `name` claim when it has one.
+
+    `credential_id` is the id of the server-side sign-in session the request came with (the browser's
+    cookie), None for a bearer token: what logout ends, and what names the streams a credential opened."""
 
     id: str
     name: str | None = None
+    credential_id: str | None = None
     kind: Literal["clinician"] = "clinician"
 
 
@@ -73,21 +81,24 @@ def is_clinician_token(candidate: str, clinician_token: str) -> bool:
     return bool(clinician_token) and hmac.compare_digest(candidate.encode(), clinician_token.encode())
 
 
-def _cookie_mac(secret_key: bytes, clinician_token: str, expires: int) -> str:
-    # The token's hash is in the MAC, so changing CONSULTCAM_CLINICIAN_TOKEN signs every browser out.
-    message = f"clinician|{expires}|{hash_secret(clinician_token)}".encode()
-    return hmac.new(secret_key, message, hashlib.sha256).hexdigest()
+def clinician_token_weakness(token: str) -> str | None:
+    """Why `token` is too weak to be CONSULTCAM_CLINICIAN_TOKEN, or None when it is strong enough.
 
-
-def make_clinician_cookie(secret_key: bytes, clinician_token: str, now: float | None = None) -> str:
-    """`<expiry>.<hmac>`: proves the browser once presented the clinician token, without holding it."""
-    expires = int((now or time.time()) + CLINICIAN_COOKIE_SECONDS)
-    return f"{expires}.{_cookie_mac(secret_key, clinician_token, expires)}"
-
-
-def verify_clinician_cookie(value: str, secret_key: bytes, clinician_token: str) -> bool:
-    """True when the cookie was made by `make_clinician_cookie` with this token and has not expired."""
-    expires_text, _, mac = value.partition(".")
-    if not expires_text.isdigit() or int(expires_text) < time.time():
-        return False
-    return hmac.compare_digest(mac, _cookie_mac(secret_key, clinician_token, int(expires_text)))
+    The token is a master secret (it signs a browser in and is a bearer for the whole API), so it must be a
+    machine-made random string, not a password: at least MIN_CLINICIAN_TOKEN_LENGTH characters, at least
+    MIN_CLINICIAN_TOKEN_DISTINCT different characters, and no more than half of its neighbouring characters
+    repeating or counting up or down by one ("aaaa", "abcd", "4321"). A random 32-character hex string
+    (128 bits, `openssl rand -hex 16`) passes, as does the generated one (`secrets.token_urlsafe(32)`, 256
+    bits). The message never repeats the token.
+    """
+    if len(token) < MIN_CLINICIAN_TOKEN_LENGTH:
+        return f"it has {len(token)} characters; at least {MIN_CLINICIAN_TOKEN_LENGTH} are needed"
+    if len(set(token)) < MIN_CLINICIAN_TOKEN_DISTINCT:
+        return (
+            f"it uses only {len(set(token))} different characters; at least {MIN_CLINICIAN_TOKEN_DISTINCT} "
+            "are needed"
+        )
+    steps = sum(abs(ord(a) - ord(b)) <= 1 for a, b in itertools.pairwise(token))
+    if steps * 2 > len(token) - 1:
+        return "it is mostly repeated or consecutive characters (like aaaa or 1234)"
+    return None

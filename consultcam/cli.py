@@ -11,17 +11,18 @@ import ipaddress
 import logging
 import secrets
 import ssl
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
-from consultcam.config import Settings, lan_address
+from consultcam.config import Settings, SettingsInvalid, lan_address, read_settings
 
 app = typer.Typer(
     help="consultcam: clinical photography for GP consultations.", no_args_is_help=True, add_completion=False
 )
-console = Console(stderr=True)
+# soft_wrap: a message stays on one line however narrow the terminal (logs and tests read them whole).
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _is_loopback(host: str) -> bool:
@@ -37,10 +38,35 @@ def clinician_token(settings: Settings) -> str:
         return settings.clinician_token
     path = settings.data_dir / "clinician-token"
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        from consultcam.files import write_private
+
+        write_private(path, secrets.token_urlsafe(32).encode(), replace=False)  # the first start's wins
     return path.read_text().strip()
+
+
+def _settings() -> Settings:
+    """The settings from the environment; on any mistake, one line per problem naming the environment
+    variable and what to set (never a secret's value), then exit status 2 (`config.read_settings`)."""
+    try:
+        return read_settings()
+    except SettingsInvalid as exc:
+        count = len(exc.problems)
+        typer.echo(f"consultcam cannot start: {count} setting{'s' * (count != 1)} to fix.", err=True)
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+
+
+def _cannot_write(exc: OSError) -> NoReturn:
+    """A folder or file the settings name cannot be made or written: one line, exit status 2."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    typer.echo(
+        f"consultcam cannot start: {where}{exc.strerror or exc}. Check CONSULTCAM_DATA_DIR (and any path in "
+        "CONSULTCAM_DATABASE_URL, CONSULTCAM_STORAGE_URL or CONSULTCAM_EMR_URL): the folder must be one this "
+        "user may create and write.",
+        err=True,
+    )
+    raise typer.Exit(2) from exc
 
 
 def _migrate(settings: Settings) -> None:
@@ -48,12 +74,22 @@ def _migrate(settings: Settings) -> None:
 
     try:
         migrate(settings.resolved_database_url)
+    except OSError as exc:
+        if exc.filename:  # the SQLite file or its folder, not a server that does not answer
+            _cannot_write(exc)
+        _database_unreachable(exc)
     except Exception as exc:
-        console.print(
-            f"[red]Could not prepare the database[/red] ({type(exc).__name__}: {exc}). "
-            "Check CONSULTCAM_DATABASE_URL and that the database server is running."
-        )
-        raise typer.Exit(2) from exc
+        _database_unreachable(exc)
+
+
+def _database_unreachable(exc: Exception) -> NoReturn:
+    console.print(
+        f"[red]Could not prepare the database[/red] ({type(exc).__name__}: {exc}). "
+        "Check CONSULTCAM_DATABASE_URL and that the database server is running.",
+        markup=True,
+        highlight=False,
+    )
+    raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -72,11 +108,14 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("taskiq").setLevel(logging.WARNING)  # one line per sweep is noise
-    settings = Settings()
+    settings = _settings()
     use_tls = not _is_loopback(host) if tls is None else tls
     scheme = "https" if use_tls else "http"
     shown_host = lan_address() if host in ("0.0.0.0", "::") else host  # noqa: S104
-    updates: dict[str, object] = {"clinician_token": clinician_token(settings)}
+    try:
+        updates: dict[str, object] = {"clinician_token": clinician_token(settings)}
+    except OSError as exc:
+        _cannot_write(exc)
     if not settings.public_url:
         updates["public_url"] = f"{scheme}://{shown_host}:{port}"
     settings = settings.model_copy(update=updates)
@@ -88,11 +127,16 @@ def serve(
     except ValueError as exc:
         console.print(f"[red]Configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    except OSError as exc:
+        _cannot_write(exc)
     ssl: dict[str, str] = {}
     if use_tls:
         from consultcam.tls import ensure_self_signed
 
-        cert, key = ensure_self_signed(settings.data_dir / "tls", [shown_host])
+        try:
+            cert, key = ensure_self_signed(settings.data_dir / "tls", [shown_host])
+        except OSError as exc:
+            _cannot_write(exc)
         ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     base = settings.public_url
     console.print(f"\n[bold]consultcam[/bold] is starting on {scheme}://{shown_host}:{port}")
@@ -107,6 +151,8 @@ def serve(
         )
     if use_tls:
         console.print("[dim]The certificate is self-signed: browsers ask once to trust it.[/dim]\n")
+    # Proxy headers are the app's to judge (CONSULTCAM_TRUSTED_PROXIES, consultcam/web/proxy.py): uvicorn's
+    # own handling would believe X-Forwarded-* from any local process.
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False, proxy_headers=False, **ssl)
 
 
@@ -132,6 +178,8 @@ def _preflight(settings: Settings) -> None:
     except ValueError as exc:
         console.print(f"[red]Configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    except OSError as exc:
+        _cannot_write(exc)
 
 
 @app.command()
@@ -145,7 +193,7 @@ def worker(
     from consultcam.runtime import Runtime
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
+    settings = _settings()
     if not settings.redis_url:
         console.print(
             "[red]consultcam worker needs CONSULTCAM_REDIS_URL[/red]: without Redis, "
@@ -186,7 +234,7 @@ def s3_setup(
     from consultcam.storage.s3 import S3StoreError
     from consultcam.storage.setup import setup_bucket
 
-    settings = Settings()
+    settings = _settings()
     public = origin or settings.public_url
     if not public:
         console.print("[red]Give --origin https://photos.example.org[/red] (or set CONSULTCAM_PUBLIC_URL).")
@@ -203,7 +251,7 @@ def s3_setup(
 @app.command("migrate")
 def migrate_command() -> None:
     """Upgrade the database schema to the newest revision."""
-    _migrate(Settings())
+    _migrate(_settings())
     console.print("Database is up to date.")
 
 
@@ -213,7 +261,7 @@ def sweep() -> None:
     from consultcam.runtime import Runtime
     from consultcam.sessions.retention import sweep as run_sweep
 
-    settings = Settings()
+    settings = _settings()
     _migrate(settings)
 
     async def main() -> None:
@@ -234,7 +282,7 @@ def demo(
     import httpx
     import segno
 
-    settings = Settings()
+    settings = _settings()
     verify: bool | ssl.SSLContext = True
     cert = settings.data_dir / "tls" / "cert.pem"
     if url.startswith("https://") and cert.exists():
@@ -250,12 +298,16 @@ def demo(
         },
     }
     try:
+        token = clinician_token(settings)
+    except OSError as exc:
+        _cannot_write(exc)
+    try:
         response = httpx.post(
             f"{url.rstrip('/')}/api/sessions",
             json=body,
             verify=verify,
             timeout=10,
-            headers={"Authorization": f"Bearer {clinician_token(settings)}"},
+            headers={"Authorization": f"Bearer {token}"},
         )
     except httpx.HTTPError as exc:
         console.print(

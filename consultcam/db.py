@@ -29,6 +29,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from consultcam import files
+
 log = logging.getLogger(__name__)
 
 AfterCommit = Callable[[], Awaitable[None]]
@@ -73,8 +75,10 @@ def normalise_database_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     driver = _SCHEMES.get(scheme.lower()) if sep else None
     if driver is None:
+        # Only the scheme is repeated: the rest of a database URL may hold a password.
+        shown = scheme + sep if sep else "(none)"
         raise ValueError(
-            f"CONSULTCAM_DATABASE_URL: unsupported database URL scheme {scheme + sep or url!r}; use "
+            f"CONSULTCAM_DATABASE_URL: unsupported database URL scheme {shown!r}; use "
             "postgresql://user:password@host:5432/dbname (PostgreSQL through asyncpg) or "
             "sqlite:///path/to/consultcam.db"
         )
@@ -103,6 +107,13 @@ def _pool_options(url: str) -> tuple[URL, dict[str, int]]:
     return parsed.difference_update_query(POOL_DEFAULTS), options
 
 
+def check_pool_options(url: str) -> None:
+    """Raise ValueError naming the setting when a PostgreSQL URL's pool option is not a whole number (checked
+    with the settings, so a typo stops the start rather than the first connection)."""
+    if url and make_url(url).get_backend_name() == "postgresql":
+        _pool_options(url)
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for `url`: `sqlite+aiosqlite:///path` or `postgresql+asyncpg://…` (see
     `normalise_database_url` for the spellings settings accept).
@@ -111,13 +122,13 @@ def create_engine(url: str) -> AsyncEngine:
     instead of failing with "database is locked". PostgreSQL gets a pool per process (`POOL_DEFAULTS`,
     overridable in the URL's query), connections checked before use (a restarted server or a failover
     costs one retry, not an error), and `application_name=consultcam` for `pg_stat_activity`. Behind
-    PgBouncer in transaction mode add `?prepared_statement_cache_size=0`. No connection is made here.
-    Raises ValueError for an unsupported URL or pool option.
+    PgBouncer in transaction mode add `?prepared_statement_cache_size=0`. No connection is made here; a
+    SQLite database file is made 0600 (`private_sqlite_file`). Raises ValueError for an unsupported URL or
+    pool option.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(parsed.database)
         engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -220,6 +231,27 @@ def migrate(url: str) -> None:
     from alembic import command
 
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "sqlite":
+        private_sqlite_file(parsed.database)
     command.upgrade(alembic_config(url), "head")
+
+
+#: Files SQLite keeps beside a database (WAL mode, and the rollback journal Alembic's connection uses).
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_sqlite_file(database: str | None) -> None:
+    """Make the SQLite database file `database` (a path; None, "" and ":memory:" are no file) 0600 in a 0700
+    folder before SQLite opens it, whatever the umask.
+
+    SQLite would create it 0644 less the umask, and it creates its -wal, -shm and -journal files with the
+    database file's mode (os_unix.c, findCreateFileMode): so the file is made here first, empty (an empty
+    file is a new database to SQLite), and an existing one and its side files are narrowed to 0600 (an
+    older install left them readable by others; `files.tighten` logs that it did).
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not files.create_private(path):
+        for name in ("", *SQLITE_SIDE_FILES):
+            files.tighten(path.with_name(path.name + name))

@@ -9,9 +9,12 @@ Who is calling, in order (`authenticate_clinician`, then the phone credential):
   verified by `consultcam.oidc`; a refused token is 401 `InvalidToken` with
   `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3.1), an unreachable issuer 503. It is never
   tried as a phone credential (those contain no dots).
-- The embedded clinician token as a bearer, or the signed cookie `/login` sets: always in embedded mode;
-  with OIDC on only when `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true (default false: a production
-  deployment must not keep a static master token).
+- The embedded clinician token as a bearer: always in embedded mode; with OIDC on only when
+  `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true (default false: a production deployment must not keep a
+  static master token).
+- The sign-in cookie: a server-side sign-in session that still counts (`consultcam.signin`); the
+  `Clinician` carries its id as `credential_id`. Its last-seen time is written after the response
+  (`BackgroundTasks`), at most once a minute, in a transaction of its own.
 - Anything else is tried as a phone credential (bearer or cookie): a live one is a `Phone` (403
   `ClinicianOnly` where only a clinician may act), an unknown one 401.
 """
@@ -21,8 +24,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import BackgroundTasks, Depends, Request
 
+from consultcam import signin
 from consultcam.auth import (
     CLINICIAN_COOKIE,
     EMBEDDED_CLINICIAN,
@@ -32,7 +36,6 @@ from consultcam.auth import (
     Principal,
     bearer_token,
     is_clinician_token,
-    verify_clinician_cookie,
 )
 from consultcam.config import Settings
 from consultcam.db import UnitOfWork
@@ -40,6 +43,7 @@ from consultcam.errors import NotAuthenticated, NotPermitted, ResourceNotFound
 from consultcam.oidc import OIDCVerifier, looks_like_jwt
 from consultcam.runtime import Runtime
 from consultcam.sessions.service import authenticate_phone
+from consultcam.signin import embedded_token_accepted
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -63,11 +67,6 @@ UoWDep = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 ReadUoWDep = Annotated[UnitOfWork, Depends(get_read_uow, scope="function")]
 
 
-def embedded_token_accepted(settings: Settings) -> bool:
-    """The embedded clinician token (and its cookie) counts: embedded mode, or OIDC with it allowed."""
-    return not settings.oidc_enabled or settings.oidc_allow_embedded_token
-
-
 def oidc_verifier(request: Request, rt: Runtime) -> OIDCVerifier | None:
     """The app's OIDC verifier, made at first use and kept on `app.state` so every request shares its JWKS
     cache; None when OIDC is not configured."""
@@ -79,35 +78,47 @@ def oidc_verifier(request: Request, rt: Runtime) -> OIDCVerifier | None:
     return verifier
 
 
-def clinician_from_request(request: Request, rt: Runtime) -> Clinician | None:
-    """The clinician proven by the embedded token (Bearer) or the signed cookie, else None. Synchronous, for
-    the pages; OIDC bearer JWTs need `authenticate_clinician`. With OIDC on, the embedded token and cookie
-    count only when `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true."""
-    if not embedded_token_accepted(rt.settings):
-        return None
-    token = rt.settings.clinician_token
-    bearer = bearer_token(request.headers.get("authorization"))
-    if bearer and is_clinician_token(bearer, token):
-        return EMBEDDED_CLINICIAN
+async def _from_signin(
+    request: Request, rt: Runtime, uow: UnitOfWork | None, background: BackgroundTasks | None
+) -> Clinician | None:
+    """The clinician of the request's sign-in cookie when its sign-in still counts, else None; schedules
+    the sign-in's last-seen write after the response when one is due."""
     cookie = request.cookies.get(CLINICIAN_COOKIE)
-    if cookie and verify_clinician_cookie(cookie, rt.settings.secret_key, token):
-        return EMBEDDED_CLINICIAN
-    return None
+    if not cookie:
+        return None
+    if uow is None:
+        async with rt.unit_of_work(writes=False) as own:
+            found = await signin.authenticate(own, rt.settings, cookie)
+    else:
+        found = await signin.authenticate(uow, rt.settings, cookie)
+    if found is None:
+        return None
+    if found.touch_due and background is not None:
+        background.add_task(signin.touch, rt, found.id)
+    return found.clinician
 
 
-async def authenticate_clinician(request: Request, rt: Runtime) -> Clinician | None:
-    """The clinician proven by the request (an OIDC bearer JWT, the embedded token or its cookie), else None.
+async def authenticate_clinician(
+    request: Request,
+    rt: Runtime,
+    uow: UnitOfWork | None = None,
+    background: BackgroundTasks | None = None,
+) -> Clinician | None:
+    """The clinician proven by the request (an OIDC bearer JWT, the embedded token as a bearer, or the
+    sign-in cookie), else None. The sign-in is looked up in `uow` (the request's, when it has one) or in a
+    read-only transaction of its own; `background` gets the sign-in's last-seen write.
 
     Raises `consultcam.oidc.InvalidToken` (401) when OIDC is on and a JWT-shaped bearer fails verification,
     and `IdentityProviderUnavailable` (503) when the issuer's keys cannot be fetched.
     """
     bearer = bearer_token(request.headers.get("authorization"))
+    embedded = embedded_token_accepted(rt.settings)
+    if bearer and embedded and is_clinician_token(bearer, rt.settings.clinician_token):
+        return EMBEDDED_CLINICIAN
     verifier = oidc_verifier(request, rt)
     if verifier is not None and bearer and looks_like_jwt(bearer):
-        embedded = embedded_token_accepted(rt.settings)
-        if not (embedded and is_clinician_token(bearer, rt.settings.clinician_token)):
-            return await verifier.verify(bearer)
-    return clinician_from_request(request, rt)
+        return await verifier.verify(bearer)
+    return await _from_signin(request, rt, uow, background)
 
 
 def _sign_in_hint(settings: Settings) -> str:
@@ -124,11 +135,11 @@ def _sign_in_hint(settings: Settings) -> str:
     )
 
 
-async def get_clinician(request: Request, rt: RuntimeDep) -> Clinician:
+async def get_clinician(request: Request, rt: RuntimeDep, background: BackgroundTasks) -> Clinician:
     """Only a clinician passes: a paired phone gets 403 (phones never commit or edit); no credential, or one
-    that is neither the clinician's nor a live phone credential (a wrong token), 401 (RFC 6750 §3.1); a
-    refused OIDC token 401 `InvalidToken`; an unreachable OIDC issuer 503."""
-    clinician = await authenticate_clinician(request, rt)
+    that is neither the clinician's nor a live phone credential (a wrong token, a signed-out cookie), 401
+    (RFC 6750 §3.1); a refused OIDC token 401 `InvalidToken`; an unreachable OIDC issuer 503."""
+    clinician = await authenticate_clinician(request, rt, background=background)
     if clinician is not None:
         return clinician
     token = bearer_token(request.headers.get("authorization")) or request.cookies.get(PHONE_COOKIE)
@@ -146,8 +157,10 @@ async def get_clinician(request: Request, rt: RuntimeDep) -> Clinician:
     raise NotAuthenticated(f"Sign in first as the clinician: {_sign_in_hint(rt.settings)}.")
 
 
-async def _principal(request: Request, rt: Runtime, uow: UnitOfWork, *, touch: bool) -> Principal:
-    clinician = await authenticate_clinician(request, rt)
+async def _principal(
+    request: Request, rt: Runtime, uow: UnitOfWork, background: BackgroundTasks, *, touch: bool
+) -> Principal:
+    clinician = await authenticate_clinician(request, rt, uow, background)
     if clinician is not None:
         return clinician
     token = bearer_token(request.headers.get("authorization")) or request.cookies.get(PHONE_COOKIE)
@@ -156,22 +169,28 @@ async def _principal(request: Request, rt: Runtime, uow: UnitOfWork, *, touch: b
     return await authenticate_phone(uow, token, touch=touch)
 
 
-async def get_principal(request: Request, rt: RuntimeDep, uow: UoWDep) -> Principal:
+async def get_principal(
+    request: Request, rt: RuntimeDep, uow: UoWDep, background: BackgroundTasks
+) -> Principal:
     """A clinician or a paired phone (in a writing request)."""
-    return await _principal(request, rt, uow, touch=True)
+    return await _principal(request, rt, uow, background, touch=True)
 
 
-async def get_read_principal(request: Request, rt: RuntimeDep, uow: ReadUoWDep) -> Principal:
+async def get_read_principal(
+    request: Request, rt: RuntimeDep, uow: ReadUoWDep, background: BackgroundTasks
+) -> Principal:
     """A clinician or a paired phone (in a read-only request)."""
-    return await _principal(request, rt, uow, touch=False)
+    return await _principal(request, rt, uow, background, touch=False)
 
 
-async def get_principal_outside_transaction(request: Request, rt: RuntimeDep) -> Principal:
+async def get_principal_outside_transaction(
+    request: Request, rt: RuntimeDep, background: BackgroundTasks
+) -> Principal:
     """A clinician or a paired phone, checked in a transaction of its own that ends at once: for endpoints
     whose service runs its own transactions (image registration), so a request never holds one pooled
     connection while waiting for another (a pool-exhaustion deadlock under load)."""
     async with rt.unit_of_work(writes=False) as uow:
-        return await _principal(request, rt, uow, touch=False)
+        return await _principal(request, rt, uow, background, touch=False)
 
 
 ClinicianDep = Annotated[Clinician, Depends(get_clinician)]

@@ -115,6 +115,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body at all (not UTF-8, not JSON)
+            return error_response(
+                400,
+                "InvalidBody",
+                "The request body could not be read: send a JSON object encoded as UTF-8, with "
+                "Content-Type: application/json.",
+            )
         names = {404: "NotFound", 405: "MethodNotAllowed"}
         return error_response(exc.status_code, names.get(exc.status_code, "HTTPError"), str(exc.detail))
 

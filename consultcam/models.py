@@ -1,7 +1,8 @@
-"""SQLAlchemy 2 models: capture sessions, pairing tokens, phone credentials, clinical images, audit events.
+"""SQLAlchemy 2 models: capture sessions, pairing tokens, phone credentials, clinical images, audit events,
+clinician sign-in sessions.
 
-Secrets are stored only as SHA-256 hashes (pairing tokens, phone credentials). Relationships are
-`lazy="raise"` so a missing eager load fails in tests, not in production.
+Secrets are stored only as SHA-256 hashes (pairing tokens, phone credentials, sign-in cookies).
+Relationships are `lazy="raise"` so a missing eager load fails in tests, not in production.
 """
 
 from __future__ import annotations
@@ -101,6 +102,22 @@ class CaptureSession(Base):
     committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     commit_id: Mapped[str | None] = mapped_column(String(36))
     commit_error: Mapped[str | None] = mapped_column(Text)
+    # The commit's lease (consultcam/commits/lease.py, migration 0003_commits). `commit_id` stays the same
+    # through every retry until the session is committed; each attempt is numbered.
+    #: When the commit was first started: the commit time every retry hands the connector.
+    commit_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Attempts of `commit_id` so far; the running attempt's number while the session is committing.
+    commit_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When the latest attempt started.
+    commit_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The process running (or that last ran) an attempt: "<host>:<pid>".
+    commit_holder: Mapped[str | None] = mapped_column(String(200))
+    #: The running attempt's lease: renewed by its heartbeat; once past, the attempt is interrupted.
+    commit_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: How the latest attempt that did not succeed ended: "failed" | "interrupted"; None otherwise.
+    commit_outcome: Mapped[str | None] = mapped_column(String(16))
+    #: When that attempt ended, or was found interrupted.
+    commit_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Increments on every state change, so concurrent writers can compare-and-set.
     version: Mapped[int] = mapped_column(Integer, default=1)
 
@@ -174,6 +191,36 @@ class ClinicalImage(Base):
     commit_error: Mapped[str | None] = mapped_column(Text)
 
     session: Mapped[CaptureSession] = relationship(back_populates="images", lazy="raise")
+
+
+class SignInSession(Base):
+    """A clinician's sign-in in one browser (consultcam.signin): the browser's cookie carries a 256-bit random
+    value whose SHA-256 is `token_hash`; nothing else identifies it. It counts while not ended, before
+    `idle_expires_at` (pushed on by use) and `expires_at` (fixed at sign-in), and while `binding` matches
+    what the server now trusts for its `method`; the sweeper deletes it once it no longer counts.
+
+    `method` is how the clinician proved who they are: "embedded" (CONSULTCAM_CLINICIAN_TOKEN) or "oidc"
+    (an identity provider's authorization code flow); `subject` and `name` become the `Clinician`.
+    """
+
+    __tablename__ = "signin_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    method: Mapped[str] = mapped_column(String(16))
+    #: A fingerprint of what the sign-in was proven against (the embedded token, the OIDC issuer): when the
+    #: server's changes (a new CONSULTCAM_CLINICIAN_TOKEN), every sign-in made with the old one stops
+    #: counting.
+    binding: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))  # Clinician.id
+    name: Mapped[str | None] = mapped_column(String(200))
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(32))  # signed-out | replaced
 
 
 class AuditEvent(Base):

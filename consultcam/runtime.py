@@ -15,6 +15,7 @@ from consultcam.commits.connectors.base import Connector, connector_from_url
 from consultcam.config import Settings
 from consultcam.db import UnitOfWork, create_engine, create_sessionmaker, unit_of_work
 from consultcam.events.bus import EventBus, InProcessEventBus
+from consultcam.files import PRIVATE_DIR, tighten
 from consultcam.storage.store import ObjectStore, create_store
 
 #: Redis connections per process (event reads are short; the Pub/Sub listener holds one).
@@ -40,10 +41,16 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
-        """Build the adapters (no connection is made yet). Raises ValueError with the setting to fix when a
-        URL is unsupported."""
+        """Build the adapters (no connection is made yet; an existing DATA_DIR is narrowed to 0700, see
+        consultcam/files.py). Raises ValueError with the setting to fix when a URL is unsupported, OSError
+        when a folder the settings name cannot be made."""
+        from consultcam import terminology
         from consultcam.jobs import create_broker
 
+        # DATA_DIR holds the database, secrets and photos: made 0700 by whichever file comes first, and
+        # narrowed to 0700 when an older install left it open. (Not made here: production may not use it.)
+        tighten(settings.data_dir, PRIVATE_DIR)
+        terminology.use(settings.terminology)  # the practice's body sites, for requests and commits alike
         engine = create_engine(settings.resolved_database_url)
         redis = None
         if settings.redis_url:

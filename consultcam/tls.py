@@ -13,15 +13,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from consultcam.files import private_dir, tighten, write_private
+
 
 def ensure_self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
     """(cert.pem, key.pem) in `directory`, made on first use for `hosts` (names or IP addresses) plus
     localhost; an existing pair is kept so phones that accepted it once are not asked again. P-256 key, one
-    year, subjectAltName per RFC 5280 §4.2.1.6 (browsers ignore the CN)."""
+    year, subjectAltName per RFC 5280 §4.2.1.6 (browsers ignore the CN). Both files 0600 in a 0700 folder."""
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if cert_path.exists() and key_path.exists():
+        tighten(key_path)  # an older install wrote the certificate 0644
+        tighten(cert_path)
         return cert_path, key_path
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName(socket.gethostname())]
     for host in dict.fromkeys([*hosts, "127.0.0.1"]):
@@ -43,11 +47,10 @@ def ensure_self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    # Both 0600 (consultcam/files.py), the key first: a start that finds a certificate finds its key.
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, pem_key)
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path

@@ -177,9 +177,41 @@ def runtime(app: Any) -> Any:
     return app.state.runtime
 
 
+class CsrfToken:
+    """What the pages' api.js does (consultcam/web/guard.py): keep the `X-CSRF-Token` every answer carries
+    and send it back with each unsafe request, for test clients that use the cookies (phones, browsers)."""
+
+    UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def __init__(self) -> None:
+        self.value = ""
+
+    def on_request(self, request: httpx.Request) -> None:
+        if request.method in self.UNSAFE and self.value and "x-csrf-token" not in request.headers:
+            request.headers["X-CSRF-Token"] = self.value
+
+    def on_response(self, response: httpx.Response) -> None:
+        self.value = response.headers.get("x-csrf-token", self.value)
+
+    async def aon_request(self, request: httpx.Request) -> None:
+        self.on_request(request)
+
+    async def aon_response(self, response: httpx.Response) -> None:
+        self.on_response(response)
+
+    def hooks(self, *, asynchronous: bool = True) -> dict[str, list[Any]]:
+        """`event_hooks` for an httpx.AsyncClient (or, `asynchronous=False`, an httpx.Client)."""
+        if asynchronous:
+            return {"request": [self.aon_request], "response": [self.aon_response]}
+        return {"request": [self.on_request], "response": [self.on_response]}
+
+
 def _client(app: Any, **headers: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=headers
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers=headers,
+        event_hooks=CsrfToken().hooks(),
     )
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import CsrfToken
+
 CONSULTCAM = Path(sys.executable).with_name("consultcam")
 
 
@@ -81,7 +83,9 @@ def test_serve_prints_a_login_link_that_signs_the_desktop_in(served):
 def test_login_link_sets_a_cookie_and_removes_the_token_from_the_address(served, tmp_path):
     _process, base, data_dir = served
     token = (data_dir / "clinician-token").read_text().strip()
-    with httpx.Client(base_url=base, verify=_trust(data_dir)) as browser:
+    # A browser page sends back the CSRF token its answers carry (consultcam/web/guard.py).
+    hooks = CsrfToken().hooks(asynchronous=False)
+    with httpx.Client(base_url=base, verify=_trust(data_dir), event_hooks=hooks) as browser:
         assert browser.get("/").status_code == 401  # the sign-in page
         signed_in = browser.get(f"/login?token={token}&next=/sessions/abc", follow_redirects=False)
         assert signed_in.status_code == 303
@@ -90,6 +94,7 @@ def test_login_link_sets_a_cookie_and_removes_the_token_from_the_address(served,
         assert "HttpOnly" in cookie
         assert "Secure" in cookie
         assert token not in cookie
+        assert signed_in.headers["strict-transport-security"] == "max-age=31536000"  # HTTPS: HSTS
         assert browser.get("/").status_code == 200
         assert (
             browser.post(
@@ -146,4 +151,7 @@ def test_a_bad_setting_stops_serve_with_a_clear_message(tmp_path):
         check=False,
     )
     assert result.returncode == 2
-    assert "unsupported EMR URL scheme" in result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        "CONSULTCAM_EMR_URL=ftp://nowhere: unsupported EMR URL scheme 'ftp://'; use export://DIR "
+        "(FHIR Bundle files), fhir+https://…, alex+https://…/FHIR or dicomweb+https://…; default export://"
+    ]

@@ -215,9 +215,14 @@ async def test_migrations_build_the_schema_the_models_describe(empty_database: s
     and up again gives it again."""
     await asyncio.to_thread(command.upgrade, alembic_config(empty_database), "0001")
     missing = await run_sync(empty_database, schema_diff)
-    assert [(op, index.name) for op, index in missing] == [
-        ("add_index", "uq_capture_sessions_open_encounter")
-    ]
+    # Later revisions add columns and tables (0003_*); of the indexes, 0001 lacks only 0002's and those of
+    # the tables added later.
+    later_tables = {"signin_sessions"}  # 0004_signin
+    assert [
+        (diff[0], diff[1].name)
+        for diff in missing
+        if diff[0].endswith("_index") and diff[1].table.name not in later_tables
+    ] == [("add_index", "uq_capture_sessions_open_encounter")]
     await asyncio.to_thread(migrate, empty_database)
     assert await run_sync(empty_database, schema_diff) == []
     head = ScriptDirectory.from_config(alembic_config(empty_database)).get_current_head()
@@ -368,7 +373,7 @@ async def test_text_with_nul_is_422_on_every_backend(clinician: httpx.AsyncClien
     response = await clinician.post(
         "/api/sessions", json={"encounterId": "enc-1", "patient": {**PATIENT, "name": "Mere\x00Tester"}}
     )
-    assert_error(response, 422, "InvalidRequest", "NUL")
+    assert_error(response, 422, "InvalidRequest", "patient.name", "control characters")
     session = await start_session(clinician)
     presign = await clinician.post(
         f"/api/sessions/{session['id']}/uploads",
@@ -508,7 +513,7 @@ async def test_concurrent_commits_write_the_record_once(
     await register_one_photo(clinician, session["id"])
     committers = [await clients(i) for i in range(5)]
     responses = await asyncio.gather(
-        *(c.post(f"/api/sessions/{session['id']}/commit", json={}) for c in committers)
+        *(c.post(f"/api/sessions/{session['id']}/commit", json={"all": True}) for c in committers)
     )
     assert sorted(r.status_code for r in responses) == [200] + [409] * 4, [r.text for r in responses]
     assert {r.json()["error"] for r in responses if r.status_code == 409} <= {
@@ -526,7 +531,7 @@ async def test_a_commit_and_a_cancel_at_once_leave_one_outcome(
     await register_one_photo(clinician, session["id"])
     committer, canceller = await clients(0), await clients(1)
     commit, cancel = await asyncio.gather(
-        committer.post(f"/api/sessions/{session['id']}/commit", json={}),
+        committer.post(f"/api/sessions/{session['id']}/commit", json={"all": True}),
         canceller.delete(f"/api/sessions/{session['id']}"),
     )
     status = await scalar(runtime, select(CaptureSession.status).where(CaptureSession.id == session["id"]))
@@ -578,7 +583,7 @@ async def test_a_cancel_that_read_the_session_before_a_commit_claimed_it_is_refu
 
     async def commit() -> httpx.Response:
         await asyncio.sleep(0.05)  # the cancel reads first
-        return await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+        return await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     cancel_response, commit_response = await asyncio.gather(cancel(), commit())
     assert commit_response.status_code == 200, commit_response.text

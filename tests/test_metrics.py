@@ -25,7 +25,7 @@ async def test_metrics_count_uploads_events_commits_and_requests(clinician, new_
     await phone.post(
         f"/api/sessions/{session['id']}/uploads", json={"contentType": "image/svg+xml", "sizeBytes": 9}
     )
-    await clinician.post(f"/api/sessions/{session['id']}/commit")
+    await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     response = await anonymous.get("/metrics")
     after = response.text

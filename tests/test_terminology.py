@@ -84,12 +84,15 @@ def test_laterality_and_views_are_one_source_of_truth() -> None:
     assert set(get_args(get_args(fields["view"].annotation)[0])) == set(VIEW_VALUES)
     assert set(get_args(get_args(fields["laterality"].annotation)[0])) == set(LATERALITY_VALUES)
     assert fhir_media.LATERALITY_VALUES == LATERALITY_VALUES
-    assert {view.value: view.display for view in TERMINOLOGY.views} == fhir_media._VIEW_TEXT
-    # Issue 4's Medtech mapping codes laterality the same way.
-    medtech = json.loads((REPO / "consultcam/data/medtech.json").read_text(encoding="utf-8"))["laterality"]
-    assert {side: entry["code"] for side, entry in medtech.items()} == {
-        side: code for side, (code, _) in LATERALITY_CODES.items()
-    }
+    # Issue 10: the Medtech mapping keeps no laterality words of its own; every connector reads this file.
+    medtech = json.loads((REPO / "consultcam/data/medtech.json").read_text(encoding="utf-8"))
+    assert "laterality" not in medtech
+    assert [side.without_site for side in TERMINOLOGY.laterality] == [
+        "Left side",
+        "Right side",
+        "Both sides",
+        None,
+    ]
 
 
 def test_loading_the_packaged_file_again_gives_the_same_data() -> None:
@@ -161,6 +164,8 @@ def _other_view(data: dict[str, Any]) -> None:
         (_other_view, ("views values", "'lateral'")),
         (_set("source.system", "http://loinc.org"), ("source.system", "http://snomed.info/sct")),
         (_set("source.version", ""), ("source.version", "non-empty text")),
+        (_set("laterality.2.withoutSite", None), ("laterality[2].withoutSite", "non-empty text")),
+        (_set("bodySites.3.display", "Left forearm structure"), ("bodySites[3].display", "names a side")),
     ],
     ids=[
         "check-digit",
@@ -179,6 +184,8 @@ def _other_view(data: dict[str, Any]) -> None:
         "other-view",
         "other-system",
         "no-edition",
+        "no-words-for-a-side-alone",
+        "lateralised-site",
     ],
 )
 def test_a_corrupted_file_is_refused_with_a_clear_error(

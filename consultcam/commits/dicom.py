@@ -32,9 +32,10 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
-from consultcam.commits.fhir_media import consent_statement, optional_text, validate_body_site
+from consultcam.commits.fhir_media import consent_statement, optional_text
 from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.sessions.nhi import is_valid_nhi
+from consultcam.terminology.metadata import UnknownTerm, photo_terms
 
 __all__ = [
     "JPEG_BASELINE",
@@ -60,13 +61,8 @@ JPEG_EXTENDED = UID("1.2.840.10008.1.2.4.51")
 UID_NAMESPACE = uuid.UUID("6f1c3a52-2b8e-5d4a-9c0e-7a1d2c3b4e5f")
 MANUFACTURER = "consultcam"
 
+#: Image Laterality (0020,0062) enumerated values (PS3.3 C.7.6.2): codes, not words.
 _LATERALITY = {"left": "L", "right": "R", "bilateral": "B", "not-applicable": "U"}
-#: SNOMED CT laterality qualifiers (DICOM CID 244 "Laterality") for the anatomic region modifier.
-_LATERALITY_MODIFIER = {
-    "left": ("7771000", "Left"),
-    "right": ("24028007", "Right"),
-    "bilateral": ("51440002", "Right and left"),
-}
 _PN_FORBIDDEN = re.compile(r"[\\^=\x00-\x1f]")
 _NAME_PARTICLES = {"van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "la", "le", "ter"}
 
@@ -328,20 +324,20 @@ def build_instance(
     ]
     if comments:
         ds.ImageComments = "\n".join(comments)[:10240]
+    try:
+        terms = photo_terms(metadata)  # the data file's codes and words; a client's words are never read
+    except UnknownTerm as exc:
+        raise ValueError(str(exc)) from None
     laterality = metadata.get("laterality")
     if laterality is not None:
-        if laterality not in _LATERALITY:
-            raise ValueError(f"laterality must be one of {', '.join(_LATERALITY)}, not {laterality!r}")
         ds.ImageLaterality = _LATERALITY[laterality]
     else:
         ds.Laterality = ""  # General Series 2C: unknown, said as an empty value rather than guessed
-    site = metadata.get("bodySite")
-    if site is not None:
-        coding = validate_body_site(site)
-        region = _code(coding["code"], "SCT", coding.get("display") or f"SNOMED CT concept {coding['code']}")
-        if laterality in _LATERALITY_MODIFIER:
-            code, meaning = _LATERALITY_MODIFIER[laterality]
-            region.AnatomicRegionModifierSequence = [_code(code, "SCT", meaning)]
+    if terms.site is not None:
+        region = _code(terms.site.code, "SCT", terms.site.display)
+        if terms.side is not None and terms.side.code and terms.side.preferred_term:
+            # DICOM CID 244 "Laterality": the SNOMED CT qualifier and its preferred term, from the data file.
+            region.AnatomicRegionModifierSequence = [_code(terms.side.code, "SCT", terms.side.preferred_term)]
         ds.AnatomicRegionSequence = [region]
 
     # Acquisition Context (Type 2: present, empty)

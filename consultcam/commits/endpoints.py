@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from consultcam.commits import service
 from consultcam.commits.schemas import CommitOut, CommitRequest
 from consultcam.deps import RuntimeDep, StandalonePrincipalDep, authorise_session
+from consultcam.errors import Unprocessable
 
 router = APIRouter(prefix="/api/sessions/{session_id}", tags=["commits"])
 
@@ -15,8 +16,15 @@ router = APIRouter(prefix="/api/sessions/{session_id}", tags=["commits"])
 async def commit(
     session_id: str, rt: RuntimeDep, principal: StandalonePrincipalDep, body: CommitRequest | None = None
 ) -> CommitOut:
-    """Commit the session's photos into the record; all or nothing (409 while running or after success).
-    The clinician, or the session's phone when `CONSULTCAM_PHONE_CAN_COMMIT` is on (else 403); 422
-    `MetadataMissing` when a photo lacks required metadata."""
+    """Commit the session's photos into the record, `{"imageIds": [...]}` or `{"all": true}`; all or nothing
+    (409 while running or after success). The clinician, or the session's phone when
+    `CONSULTCAM_PHONE_CAN_COMMIT` is on (else 403); 422 `CommitScopeMissing` without a body, `MetadataMissing`
+    when a photo lacks required metadata."""
     authorise_session(principal, session_id)
-    return await service.commit_session(rt, principal, session_id, body.image_ids if body else None)
+    if body is None:
+        raise Unprocessable(
+            'Say what to commit: send {"imageIds": [...]} with the photos the page shows, or {"all": true}. '
+            "An empty request commits nothing.",
+            error="CommitScopeMissing",
+        )
+    return await service.commit_session(rt, principal, session_id, None if body.all else body.image_ids)

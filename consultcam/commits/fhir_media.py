@@ -13,10 +13,14 @@ Decisions a receiving EMR relies on:
   value is the image's uuid4, unique across every installation.
 * Laterality: R4 Media has no laterality element. A CodeableConcept's codings must each stand for the
   same concept (datatypes.html#CodeableConcept), so the bare qualifier "7771000 |Left|" is NOT added as a
-  second coding: it is not a body site. Instead bodySite carries (1) the body site coding exactly as the
-  clinician chose it, (2) a SNOMED CT post-coordinated expression of the same site refined by laterality,
-  "<site>:272741003=7771000" (snomedct.html allows expressions in Coding.code), and (3) text such as
-  "Left forearm" for people and for systems that read only text.
+  second coding: it is not a body site. Instead bodySite carries (1) the body site coding the clinician
+  chose (its code, with the list's term), (2) a SNOMED CT post-coordinated expression of the same site
+  refined by laterality, "<site>:272741003=7771000" (snomedct.html allows expressions in Coding.code), and
+  (3) text such as
+  "Left forearm structure" for people and for systems that read only text.
+* Words: every display and text about the site, side and view is the data file's
+  (`consultcam.terminology.metadata.photo_terms`), looked up from the stored code and values. Words a
+  client sent, or an older row kept, are never read; a code that is not in the list fails the photo.
 * Times: createdDateTime is when the photo was taken (else when it was uploaded), keeping its offset;
   issued is the commit time. Naive datetimes are read as UTC, because SQLite hands them back naive.
 """
@@ -37,13 +41,8 @@ from pydantic import ValidationError
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
 from consultcam.sessions.nhi import is_valid_nhi
-from consultcam.terminology import (
-    LATERALITY_CODES,
-    LATERALITY_WORDS,
-    SNOMED_CT,
-    is_snomed_concept_id,
-    site_words,
-)
+from consultcam.terminology import LATERALITY_CODES, SNOMED_CT, is_snomed_concept_id
+from consultcam.terminology.metadata import PhotoTerms, UnknownTerm, photo_terms
 
 IMAGE_IDENTIFIER_SYSTEM = "urn:consultcam:image-id"
 NHI_SYSTEM = "https://standards.digital.health.nz/ns/nhi-id"
@@ -52,13 +51,10 @@ DICOM_DCM = "http://dicom.nema.org/resources/ontology/DCM"
 LATERALITY_ATTRIBUTE = "272741003"  # SNOMED CT |Laterality (attribute)|
 
 LATERALITY_VALUES = (*LATERALITY_CODES, "not-applicable")
-_SIDE_TEXT = {"left": "Left side", "right": "Right side", "bilateral": "Both sides"}
-_VIEW_TEXT = {"overview": "Overview", "close-up": "Close-up", "dermoscopy": "Dermoscopy"}
 _CONSENT_USE = {"clinical": "clinical care", "teaching": "teaching", "publication": "publication"}
 _CONSENT_GIVER = {"patient": "the patient", "guardian": "the patient's guardian"}
 
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 datatypes.html#id
-_SIDE_WORD = re.compile(r"\b(left|right|bilateral|both)\b", re.IGNORECASE)
 
 __all__ = [
     "IMAGE_IDENTIFIER_SYSTEM",
@@ -170,25 +166,18 @@ def check_context(context: CommitContext) -> None:
 
 
 def validate_body_site(value: Any) -> dict[str, str]:
-    """The body site coding normalised to {system, code, display?}; ValueError unless it is SNOMED CT.
+    """A stored body site as the record gets it: {system, code, display} with the data file's preferred
+    term for the code (`terminology.metadata`); any `display` in `value` is ignored.
 
-    `code` must be a SNOMED CT concept id: 6–18 digits, a concept partition and a valid Verhoeff check
-    digit (SNOMED CT Technical Implementation Guide, "SCTID"). Expressions are not accepted here.
+    Raises ValueError unless `value` is a SNOMED CT coding whose code is in the active list (the packaged
+    body sites and a practice's extension): a well-formed id is not enough (a disorder, or an id never
+    issued, passes the SCTID check digit but is no body site).
     """
     if not isinstance(value, dict):
-        raise ValueError("body site must be a SNOMED CT coding {system, code, display}")
-    system, code, display = value.get("system"), value.get("code"), value.get("display")
-    if system != SNOMED_CT:
-        raise ValueError(f"body site must be coded in SNOMED CT ({SNOMED_CT}), not {system!r}")
-    if not isinstance(code, str) or not is_sctid(code.strip()):
-        raise ValueError(f"body site code {code!r} is not a SNOMED CT concept id")
-    coding = {"system": SNOMED_CT, "code": code.strip()}
-    if display is not None:
-        if not isinstance(display, str):
-            raise ValueError("body site display must be text")
-        if display.strip():
-            coding["display"] = " ".join(display.split())
-    return coding
+        raise ValueError("body site must be a SNOMED CT coding {system, code}")
+    terms = _terms({"bodySite": value})
+    assert terms.site_coding is not None
+    return terms.site_coding
 
 
 def is_sctid(code: str) -> bool:
@@ -211,6 +200,7 @@ def _media(context: CommitContext, item: CommitItem, image_id: str) -> dict[str,
         if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels <= 0:
             raise ValueError(f"{dimension} must be a positive number of pixels, not {pixels!r}")
     label = optional_text(metadata.get("label"), "label")
+    terms = _terms(metadata)
     created = _datetime(item.captured_at or item.created_at, "capture time")
 
     media: dict[str, Any] = {
@@ -238,11 +228,11 @@ def _media(context: CommitContext, item: CommitItem, image_id: str) -> dict[str,
             "creation": created,
         },
     }
-    if view := _view(metadata.get("view")):
-        media["view"] = view
+    if terms.view is not None:
+        media["view"] = {"text": terms.view.display}
     if context.practitioner_id:
         media["operator"] = {"reference": f"Practitioner/{context.practitioner_id}"}
-    if body_site := _body_site(metadata.get("bodySite"), metadata.get("laterality")):
+    if body_site := _body_site(terms):
         media["bodySite"] = body_site
     notes = [label, optional_text(metadata.get("notes"), "notes")]
     if context.consent is not None:
@@ -262,38 +252,28 @@ def _subject(context: CommitContext) -> dict[str, Any]:
     return subject
 
 
-def _body_site(site: Any, laterality: Any) -> dict[str, Any] | None:
-    """FHIR R4 Media.bodySite: the chosen coding, its lateralised expression and readable text."""
-    if laterality is not None and laterality not in LATERALITY_VALUES:
-        raise ValueError(f"laterality must be one of {', '.join(LATERALITY_VALUES)}, not {laterality!r}")
-    side = LATERALITY_CODES.get(laterality) if laterality else None
-    if site is None:
-        return {"text": _SIDE_TEXT[laterality]} if side else None
-    coding = validate_body_site(site)
-    words = site_words(coding.get("display", ""))
-    if side is None:
-        text = words or f"SNOMED CT {coding['code']}"
+def _terms(metadata: dict[str, Any]) -> PhotoTerms:
+    try:
+        return photo_terms(metadata)
+    except UnknownTerm as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _body_site(terms: PhotoTerms) -> dict[str, Any] | None:
+    """FHIR R4 Media.bodySite: the site's coding, its lateralised expression and readable text, all in the
+    data file's words; the side alone is text only ("Left side")."""
+    text = terms.site_text
+    coding = terms.site_coding
+    if coding is None:
+        return {"text": text} if text else None
+    if terms.side is None:
         return {"coding": [coding], "text": text}
-    side_code, side_word = side[0], LATERALITY_WORDS[laterality]
-    if not words:
-        text = f"{side_word}, body site SNOMED CT {coding['code']}"
-    elif _SIDE_WORD.search(words):
-        text = words  # the chosen concept is already lateralised, e.g. "Left upper arm"
-    else:
-        text = f"{side_word} {words[0].lower() + words[1:] if words[1:2].islower() else words}"
     expression = {
         "system": SNOMED_CT,
-        "code": f"{coding['code']}:{LATERALITY_ATTRIBUTE}={side_code}",
+        "code": f"{coding['code']}:{LATERALITY_ATTRIBUTE}={terms.side.code}",
         "display": text,
     }
     return {"coding": [coding, expression], "text": text}
-
-
-def _view(view: Any) -> dict[str, str] | None:
-    text = optional_text(view, "view")
-    if not text:
-        return None
-    return {"text": _VIEW_TEXT.get(text.lower(), text[:1].upper() + text[1:])}
 
 
 def consent_statement(consent: Any) -> str:

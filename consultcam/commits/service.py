@@ -4,6 +4,13 @@ States: open → committing → committed, or back to open with the failure reco
 (`UPDATE … WHERE status = 'open'`) makes a second commit while one runs, or after success, a 409.
 A commit spans three short transactions, not one: the connector may take a while and must not hold the
 database (on SQLite that would block every phone and desktop) — claim, call the connector, then record.
+
+Crashes (issue 10): the claim takes a lease that a heartbeat renews while the connector works
+(`consultcam.commits.lease`); an attempt whose process died is found interrupted once its lease lapses
+and the session can be committed again. Every attempt of a session's commit carries the same commit id
+and commit time, so a retry writes the same thing: the same export file, conditional creates on the
+image id (FHIR), the same SOP Instance UIDs (DICOMweb). An attempt records its outcome only while it
+still holds the session.
 """
 
 from __future__ import annotations
@@ -13,13 +20,13 @@ import io
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 
 from PIL import Image
 from sqlalchemy import select, update
 
 from consultcam import audit, metrics
 from consultcam.auth import Phone, Principal
+from consultcam.commits import lease
 from consultcam.commits.connectors.base import (
     CommitContext,
     CommitFailed,
@@ -37,9 +44,6 @@ from consultcam.sessions import service as sessions
 from consultcam.storage.store import session_prefix
 
 log = logging.getLogger(__name__)
-
-#: A commit still "committing" after this long was interrupted (process killed); the sweeper reopens it.
-STALE_COMMIT = timedelta(minutes=15)
 
 
 async def commit_session(
@@ -60,7 +64,7 @@ async def commit_session(
             "Ask the clinician to commit.",
             error="PhoneCannotCommit",
         )
-    context, chosen, skipped = await _claim(rt, actor, session_id, image_ids)
+    context, attempt, chosen, skipped = await _claim(rt, actor, session_id, image_ids)
     total = len(chosen)
 
     async def progress(done: int, _total: int) -> None:
@@ -69,12 +73,18 @@ async def commit_session(
         )
 
     try:
-        items = [await _item(rt, image) for image in chosen]
-        results = await rt.connector.commit(context, items, progress)
+        async with lease.Heartbeat(rt, session_id, context.commit_id, attempt):
+            items = [await _item(rt, image) for image in chosen]
+            results = await rt.connector.commit(context, items, progress)
     except CommitFailed as failed:
         metrics.COMMITS.labels(rt.connector.name, "failed").inc()
-        await _record_failure(rt, actor, context, failed.detail, failed.results)
+        await _record_failure(rt, actor, context, attempt, failed.detail, failed.results)
         raise UpstreamFailed(failed.detail, error="CommitFailed") from failed
+    except Unprocessable as refused:  # a photo cannot be rendered (stored edits that do not fit it)
+        metrics.COMMITS.labels(rt.connector.name, "failed").inc()
+        results = [ImageResult(image.id, "failed", error=refused.detail) for image in chosen]
+        await _record_failure(rt, actor, context, attempt, refused.detail, results)
+        raise
     except Exception as exc:
         log.exception("commit %s failed unexpectedly", context.commit_id)
         metrics.COMMITS.labels(rt.connector.name, "error").inc()
@@ -83,10 +93,10 @@ async def commit_session(
             "saved there. Try again; if it keeps happening, tell your practice IT support."
         )
         results = [ImageResult(image.id, "failed", error=type(exc).__name__) for image in chosen]
-        await _record_failure(rt, actor, context, detail, results)
+        await _record_failure(rt, actor, context, attempt, detail, results)
         raise UpstreamFailed(detail, error="CommitFailed") from exc
     all_results = results + [ImageResult(image_id, "skipped") for image_id in skipped]
-    await _record_success(rt, actor, context, all_results)
+    await _record_success(rt, actor, context, attempt, all_results)
     metrics.COMMITS.labels(rt.connector.name, "committed").inc()
     return _out("committed", context, rt, all_results)
 
@@ -105,17 +115,19 @@ def _out(status: str, context: CommitContext, rt: Runtime, results: list[ImageRe
 
 async def _claim(
     rt: Runtime, actor: Principal, session_id: str, image_ids: list[str] | None
-) -> tuple[CommitContext, list[ClinicalImage], list[str]]:
-    """Transaction 1: check, then move the session open → committing. Returns the commit context, the
-    images to send and the ids of ready images left out. The session row is locked first, so no photo is
-    registered, changed or deleted between choosing the images and the claim (PostgreSQL)."""
+) -> tuple[CommitContext, int, list[ClinicalImage], list[str]]:
+    """Transaction 1: check, then move the session open → committing under a fresh lease. Returns the
+    commit context, the attempt number, the images to send and the ids of ready images left out. The
+    session row is locked first, so no photo is registered, changed or deleted between choosing the images
+    and the claim (PostgreSQL). An earlier attempt whose lease lapsed is recorded as interrupted here."""
     async with rt.unit_of_work() as uow:
         session = await sessions.lock_session(uow, session_id)
+        now = utcnow()
+        if lease.lapsed(session, rt.settings, now):
+            lease.mark_interrupted(uow, rt, session, detected_by="next-commit", now=now)
+            await uow.session.flush()
         if session.status == "committing":
-            raise Conflict(
-                "A commit of this session is already running. Wait for it to finish.",
-                error="CommitInProgress",
-            )
+            raise Conflict(lease.running_words(session, rt.settings, now), error="CommitInProgress")
         if session.status == "committed":
             raise Conflict(
                 "This session has already been committed to the record; committing again would "
@@ -138,7 +150,12 @@ async def _claim(
                 "There are no photos to commit. Take or upload a photo first.", error="NothingToCommit"
             )
         check_required_metadata(ready, chosen, rt.settings.required_metadata)
-        commit_id = uuid.uuid4().hex
+        # One commit id (and commit time) for every attempt until the session is committed: a retry after
+        # a failure or a crash is the same commit, and the connectors recognise what it already wrote.
+        commit_id = session.commit_id or uuid.uuid4().hex
+        first_at = session.commit_started_at if session.commit_id and session.commit_started_at else now
+        attempt = session.commit_attempt + 1 if session.commit_id else 1
+        holder = lease.holder_name()
         claimed = await uow.session.execute(
             update(CaptureSession)
             .where(CaptureSession.id == session_id, CaptureSession.status == "open")
@@ -146,7 +163,14 @@ async def _claim(
                 status="committing",
                 commit_id=commit_id,
                 commit_error=None,
-                last_activity_at=utcnow(),
+                commit_started_at=first_at,
+                commit_attempt=attempt,
+                commit_attempt_at=now,
+                commit_holder=holder,
+                commit_lease_until=now + lease.lease_length(rt.settings),
+                commit_outcome=None,
+                commit_ended_at=None,
+                last_activity_at=now,
                 version=CaptureSession.version + 1,
             )
         )
@@ -161,6 +185,8 @@ async def _claim(
             "commit.started",
             session_id=session_id,
             commit_id=commit_id,
+            attempt=attempt,
+            holder=holder,
             images=len(chosen),
             connector=rt.connector.name,
             committed_by=actor.kind,
@@ -180,11 +206,11 @@ async def _claim(
             ),
             practitioner_id=session.practitioner_id,
             facility_id=session.facility_id,
-            committed_at=utcnow(),
+            committed_at=first_at,
             consent=session.consent,
         )
         skipped = [image.id for image in ready if image not in chosen]
-    return context, list(chosen), skipped
+    return context, attempt, list(chosen), skipped
 
 
 async def _item(rt: Runtime, image: ClinicalImage) -> CommitItem:
@@ -254,13 +280,26 @@ def _and(words: list[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
+#: The 409 for an attempt that finished after losing its lease (it stalled longer than a lease).
+_TAKEN_OVER = (
+    "This commit stopped answering for longer than its lease, so the session was reopened (or a newer "
+    "commit took over) before it finished; what it sent is in the record. Reload the page: if the photos "
+    "are not shown as committed, commit again (nothing is saved twice)."
+)
+
+
 async def _record_success(
-    rt: Runtime, actor: Principal, context: CommitContext, results: list[ImageResult]
+    rt: Runtime, actor: Principal, context: CommitContext, attempt: int, results: list[ImageResult]
 ) -> None:
-    """Transaction 3 (success): session committed, image rows marked, temporary objects deleted after."""
+    """Transaction 3 (success): session committed, image rows marked, temporary objects deleted after.
+    Raises Conflict 409 `CommitInterrupted` when the attempt no longer holds the session (see lease)."""
     async with rt.unit_of_work() as uow:
         session = await sessions.lock_session(uow, context.session_id)
+        if not lease.is_current(session, context.commit_id, attempt):
+            log.warning("commit %s attempt %s finished without its lease", context.commit_id, attempt)
+            raise Conflict(_TAKEN_OVER, error="CommitInterrupted")
         session.status, session.committed_at, session.version = "committed", utcnow(), session.version + 1
+        session.commit_lease_until = None
         by_id = {r.image_id: r for r in results}
         images = (
             (
@@ -283,6 +322,7 @@ async def _record_success(
             "commit.succeeded",
             session_id=context.session_id,
             commit_id=context.commit_id,
+            attempt=attempt,
             connector=rt.connector.name,
             committed=sum(r.status == "committed" for r in results),
             skipped=sum(r.status == "skipped" for r in results),
@@ -303,12 +343,22 @@ async def _record_success(
 
 
 async def _record_failure(
-    rt: Runtime, actor: Principal, context: CommitContext, detail: str, results: list[ImageResult]
+    rt: Runtime,
+    actor: Principal,
+    context: CommitContext,
+    attempt: int,
+    detail: str,
+    results: list[ImageResult],
 ) -> None:
-    """Transaction 3 (failure): back to open with the failure recorded on the session and each image."""
+    """Transaction 3 (failure): back to open with the failure recorded on the session and each image.
+    Nothing changes when the attempt no longer holds the session (a newer one decides)."""
     async with rt.unit_of_work() as uow:
         session = await sessions.lock_session(uow, context.session_id)
+        if not lease.is_current(session, context.commit_id, attempt):
+            log.warning("commit %s attempt %s failed without its lease", context.commit_id, attempt)
+            return
         session.status, session.commit_error, session.version = "open", detail, session.version + 1
+        session.commit_outcome, session.commit_ended_at, session.commit_lease_until = "failed", utcnow(), None
         errors = {r.image_id: r.error for r in results}
         images = (
             (await uow.session.execute(select(ClinicalImage).where(ClinicalImage.id.in_(list(errors)))))
@@ -323,6 +373,7 @@ async def _record_failure(
             "commit.failed",
             session_id=context.session_id,
             commit_id=context.commit_id,
+            attempt=attempt,
             connector=rt.connector.name,
             reason=detail[:300],
         )

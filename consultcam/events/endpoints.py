@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
@@ -56,13 +56,9 @@ ENDED_STATUSES = frozenset({"committed", "cancelled", "expired"})
 
 def stream_credential_id(principal: Principal) -> str | None:
     """The credential id a stream is registered under, for the caps and `EventBus.end_streams`: a phone's
-    credential id; a clinician's server-side sign-in session id when the principal carries one as
-    `credential_id` (None for the embedded token and bearer JWTs, which have nothing to revoke; their
-    streams still end with their session)."""
-    if isinstance(principal, Phone):
-        return principal.id
-    credential_id = getattr(principal, "credential_id", None)
-    return credential_id if isinstance(credential_id, str) else None
+    credential id, or a clinician's server-side sign-in id (`Clinician.credential_id`; None for the
+    embedded token and bearer JWTs, which sign-out cannot revoke: their streams end with their session)."""
+    return principal.id if isinstance(principal, Phone) else principal.credential_id
 
 
 @router.get("/events", response_class=EventSourceResponse)
@@ -149,7 +145,9 @@ async def _ending(request: Request, rt: Runtime, session_id: str) -> StreamEndin
         if session.status in ENDED_STATUSES:
             return ENDED
         try:
-            authorise_session(await get_read_principal(request, rt, uow), session_id)
+            # A fresh BackgroundTasks that is never run: a re-check is not a use of the sign-in.
+            principal = await get_read_principal(request, rt, uow, BackgroundTasks())
+            authorise_session(principal, session_id)
         except ConsultcamError as exc:
             if exc.status >= 500:
                 raise

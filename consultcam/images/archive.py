@@ -25,7 +25,7 @@ from consultcam.errors import Conflict, ResourceNotFound
 from consultcam.images.service import ready_images, render_image
 from consultcam.runtime import Runtime
 from consultcam.sessions import service as sessions
-from consultcam.terminology import site_words
+from consultcam.terminology.metadata import UnknownTerm, photo_terms
 
 #: The session's ZIP is built in memory up to this size, then in an unlinked temporary file (0600).
 ARCHIVE_SPOOL_BYTES = 8 * 1024 * 1024
@@ -115,22 +115,17 @@ def _zip_time(at: datetime) -> tuple[int, int, int, int, int, int]:
     return local.year, local.month, local.day, local.hour, local.minute, local.second
 
 
-_SIDES = frozenset({"left", "right", "bilateral"})
-
-
 def photo_slug(metadata: dict[str, Any]) -> str:
-    """A file-name part for a photo: its label, else its body site in plain words (with the side; without
-    "structure" or a SNOMED CT semantic tag such as "(body structure)"), else "photo". E.g. "lesion-a",
-    "left-forearm" for Forearm structure on the left."""
+    """A file-name part for a photo: its label, else its body site and side in the data file's words
+    (without "structure" or a SNOMED CT semantic tag, whatever words the row stored), else "photo". E.g.
+    "lesion-a", "left-forearm" for 14975008 |Forearm structure| on the left. A code no longer listed names
+    no site (the commit asks for it to be chosen again)."""
     if label := slugify(str(metadata.get("label") or "")):
         return label
-    site = metadata.get("bodySite")
-    words = site_words(str(site.get("display") or "")) if isinstance(site, dict) else ""
-    if words.lower().endswith(" structure"):  # fine in a file name: "Forearm structure" → "forearm"
-        words = words[: -len(" structure")]
-    side = metadata.get("laterality")
-    if words and side in _SIDES and side not in words.lower().split():
-        words = f"{side} {words}"
+    try:
+        words = photo_terms(metadata).file_words
+    except UnknownTerm:
+        words = ""
     return slugify(words, fallback="photo")
 
 

@@ -35,7 +35,8 @@ router = APIRouter(prefix="/api/sessions/{session_id}", tags=["images"])
 async def create_upload(
     session_id: str, body: UploadRequest, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep
 ) -> UploadOut:
-    """A presigned PUT URL for one photo (413 too large, 415 not an image type, 409 full or closed)."""
+    """A presigned PUT URL for one photo (413 too large, 415 not an image type, 409 full or closed, 429 this
+    device already holds CONSULTCAM_MAX_PENDING_UPLOADS unused URLs)."""
     authorise_session(principal, session_id)
     session = await get_session(uow, session_id)
     return await service.issue_upload(uow, rt, principal, session, body)
@@ -49,7 +50,8 @@ async def register_image(
     rt: RuntimeDep,
     principal: StandalonePrincipalDep,
 ) -> ImageOut:
-    """Verify and record an uploaded photo (422 when it is missing or not a valid image)."""
+    """Verify and record an uploaded photo (422 when it is missing, not a valid image or too big to decode;
+    503 with Retry-After when the server's decode memory stayed full; send it again then)."""
     authorise_session(principal, session_id)
     image, created = await service.register_image(rt, principal, session_id, body)
     if not created:

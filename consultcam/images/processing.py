@@ -18,11 +18,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pillow_heif
-from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageDraw, ImageFile, ImageFont, PngImagePlugin
 
 from consultcam.analysis.quality import assess
 
-pillow_heif.register_heif_opener()
+# Only the primary image of a HEIF file is ever used: its thumbnails, depth maps and auxiliary images are
+# neither listed nor decoded.
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+#: Largest ICC profile or EXIF block accepted, in bytes. Phones write a few hundred bytes of ICC (Display P3)
+#: and tens of KB of EXIF (in a JPEG it cannot pass one 64 KB APP1 segment, CIPA DC-008 §4.7.2); a bigger
+#: block is refused from the header, before LittleCMS or Pillow's EXIF reader parse it.
+MAX_METADATA_BYTES = 1024 * 1024
+
+# Pillow keeps a PNG's text chunks (tEXt, zTXt, iTXt) in memory, 64 MB of them by default, and zTXt
+# compresses about 1000:1: a small file could make it inflate all of that. The photo's text is dropped anyway.
+PngImagePlugin.MAX_TEXT_MEMORY = MAX_METADATA_BYTES
 
 ACCEPTED_CONTENT_TYPES: frozenset[str] = frozenset(
     {"image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"}
@@ -52,6 +63,31 @@ _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _DRAFT_SLACK = 0.95
 _THUMBNAIL_QUALITY = 80
 _WHITE = (255, 255, 255)
+
+# EXIF Orientation (CIPA DC-008 §4.6.4) as the transpose that shows the photo upright (as ImageOps does).
+_ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# Decode memory (`_decode_cost`). Measured as the growth of peak RSS (VmHWM) of a fresh process normalising
+# flat 45-megapixel files (Pillow 13, libwebp through Pillow, libheif 1.23), bytes per source pixel:
+# PNG RGB 5.4, RGBA or LA 8.0, palette 5.4, 16-bit grey 10.0, grey 1.4; WebP 16.0; HEIC 7.3 (RGBA 8.3);
+# JPEG 1.8 baseline (decoded at 1/2 scale), 4.0 progressive 4:2:0, 7.0 progressive 4:4:4. The estimate is
+# 1.1 to 1.7 times those; tests/images/test_processing.py checks it still bounds them. What a decoder
+# holds per pixel beside Pillow's own image: libwebp the canvas and the previous frame (WebPAnimDecoder)
+# and Pillow a bytes copy of the frame; libheif its decoded planes.
+_DECODER_BYTES_PER_PIXEL = {"WEBP": 12, "HEIF": 4}
+# The full-size copy `_flatten` makes, per pixel, by mode (modes not listed: 4).
+_FLATTEN_BYTES_PER_PIXEL = {"P": 4, "I": 8, "I;16": 8, "I;16B": 8, "I;16L": 8, "F": 8}
+# Per output pixel: the resized image, its sRGB copy, the thumbnail, the quality figures and the encoders.
+_OUTPUT_BYTES_PER_PIXEL = 8
+_FIXED_DECODE_BYTES = 8 * 1024 * 1024
 
 
 class ImageRejected(Exception):
@@ -110,6 +146,37 @@ def sniff_content_type(head: bytes) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an upload's header says, read before any pixel is decoded (see `inspect`).
+
+    `content_type` is what the bytes really are (one of ACCEPTED_CONTENT_TYPES); `width` and `height` are the
+    stored pixels, before orientation; `decode_bytes` is an upper estimate of the memory `normalise` holds at
+    once for this file (see `_decode_cost`): what the server's decode admission weighs it by.
+    """
+
+    content_type: str
+    width: int
+    height: int
+    decode_bytes: int
+
+
+def inspect(
+    data: bytes, *, declared_content_type: str, max_pixels: int = 50_000_000, max_edge_px: int = 2048
+) -> ImageHeader:
+    """Verify an upload from its header (steps 1-3 of `normalise`) and estimate what decoding it costs.
+
+    Parses headers only: milliseconds, and no pixel buffer, whatever the image's size. Raises ImageRejected
+    as `normalise` does for steps 1-3.
+    """
+    sniffed, limit = _check_type(data, declared_content_type, max_pixels)
+    family = _FAMILY[sniffed]
+    image, source_size = _open(data, family, limit, max_edge_px)
+    with image:
+        cost = _decode_cost(data, image, source_size, family, max_edge_px)
+    return ImageHeader(sniffed, source_size[0], source_size[1], cost)
+
+
 def normalise(
     data: bytes,
     *,
@@ -125,9 +192,11 @@ def normalise(
     1. magic bytes must be an accepted type, else ImageRejected 415 UnsupportedImageType;
     2. they must match `declared_content_type` (parameters and case ignored; image/jpg and image/pjpeg are
        JPEG; HEIC and HEIF are one family), else 422 ImageTypeMismatch;
-    3. the pixel count, read from the header before any pixel is decoded, must not exceed `max_pixels`
-       (nor Pillow's own Image.MAX_IMAGE_PIXELS), else 422 ImageTooManyPixels: a decompression bomb is
-       never decoded;
+    3. from the header, before any pixel is decoded: the pixel count must not exceed `max_pixels` (nor
+       Pillow's own Image.MAX_IMAGE_PIXELS), else 422 ImageTooManyPixels; an ICC profile or EXIF block
+       must not exceed MAX_METADATA_BYTES, else 422 ImageMetadataTooLarge; PNG text chunks must stay
+       within Pillow's limits (PngImagePlugin.MAX_TEXT_CHUNK, MAX_TEXT_MEMORY), else 422
+       ImageMetadataTooLarge. A decompression bomb, in the pixels or in the metadata, is never expanded;
     4. the decoder named by the magic bytes must decode it in full, else 422 ImageUndecodable.
 
     Normalisation: EXIF orientation applied (HEIF's irot/imir transforms are applied by libheif); alpha
@@ -136,7 +205,38 @@ def normalise(
     `max_edge_px` (never enlarged); re-encoded as a baseline JPEG at `jpeg_quality` with no metadata.
     Only the first frame of an animated PNG/WebP or the primary image of a HEIF collection is kept.
     The thumbnail has long edge <= `thumb_edge_px`. Quality figures are measured on the normalised pixels.
+
+    Memory: besides the decoded pixels, at most one full-size copy (to flatten alpha, a palette or 16-bit
+    samples); orientation, colour conversion and encoding work at the output size. `inspect` estimates the
+    peak (`ImageHeader.decode_bytes`) before any of it is spent.
     """
+    sniffed, limit = _check_type(data, declared_content_type, max_pixels)
+    image = _decode(data, _FAMILY[sniffed], limit, max_edge_px)
+    orientation = _orientation(image)
+    image = _flatten(image)  # each step rebinds `image`, so the bigger copy it came from is freed at once
+    target = _fit(image.size, max_edge_px)
+    if target != image.size:
+        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if orientation in _ORIENT:
+        image = image.transpose(_ORIENT[orientation])
+    image = _to_srgb(image)
+    image.info = {}  # Pillow copies a source JPEG comment (and more) into the output unless told otherwise
+
+    jpeg = _encode(image, jpeg_quality)
+    thumbnail = image.resize(_fit(image.size, thumb_edge_px), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return NormalisedImage(
+        jpeg=jpeg,
+        thumbnail=_encode(thumbnail, _THUMBNAIL_QUALITY),
+        width=image.width,
+        height=image.height,
+        sha256=hashlib.sha256(jpeg).hexdigest(),
+        source_content_type=sniffed,
+        quality=assess(image),
+    )
+
+
+def _check_type(data: bytes, declared_content_type: str, max_pixels: int) -> tuple[str, int]:
+    """Steps 1 and 2 of `normalise`: the type the magic bytes name, and the pixel limit that applies."""
     sniffed = sniff_content_type(data[:256])
     if sniffed is None:
         raise ImageRejected(
@@ -154,26 +254,7 @@ def normalise(
             f"{_LABEL[_FAMILY[sniffed]]} image. Upload it again with its real type.",
         )
     limit = max_pixels if Image.MAX_IMAGE_PIXELS is None else min(max_pixels, Image.MAX_IMAGE_PIXELS)
-    image = _decode(data, _FAMILY[sniffed], limit, max_edge_px)
-
-    image = _flatten(image)
-    target = _fit(image.size, max_edge_px)
-    if target != image.size:
-        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    image = _to_srgb(image)
-    image.info = {}  # Pillow copies a source JPEG comment (and more) into the output unless told otherwise
-
-    jpeg = _encode(image, jpeg_quality)
-    thumbnail = image.resize(_fit(image.size, thumb_edge_px), Image.Resampling.LANCZOS, reducing_gap=2.0)
-    return NormalisedImage(
-        jpeg=jpeg,
-        thumbnail=_encode(thumbnail, _THUMBNAIL_QUALITY),
-        width=image.width,
-        height=image.height,
-        sha256=hashlib.sha256(jpeg).hexdigest(),
-        source_content_type=sniffed,
-        quality=assess(image),
-    )
+    return sniffed, limit
 
 
 def _canonical_type(content_type: str) -> str | None:
@@ -204,8 +285,12 @@ def _describe(head: bytes) -> str:
     return "an unrecognised file"
 
 
-def _decode(data: bytes, family: str, limit: int, max_edge_px: int) -> Image.Image:
-    """Open with the one decoder the magic bytes name, check the header's size, then decode and orient."""
+def _open(
+    data: bytes, family: str, limit: int, max_edge_px: int
+) -> tuple[ImageFile.ImageFile, tuple[int, int]]:
+    """Open with the one decoder the magic bytes name and check the header: pixel count and metadata sizes.
+    Nothing is decoded yet. A JPEG is set to decode straight at the smallest DCT scale (1/2, 1/4, 1/8) that
+    still gives `max_edge_px` (Pillow's draft mode). Returns the image and its full size (before a draft)."""
     try:
         image = Image.open(io.BytesIO(data), formats=[family])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -214,21 +299,95 @@ def _decode(data: bytes, family: str, limit: int, max_edge_px: int) -> Image.Ima
         found = re.search(r"\((\d+) pixels\)", str(exc))
         raise _too_many_pixels(int(found.group(1)) if found else None, limit) from exc
     except Exception as exc:
-        raise _undecodable() from exc
-    with image:
+        raise _unreadable(exc) from exc
+    source_size = image.size
+    try:
         if image.width * image.height > limit:
             raise _too_many_pixels(image.size, limit)
+        for key, what in (("icc_profile", "colour profile (ICC)"), ("exif", "EXIF")):
+            block = image.info.get(key)
+            if isinstance(block, bytes | bytearray) and len(block) > MAX_METADATA_BYTES:
+                raise _metadata_too_large(what, len(block))
+        if family == "JPEG":
+            wanted = _fit(image.size, max_edge_px)
+            if wanted != image.size:
+                image.draft("RGB", (math.ceil(wanted[0] * _DRAFT_SLACK), math.ceil(wanted[1] * _DRAFT_SLACK)))
+    except BaseException:
+        image.close()
+        raise
+    return image, source_size
+
+
+def _decode(data: bytes, family: str, limit: int, max_edge_px: int) -> Image.Image:
+    """Open (see `_open`), then decode every pixel. Text chunks after a PNG's image data are read here."""
+    image, _ = _open(data, family, limit, max_edge_px)
+    with image:
         try:
-            if family == "JPEG":
-                wanted = _fit(image.size, max_edge_px)
-                if wanted != image.size:
-                    image.draft(
-                        "RGB", (math.ceil(wanted[0] * _DRAFT_SLACK), math.ceil(wanted[1] * _DRAFT_SLACK))
-                    )
             image.load()
-            return ImageOps.exif_transpose(image)
         except Exception as exc:  # truncated, corrupt, or a decoder bug: any of these is the upload's fault
-            raise _undecodable() from exc
+            raise _unreadable(exc) from exc
+        return image
+
+
+def _decode_cost(
+    data: bytes, image: ImageFile.ImageFile, source_size: tuple[int, int], family: str, max_edge_px: int
+) -> int:
+    """Upper estimate, in bytes, of the memory `normalise` holds at once for `image` (opened by `_open`,
+    so a JPEG is at its draft size): the file itself, the decoded pixels with what each decoder keeps beside
+    them, the one full-size working copy `_flatten` may make, the resampling pass, and the work at the
+    output size. The figures per pixel are measured ones with a margin (see _DECODER_BYTES_PER_PIXEL)."""
+    width, height = image.size
+    pixels = width * height
+    cost = len(data) + pixels * (_DECODER_BYTES_PER_PIXEL.get(family, 0) + _bytes_per_pixel(image.mode))
+    if image.mode not in ("RGB", "L", "CMYK"):
+        cost += pixels * _FLATTEN_BYTES_PER_PIXEL.get(image.mode, 4)
+        if image.mode == "P" and "transparency" in image.info:
+            cost += pixels * 4  # to RGBA, then flattened
+    if family == "JPEG" and _jpeg_scans(data) > 1:
+        # A progressive or multi-scan JPEG is decoded through libjpeg's whole-image coefficient buffer: one
+        # 16-bit coefficient per sample of every component at full size (ITU-T T.81 Annex G), draft or not.
+        layers = image.layer  # type: ignore[attr-defined]  # (id, h, v, table) per component
+        h_max, v_max = max(layer[1] for layer in layers), max(layer[2] for layer in layers)
+        samples = sum(layer[1] * layer[2] for layer in layers) / (h_max * v_max)
+        cost += math.ceil(source_size[0] * source_size[1] * samples * 2)
+    out_width, out_height = _fit((width, height), max_edge_px)
+    if (out_width, out_height) != (width, height):
+        cost += 4 * max(out_width * height, width * out_height)  # Pillow resamples in two passes
+    return cost + _OUTPUT_BYTES_PER_PIXEL * max(out_width * out_height, 1) + _FIXED_DECODE_BYTES
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow stores per pixel (its Storage.c: RGB is padded to four)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS markers) the first image of a JPEG has: 1 for baseline sequential, more for
+    progressive or non-interleaved. Marker segments before the first scan are skipped by their lengths, so
+    an EXIF thumbnail is not counted; within entropy-coded data 0xFF is always stuffed (T.81 §B.1.1.5), so
+    every FF DA up to the first EOI (FF D9) is a scan header. Returns 0 when there is no scan."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:
+            end = data.find(b"\xff\xd9", pos)
+            return 1 + data.count(b"\xff\xda", pos + 2, end if end >= 0 else len(data))
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return 0
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF Orientation tag (1-8; CIPA DC-008 §4.6.4, TIFF 6.0), 1 when absent or unreadable."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a broken EXIF block: shown as stored, as viewers do
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def _too_many_pixels(size: tuple[int, int] | int | None, limit: int) -> ImageRejected:
@@ -244,6 +403,25 @@ def _too_many_pixels(size: tuple[int, int] | int | None, limit: int) -> ImageRej
     )
 
 
+def _metadata_too_large(what: str, size: int | None = None) -> ImageRejected:
+    amount = f" ({size / 1e6:.1f} MB)" if size else ""
+    return ImageRejected(
+        422,
+        "ImageMetadataTooLarge",
+        f"The image carries an oversized {what} block{amount}, more than a photo ever needs "
+        f"(the limit is {MAX_METADATA_BYTES // 1024} KB). Take the photo with the phone camera, or export "
+        "it again without extra metadata.",
+    )
+
+
+def _unreadable(exc: Exception) -> ImageRejected:
+    """The rejection for an exception from Pillow's open() or load(): its PNG plugin raises ValueError
+    for text chunks over PngImagePlugin.MAX_TEXT_CHUNK or MAX_TEXT_MEMORY; anything else is corruption."""
+    if isinstance(exc, ValueError) and "text" in str(exc).lower():
+        return _metadata_too_large("text")
+    return _undecodable()
+
+
 def _undecodable() -> ImageRejected:
     return ImageRejected(
         422,
@@ -254,13 +432,15 @@ def _undecodable() -> ImageRejected:
 
 
 def _flatten(image: Image.Image) -> Image.Image:
-    """Reduce any mode to RGB, L or CMYK (what an ICC transform takes), alpha composited on white."""
+    """Reduce any mode to RGB, L or CMYK (what an ICC transform takes), alpha composited on white. At most
+    one full-size copy is alive beside `image` (alpha is pasted straight from the source, not split out)."""
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
+    if image.mode in ("PA", "La", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA"):
         flat = Image.new("RGB", image.size, _WHITE)
-        flat.paste(rgba, mask=rgba.getchannel("A"))
+        flat.paste(image, mask=image)  # RGBA and LA paste onto RGB directly, their alpha as the mask
         flat.info = image.info
         return flat
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
@@ -441,6 +621,13 @@ def _fraction(value: Any, where: str) -> float:
     if not _is_number(value) or not 0 <= value <= 1:
         raise ValueError(f"{where} must be a number from 0 to 1 (a fraction of the image), got {value!r}")
     return float(value)
+
+
+def render_cost(width: int, height: int, size_bytes: int) -> int:
+    """Upper estimate, in bytes, of the memory `render` holds at once for a stored JPEG of `width` x
+    `height` pixels and `size_bytes`: the decoded photo, its RGB, rotated and cropped copies, the encoder's
+    output (4 bytes per pixel each)."""
+    return size_bytes + 16 * max(1, width * height) + _FIXED_DECODE_BYTES
 
 
 def render(jpeg: bytes, edits: dict[str, Any] | None, *, jpeg_quality: int = 90) -> bytes:

@@ -8,25 +8,26 @@ re-encoded upright with every EXIF/GPS tag removed. A rejected upload is deleted
 from __future__ import annotations
 
 import functools
-import os
+import math
 import time
 from datetime import datetime, timedelta
 
 import anyio
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from consultcam import audit, metrics
 from consultcam.auth import Phone, Principal
 from consultcam.errors import (
     Conflict,
     ConsultcamError,
+    NotPermitted,
     PayloadTooLarge,
     ResourceNotFound,
     Unprocessable,
     UnsupportedMediaType,
 )
 from consultcam.events.bus import publish_after_commit
-from consultcam.images import processing
+from consultcam.images import admission, processing
 from consultcam.images.schemas import (
     ImageOut,
     ImagePatch,
@@ -38,11 +39,10 @@ from consultcam.images.schemas import (
 from consultcam.models import CaptureSession, ClinicalImage, utcnow
 from consultcam.runtime import Runtime, UnitOfWork
 from consultcam.sessions import service as sessions
-from consultcam.storage.store import image_key, thumbnail_key, upload_key
+from consultcam.storage.store import image_key, parse_upload_key, thumbnail_key, upload_key
 
-#: Photos decoded at once in this process. More would only contend with each other (and, for the GIL and
-#: the cores, with the event loop that serves the live streams); the rest queue. See bench/README.md.
-IMAGE_WORK = anyio.CapacityLimiter(max(1, (os.cpu_count() or 2) // 2))
+#: Photos decoded at once in this process (see `admission`; the AI job prepares its JPEG under it too).
+IMAGE_WORK = admission.IMAGE_WORK
 
 #: Uploads registered this long after their URL expired are abandoned (the sweeper deletes them).
 UPLOAD_GRACE = timedelta(minutes=5)
@@ -143,6 +143,50 @@ async def ready_images(uow: UnitOfWork, session_id: str) -> list[ClinicalImage]:
     return list(result.scalars().all())
 
 
+async def slots_in_use(
+    uow: UnitOfWork, session_id: str, now: datetime, *, excluding: str | None = None
+) -> int:
+    """The session's slots that count against MAX_IMAGES at `now`: registered photos, and unregistered
+    slots whose upload URL has not expired (`excluding` one image id)."""
+    query = (
+        select(func.count())
+        .select_from(ClinicalImage)
+        .where(
+            ClinicalImage.session_id == session_id,
+            or_(
+                ClinicalImage.status == "ready",
+                (ClinicalImage.status == "pending") & (ClinicalImage.upload_expires_at > now),
+            ),
+        )
+    )
+    if excluding is not None:
+        query = query.where(ClinicalImage.id != excluding)
+    return int((await uow.session.execute(query)).scalar_one())
+
+
+async def _pending_upload_expiries(
+    uow: UnitOfWork, session_id: str, uploader: str, now: datetime
+) -> list[datetime]:
+    """When each of `uploader`'s unregistered slots in the session with a valid upload URL expires."""
+    result = await uow.session.execute(
+        select(ClinicalImage.upload_expires_at).where(
+            ClinicalImage.session_id == session_id,
+            ClinicalImage.uploaded_by == uploader,
+            ClinicalImage.status == "pending",
+            ClinicalImage.upload_expires_at > now,
+        )
+    )
+    return list(result.scalars().all())
+
+
+def _session_full(count: int) -> Conflict:
+    return Conflict(
+        f"This session already has {count} photos, the most it can hold. Commit or delete some, "
+        "or start another session.",
+        error="SessionFull",
+    )
+
+
 def _source(actor: Principal) -> str:
     return "phone" if isinstance(actor, Phone) else "desktop"
 
@@ -152,9 +196,15 @@ async def issue_upload(
 ) -> UploadOut:
     """Reserve an image slot and presign a PUT for it.
 
+    A slot counts against MAX_IMAGES while it is registered, or unregistered with its upload URL still valid
+    (UPLOAD_URL_TTL_SECONDS): one never used stops counting when its URL expires. Each credential (a phone,
+    the clinician) may hold at most MAX_PENDING_UPLOADS unregistered slots with valid URLs, so one client
+    asking for slots it never uses cannot fill the session for the others.
+
     Raises UnsupportedMediaType 415 (not JPEG/PNG/WebP/HEIC: SVG, GIF, PDF…), PayloadTooLarge 413 (over
     MAX_UPLOAD_BYTES, refused before any byte is sent), Conflict 409 (session not open, consent required and
-    not recorded, or MAX_IMAGES reached).
+    not recorded, or MAX_IMAGES reached), 429 TooManyPendingUploads with `Retry-After` (this credential's
+    pending slots are at MAX_PENDING_UPLOADS; the header says when the first of them expires).
     """
     settings = rt.settings
     content_type = request.content_type.split(";")[0].strip()
@@ -176,14 +226,20 @@ async def issue_upload(
     await sessions.lock_session(uow, session.id)
     sessions.require_open(session, settings)
     sessions.require_consent(session, settings)
-    count = await sessions.live_image_count(uow, session.id)
-    if count >= settings.max_images:
-        raise Conflict(
-            f"This session already has {count} photos, the most it can hold. Commit or delete some, "
-            "or start another session.",
-            error="SessionFull",
-        )
     now = utcnow()
+    waiting = await _pending_upload_expiries(uow, session.id, actor.id, now)
+    if len(waiting) >= settings.max_pending_uploads:
+        error = ConsultcamError(
+            f"This device already has {len(waiting)} photos waiting to be uploaded, the most it may have at "
+            "once. Finish uploading those (or wait for their upload links to run out), then try again.",
+            error="TooManyPendingUploads",
+            status=429,
+        )
+        error.headers = {"Retry-After": str(max(1, math.ceil((min(waiting) - now).total_seconds())))}
+        raise error
+    count = await slots_in_use(uow, session.id, now)
+    if count >= settings.max_images:
+        raise _session_full(count)
     image = ClinicalImage(
         session_id=session.id,
         status="pending",
@@ -224,6 +280,29 @@ async def issue_upload(
     )
 
 
+async def require_upload_slot(rt: Runtime, key: str) -> None:
+    """Let a PUT through the folder store's signed URL write `key` only while it is an upload slot waiting
+    for its bytes: once the photo is registered (or deleted) its URL stops working, though unexpired.
+
+    Raises Conflict 409 `UploadAlreadyRegistered` for a registered photo, NotPermitted 403
+    `InvalidUploadUrl` when the key is no pending slot (deleted, rejected, abandoned, or not an upload key).
+    """
+    parsed = parse_upload_key(key)
+    async with rt.unit_of_work(writes=False) as uow:
+        image = await uow.session.get(ClinicalImage, parsed[1]) if parsed else None
+    if image is None or image.session_id != (parsed or ("", ""))[0] or image.upload_key != key:
+        raise NotPermitted(
+            "Upload refused: this upload URL is no longer valid. Ask for a new upload URL.",
+            error="InvalidUploadUrl",
+        )
+    if image.status != "pending":
+        raise Conflict(
+            "This upload URL has been used: its photo is already registered and cannot be replaced. "
+            "Ask for a new upload URL to add another photo.",
+            error="UploadAlreadyRegistered",
+        )
+
+
 async def register_image(
     rt: Runtime, actor: Principal, session_id: str, request: RegisterRequest
 ) -> tuple[ClinicalImage, bool]:
@@ -232,9 +311,16 @@ async def register_image(
 
     Three steps, so the decoding (tens to hundreds of ms) never holds the database's write lock: read the
     slot, verify and normalise the bytes with no transaction open, then record the result in a short one.
-    Raises ResourceNotFound 404 (no such upload), Conflict 409 (session closed), Unprocessable 422 when the
-    bytes never arrived (the slot stays for a retry) or are not a valid image (object and slot deleted;
-    415 for a type we do not accept).
+    The upload is read once per attempt and the normalised photo is written under keys named by its
+    SHA-256, so a PUT to the upload URL during or after registration never changes a registered photo: a
+    concurrent attempt that loses deletes only its own objects (a presigned S3 URL cannot be revoked).
+    Decoding is admitted by memory (`admission`): the cost is estimated from the header first.
+
+    Raises ResourceNotFound 404 (no such upload), Conflict 409 (session closed, or full when an expired
+    slot is registered late), Unprocessable 422 when the bytes never arrived (the slot stays for a retry)
+    or are not a valid image, or would need more memory than the whole decode budget (object and slot
+    deleted; 415 for a type we do not accept), DecodersBusy 503 with `Retry-After` when no memory came free
+    within CONSULTCAM_DECODE_WAIT_SECONDS (the slot stays for a retry).
     """
     started = time.perf_counter()
     settings = rt.settings
@@ -250,82 +336,116 @@ async def register_image(
             "The photo has not arrived in storage. Upload it again, then register it.", error="UploadMissing"
         )
     try:
-        if stored.size_bytes != image.upload_size_bytes:
-            raise processing.ImageRejected(
-                422,
-                "UploadSizeMismatch",
-                (
-                    f"The stored file has {stored.size_bytes} bytes "
-                    f"but {image.upload_size_bytes} were announced. "
-                    "Upload the photo again."
-                ),
-            )
         try:
-            data = await rt.store.get(image.upload_key)
+            data = (
+                await rt.store.get(image.upload_key) if stored.size_bytes == image.upload_size_bytes else b""
+            )
         except KeyError as exc:  # gone since the HEAD: the photo or its session was deleted meanwhile
             raise Unprocessable(
                 "The photo is no longer in storage. Upload it again, then register it.", error="UploadMissing"
             ) from exc
-        normalised = await anyio.to_thread.run_sync(
-            functools.partial(
-                processing.normalise,
-                data,
-                declared_content_type=image.upload_content_type,
-                max_pixels=settings.max_image_pixels,
-                max_edge_px=settings.capture_max_edge_px,
-            ),
-            limiter=IMAGE_WORK,
-        )
+        if (
+            len(data) != image.upload_size_bytes
+        ):  # checked on what was read: it may have changed since the HEAD
+            raise processing.ImageRejected(
+                422,
+                "UploadSizeMismatch",
+                f"The stored file has {len(data) or stored.size_bytes} bytes "
+                f"but {image.upload_size_bytes} were announced. Upload the photo again.",
+            )
+        options = {
+            "declared_content_type": image.upload_content_type,
+            "max_pixels": settings.max_image_pixels,
+            "max_edge_px": settings.capture_max_edge_px,
+        }
+        header = await anyio.to_thread.run_sync(functools.partial(processing.inspect, data, **options))
+        if not admission.fits(settings, header.decode_bytes):
+            raise _too_costly(header, settings.decode_memory_budget_mb)
+        async with admission.decode_memory(settings, header.decode_bytes):
+            normalised = await anyio.to_thread.run_sync(
+                functools.partial(processing.normalise, data, **options),
+                limiter=admission.decode_threads(settings),
+            )
     except processing.ImageRejected as rejected:
         metrics.IMAGES_REJECTED.labels(rejected.error).inc()
         await _reject(rt, actor, image, rejected)
         raise ConsultcamError(rejected.detail, error=rejected.error, status=rejected.status) from rejected
-    keys = image_key(session_id, image.id), thumbnail_key(session_id, image.id)
+    del data
+    version = normalised.sha256[:16]
+    keys = image_key(session_id, image.id, version), thumbnail_key(session_id, image.id, version)
     await rt.store.put(keys[0], normalised.jpeg, content_type="image/jpeg")
     await rt.store.put(keys[1], normalised.thumbnail, content_type="image/jpeg")
-    async with rt.unit_of_work() as uow:
-        # Both locked (session first, see consultcam.db) and re-read: a concurrent registration of the same
-        # upload, a commit claiming the session or a cancellation may have committed since the first look.
-        session = await sessions.lock_session(uow, session_id)
-        image = await get_image(
-            uow, session_id, request.image_id, statuses=("pending", "ready"), for_update=True
-        )
-        if image.status == "ready":  # a concurrent registration of the same upload won
-            return image, False
-        sessions.require_open(session, settings)
-        image.object_key, image.thumbnail_key = keys
-        image.status = "ready"
-        image.content_type = "image/jpeg"
-        image.size_bytes = len(normalised.jpeg)
-        image.width, image.height, image.sha256 = normalised.width, normalised.height, normalised.sha256
-        image.captured_at = _plausible_capture_time(request.captured_at)
-        image.registered_at = utcnow()
-        image.image_metadata = (
-            request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
-        )
-        image.quality = normalised.quality
-        # The AI description: "disabled" unless the practice configures an endpoint, else "pending" and a job
-        # queued after the commit (issue 6). Imported here: the job module imports this one.
-        from consultcam.analysis.tasks import schedule_analysis
+    try:
+        async with rt.unit_of_work() as uow:
+            # Both locked (session first, see consultcam.db) and re-read: a concurrent registration of the
+            # same upload, a commit claiming the session or a cancellation may have committed since.
+            session = await sessions.lock_session(uow, session_id)
+            image = await get_image(
+                uow, session_id, request.image_id, statuses=("pending", "ready"), for_update=True
+            )
+            if image.status == "ready":  # a concurrent registration of the same upload won
+                return image, False
+            sessions.require_open(session, settings)
+            now = utcnow()
+            if image.upload_expires_at <= now:  # no longer counted: is there still room for it?
+                count = await slots_in_use(uow, session_id, now, excluding=image.id)
+                if count >= settings.max_images:
+                    raise _session_full(count)
+            image.object_key, image.thumbnail_key = keys
+            image.status = "ready"
+            image.content_type = "image/jpeg"
+            image.size_bytes = len(normalised.jpeg)
+            image.width, image.height, image.sha256 = normalised.width, normalised.height, normalised.sha256
+            # A capture time outside the session's window (a wrong phone clock) is not recorded: warned.
+            image.captured_at, ignored = request.plausible_captured_at(
+                session.created_at,
+                now,
+                before=timedelta(hours=settings.capture_before_session_hours),
+                skew=timedelta(seconds=settings.capture_clock_skew_seconds),
+            )
+            image.registered_at = now
+            image.image_metadata = (
+                request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
+            )
+            image.quality = {**normalised.quality, "warnings": [*normalised.quality["warnings"], *ignored]}
+            # The AI description: "disabled" unless the practice configures an endpoint, else "pending" and a
+            # job queued after the commit (issue 6). Imported here: the job module imports this one.
+            from consultcam.analysis.tasks import schedule_analysis
 
-        schedule_analysis(uow, rt, image)
-        sessions.touch(session)
-        audit.record(
-            uow.session,
-            actor,
-            "image.uploaded",
-            session_id=session_id,
-            image_id=image.id,
-            source_type=normalised.source_content_type,
-            size_bytes=image.size_bytes,
-            width=image.width,
-            height=image.height,
-        )
-        publish_after_commit(uow, rt.bus, session_id, "image.added", {"image": event_image(image, rt)})
+            schedule_analysis(uow, rt, image)
+            sessions.touch(session)
+            audit.record(
+                uow.session,
+                actor,
+                "image.uploaded",
+                session_id=session_id,
+                image_id=image.id,
+                source_type=normalised.source_content_type,
+                size_bytes=image.size_bytes,
+                width=image.width,
+                height=image.height,
+            )
+            publish_after_commit(uow, rt.bus, session_id, "image.added", {"image": event_image(image, rt)})
+    finally:
+        # Whatever this attempt wrote and did not record is nobody's: a winner's keys differ unless its
+        # bytes were the same (then they are the same objects, and stay).
+        if image.object_key != keys[0]:
+            await rt.store.delete(*keys)
     await rt.store.delete(image.upload_key)
     metrics.IMAGES_REGISTERED.labels(image.source).inc()
     metrics.REGISTER_SECONDS.observe(time.perf_counter() - started)
     return image, True
+
+
+def _too_costly(header: processing.ImageHeader, budget_mb: int) -> processing.ImageRejected:
+    megapixels, needed = header.width * header.height / 1e6, header.decode_bytes / 2**20
+    return processing.ImageRejected(
+        422,
+        "ImageTooLargeToDecode",
+        f"Reading this {megapixels:.0f}-megapixel image would take about {needed:.0f} MB "
+        f"of memory, more than this server gives one photo ({budget_mb} MB). Resize it (the consultcam pages "
+        "do this for you) or send it as a JPEG, then upload it again.",
+    )
 
 
 async def _reject(
@@ -345,13 +465,6 @@ async def _reject(
                 reason=rejected.error,
             )
     await rt.store.delete(image.upload_key)
-
-
-def _plausible_capture_time(captured_at: datetime | None) -> datetime | None:
-    """The phone's capture time, if it is aware and not in the future (clock skew of a minute allowed)."""
-    if captured_at is None or captured_at.tzinfo is None:
-        return None
-    return captured_at if captured_at <= utcnow() + timedelta(minutes=1) else None
 
 
 async def update_image(
@@ -410,9 +523,10 @@ async def delete_image(
 
 async def render_image(rt: Runtime, image: ClinicalImage) -> bytes:
     """The stored JPEG of a ready image with its edits burned in (`processing.render`): what download, the
-    session's ZIP and the commit send. Decoding runs in a worker thread under IMAGE_WORK, never on the event
-    loop. Raises ResourceNotFound (404) when the object is no longer stored, Unprocessable (422) when the
-    stored edits cannot be applied to this photo (a crop under one pixel of a tiny photo)."""
+    session's ZIP and the commit send. Decoding runs in a worker thread under IMAGE_WORK and the decode
+    memory budget, never on the event loop. Raises ResourceNotFound (404) when the object is no longer
+    stored, Unprocessable (422) when the stored edits cannot be applied to this photo (a crop under one pixel
+    of a tiny photo)."""
     assert image.object_key
     try:
         data = await rt.store.get(image.object_key)
@@ -420,8 +534,13 @@ async def render_image(rt: Runtime, image: ClinicalImage) -> bytes:
         raise ResourceNotFound("This photo is no longer stored.", error="ImageNotFound") from exc
     if not image.edits:
         return data
+    cost = processing.render_cost(image.width or 0, image.height or 0, len(data))
     try:
-        return await anyio.to_thread.run_sync(processing.render, data, image.edits, limiter=IMAGE_WORK)
+        # Admitted by memory like a registration, but never refused for load: a commit must not fail for it.
+        async with admission.decode_memory(rt.settings, cost, wait=False):
+            return await anyio.to_thread.run_sync(
+                processing.render, data, image.edits, limiter=admission.decode_threads(rt.settings)
+            )
     except ValueError as exc:
         raise Unprocessable(
             f"This photo's edits cannot be applied: {exc}. Open it in the editor and change or clear them.",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from consultcam import audit
 from consultcam.auth import PHONE_COOKIE, Clinician, Phone
+from consultcam.commits import lease as commit_lease
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import (
     ClinicianDep,
@@ -19,6 +20,7 @@ from consultcam.deps import (
 from consultcam.errors import NO_STORE, NotAuthenticated
 from consultcam.images import processing
 from consultcam.images.service import list_images
+from consultcam.ratelimit import rate_limit
 from consultcam.runtime import Runtime
 from consultcam.sessions import service
 from consultcam.sessions.schemas import (
@@ -77,6 +79,7 @@ async def get_session(session_id: str, rt: RuntimeDep, uow: UoWDep, principal: P
     """The session with its images and the connected phone."""
     authorise_session(principal, session_id)
     session = await service.get_session(uow, session_id)
+    await commit_lease.settle(uow, rt, session)  # a commit whose process died shows as interrupted
     images = await list_images(uow, rt, session_id)
     if isinstance(principal, Clinician):
         audit.record(uow.session, principal, "session.viewed", session_id=session_id)
@@ -131,13 +134,21 @@ async def record_consent(
     )
 
 
-@router.post("/pair", response_model=PairResponse)
+@router.post(
+    "/pair",
+    response_model=PairResponse,
+    # Counted per client before the body is read or a transaction opened (CONSULTCAM_RATE_LIMIT_PAIR).
+    dependencies=[Depends(rate_limit("pair"))],
+    responses={429: {"description": "Too many codes tried from this client: wait Retry-After seconds"}},
+)
 async def pair(
     body: PairRequest, request: Request, response: Response, rt: RuntimeDep, uow: UoWDep
 ) -> PairResponse:
-    """Redeem a QR code's pairing token: the phone gets its credential (also as an HttpOnly cookie)."""
+    """Redeem a QR code's pairing token: the phone gets its credential (also as an HttpOnly cookie). A
+    phone still paired with another session leaves it (that desktop gets `phone.revoked`, reason
+    "paired-elsewhere"). 429 with Retry-After when the client tried too many codes."""
     current: Phone | None = None
-    if request.cookies.get(PHONE_COOKIE):  # a reload of the page that paired: see redeem_pairing
+    if request.cookies.get(PHONE_COOKIE):  # a reload, or a phone moving from another session
         try:
             current = await service.authenticate_phone(uow, request.cookies[PHONE_COOKIE], touch=False)
         except NotAuthenticated:

@@ -3,8 +3,10 @@
 Rules (issue 2, DESIGN.md step 7): open sessions idle past SESSION_IDLE_MINUTES or older than
 RETENTION_HOURS expire (images and objects deleted); uploads never registered are deleted once their URL
 has expired; ended sessions are deleted outright after a short grace (so the pages can show the outcome)
-and always by RETENTION_HOURS; objects with no session are deleted; commits interrupted by a crash reopen;
-AI descriptions that never finished (a job lost with a killed process) are marked failed (issue 6).
+and always by RETENTION_HOURS; objects with no session are deleted; a commit whose lease lapsed (its
+process died) is marked interrupted and the session reopens (issue 10, consultcam/commits/lease.py);
+AI descriptions that never finished (a job lost with a killed process) are marked failed (issue 6);
+clinician sign-ins that ended or expired are deleted (issue 10, `consultcam.signin.sweep`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 
-from consultcam import audit
+from consultcam import audit, signin
 from consultcam.analysis.tasks import fail_stuck_analyses
-from consultcam.commits.service import STALE_COMMIT
+from consultcam.commits import lease
 from consultcam.images.service import UPLOAD_GRACE
 from consultcam.models import CaptureSession, ClinicalImage, utcnow
 from consultcam.runtime import Runtime
@@ -40,6 +42,7 @@ class SweepReport:
     reopened_commits: int = 0
     orphan_objects: int = 0
     stuck_analyses: int = 0
+    expired_signins: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -59,6 +62,7 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
                     CaptureSession.status,
                     CaptureSession.last_activity_at,
                     CaptureSession.retain_until,
+                    CaptureSession.commit_lease_until,
                 )
             )
         ).all()
@@ -75,14 +79,13 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
             .all()
         )
 
-    for session_id, status, last_activity, retain_until in rows:
+    for session_id, status, last_activity, retain_until, lease_until in rows:
         try:
             if status == "open" and (last_activity + idle <= now or retain_until <= now):
                 await _expire(rt, session_id, "retention" if retain_until <= now else "idle")
                 report.expired_sessions += 1
-            elif status == "committing" and last_activity + STALE_COMMIT <= now:
-                await _reopen(rt, session_id)
-                report.reopened_commits += 1
+            elif status == "committing" and lease.lease_end(lease_until, last_activity, settings) <= now:
+                report.reopened_commits += await _interrupted(rt, session_id, now)
             elif retain_until <= now or (status != "open" and last_activity + ENDED_GRACE <= now):
                 await _delete_session(rt, session_id)
                 report.deleted_sessions += 1
@@ -107,6 +110,11 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
     except Exception as exc:
         log.exception("sweeper: stuck AI descriptions")
         report.errors.append(f"analyses: {type(exc).__name__}")
+    try:
+        report.expired_signins = await signin.sweep(rt, now)
+    except Exception as exc:
+        log.exception("sweeper: sign-ins")
+        report.errors.append(f"sign-ins: {type(exc).__name__}")
     if any(
         (
             report.expired_sessions,
@@ -115,6 +123,7 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
             report.reopened_commits,
             report.orphan_objects,
             report.stuck_analyses,
+            report.expired_signins,
         )
     ):
         log.info("sweeper: %s", report)
@@ -128,16 +137,15 @@ async def _expire(rt: Runtime, session_id: str, reason: str) -> None:
             await sessions.end_session(uow, rt, None, session, "expired", reason)
 
 
-async def _reopen(rt: Runtime, session_id: str) -> None:
+async def _interrupted(rt: Runtime, session_id: str, now: datetime) -> int:
+    """Mark the session's commit attempt interrupted if, locked, its lease has still lapsed (a heartbeat
+    may have renewed it since the list was read); 1 when it was."""
     async with rt.unit_of_work() as uow:
         session = await sessions.lock_session(uow, session_id)
-        if session.status == "committing":
-            session.status = "open"
-            session.commit_error = (
-                "The last commit was interrupted before it finished. Check the record, "
-                "then commit again; photos already there are not duplicated."
-            )
-            session.version += 1
+        if not lease.lapsed(session, rt.settings, now):
+            return 0
+        lease.mark_interrupted(uow, rt, session, detected_by="sweeper", now=now)
+        return 1
 
 
 async def _delete_session(rt: Runtime, session_id: str) -> None:
@@ -149,9 +157,11 @@ async def _delete_session(rt: Runtime, session_id: str) -> None:
 
 async def _delete_orphans(rt: Runtime, now: datetime) -> int:
     """Delete objects nothing refers to: everything under `sessions/<id>/` whose session is gone (a crash
-    between a store write and a database commit), and uploads `sessions/<id>/uploads/<imageId>` whose
-    slot is no longer pending (a presigned PUT stays usable until it expires, even after registration or
-    deletion). Objects younger than the upload grace are left alone: they may be in flight."""
+    between a store write and a database commit), uploads `sessions/<id>/uploads/<imageId>` whose slot is no
+    longer pending (a presigned PUT stays usable until it expires, even after registration or deletion: on
+    S3 it cannot be revoked, so a PUT after registration lands here), and photos a registration wrote but did
+    not record (it lost to a concurrent one, or crashed). Objects younger than the upload grace are left
+    alone: they may be in flight."""
     objects = [obj for obj in await rt.store.list("sessions/") if obj.modified_at < now - UPLOAD_GRACE]
     if not objects:
         return 0
@@ -162,22 +172,19 @@ async def _delete_orphans(rt: Runtime, now: datetime) -> int:
             .scalars()
             .all()
         )
-        pending = set(
-            (
-                await uow.session.execute(
-                    select(ClinicalImage.upload_key).where(
-                        ClinicalImage.session_id.in_(known), ClinicalImage.status == "pending"
-                    )
-                )
+        rows = (
+            await uow.session.execute(
+                select(
+                    ClinicalImage.status,
+                    ClinicalImage.upload_key,
+                    ClinicalImage.object_key,
+                    ClinicalImage.thumbnail_key,
+                ).where(ClinicalImage.session_id.in_(known))
             )
-            .scalars()
-            .all()
-        )
-    stale = [
-        obj.key
-        for obj in objects
-        if obj.key.split("/")[1] not in known or ("/uploads/" in obj.key and obj.key not in pending)
-    ]
+        ).all()
+    referenced = {upload for status, upload, _, _ in rows if status == "pending"}
+    referenced |= {key for _, _, *keys in rows for key in keys if key}
+    stale = [obj.key for obj in objects if obj.key.split("/")[1] not in known or obj.key not in referenced]
     if stale:
         await rt.store.delete(*stale)
     return len(stale)

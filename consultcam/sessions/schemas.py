@@ -2,49 +2,109 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
-from consultcam.images.schemas import ImageOut
+from consultcam.commits.schemas import LastCommitOut
+from consultcam.config import PRACTICE_TIMEZONE
+from consultcam.images.schemas import ImageOut, no_control_characters
 from consultcam.schemas import CamelModel
 from consultcam.sessions.nhi import normalise_nhi
 
-Identifier = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@|-]+$"),
-]
+#: FHIR R4 `id` datatype (hl7.org/fhir/R4/datatypes.html#id): what a reference such as "Encounter/<id>"
+#: can carry. An id the record could not take is refused when the session is opened, not at the commit.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+#: A birth date further back than this is a typo (1850 for 1950), not a patient.
+OLDEST_AGE_YEARS = 130
+NAME_MAX_LENGTH = 200
+
+
+def _fhir_id(value: str) -> str:
+    if not _FHIR_ID.fullmatch(value):
+        raise PydanticCustomError(
+            "fhir_id",
+            "'{value}' is not a FHIR id: 1 to 64 letters, digits, '-' or '.' (no spaces, '/', ':', '_' or "
+            "'|'); use the id the practice system gives, without a resource type or system",
+            {"value": value[:80]},
+        )
+    return value
+
+
+def _plain_name(value: str) -> str:
+    """One line of plain text with runs of spaces made one, 1 to NAME_MAX_LENGTH characters. Control
+    characters are refused first, so a tab or line break is not silently turned into a space."""
+    name = " ".join(no_control_characters(value).split())
+    if not name:
+        raise PydanticCustomError("empty_name", "is empty: enter the patient's name as the record has it")
+    if len(name) > NAME_MAX_LENGTH:
+        raise PydanticCustomError(
+            "long_name",
+            "is longer than {limit} characters: enter the name as the record has it",
+            {"limit": NAME_MAX_LENGTH},
+        )
+    return name
+
+
+#: A FHIR R4 id (spaces around it removed).
+FhirId = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_fhir_id)]
+#: A person's name as the record shows it: plain text on one line, 1-200 characters.
+PersonName = Annotated[str, AfterValidator(_plain_name)]
 
 
 class PatientIn(CamelModel):
-    """The patient as the EMR knows them. `nhi` is checked (format and check character)."""
+    """The patient as the EMR knows them, checked so that every field can be committed: `id` a FHIR id,
+    `nhi` a valid NHI (either format, with its check character; HISO 10046:2023), `name` plain text,
+    `birthDate` a real date neither in the future (in the practice's time zone) nor over 130 years ago."""
 
-    id: Identifier
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    id: FhirId
+    name: PersonName
     nhi: str | None = None
     birth_date: date | None = None
 
     @field_validator("nhi")
     @classmethod
     def _nhi(cls, value: str | None) -> str | None:
-        return normalise_nhi(value) if value and value.strip() else None
+        if not value or not value.strip():
+            return None
+        try:
+            return normalise_nhi(value)
+        except ValueError as exc:
+            raise PydanticCustomError("nhi", str(exc).replace("{", "(").replace("}", ")")) from None
 
     @field_validator("birth_date")
     @classmethod
-    def _not_future(cls, value: date | None) -> date | None:
-        if value and value > date.today():
-            raise ValueError("birth date is in the future; check it against the patient record")
+    def _plausible(cls, value: date | None) -> date | None:
+        if value is None:
+            return value
+        today = datetime.now(PRACTICE_TIMEZONE).date()
+        if value > today:
+            raise PydanticCustomError(
+                "birth_date_future",
+                "birth date {value} is in the future; check it against the patient record",
+                {"value": value.isoformat()},
+            )
+        if value.year < today.year - OLDEST_AGE_YEARS:
+            raise PydanticCustomError(
+                "birth_date_past",
+                "birth date {value} is more than {years} years ago; check the year against the patient "
+                "record",
+                {"value": value.isoformat(), "years": OLDEST_AGE_YEARS},
+            )
         return value
 
 
 class SessionCreate(CamelModel):
-    """`POST /api/sessions`: the encounter open in the EMR."""
+    """`POST /api/sessions`: the encounter open in the EMR. Every id is a FHIR R4 id, as the commit needs
+    (Encounter/<id>, Patient/<id>, Practitioner/<id>; ALEX's facility header)."""
 
-    encounter_id: Identifier
+    encounter_id: FhirId
     patient: PatientIn
-    practitioner_id: Identifier | None = None
-    facility_id: Identifier | None = None
+    practitioner_id: FhirId | None = None
+    facility_id: FhirId | None = None
 
 
 class PatientOut(CamelModel):
@@ -112,6 +172,7 @@ class SessionOut(CamelModel):
     required_metadata: list[str]
     phone_can_commit: bool
     commit_error: str | None = None
+    last_commit: LastCommitOut | None = None  # issue 10: running, committed, failed or interrupted
     pairing: PairingOut | None = None
     phone: PhoneOut | None = None
     images: list[ImageOut] | None = None

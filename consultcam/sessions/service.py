@@ -19,12 +19,13 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import segno
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from consultcam import audit
 from consultcam.auth import Clinician, Phone, Principal, hash_secret, new_secret
+from consultcam.commits.schemas import LastCommitOut
 from consultcam.config import WARN_IMAGES, Settings
 from consultcam.db import UnitOfWork
 from consultcam.errors import Conflict, Gone, NotAuthenticated, ResourceNotFound, Unprocessable
@@ -86,6 +87,7 @@ def session_out(
         required_metadata=list(settings.required_metadata),
         phone_can_commit=settings.phone_can_commit,
         commit_error=session.commit_error,
+        last_commit=LastCommitOut.of(session),
         pairing=pairing,
         phone=PhoneOut(
             id=phone.id,
@@ -359,17 +361,25 @@ async def redeem_pairing(
 ) -> Pairing:
     """Redeem a pairing token once, atomically, and issue a phone credential bound to its session.
 
-    A phone that reloads the page (it already holds the credential from this very token) gets a fresh
-    credential in place of its old one. Raises ResourceNotFound 404 (unknown code), Conflict 409 (already
-    used, or the session is closed), Gone 410 (expired or replaced by a newer code).
+    `current` is the phone credential the caller already holds (its cookie), if live. A phone that reloads
+    the page (it holds the credential from this very token, or another of the same session) gets a fresh
+    credential in place of its old one. A phone paired with another session that redeems this one's code
+    leaves that session: its old credential is revoked there with reason "paired-elsewhere", which the other
+    desktop hears (`phone.revoked`) and the audit trail records (issue 10). Raises ResourceNotFound 404
+    (unknown code), Conflict 409 (already used, or the session is closed), Gone 410 (expired or replaced
+    by a newer code).
     """
     now = utcnow()
     token_hash = hash_secret(token)
     # Lock order (consultcam.db): the session row before its token, as `issue_pairing` does; the UPDATE
-    # below stays the one atomic step that lets a single redemption through.
+    # below stays the one atomic step that lets a single redemption through. With the phone's other
+    # session too, both rows in id order, so two phones swapping sessions never wait on each other.
     of_token = select(PairingToken.session_id).where(PairingToken.token_hash == token_hash)
+    sessions_to_lock = CaptureSession.id == of_token.scalar_subquery()
+    if current is not None:
+        sessions_to_lock = or_(sessions_to_lock, CaptureSession.id == current.session_id)
     await uow.session.execute(
-        _locked(select(CaptureSession.id).where(CaptureSession.id == of_token.scalar_subquery()))
+        _locked(select(CaptureSession.id).where(sessions_to_lock).order_by(CaptureSession.id))
     )
     redeemed = (
         await uow.session.execute(
@@ -390,7 +400,7 @@ async def redeem_pairing(
         pairing_id, session_id = redeemed.id, redeemed.session_id
     session = await get_session(uow, session_id)
     require_open(session, rt.settings)
-    if current is not None:  # the same phone again: rotate its credential
+    if current is not None and current.session_id == session.id:  # the same phone again: rotate
         await uow.session.execute(
             update(PhoneCredential).where(PhoneCredential.id == current.id).values(revoked_at=now)
         )
@@ -400,6 +410,9 @@ async def redeem_pairing(
             await bus.end_streams(credential_id=replaced)
 
         uow.after_commit(_end_streams)
+    elif current is not None:  # the phone moves here from another session: that desktop is told
+        left = await get_session(uow, current.session_id)
+        await revoke_phones(uow, rt, current, left, reason="paired-elsewhere", phone_id=current.id)
     phone_token = new_secret()
     phone = PhoneCredential(
         session_id=session.id,
@@ -412,12 +425,14 @@ async def redeem_pairing(
     uow.session.add(phone)
     touch(session)
     await uow.session.flush()
+    moved = {"previous_phone_id": current.id} if current and current.session_id != session.id else {}
     audit.record(
         uow.session,
         Phone(id=phone.id, session_id=session.id),
         "phone.paired",
         session_id=session.id,
         user_agent=phone.user_agent,
+        **moved,
     )
     publish_after_commit(
         uow,
@@ -500,7 +515,8 @@ async def revoke_phones(
 ) -> int:
     """Sign the session's phones out at once (only `phone_id` when given); returns how many. `reason`
     travels in `phone.revoked` `{phoneId, reason}` and the audit trail: "revoked" by the clinician,
-    "wrong-patient" by the phone itself, or why the session ended."""
+    "wrong-patient" by the phone itself, "paired-elsewhere" when the phone redeemed another session's code,
+    or why the session ended."""
     query = select(PhoneCredential).where(
         PhoneCredential.session_id == session.id, PhoneCredential.revoked_at.is_(None)
     )

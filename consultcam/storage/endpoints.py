@@ -1,6 +1,8 @@
 """The embedded object store's signed-URL endpoints: PUT and GET `/api/storage/{key}`.
 
 Only mounted when `CONSULTCAM_STORAGE_URL` is a `file://` folder; with S3 the browser talks to S3 directly.
+A signed PUT URL writes only into an upload slot still waiting for its bytes (`require_upload_slot`): once
+the photo is registered the URL stops working, even before it expires.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from consultcam.errors import NO_STORE, ConsultcamError, NotPermitted, PayloadTooLarge
+from consultcam.images.service import require_upload_slot
 from consultcam.storage.local import InvalidSignature, LocalObjectStore
 
 router = APIRouter(include_in_schema=False)
@@ -29,6 +32,8 @@ async def put_object(key: str, request: Request) -> Response:
         raise NotPermitted(
             f"Upload refused: {exc}. Ask for a new upload URL.", error="InvalidUploadUrl"
         ) from exc
+    # The signature proves the URL is ours and unexpired; the slot must also still be waiting for its bytes.
+    await require_upload_slot(request.app.state.runtime, key)
     if request.headers.get("content-type", "").split(";")[0].strip() != content_type:
         raise ConsultcamError(
             f"Send the header Content-Type: {content_type}, as the upload URL was signed for.",

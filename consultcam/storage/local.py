@@ -10,15 +10,14 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
 import re
 import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from consultcam.files import private_dir, write_private
 from consultcam.storage.store import PresignedRequest, StoredObject
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
@@ -37,7 +36,7 @@ def check_key(key: str) -> str:
 
 
 class LocalObjectStore:
-    """Objects as files under `root` (created 0700). Writes go to a temp file then `os.replace`."""
+    """Objects as 0600 files under `root`, in 0700 folders. Writes go to a temp file then `os.replace`."""
 
     #: URLs are this app's own (same origin): nothing to add to the Content-Security-Policy.
     public_origin: str | None = None
@@ -45,7 +44,7 @@ class LocalObjectStore:
     def __init__(self, root: str | Path, *, secret_key: bytes) -> None:
         self.root = Path(root).expanduser().resolve()
         self._secret = hashlib.sha256(b"consultcam-local-store" + secret_key).digest()
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.root)
 
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -106,23 +105,15 @@ class LocalObjectStore:
 
     def _write_file(self, key: str, chunks: list[bytes] | bytes) -> None:
         target = self.path(key)
-        for attempt in range(3):  # a cancel may delete the session's folder between the two calls
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for attempt in range(3):  # a cancel may delete the session's folder between mkdir and the write
             try:
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-                break
+                # 0600 in 0700 folders (consultcam/files.py). Not fsynced, as before: temporary copies,
+                # deleted at the commit or after RETENTION_HOURS.
+                write_private(target, chunks, durable=False)
+                return
             except FileNotFoundError:
                 if attempt == 2:
                     raise
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
-                    handle.write(chunk)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     async def put(self, key: str, data: bytes, *, content_type: str) -> None:
         await asyncio.to_thread(self._write_file, key, data)
@@ -159,7 +150,7 @@ class LocalObjectStore:
             base = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
             found = []
             for path in base.rglob("*") if base.is_dir() else []:
-                if path.is_file() and not path.name.startswith(".tmp-"):
+                if path.is_file() and not path.name.startswith("."):  # keys never start with a dot
                     stat = path.stat()
                     key = path.relative_to(self.root).as_posix()
                     found.append(StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))

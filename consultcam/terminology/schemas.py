@@ -44,9 +44,11 @@ class ViewOut(CamelModel):
 
 
 class BodySitesOut(CamelModel):
-    """The curated choices: 24 body sites (most used first), laterality and views."""
+    """The curated choices: 24 body sites (most used first) and a practice's extension sites after them,
+    laterality and views. `extension` is the extension file's source (left out without one)."""
 
     source: SourceOut
+    extension: SourceOut | None = None
     body_sites: list[BodySiteOut] = Field(min_length=1)
     laterality: list[LateralityOut]
     views: list[ViewOut]

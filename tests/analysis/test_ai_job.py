@@ -26,6 +26,7 @@ from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, Reply, answer,
 from tests.conftest import (
     CLINICIAN_TOKEN,
     PATIENT,
+    CsrfToken,
     jpeg_bytes,
     next_event,
     pair_phone,
@@ -38,7 +39,7 @@ from tests.conftest import (
 
 MODEL = "qwen2.5-vl-test"
 API_KEY = "sk-local-0123456789abcdef"
-SITE = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left upper arm structure"}
+SITE = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 TASK = "consultcam.analysis.describe"
 
 
@@ -118,7 +119,7 @@ async def test_a_photo_is_described_and_the_desktop_sees_it_on_its_event_stream(
     async with (
         serving(create_app(settings)) as origin,
         httpx.AsyncClient(base_url=origin, headers=headers) as desktop,
-        httpx.AsyncClient(base_url=origin) as phone,
+        httpx.AsyncClient(base_url=origin, event_hooks=CsrfToken().hooks()) as phone,
     ):
         session = await start_session(desktop)
         paired = await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})
@@ -252,7 +253,7 @@ async def test_the_record_gets_the_ai_text_only_when_the_clinician_puts_it_in_th
     )
     assert accepted.status_code == 200, accepted.text
 
-    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert committed.status_code == 200, committed.text
     [path] = outbox(runtime)
@@ -273,7 +274,7 @@ async def test_a_description_arriving_after_the_commit_is_dropped(
     before = jobs_finished()
     await chat_server.wait_for(1)
 
-    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert committed.status_code == 200, committed.text
     await wait_for_jobs(before)
 

@@ -30,9 +30,10 @@ from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 FAST = {"wait_initial": 0.01, "wait_max": 0.05, "attempts": 4, "timeout": 10.0}
 LIMIT = 1_000_000
+# Words a client stored with the code (before issue 10): never read, the note says the data file's term.
 UPPER_ARM = {
     "system": "http://snomed.info/sct",
-    "code": "368208006",
+    "code": "40983000",
     "display": "Structure of left upper arm (body structure)",
 }
 
@@ -198,14 +199,14 @@ async def test_media_carries_nhi_identifier_auckland_time_and_site_in_the_note(a
     assert second["createdDateTime"] == "2025-07-15T14:12:40+12:00"  # NZST
     assert (
         first["note"][0]["text"]
-        == "Lesion A — Left upper arm (SNOMED CT 368208006), laterality: left (7771000)"
+        == "Lesion A — Upper arm structure (SNOMED CT 40983000), laterality: left (7771000)"
     )
     assert (
         second["note"][0]["text"]
-        == "Rash — Upper arm (SNOMED CT 368208006), laterality: bilateral (51440002)"
+        == "Rash — Upper arm structure (SNOMED CT 40983000), laterality: bilateral (51440002)"
     )
     assert [n["text"] for n in first["note"]].count("Lesion A") == 0  # not repeated on its own
-    assert first["bodySite"]["coding"][0]["code"] == "368208006"  # still coded, for systems that read it
+    assert first["bodySite"]["coding"][0]["code"] == "40983000"  # still coded, for systems that read it
 
 
 async def test_a_large_jpeg_is_recompressed_under_one_megabyte(alex_server):
@@ -253,11 +254,6 @@ async def test_small_photos_are_sent_unchanged(alex_server):
 
 def test_mappings_are_data():
     data = medtech()
-    assert {side: value["code"] for side, value in data["laterality"].items()} == {
-        "left": "7771000",
-        "right": "24028007",
-        "bilateral": "51440002",
-    }
     assert data["patient_identifier_system"] == "https://standards.digital.health.nz/ns/nhi-id"
     assert data["max_image_bytes"] == LIMIT
     assert data["time_zone"] == "Pacific/Auckland"

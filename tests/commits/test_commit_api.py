@@ -6,19 +6,21 @@ import base64
 import hashlib
 import io
 import json
+import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from consultcam.commits.connectors.base import CommitFailed, all_failed
-from consultcam.models import AuditEvent, CaptureSession
-from tests.conftest import jpeg_bytes, pair_phone, phone_photo, start_session, upload
+from consultcam.models import AuditEvent, CaptureSession, utcnow
+from tests.conftest import assert_error, jpeg_bytes, pair_phone, phone_photo, start_session, upload
 
-SITE = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left upper arm structure"}
+SITE = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 
 
 def outbox(runtime: Any) -> list[Path]:
@@ -40,7 +42,7 @@ async def test_commit_writes_one_valid_bundle_and_deletes_the_temporary_copies(
     ).json()
     second = (await upload(phone, session["id"], jpeg_bytes("coffee.jpg"))).json()
 
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -57,7 +59,7 @@ async def test_commit_writes_one_valid_bundle_and_deletes_the_temporary_copies(
     assert lesion["subject"]["identifier"]["value"] == "ZZZ0016"
     assert lesion["encounter"]["reference"] == "Encounter/enc-1"
     assert lesion["operator"]["reference"] == "Practitioner/gp-7"
-    assert lesion["bodySite"]["coding"][0]["code"] == "368208006"
+    assert lesion["bodySite"]["coding"][0]["code"] == "40983000"
     assert any("Lesion A" in note["text"] for note in lesion["note"])
     jpeg = base64.b64decode(lesion["content"]["data"])
     assert lesion["content"]["size"] == len(jpeg)
@@ -79,9 +81,11 @@ async def test_a_second_commit_is_refused_and_writes_nothing(clinician, new_clie
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
-    assert (await clinician.post(f"/api/sessions/{session['id']}/commit")).status_code == 200
+    assert (
+        await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+    ).status_code == 200
 
-    again = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    again = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert again.status_code == 409
     assert again.json()["error"] == "AlreadyCommitted"
@@ -90,7 +94,7 @@ async def test_a_second_commit_is_refused_and_writes_nothing(clinician, new_clie
 
 async def test_commit_with_no_photos_says_so(clinician):
     session = await start_session(clinician)
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert response.status_code == 422
     assert "no photos" in response.json()["detail"].lower()
 
@@ -149,7 +153,7 @@ async def test_a_failed_commit_reopens_the_session_keeps_the_photos_and_can_be_r
     real = runtime.connector
     monkeypatch.setattr(runtime, "connector", RefusingConnector())
 
-    failed = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    failed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert failed.status_code == 502
     assert "not answering" in failed.json()["detail"]
@@ -157,19 +161,81 @@ async def test_a_failed_commit_reopens_the_session_keeps_the_photos_and_can_be_r
     assert state["status"] == "open"
     assert state["commitError"].startswith("The record system is not answering")
     assert [i["id"] for i in state["images"]] == [image["id"]]
-    assert (runtime.store.root / "sessions" / session["id"] / f"{image['id']}.jpg").exists()
+    assert (
+        runtime.store.root / "sessions" / session["id"] / f"{image['id']}.{image['sha256'][:16]}.jpg"
+    ).exists()
+    last = state["lastCommit"]
+    assert (last["status"], last["attempt"]) == ("failed", 1)
+    assert last["detail"] == state["commitError"]
 
     monkeypatch.setattr(runtime, "connector", real)
-    retried = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    retried = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert retried.status_code == 200
+    assert retried.json()["commitId"] == last["commitId"]  # a retry is the same commit
     assert len(outbox(runtime)) == 1
+    assert outbox(runtime)[0].name.endswith(f"-{last['commitId']}.json")
+    after = (await clinician.get(f"/api/sessions/{session['id']}")).json()["lastCommit"]
+    assert (after["status"], after["attempt"], after["commitId"]) == ("committed", 2, last["commitId"])
+
+
+async def _as_if_killed(runtime, session_id: str, lease_left: timedelta) -> None:
+    """The session as a commit attempt whose process stopped leaves it: committing, its lease running out
+    in `lease_left` (tests/security/test_commit_crash.py kills a real process for this)."""
+    async with runtime.unit_of_work() as uow:
+        await uow.session.execute(
+            update(CaptureSession)
+            .where(CaptureSession.id == session_id)
+            .values(
+                status="committing",
+                commit_id=uuid.uuid4().hex,
+                commit_attempt=1,
+                commit_attempt_at=utcnow() - timedelta(seconds=90),
+                commit_holder="elsewhere:1",
+                commit_lease_until=utcnow() + lease_left,
+            )
+        )
+
+
+async def test_a_commit_whose_lease_lapsed_is_taken_over_by_the_next_commit(clinician, new_client, runtime):
+    session = await start_session(clinician)
+    phone = await pair_phone(new_client, session)
+    await upload(phone, session["id"], jpeg_bytes())
+    await _as_if_killed(runtime, session["id"], timedelta(seconds=-1))
+
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+
+    assert response.status_code == 200, response.text
+    async with runtime.sessionmaker() as db:
+        events = (await db.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars().all()
+    commits = [e for e in events if e.action.startswith("commit.")]
+    assert [e.action for e in commits] == ["commit.interrupted", "commit.started", "commit.succeeded"]
+    interrupted = commits[0]
+    assert (interrupted.actor_type, interrupted.actor_id) == ("system", "next-commit")
+    assert interrupted.detail["holder"] == "elsewhere:1"
+    assert commits[1].detail["commit_id"] == interrupted.detail["commit_id"]  # the same commit, attempt 2
+    assert commits[1].detail["attempt"] == 2
+
+
+async def test_a_commit_holding_its_lease_is_not_taken_over(clinician, new_client, runtime):
+    session = await start_session(clinician)
+    phone = await pair_phone(new_client, session)
+    await upload(phone, session["id"], jpeg_bytes())
+    await _as_if_killed(runtime, session["id"], timedelta(seconds=30))
+
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+
+    body = assert_error(response, 409, "CommitInProgress", "already running", "started 90 seconds ago")
+    assert "last heard from" in body["detail"]
+    state = (await clinician.get(f"/api/sessions/{session['id']}")).json()
+    assert (state["status"], state["lastCommit"]["status"]) == ("committing", "running")
+    assert outbox(runtime) == []
 
 
 async def test_commit_is_audited_without_secrets(clinician, new_client, runtime):
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
-    await clinician.post(f"/api/sessions/{session['id']}/commit")
+    await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     async with runtime.sessionmaker() as db:
         events = (await db.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars().all()

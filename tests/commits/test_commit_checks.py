@@ -13,7 +13,7 @@ from sqlalchemy import select
 from consultcam.models import AuditEvent
 from tests.conftest import assert_error, jpeg_bytes, pair_phone, start_session, upload
 
-SITE = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left upper arm structure"}
+SITE = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 BODY_SITE = {"required_metadata": ("bodySite",)}  # the product default (the tests' settings require none)
 PHOTOS = ("fundus-left-eye.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg", "cat.jpg")
 
@@ -76,7 +76,7 @@ async def test_photos_without_a_body_site_are_named_and_nothing_is_written(clini
     site = {"bodySite": SITE}
     ids = await gallery(phone, session["id"], [site, {"label": "Rash"}, site, site, None])
 
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     missing = metadata_missing(
         response, "Photo 2 and photo 5 need a body site: add it on the desktop, then commit."
@@ -93,7 +93,7 @@ async def test_photos_without_a_body_site_are_named_and_nothing_is_written(clini
             f"/api/sessions/{session['id']}/images/{image_id}", json={"metadata": site}
         )
         assert patched.status_code == 200, patched.text
-    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert committed.status_code == 200, committed.text
     assert [r["status"] for r in committed.json()["results"]] == ["committed"] * 5
     assert len(outbox(runtime)) == 1
@@ -103,7 +103,7 @@ async def test_photos_without_a_body_site_are_named_and_nothing_is_written(clini
 async def test_one_photo_missing_is_said_in_the_singular(clinician, runtime):
     session = await start_session(clinician)
     [image_id] = await gallery(clinician, session["id"], [{"laterality": "left", "view": "close-up"}])
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     missing = metadata_missing(response, "Photo 1 needs a body site: add it on the desktop, then commit.")
     assert missing == [{"imageId": image_id, "fields": ["bodySite"]}]
     await assert_nothing_committed(clinician, runtime, session["id"])
@@ -124,7 +124,7 @@ async def test_every_required_field_is_checked_and_each_gap_named(clinician, run
             {**full, "label": " "},
         ],
     )
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     missing = metadata_missing(
         response,
         "Photo 4 needs a body site; photo 2 needs a side; photo 4 and photo 5 need a label: add them on the "
@@ -164,7 +164,7 @@ async def test_nothing_required_commits_bare_photos(clinician):
     session = await start_session(clinician)
     assert session["requiredMetadata"] == []
     await gallery(clinician, session["id"], [None, None])
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert response.status_code == 200, response.text
 
 
@@ -185,7 +185,7 @@ async def test_a_phone_cannot_commit_by_default(clinician, new_client, runtime):
     phone = await pair_phone(new_client, session)
     await gallery(phone, session["id"], [{"bodySite": SITE}])
 
-    response = await phone.post(f"/api/sessions/{session['id']}/commit", json={})
+    response = await phone.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert_error(response, 403, "PhoneCannotCommit", "clinician", "desktop")
     await assert_nothing_committed(clinician, runtime, session["id"])
@@ -203,7 +203,7 @@ async def test_with_the_setting_on_the_phone_commits_with_the_same_checks(clinic
     assert paired.json()["captureSettings"]["phoneCanCommit"] is True
     ids = await gallery(phone, session["id"], [{"bodySite": SITE}, None])
 
-    refused = await phone.post(f"/api/sessions/{session['id']}/commit", json={})
+    refused = await phone.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert metadata_missing(refused, "Photo 2 needs a body site: add it on the desktop, then commit.") == [
         {"imageId": ids[1], "fields": ["bodySite"]}
     ]
@@ -233,7 +233,9 @@ async def test_even_allowed_a_phone_commits_only_its_own_session(clinician, new_
     other = await start_session(clinician, "enc-b")
     await gallery(clinician, other["id"], [None])
     phone = await pair_phone(new_client, mine)
-    assert_error(await phone.post(f"/api/sessions/{other['id']}/commit", json={}), 404, "SessionNotFound")
+    assert_error(
+        await phone.post(f"/api/sessions/{other['id']}/commit", json={"all": True}), 404, "SessionNotFound"
+    )
     assert (await clinician.get(f"/api/sessions/{other['id']}")).json()["status"] == "open"
     assert outbox(runtime) == []
 
@@ -241,7 +243,9 @@ async def test_even_allowed_a_phone_commits_only_its_own_session(clinician, new_
 async def test_the_clinicians_commit_is_audited_as_the_clinicians(clinician, runtime):
     session = await start_session(clinician)
     await gallery(clinician, session["id"], [None])
-    assert (await clinician.post(f"/api/sessions/{session['id']}/commit")).status_code == 200
+    assert (
+        await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+    ).status_code == 200
     [started] = await audit_of(runtime, "commit.started")
     assert (started.actor_type, started.actor_id, started.detail["committed_by"]) == (
         "clinician",

@@ -47,7 +47,7 @@ from tests.commits.orthanc import OrthancServer, start_orthanc
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 SNOMED = "http://snomed.info/sct"
-ARM = {"system": SNOMED, "code": "368208006", "display": "Left upper arm structure"}
+ARM = {"system": SNOMED, "code": "40983000", "display": "Left upper arm, as a client put it"}
 
 
 def make_context(**changes: Any) -> CommitContext:
@@ -144,10 +144,11 @@ def test_builder_makes_a_valid_vl_photographic_image_carrying_the_jpeg(tmp_path:
     region = arm.AnatomicRegionSequence[0]
     assert (region.CodingSchemeDesignator, region.CodeValue, region.CodeMeaning) == (
         "SCT",
-        "368208006",
-        "Left upper arm structure",
+        "40983000",
+        "Upper arm structure",  # the data file's term, not the words stored with the code
     )
-    assert region.AnatomicRegionModifierSequence[0].CodeValue == "7771000"
+    modifier = region.AnatomicRegionModifierSequence[0]
+    assert (modifier.CodeValue, modifier.CodeMeaning) == ("7771000", "Left")
     assert arm.ImageLaterality == "L"
     assert arm.ImageComments == "Rash"
     assert "AnatomicRegionSequence" not in cat
@@ -196,8 +197,10 @@ def test_builder_without_nhi_uses_the_emr_patient_id_and_refuses_bad_input() -> 
         build_instance(context, dataclasses.replace(two_items()[1], jpeg=b"GIF89a..."))
     with pytest.raises(ValueError, match="laterality"):
         build_instance(context, make_item("cat.jpg", laterality="up"))
-    with pytest.raises(ValueError, match="SNOMED CT"):
+    with pytest.raises(ValueError, match="not one of the practice's body sites"):
         build_instance(context, make_item("cat.jpg", bodySite={"system": SNOMED, "code": "123"}))
+    with pytest.raises(ValueError, match="not one of the practice's body sites"):  # a disorder
+        build_instance(context, make_item("cat.jpg", bodySite={"system": SNOMED, "code": "22298006"}))
     png = io.BytesIO()
     Image.open(PHOTOS / "cat.jpg").save(png, "JPEG", progressive=True)
     with pytest.raises(ValueError, match="not a baseline JPEG"):
@@ -392,7 +395,7 @@ async def test_commit_into_orthanc_and_read_back(orthanc: OrthancServer, tmp_pat
         errors, _ = dciodvfy(ds, tmp_path)
         assert errors == [], errors
     arm = stored[sop_instance_uid(items[0].image_id)]
-    assert arm.AnatomicRegionSequence[0].CodeValue == "368208006"
+    assert arm.AnatomicRegionSequence[0].CodeValue == "40983000"
     assert arm.AnatomicRegionSequence[0].CodingSchemeDesignator == "SCT"
     assert arm.ImageLaterality == "L"
 

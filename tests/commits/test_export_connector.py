@@ -55,7 +55,7 @@ def make_item(photo: str, **metadata: Any) -> CommitItem:
 
 def three_items() -> list[CommitItem]:
     return [
-        make_item("fundus-left-eye.jpg", bodySite={"system": SNOMED, "code": "5665001"}, laterality="left"),
+        make_item("fundus-left-eye.jpg", bodySite={"system": SNOMED, "code": "371398005"}, laterality="left"),
         make_item("cat.jpg", label="Rash"),
         make_item("coffee.jpg"),
     ]
@@ -151,10 +151,10 @@ async def test_an_invalid_photo_fails_the_whole_commit(tmp_path: Path) -> None:
     with pytest.raises(CommitFailed) as failure:
         await ExportConnector(tmp_path / "outbox").commit(make_context(), items, progress)
 
-    assert "photo 'Rash': body site code '99' is not a SNOMED CT concept id" in failure.value.detail
+    assert "photo 'Rash': body site code '99' is not one of the practice's body sites" in failure.value.detail
     results = failure.value.results
     assert [r.status for r in results] == ["failed"] * 3
-    assert "SNOMED CT" in (results[1].error or "")
+    assert "/api/terminology/body-sites" in (results[1].error or "")
     assert "another photo" in (results[0].error or "")
     assert progress.calls == [(1, 3)]
     assert listing(tmp_path / "outbox") == []
@@ -239,3 +239,32 @@ def test_other_urls_are_refused(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as refused:
         connector_from_url(url, data_dir=Path("data"))
     assert "s3cret" not in str(refused.value)
+
+
+async def test_every_attempt_of_a_commit_writes_the_same_one_file(tmp_path: Path) -> None:
+    """Issue 10: a retry after a crash (the Bundle was written, the outcome never recorded) must not leave a
+    second Bundle: an identical one is left untouched, a changed one replaced in place, and a temp file a
+    killed process left behind is removed."""
+    outbox = tmp_path / "outbox"
+    connector = ExportConnector(outbox)
+    context, items = make_context(), three_items()
+    await connector.commit(context, items, Progress())
+    [first] = outbox.iterdir()
+    written = first.stat().st_mtime_ns
+    half = outbox / f".{first.stem}.k1ll3d.tmp"
+    half.write_bytes(b'{"resourceType": "Bun')
+
+    await connector.commit(context, items, Progress())  # the retry after the crash
+
+    assert listing(outbox) == [first.name]
+    assert first.stat().st_mtime_ns == written  # not rewritten: an importer sees nothing new
+
+    later = dataclasses.replace(context, committed_at=datetime(2025, 1, 15, 3, 0, tzinfo=UTC))
+    results = await connector.commit(later, items[:2], Progress())  # a photo deleted before the retry
+
+    assert listing(outbox) == [first.name]
+    bundle = json.loads(first.read_text())
+    assert [e["resource"]["identifier"][0]["value"] for e in bundle["entry"]] == [
+        i.image_id for i in items[:2]
+    ]
+    assert [r.status for r in results] == ["committed", "committed"]

@@ -157,9 +157,15 @@ async def test_compensation_deletes_exactly_what_this_commit_created(fhir_server
     assert len(deleted) == 2
     assert f"/{earlier[0].resource_id}" not in deleted
     assert "patient is not registered" in failed.value.detail
-    assert "Nothing was saved" in failed.value.detail
+    # The GP is told the truth: this attempt saved nothing, the earlier one's photo is in the record.
+    assert "This time nothing was saved" in failed.value.detail
+    assert "1 photo saved by an earlier, interrupted attempt of this commit is in the record " in (
+        failed.value.detail
+    )
+    assert earlier[0].resource_id in failed.value.detail
     assert failed.value.results[3].error.endswith("patient is not registered at this practice")
     assert "Lesion D" in failed.value.results[0].error
+    assert "earlier, interrupted attempt" in failed.value.results[1].error
 
 
 async def test_a_failed_compensating_delete_is_reported_plainly(fhir_server):
@@ -464,7 +470,7 @@ async def test_commit_through_the_api_saves_valid_media(fhir_server, clinician, 
     phone = await pair_phone(new_client, session)
     image = (await upload(phone, session["id"], jpeg_bytes(), metadata={"label": "Lesion A"})).json()
 
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert response.status_code == 200, response.text
     [result] = response.json()["results"]
@@ -485,7 +491,7 @@ async def test_a_refusing_server_reopens_the_session_with_the_reason(
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
 
-    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    response = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert response.status_code == 502, response.text
     assert "patient is not registered at this practice" in response.json()["detail"]
@@ -495,7 +501,7 @@ async def test_a_refusing_server_reopens_the_session_with_the_reason(
     assert fhir_server.resources() == []
 
     fhir_server.state.refuse_write = None
-    retried = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    retried = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert retried.status_code == 200, retried.text
     assert len(fhir_server.resources()) == 1
 

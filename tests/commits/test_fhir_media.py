@@ -32,7 +32,7 @@ SNOMED = "http://snomed.info/sct"
 NZDT = timezone(timedelta(hours=13))
 COMMITTED_AT = datetime(2025, 1, 15, 2, 30, 5, tzinfo=UTC)
 FOREARM = {"system": SNOMED, "code": "14975008", "display": "Forearm structure"}
-RETINA = {"system": SNOMED, "code": "5665001", "display": "Retinal structure"}
+EYE_REGION = {"system": SNOMED, "code": "371398005", "display": "Eye region structure"}
 
 
 def make_context(**changes: Any) -> CommitContext:
@@ -65,7 +65,7 @@ def fundus_item() -> CommitItem:
     return make_item(
         "fundus-left-eye.jpg",
         metadata={
-            "bodySite": RETINA,
+            "bodySite": EYE_REGION,
             "laterality": "left",
             "view": "close-up",
             "label": "Left fundus",
@@ -105,13 +105,13 @@ def test_body_site_keeps_the_chosen_coding_and_adds_laterality_as_an_expression(
     media = build_media(make_context(), fundus_item())
 
     site = media["bodySite"]
-    assert site["coding"][0] == RETINA
+    assert site["coding"][0] == EYE_REGION
     assert site["coding"][1] == {
         "system": SNOMED,
-        "code": "5665001:272741003=7771000",
-        "display": "Left retinal structure",
+        "code": "371398005:272741003=7771000",
+        "display": "Left eye region structure",
     }
-    assert site["text"] == "Left retinal structure"
+    assert site["text"] == "Left eye region structure"
     # The bare qualifier is not a body site and must not appear as a coding of one.
     assert all(coding["code"] != "7771000" for coding in site["coding"])
 
@@ -130,14 +130,17 @@ def test_laterality_codes(laterality: str, code: str, text: str) -> None:
     assert site["text"] == text
 
 
-def test_structure_of_prefix_and_lateralised_concepts_read_naturally() -> None:
-    structure_of = {"system": SNOMED, "code": "14975008", "display": "Structure of forearm (body structure)"}
-    item = make_item("cat.jpg", metadata={"bodySite": structure_of, "laterality": "left"})
-    assert build_media(make_context(), item)["bodySite"]["text"] == "Left forearm"
+def test_the_words_are_the_data_files_whatever_the_row_stored() -> None:
+    """Issue 10: words stored with the code (a client's, or an older consultcam's) are never read."""
+    stored = {"system": SNOMED, "code": "14975008", "display": "Structure of right forearm (body structure)"}
+    item = make_item("cat.jpg", metadata={"bodySite": stored, "laterality": "left"})
+    site = build_media(make_context(), item)["bodySite"]
+    assert site["coding"][0] == FOREARM
+    assert site["text"] == site["coding"][1]["display"] == "Left forearm structure"
 
-    left_upper_arm = {"system": SNOMED, "code": "368208006", "display": "Left upper arm structure"}
-    item = make_item("cat.jpg", metadata={"bodySite": left_upper_arm, "laterality": "left"})
-    assert build_media(make_context(), item)["bodySite"]["text"] == "Left upper arm structure"
+    back = {"system": SNOMED, "code": "77568009"}  # "Structure of back of trunk": the prefix goes
+    item = make_item("cat.jpg", metadata={"bodySite": back, "laterality": "bilateral"})
+    assert build_media(make_context(), item)["bodySite"]["text"] == "Bilateral back of trunk"
 
 
 def test_not_applicable_laterality_and_laterality_without_site() -> None:
@@ -236,19 +239,25 @@ def bad_input_cases() -> list[Any]:
                     good, metadata={"bodySite": {"system": "http://loinc.org", "code": "14975008"}}
                 )
             ],
-            "must be coded in SNOMED CT",
+            "must be a SNOMED CT coding",
             id="body-site-not-snomed",
         ),
         pytest.param(
             make_context(),
             [dataclasses.replace(good, metadata={"bodySite": {"system": SNOMED, "code": "14975009"}})],
-            "not a SNOMED CT concept id",
+            "not one of the practice's body sites",
             id="body-site-bad-check-digit",
         ),
         pytest.param(
             make_context(),
+            [dataclasses.replace(good, metadata={"bodySite": {"system": SNOMED, "code": "22298006"}})],
+            "body site code '22298006' is not one of the practice's body sites",
+            id="body-site-a-disorder",
+        ),
+        pytest.param(
+            make_context(),
             [dataclasses.replace(good, metadata={"bodySite": FOREARM, "laterality": "up"})],
-            "laterality must be one of",
+            "laterality 'up' is not one of",
             id="laterality",
         ),
         pytest.param(
@@ -300,6 +309,9 @@ def test_body_site_and_sctid_checks() -> None:
         "code": "14975008",
         "display": "Forearm structure",
     }
+    assert validate_body_site({"system": SNOMED, "code": "14975008", "display": "Right forearm"}) == FOREARM
+    with pytest.raises(ValueError, match="not one of the practice's body sites"):
+        validate_body_site({"system": SNOMED, "code": "5665001", "display": "Retinal structure"})
     for valid in ("7771000", "24028007", "51440002", "272741003", "14975008", "5665001"):
         assert is_sctid(valid)
     for invalid in ("7771001", "1234567", "12345", "07771000", "14975008:272741003=7771000", "abc"):

@@ -85,6 +85,10 @@ def start_server(tmp: Path, **env: str) -> Server:
         "CONSULTCAM_DATA_DIR": str(data_dir),
         "CONSULTCAM_CLINICIAN_TOKEN": token,
         "CONSULTCAM_PUBLIC_URL": url,
+        # Every test's browsers and phones reach this one server from 127.0.0.1: the limits of a whole
+        # practice, not of one computer (tests/security/test_signin.py checks the defaults).
+        "CONSULTCAM_RATE_LIMIT_LOGIN": "1000/minute",
+        "CONSULTCAM_RATE_LIMIT_PAIR": "1000/minute",
         **env,
     }
     log = tmp / "server.log"

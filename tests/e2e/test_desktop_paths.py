@@ -60,6 +60,19 @@ def test_emr_launch_starts_by_itself(server: Server, desktop_factory) -> None:
     assert "/sessions/" not in desktop.url
     shot(desktop, "desktop-start-form-invalid-nhi")
 
+    # Issue 10: ids the record cannot take are refused before any photo is taken. An encounter id with a
+    # slash is caught by the form; a patient id (not a form field) by the server, whose message is shown.
+    desktop.goto(f"{server.url}/?{urlencode({**launch, 'encounterId': 'emr/enc 44'})}")
+    expect(desktop.get_by_label("Encounter ID")).to_have_attribute("aria-invalid", "true")
+    expect(desktop.locator("#start-error")).to_contain_text("cannot go into the patient record")
+    desktop.goto(
+        f"{server.url}/?{urlencode({**launch, 'patientId': 'Patient/emr-pat-7', 'encounterId': 'e-45'})}"
+    )
+    expect(desktop.locator("#start-error")).to_contain_text(
+        "patient.id: 'Patient/emr-pat-7' is not a FHIR id"
+    )
+    assert "/sessions/" not in desktop.url
+
 
 def test_label_delete_and_cancel(server: Server, desktop_factory, phone_factory) -> None:
     desktop = desktop_factory(server)

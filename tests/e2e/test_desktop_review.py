@@ -160,8 +160,9 @@ def test_wrong_patient_warning(server: Server, desktop_factory, phone_factory) -
 
     # "Not this patient?" on the phone: it signs itself out with the reason.
     code = phone.evaluate(
-        "id => fetch('/api/sessions/' + id + '/phone?reason=wrong-patient', {method: 'DELETE'})"
-        ".then(r => r.status)",
+        "async id => { const token = (await fetch('/healthz')).headers.get('X-CSRF-Token');"
+        " return (await fetch('/api/sessions/' + id + '/phone?reason=wrong-patient',"
+        " {method: 'DELETE', headers: {'X-CSRF-Token': token}})).status; }",
         session_id,
     )
     assert code == 204
@@ -506,9 +507,11 @@ def test_commit_started_on_the_phone_is_shown(server_factory, desktop_factory, p
     expect(gallery_items(desktop)).to_have_count(1)
     expect(desktop.get_by_test_id("commit-readiness")).to_have_text("Ready to commit.")
 
+    # As the phone page's script does: its CSRF token (X-CSRF-Token, consultcam/web/guard.py) with the call.
     status = phone.evaluate(
-        "id => fetch('/api/sessions/' + id + '/commit', {method: 'POST',"
-        " headers: {'Content-Type': 'application/json'}, body: '{}'}).then(r => r.status)",
+        "async id => { const token = (await fetch('/healthz')).headers.get('X-CSRF-Token');"
+        " return (await fetch('/api/sessions/' + id + '/commit', {method: 'POST', headers:"
+        " {'Content-Type': 'application/json', 'X-CSRF-Token': token}, body: '{\"all\": true}'})).status; }",
         session_id,
     )
     assert status == 200

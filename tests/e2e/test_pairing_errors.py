@@ -127,7 +127,7 @@ def test_code_of_a_committed_session(server: Server, desktop_factory, phone_fact
             f"/api/sessions/{session_id}/images",
             json={"imageId": target["imageId"], "metadata": {"bodySite": site}},
         ).raise_for_status()
-        assert api.post(f"/api/sessions/{session_id}/commit", json={}).status_code == 200
+        assert api.post(f"/api/sessions/{session_id}/commit", json={"all": True}).status_code == 200
 
     phone = phone_factory()
     phone.goto(url)

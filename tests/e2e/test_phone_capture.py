@@ -22,9 +22,13 @@ from tests.e2e.flows import pair, pairing_url, start_session
 pytestmark = pytest.mark.e2e
 
 SIZES = ((360, 740), (430, 932))
-#: POST a JSON body with the page's own credentials (the phone cookie); resolves to the HTTP status.
-POST_JSON = """([url, body]) => fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
-  body: JSON.stringify(body)}).then(r => r.status)"""
+#: POST a JSON body with the page's own credentials (the phone cookie) and CSRF token (X-CSRF-Token, sent
+#: with every answer, as api.js keeps it); resolves to the HTTP status.
+POST_JSON = """async ([url, body]) => {
+  const token = (await fetch("/healthz")).headers.get("X-CSRF-Token") || "";
+  const headers = {"Content-Type": "application/json", "X-CSRF-Token": token};
+  return (await fetch(url, {method: "POST", headers, body: JSON.stringify(body)})).status;
+}"""
 SNOMED_CT = "http://snomed.info/sct"
 EYE_REGION = "371398005"  # SNOMED CT "Eye region structure", one of the 24 body sites
 
@@ -262,7 +266,7 @@ def test_consent_chips_and_the_record(server: Server, desktop_factory, phone_fac
 
     # The clinician commits; the consent is in each Media's note; the phone says so and keeps nothing.
     with server.api() as api:
-        assert api.post(f"/api/sessions/{session_id}/commit", json={}).status_code == 200
+        assert api.post(f"/api/sessions/{session_id}/commit", json={"all": True}).status_code == 200
     final = phone.get_by_test_id("final-screen")
     expect(final).to_contain_text("Saved to the record")
     expect(final.locator("#final-next")).to_have_text("You're done: hand the phone back to the clinician.")
@@ -693,7 +697,7 @@ def test_phone_commit_is_off_by_default(server: Server, desktop_factory, phone_f
     expect(phone.get_by_test_id("upload-done")).to_be_visible()
     expect(phone.get_by_test_id("phone-commit")).to_be_hidden()
     # And the server refuses it anyway.
-    status = phone.evaluate(POST_JSON, [f"/api/sessions/{session_id}/commit", {}])
+    status = phone.evaluate(POST_JSON, [f"/api/sessions/{session_id}/commit", {"all": True}])
     assert status == 403
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from consultcam.app import create_app
 from consultcam.events.bus import InProcessEventBus
-from tests.conftest import CLINICIAN_TOKEN, jpeg_bytes, serving, start_session, token_of, upload
+from tests.conftest import CLINICIAN_TOKEN, CsrfToken, jpeg_bytes, serving, start_session, token_of, upload
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ async def test_the_desktop_sees_a_photo_live_as_it_is_registered(server):
     headers = {"authorization": f"Bearer {CLINICIAN_TOKEN}"}
     async with (
         httpx.AsyncClient(base_url=server, headers=headers) as desktop,
-        httpx.AsyncClient(base_url=server) as phone,
+        httpx.AsyncClient(base_url=server, event_hooks=CsrfToken().hooks()) as phone,
     ):
         session = await start_session(desktop)
         async with desktop.stream("GET", f"/api/sessions/{session['id']}/events") as stream:
@@ -72,7 +72,7 @@ async def test_a_reconnecting_page_gets_exactly_what_it_missed(server):
     headers = {"authorization": f"Bearer {CLINICIAN_TOKEN}"}
     async with (
         httpx.AsyncClient(base_url=server, headers=headers) as desktop,
-        httpx.AsyncClient(base_url=server) as phone,
+        httpx.AsyncClient(base_url=server, event_hooks=CsrfToken().hooks()) as phone,
     ):
         session = await start_session(desktop)
         url = f"/api/sessions/{session['id']}/events"
@@ -92,7 +92,7 @@ async def test_a_phone_cannot_listen_to_another_session(server):
     headers = {"authorization": f"Bearer {CLINICIAN_TOKEN}"}
     async with (
         httpx.AsyncClient(base_url=server, headers=headers) as desktop,
-        httpx.AsyncClient(base_url=server) as phone,
+        httpx.AsyncClient(base_url=server, event_hooks=CsrfToken().hooks()) as phone,
     ):
         mine = await start_session(desktop, "enc-a")
         other = await start_session(desktop, "enc-b")

@@ -12,7 +12,7 @@ import struct
 import time
 import zlib
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,7 +38,7 @@ from tests.conftest import (
 
 pillow_heif.register_heif_opener()
 
-ARM = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Left upper arm structure"}
+ARM = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -105,6 +105,12 @@ async def send(
     assert slot.status_code == 201, slot.text
     assert (await put(client, slot.json(), data)).status_code == 200
     return slot.json(), await register(client, session_id, slot.json()["imageId"])
+
+
+def stored_names(image: dict[str, Any]) -> list[str]:
+    """The objects a registered image is stored as: keys named by the start of its SHA-256."""
+    version = image["sha256"][:16]
+    return [f"{image['id']}.{version}.jpg", f"{image['id']}.{version}.thumb.jpg"]
 
 
 def store_files(runtime: Any, session_id: str) -> list[str]:
@@ -187,7 +193,10 @@ async def test_phone_photo_is_stored_upright_resized_and_without_exif(
         assert source.getexif()[0x0112] == 6
         assert source.info["comment"] == b"CommentMereTester"
     assert b"TestPhone" in original
-    captured = "2025-03-01T09:30:00+13:00"
+    # The phone's clock, with its offset: a few minutes ago in New Zealand summer time.
+    captured = (
+        (datetime.now(UTC) - timedelta(minutes=3)).astimezone(timezone(timedelta(hours=13))).isoformat()
+    )
     slot = (await presign(phone, session["id"], original)).json()
     assert slot["method"] == "PUT"
     assert slot["headers"] == {"Content-Type": "image/jpeg"}
@@ -242,7 +251,7 @@ async def test_phone_photo_is_stored_upright_resized_and_without_exif(
     assert len(thumbnail.getexif()) == 0
 
     # The raw upload is gone; the store holds the normalised JPEG and its thumbnail only.
-    assert store_files(runtime, session["id"]) == [f"{image['id']}.jpg", f"{image['id']}.thumb.jpg"]
+    assert store_files(runtime, session["id"]) == stored_names(image)
     assert [e.type for e in await events(runtime, session["id"])][-1] == "image.added"
     assert (await audit_actions(runtime, session["id"]))[-1] == "image.uploaded"
 
@@ -312,7 +321,7 @@ async def test_other_formats_are_stored_as_jpeg(
     assert picture.mode == "RGB"
     assert picture.size == (451, 300)
     assert hashlib.sha256(stored).hexdigest() == image["sha256"]
-    assert store_files(runtime, session["id"]) == [f"{image['id']}.jpg", f"{image['id']}.thumb.jpg"]
+    assert store_files(runtime, session["id"]) == stored_names(image)
 
 
 async def test_clinician_can_upload_from_the_desktop(
@@ -540,8 +549,9 @@ async def test_replayed_put_cannot_swap_a_registered_photo(
     assert registered.status_code == 201
     swapped = encode("cat.jpg", "JPEG", quality=20)[: len(data)]
     swapped += b"\0" * (len(data) - len(swapped))
-    replay = await put(phone, slot, swapped)  # the URL is still within its lifetime
-    assert replay.status_code == 200
+    replay = await put(phone, slot, swapped)  # the URL is still within its lifetime, but used
+    assert_error(replay, 409, "UploadAlreadyRegistered", "already registered")
+    assert store_files(runtime, session["id"]) == stored_names(registered.json())  # nothing was written
     again = await register(phone, session["id"], slot["imageId"])
     assert again.status_code == 200
     assert again.json()["sha256"] == registered.json()["sha256"]
@@ -566,18 +576,24 @@ async def test_register_in_another_session_is_404(
     [
         ("2025-03-01T09:30:00", None),  # no time zone: ambiguous, dropped
         ("2999-01-01T00:00:00Z", None),  # in the future: a wrong phone clock, dropped
-        ("2025-03-01T09:30:00Z", "2025-03-01T09:30:00Z"),
+        ("2025-03-01T09:30:00Z", None),  # long before the session: a wrong phone clock, dropped
+        ("recent", "recent"),
     ],
 )
 async def test_capture_time_is_kept_only_when_plausible(
     phone: httpx.AsyncClient, session: dict[str, Any], captured: str, expected: str | None
 ) -> None:
+    """Outside the session's window (tests/security/test_clinical_safety.py) the upload time stands."""
+    if captured == "recent":
+        captured = expected = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     data = jpeg_bytes("cat.jpg")
     slot = (await presign(phone, session["id"], data)).json()
     assert (await put(phone, slot, data)).status_code == 200
     response = await register(phone, session["id"], slot["imageId"], capturedAt=captured)
     assert response.status_code == 201, response.text
     value = response.json()["capturedAt"]
+    warnings = response.json()["quality"]["warnings"]
+    assert ("capture-time-ignored" in warnings) == (expected is None)
     if expected is None:
         assert value is None
     else:
@@ -698,7 +714,7 @@ async def test_expired_or_tampered_get_url_is_403(
 ) -> None:
     response = await upload(phone, session["id"], jpeg_bytes("cat.jpg"))
     full = response.json()["urls"]["full"]
-    other = full.replace(response.json()["id"] + ".jpg", response.json()["id"] + ".thumb.jpg")
+    other = full.replace(".jpg?", ".thumb.jpg?")
     assert_error(await phone.get(other), 403, "InvalidDownloadUrl")
     later = time.time() + settings.download_url_ttl_seconds + 5
     monkeypatch.setattr(local, "time", SimpleNamespace(time=lambda: later))
@@ -766,7 +782,7 @@ async def test_every_api_and_image_response_is_no_store(
         await phone.get(image["urls"]["thumbnail"]),
         await clinician.post(f"{base}/pairing"),
         await clinician.get("/api/sessions/nope"),
-        await phone.post(f"{base}/commit"),
+        await phone.post(f"{base}/commit", json={"all": True}),
         await presign(phone, session["id"], 1000, "image/gif"),
         await clinician.delete(f"{base}/images/{image['id']}"),
     ]
@@ -824,7 +840,7 @@ async def test_patch_metadata_is_stored_and_shown(
 @pytest.mark.parametrize(
     ("metadata", "words"),
     [
-        ({"bodySite": {**ARM, "code": "368208007"}}, ("368208007", "check digit")),
+        ({"bodySite": {**ARM, "code": "368208007"}}, ("368208007", "/api/terminology/body-sites")),
         ({"bodySite": {**ARM, "system": "http://loinc.org"}}, ("system",)),
         ({"bodySite": {**ARM, "display": ""}}, ("display",)),
         ({"laterality": "sideways"}, ("laterality",)),
@@ -989,7 +1005,7 @@ async def test_another_phone_cannot_delete_it(
 async def test_deleting_after_commit_is_409(
     clinician: httpx.AsyncClient, phone: httpx.AsyncClient, session: dict[str, Any], photo: dict[str, Any]
 ) -> None:
-    commit = await clinician.post(f"/api/sessions/{session['id']}/commit", json={})
+    commit = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert commit.status_code == 200, commit.text
     assert commit.json()["results"][0]["status"] == "committed"
     for client in (clinician, phone):  # the phone stays signed in after a commit, to show the outcome

@@ -17,6 +17,7 @@ from consultcam.images.processing import (
     ACCEPTED_CONTENT_TYPES,
     DEFAULT_ANNOTATION_COLOR,
     ImageRejected,
+    inspect,
     normalise,
     render,
     sniff_content_type,
@@ -401,6 +402,125 @@ print(json.dumps({{"outcome": outcome, "elapsed": elapsed, "grown_kb": grown_kb}
     assert "900 megapixels" in detail
     assert report["elapsed"] < 0.2
     assert report["grown_kb"] < 20_000  # peak memory grew by less than 20 MB
+
+
+def png_with_chunks(*chunks: tuple[bytes, bytes]) -> bytes:
+    """A small valid PNG with extra chunks (kind, body) before its image data."""
+    data = encode(Image.new("RGB", (64, 64), (10, 200, 30)), "PNG")
+    at = data.index(b"IDAT") - 4
+    extra = b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        for kind, body in chunks
+    )
+    return data[:at] + extra + data[at:]
+
+
+FAT_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() + b"\0" * 2_000_000
+FAT_EXIF = b"Exif\0\0MM\0*\0\0\0\x08" + b"\0" * 2_000_000
+
+
+def small(fmt: str, **params) -> bytes:
+    return encode(Image.new("RGB", (64, 64), (10, 200, 30)), fmt, **params)
+
+
+@pytest.mark.parametrize(
+    ("make", "declared"),
+    [
+        # 60 zTXt chunks of 1 MB of text each, 61 KB on the wire: Pillow would inflate 60 MB.
+        (
+            lambda: png_with_chunks(
+                *[(b"zTXt", b"Note%d\0\0" % i + zlib.compress(b"A" * 1_000_000, 9)) for i in range(60)]
+            ),
+            "image/png",
+        ),
+        (lambda: png_with_chunks((b"iCCP", b"evil\0\0" + zlib.compress(b"\0" * 4_000_000, 9))), "image/png"),
+        (lambda: png_with_chunks((b"eXIf", FAT_EXIF[6:])), "image/png"),
+        (lambda: small("JPEG", icc_profile=FAT_ICC), "image/jpeg"),
+        (lambda: small("WEBP", icc_profile=FAT_ICC), "image/webp"),
+        (lambda: small("WEBP", exif=FAT_EXIF), "image/webp"),
+        (lambda: small("HEIF", icc_profile=FAT_ICC), "image/heic"),
+        (lambda: small("HEIF", exif=FAT_EXIF), "image/heic"),
+    ],
+    ids=["png-ztxt", "png-iccp", "png-exif", "jpeg-icc", "webp-icc", "webp-exif", "heic-icc", "heic-exif"],
+)
+def test_oversized_metadata_is_refused_before_it_is_parsed(make, declared):
+    rejected = reject(make(), declared)
+    assert (rejected.status, rejected.error) == (422, "ImageMetadataTooLarge")
+    assert "1024 KB" in rejected.detail
+
+
+def test_webp_and_heic_claiming_too_many_pixels_are_refused_from_the_header():
+    """A 16 x 16 WebP and a 64 x 64 HEIC whose headers (VP8L size, `ispe` box) claim 10000 x 10000."""
+    webp = bytearray(small("WEBP", lossless=True))
+    at = webp.index(b"VP8L") + 9  # after the chunk header and the 0x2f signature: 14 bits each, minus one
+    bits = int.from_bytes(webp[at : at + 4], "little") & ~((1 << 28) - 1)
+    webp[at : at + 4] = (bits | 9999 | 9999 << 14).to_bytes(4, "little")
+    heic = bytearray(small("HEIF"))
+    at = heic.index(b"ispe") + 8  # after the box type, version and flags
+    heic[at : at + 8] = struct.pack(">II", 10_000, 10_000)
+    for data, declared in ((bytes(webp), "image/webp"), (bytes(heic), "image/heic")):
+        started = time.perf_counter()
+        rejected = reject(data, declared)
+        assert (rejected.error, time.perf_counter() - started < 0.5) == ("ImageTooManyPixels", True)
+        assert "100 megapixels" in rejected.detail
+
+
+def test_inspect_reads_size_type_and_decode_cost_from_the_header():
+    data = encode(photo("cat.jpg"), "PNG")
+    header = inspect(data, declared_content_type="image/png")
+    assert (header.content_type, header.width, header.height) == ("image/png", 451, 300)
+    assert 451 * 300 * 4 < header.decode_bytes < 64 * 2**20
+    assert inspect(flood_png(7000, 7000), declared_content_type="image/png").decode_bytes > 7000 * 7000 * 4
+    assert reject_inspect(flood_png(8000, 8000), "image/png").error == "ImageTooManyPixels"
+
+
+def reject_inspect(data: bytes, declared: str) -> ImageRejected:
+    with pytest.raises(ImageRejected) as caught:
+        inspect(data, declared_content_type=declared)
+    return caught.value
+
+
+def _megapixel_file(kind: str) -> tuple[bytes, str]:
+    """A flat 24-megapixel image (a few hundred KB) of `kind`, as an attacker would send."""
+    image = Image.new("RGB", (6000, 4000), (200, 120, 90))
+    if kind == "png-rgba":
+        image.putalpha(128)
+        return encode(image, "PNG"), "image/png"
+    if kind == "jpeg-progressive":
+        return encode(image, "JPEG", quality=50, progressive=True, subsampling="4:4:4"), "image/jpeg"
+    if kind == "webp":
+        return encode(image, "WEBP", lossless=True, quality=0, method=0), "image/webp"
+    return encode(image, "PNG"), "image/png"
+
+
+@pytest.mark.parametrize("kind", ["png-rgb", "png-rgba", "jpeg-progressive", "webp"])
+def test_the_decode_cost_estimate_bounds_the_memory_normalise_takes(kind, tmp_path):
+    """Peak RSS of a fresh process normalising the file grows by no more than `inspect` estimated, and the
+    estimate is not so loose that it would hold back decodes for nothing (under 1.6 times the real peak)."""
+    data, declared = _megapixel_file(kind)
+    path = tmp_path / "photo"
+    path.write_bytes(data)
+    script = f"""
+import io, json
+from PIL import Image
+from consultcam.images.processing import inspect, normalise
+def status(key):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+data = open({str(path)!r}, "rb").read()
+warm = io.BytesIO()
+Image.new("RGB", (64, 64)).save(warm, "PNG")
+normalise(warm.getvalue(), declared_content_type="image/png")  # libraries loaded, arenas made
+estimate = inspect(data, declared_content_type={declared!r}).decode_bytes
+open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark (proc(5))
+base = status("VmRSS")
+normalise(data, declared_content_type={declared!r})
+print(json.dumps({{"estimate": estimate, "peak": status("VmHWM") - base}}))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    report = json.loads(run.stdout)
+    assert report["peak"] <= report["estimate"] < 1.6 * report["peak"], report
 
 
 # --- edits ----------------------------------------------------------------------------------------

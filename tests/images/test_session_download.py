@@ -17,15 +17,11 @@ from sqlalchemy import select
 from consultcam.images import archive, processing
 from consultcam.images.archive import photo_slug, slugify
 from consultcam.images.service import IMAGE_WORK
-from consultcam.models import AuditEvent
-from consultcam.storage.store import image_key
+from consultcam.models import AuditEvent, ClinicalImage
 from tests.conftest import assert_error, jpeg_bytes, pair_phone, start_session, upload
 
-ARM = {
-    "system": "http://snomed.info/sct",
-    "code": "368208006",
-    "display": "Upper arm structure (body structure)",
-}
+ARM = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
+SNOMED = "http://snomed.info/sct"
 CROP = {"x": 0.0, "y": 0.5, "width": 0.5, "height": 0.5}
 ARROW = {"type": "arrow", "x1": 0.1, "y1": 0.1, "x2": 0.6, "y2": 0.6, "color": "#ff0000"}
 EDITS = {"rotation": 90, "crop": CROP, "annotations": [ARROW]}
@@ -48,6 +44,13 @@ def entries(response: httpx.Response) -> dict[str, tuple[zipfile.ZipInfo, bytes]
     with zipfile.ZipFile(io.BytesIO(response.content)) as zipped:
         assert zipped.testzip() is None  # every CRC checks out
         return {info.filename: (info, zipped.read(info)) for info in zipped.infolist()}
+
+
+async def stored_jpeg(runtime: Any, image_id: str) -> bytes:
+    """The normalised JPEG the store holds for an image (under the key its row names)."""
+    async with runtime.sessionmaker() as db:
+        image = await db.get(ClinicalImage, image_id)
+    return await runtime.store.get(image.object_key)
 
 
 def pixels_equal(a: bytes, b: bytes) -> bool:
@@ -82,7 +85,7 @@ async def test_the_zip_holds_every_photo_with_its_edits_burned_in(clinician, new
     files = entries(response)
     assert list(files) == ["01-lesion-a-arai.jpg", "02-left-upper-arm.jpg", "03-photo.jpg"]
     assert {info.compress_type for info, _ in files.values()} == {zipfile.ZIP_STORED}
-    stored = [await runtime.store.get(image_key(session["id"], image_id)) for image_id in ids]
+    stored = [await stored_jpeg(runtime, image_id) for image_id in ids]
     # The edited photo is exactly what the renderer makes of the stored original (turned, cropped, arrow).
     lesion = files["01-lesion-a-arai.jpg"][1]
     assert pixels_equal(lesion, processing.render(stored[0], EDITS))
@@ -100,7 +103,7 @@ async def test_the_zip_holds_every_photo_with_its_edits_burned_in(clinician, new
     assert files["02-left-upper-arm.jpg"][1] == stored[1]
     assert hashlib.sha256(files["03-photo.jpg"][1]).hexdigest() == hashlib.sha256(stored[2]).hexdigest()
     # The originals are untouched and the download is in the audit trail.
-    assert await runtime.store.get(image_key(session["id"], ids[0])) == stored[0]
+    assert await stored_jpeg(runtime, ids[0]) == stored[0]
     async with runtime.sessionmaker() as db:
         [row] = (
             await db.execute(select(AuditEvent).where(AuditEvent.action == "session.downloaded"))
@@ -134,7 +137,7 @@ async def test_a_large_session_is_built_on_disk_not_in_memory(
     ids = await add_photos(clinician, session["id"], [(name, None) for name in names])
     files = entries(await download(clinician, session["id"]))
     assert list(files) == ["01-photo.jpg", "02-photo.jpg", "03-photo.jpg", "04-photo.jpg"]
-    stored = [await runtime.store.get(image_key(session["id"], image_id)) for image_id in ids]
+    stored = [await stored_jpeg(runtime, image_id) for image_id in ids]
     assert [data for _, data in files.values()] == stored
 
 
@@ -168,7 +171,9 @@ async def test_no_photos_is_409(clinician):
 async def test_a_committed_session_has_nothing_left_to_download(clinician):
     session = await start_session(clinician)
     await add_photos(clinician, session["id"], [("cat.jpg", None)])
-    assert (await clinician.post(f"/api/sessions/{session['id']}/commit")).status_code == 200
+    assert (
+        await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+    ).status_code == 200
     assert_error(await download(clinician, session["id"]), 409, "NoPhotos", "committed")
 
 
@@ -184,13 +189,10 @@ async def test_the_zip_is_for_the_clinician_only(clinician, new_client, anonymou
 
 
 async def test_the_file_name_is_safe_whatever_the_encounter_id(clinician):
-    session = await start_session(clinician, "urn:uuid|enc/42@clinic")
+    session = await start_session(clinician, "Enc.42..Clinic")  # a FHIR id: letters, digits, '-' and '.'
     await add_photos(clinician, session["id"], [("cat.jpg", None)])
     response = await download(clinician, session["id"])
-    assert (
-        response.headers["content-disposition"]
-        == 'attachment; filename="consultcam-urn-uuid-enc-42-clinic.zip"'
-    )
+    assert response.headers["content-disposition"] == 'attachment; filename="consultcam-enc-42-clinic.zip"'
 
 
 @pytest.mark.parametrize(
@@ -204,9 +206,23 @@ async def test_the_file_name_is_safe_whatever_the_encounter_id(clinician):
         ({"bodySite": ARM}, "upper-arm"),
         ({"bodySite": ARM, "laterality": "right"}, "right-upper-arm"),
         ({"bodySite": ARM, "laterality": "not-applicable"}, "upper-arm"),
-        ({"bodySite": {**ARM, "display": "Structure of left forearm"}, "laterality": "left"}, "left-forearm"),
-        ({"bodySite": {**ARM, "display": "Structure of back of trunk"}}, "back-of-trunk"),
-        ({"bodySite": {**ARM, "display": "Abdomen"}, "laterality": "bilateral"}, "bilateral-abdomen"),
+        # The words are the data file's, looked up from the code: stored words are never read.
+        (
+            {
+                "bodySite": {"system": SNOMED, "code": "14975008", "display": "Right arm"},
+                "laterality": "left",
+            },
+            "left-forearm",
+        ),
+        ({"bodySite": {"system": SNOMED, "code": "77568009"}}, "back-of-trunk"),
+        (
+            {"bodySite": {"system": SNOMED, "code": "818983003"}, "laterality": "bilateral"},
+            "bilateral-abdomen",
+        ),
+        (
+            {"bodySite": {"system": SNOMED, "code": "22298006", "display": "Upper arm"}},
+            "photo",
+        ),  # no body site
         ({"laterality": "left"}, "photo"),
         ({}, "photo"),
         ({"label": "x" * 200}, "x" * 60),

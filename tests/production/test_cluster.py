@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import PATIENT, jpeg_bytes
+from tests.conftest import PATIENT, CsrfToken, jpeg_bytes
 from tests.production.cluster import Cluster
 
 
@@ -37,7 +37,9 @@ def start_session(cluster: Cluster, web: int = 0) -> dict[str, Any]:
 def paired_phone(cluster: Cluster, session: dict[str, Any], web: int = 0) -> httpx.Client:
     """A phone paired through web process `web` that has recorded the patient's consent, as the phone page
     does before the first photo (CONSULTCAM_CONSENT_REQUIRED is on by default)."""
-    phone = httpx.Client(base_url=cluster.webs[web].url, timeout=10)
+    phone = httpx.Client(
+        base_url=cluster.webs[web].url, timeout=10, event_hooks=CsrfToken().hooks(asynchronous=False)
+    )
     response = phone.post("/api/pair", json={"token": session["pairing"]["url"].rsplit("/", 1)[1]})
     assert response.status_code == 200, response.text
     assert response.json()["session"]["consentRequired"] is True
@@ -49,7 +51,7 @@ def paired_phone(cluster: Cluster, session: dict[str, Any], web: int = 0) -> htt
 
 
 #: A body site: what CONSULTCAM_REQUIRED_METADATA asks of every photo before a commit, by default.
-UPPER_ARM = {"system": "http://snomed.info/sct", "code": "368208006", "display": "Upper arm structure"}
+UPPER_ARM = {"system": "http://snomed.info/sct", "code": "40983000", "display": "Upper arm structure"}
 
 
 def upload(
@@ -130,7 +132,8 @@ def test_a_photo_registered_on_one_process_reaches_a_desktop_on_the_other(cluste
     assert added["data"]["data"]["image"]["id"] == image["id"]
     # The object is in the bucket, encrypted, under the configured prefix.
     head = cluster.s3().head_object(
-        Bucket=cluster.bucket, Key=f"consultcam/sessions/{session['id']}/{image['id']}.jpg"
+        Bucket=cluster.bucket,
+        Key=f"consultcam/sessions/{session['id']}/{image['id']}.{image['sha256'][:16]}.jpg",
     )
     assert head["ServerSideEncryption"] == "AES256"
     # And the other process serves it.
@@ -188,7 +191,7 @@ def test_restarting_a_web_process_loses_nothing(cluster: Cluster):
     assert [e["id"] for e in replay.wait_for("image.added")] == [before["id"]]
     replay.close()
     with web_b.api() as desktop:
-        committed = desktop.post(f"/api/sessions/{session['id']}/commit")
+        committed = desktop.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
     assert committed.status_code == 200, committed.text
     assert [r["status"] for r in committed.json()["results"]] == ["committed"]
     objects = cluster.s3().list_objects_v2(

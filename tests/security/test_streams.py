@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import re
+import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,9 +27,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from consultcam.auth import PHONE_COOKIE
 from consultcam.config import Settings
 from consultcam.models import utcnow
-from tests.conftest import CONSENT, PATIENT, jpeg_bytes, token_of, upload
+from tests.conftest import CONSENT, PATIENT, CsrfToken, jpeg_bytes, token_of, upload
 from tests.e2e.harness import CHROMIUM, CHROMIUM_ARGS, Server, start_server
 from tests.production.cluster import Cluster
 
@@ -233,11 +235,12 @@ async def test_a_phone_that_pairs_again_leaves_no_stream_on_its_old_credential(s
         session, image, old = await session_with_photo(desktop, phone)
         stale = await open_stream(phone, session["id"])
         try:
-            again = await phone.post(
-                "/api/pair",
-                json={"token": token_of(session["pairing"]["url"])},
-                headers={"authorization": "", "cookie": f"consultcam_phone={old}"},
-            )
+            # The phone page reloads: its cookie (and the CSRF token the server gives with it) redeems again.
+            async with httpx.AsyncClient(
+                base_url=server.url, cookies={PHONE_COOKIE: old}, event_hooks=CsrfToken().hooks()
+            ) as reloaded:
+                assert (await reloaded.get(f"/api/sessions/{session['id']}")).status_code == 200
+                again = await reloaded.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})
             assert again.status_code == 200, again.text
             rotated_at = time.monotonic()
             await write_note(desktop, session["id"], image["id"])
@@ -247,6 +250,65 @@ async def test_a_phone_that_pairs_again_leaves_no_stream_on_its_old_credential(s
             assert await stale.ended(within=3) - rotated_at < ENDS_WITHIN
         finally:
             await stale.close()
+
+
+@contextlib.asynccontextmanager
+async def signed_in_browser(url: str, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A clinician's browser signed in with the login link: its sign-in cookie (a server-side sign-in) and
+    the CSRF token the pages send back, no bearer token."""
+    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT, event_hooks=CsrfToken().hooks()) as browser:
+        assert (await browser.get("/login", params={"token": token})).status_code == 303
+        yield browser
+
+
+async def sign_out(browser: httpx.AsyncClient) -> None:
+    signed_out = await browser.post("/logout", headers={"accept": "application/json"})
+    assert signed_out.status_code == 204, signed_out.text
+
+
+async def test_a_clinician_who_signs_out_loses_the_desktop_stream_at_once(server):
+    async with (
+        desktop_and_phone(server.url, server.token) as (desktop, phone),
+        signed_in_browser(server.url, server.token) as browser,
+    ):
+        session, image, _credential = await session_with_photo(desktop, phone)
+        stream = await open_stream(browser, session["id"])
+        try:
+            await sign_out(browser)
+            signed_out_at = time.monotonic()
+            # No event needs to flow for it to end: the sign-out itself ends it.
+            assert await stream.ended(within=3) - signed_out_at < ENDS_WITHIN
+            assert_told_why(stream, "credential-revoked")
+            await write_note(desktop, session["id"], image["id"])
+            assert_nothing_leaked(stream)
+        finally:
+            await stream.close()
+
+
+async def test_a_credential_revoked_behind_the_bus_back_still_gets_no_later_event(server, settings):
+    """Defence in depth: a route that revoked a credential without telling the event bus (a bug, a manual
+    fix in the database) still leaks nothing, because every batch of events is authorised before it is
+    sent; the stream ends at the next event instead."""
+    async with desktop_and_phone(server.url, server.token) as (desktop, phone):
+        session, image, _credential = await session_with_photo(desktop, phone)
+        stream = await open_stream(phone, session["id"])
+        try:
+            engine = create_async_engine(settings.database_url)
+            try:
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        text("UPDATE phone_credentials SET revoked_at = :now WHERE session_id = :id"),
+                        {"now": utcnow().replace(tzinfo=None), "id": session["id"]},
+                    )
+            finally:
+                await engine.dispose()
+            await write_note(desktop, session["id"], image["id"])
+
+            await stream.ended(within=3)
+            assert_nothing_leaked(stream)
+            assert_told_why(stream, "credential-revoked")
+        finally:
+            await stream.close()
 
 
 # -- the session ends while streams are open -------------------------------------------------------------
@@ -506,11 +568,19 @@ async def test_three_hundred_streams_dropped_at_once_leave_the_bus_working(setti
 # -- two web processes on Redis --------------------------------------------------------------------------
 
 
+#: The clinician token every process of the cluster shares, as one deployment's processes do.
+CLUSTER_TOKEN = secrets.token_urlsafe(32)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two `consultcam serve` processes on PostgreSQL, Redis and S3 (no worker: nothing here needs one)."""
     started = Cluster.start(
-        tmp_path_factory.mktemp("streams-cluster"), webs=2, worker=False, CONSULTCAM_REQUIRED_METADATA=""
+        tmp_path_factory.mktemp("streams-cluster"),
+        webs=2,
+        worker=False,
+        CONSULTCAM_REQUIRED_METADATA="",
+        CONSULTCAM_CLINICIAN_TOKEN=CLUSTER_TOKEN,  # one deployment: the same token on every process
     )
     yield started
     started.stop()
@@ -524,7 +594,7 @@ async def cluster_clients(cluster: Cluster) -> AsyncIterator[dict[str, httpx.Asy
         for name, web in zip("ab", cluster.webs, strict=True):
             clients[f"desktop_{name}"] = await stack.enter_async_context(
                 httpx.AsyncClient(
-                    base_url=web.url, headers={"authorization": f"Bearer {web.token}"}, timeout=TIMEOUT
+                    base_url=web.url, headers={"authorization": f"Bearer {CLUSTER_TOKEN}"}, timeout=TIMEOUT
                 )
             )
             clients[f"phone_{name}"] = await stack.enter_async_context(
@@ -559,6 +629,30 @@ async def test_a_phone_signed_out_on_one_process_loses_its_stream_on_the_other(c
         finally:
             await phone_stream.close()
             await desktop_stream.close()
+
+
+async def test_a_clinician_signed_out_on_one_process_loses_the_stream_on_the_other(cluster):
+    a, b = cluster.webs
+    async with (
+        cluster_clients(cluster) as c,
+        signed_in_browser(a.url, CLUSTER_TOKEN) as browser_a,
+    ):
+        sid, image_id = await cluster_session(c, "enc-redis-signout")
+        stream = await open_stream(browser_a, sid)
+        try:
+            # The same browser's cookie, sent to process B (a load balancer's choice), signs out there.
+            async with httpx.AsyncClient(
+                base_url=b.url, cookies=browser_a.cookies, timeout=TIMEOUT, event_hooks=CsrfToken().hooks()
+            ) as browser_b:
+                assert (await browser_b.get(f"/api/sessions/{sid}")).status_code == 200
+                await sign_out(browser_b)
+            signed_out_at = time.monotonic()
+            assert await stream.ended(within=3) - signed_out_at < ENDS_WITHIN  # no event needed
+            assert_told_why(stream, "credential-revoked")
+            await write_note(c["desktop_b"], sid, image_id)
+            assert_nothing_leaked(stream)
+        finally:
+            await stream.close()
 
 
 async def test_a_session_cancelled_on_one_process_ends_the_streams_on_the_other(cluster):

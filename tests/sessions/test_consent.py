@@ -159,7 +159,9 @@ async def test_consent_on_a_closed_session_is_409(clinician, new_client):
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     assert (await upload(phone, session["id"], jpeg_bytes())).status_code == 201
-    assert (await clinician.post(f"/api/sessions/{session['id']}/commit")).status_code == 200
+    assert (
+        await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+    ).status_code == 200
     assert_error(await record_consent(clinician, session["id"]), 409, "SessionClosed", "committed")
 
     cancelled = await start_session(clinician, "enc-2")
@@ -203,7 +205,7 @@ async def test_the_committed_resources_carry_the_consent_in_their_note(
     ).status_code == 201
     assert (await upload(phone, session["id"], jpeg_bytes("cat.jpg"))).status_code == 201
 
-    committed = await clinician.post(f"/api/sessions/{session['id']}/commit")
+    committed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
 
     assert committed.status_code == 200, committed.text
     [path] = sorted(Path(runtime.settings.data_dir / "outbox").glob("*.json"))

@@ -14,6 +14,7 @@ from consultcam.app import create_app
 from consultcam.models import AuditEvent
 from tests.conftest import (
     CLINICIAN_TOKEN,
+    CsrfToken,
     assert_error,
     jpeg_bytes,
     next_event,
@@ -165,7 +166,9 @@ async def test_a_phone_may_leave_a_committed_session_too(clinician, new_client, 
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     assert (await upload(phone, session["id"], jpeg_bytes())).status_code == 201
-    assert (await clinician.post(f"/api/sessions/{session['id']}/commit")).status_code == 200
+    assert (
+        await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+    ).status_code == 200
     response = await phone.delete(f"/api/sessions/{session['id']}/phone?reason={WRONG_PATIENT}")
     assert response.status_code == 204
     assert (await phone.get(f"/api/sessions/{session['id']}")).status_code == 401
@@ -178,7 +181,7 @@ async def test_the_desktop_stream_hears_wrong_patient(settings):
     async with (
         serving(create_app(settings)) as origin,
         httpx.AsyncClient(base_url=origin, headers={"authorization": f"Bearer {CLINICIAN_TOKEN}"}) as desktop,
-        httpx.AsyncClient(base_url=origin) as phone,
+        httpx.AsyncClient(base_url=origin, event_hooks=CsrfToken().hooks()) as phone,
     ):
         session = await start_session(desktop, consent=False)
         paired = await phone.post("/api/pair", json={"token": token_of(session["pairing"]["url"])})

@@ -1,7 +1,8 @@
 """The `alex` connector: Medtech ALEX, Medtech Evolution's FHIR R4 API (`CONSULTCAM_EMR_URL=alex+https://…/FHIR`).
 
 A FhirConnector with Medtech's rules on top. The Medtech-specific values (header names, NHI system, image
-limit, time zone, SNOMED CT laterality codes and words) are data, read from `consultcam/data/medtech.json`.
+limit, time zone) are data, read from `consultcam/data/medtech.json`; body-site and laterality codes and
+words come from `consultcam/data/body-sites.json` through `consultcam.terminology`, never from a client.
 
 * Authentication: OAuth2 client credentials only, from CONSULTCAM_ALEX_TOKEN_URL, CONSULTCAM_ALEX_CLIENT_ID,
   CONSULTCAM_ALEX_CLIENT_SECRET and CONSULTCAM_ALEX_SCOPE (all required).
@@ -15,7 +16,7 @@ limit, time zone, SNOMED CT laterality codes and words) are data, read from `con
 * Images over the limit are re-encoded to fit: JPEG quality stepped down, then the image scaled down
   (never up); width, height, size and hash describe the bytes actually sent.
 * ALEX's inbox ignores Media.bodySite, so the label, body site words and laterality also go into the
-  first note, e.g. "Lesion A — Left upper arm (SNOMED CT 368208006), laterality: left (7771000)".
+  first note, e.g. "Lesion A — Upper arm structure (SNOMED CT 40983000), laterality: left (7771000)".
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from consultcam.commits.connectors.base import (
 )
 from consultcam.commits.connectors.fhir import FhirConnector, OAuth2ClientCredentials
 from consultcam.terminology import site_words
+from consultcam.terminology.metadata import photo_terms
 
 __all__ = ["ENV_NAMES", "NO_FACILITY", "AlexConnector", "fit_jpeg", "medtech", "site_note"]
 
@@ -178,7 +180,7 @@ class AlexConnector(FhirConnector):
             raise preparation_failed(items, errors, "Medtech", "retake the photo or commit again")
         entries = await super()._entries(context, prepared)
         for item, entry in zip(prepared, entries, strict=True):
-            _add_site_note(entry["resource"], item.metadata or {}, self._data)
+            _add_site_note(entry["resource"], item.metadata or {})
         return entries
 
     def _prepare(self, item: CommitItem) -> CommitItem:
@@ -243,35 +245,32 @@ def fit_jpeg(jpeg: bytes, limit: int) -> tuple[bytes, int, int]:
             return data, smaller.width, smaller.height
 
 
-def site_note(metadata: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> str | None:
+def site_note(metadata: Mapping[str, Any]) -> str | None:
     """Label, body site and laterality in words, for an inbox that ignores Media.bodySite.
 
-    "Lesion A — Left upper arm (SNOMED CT 368208006), laterality: left (7771000)"; None when there is
-    nothing to say. Laterality codes and words come from medtech.json.
+    "Lesion A — Upper arm structure (SNOMED CT 40983000), laterality: left (7771000)"; None when there is
+    nothing to say. The site's words and the side's code and word are the data file's, looked up from the
+    stored code and value (`terminology.metadata.photo_terms`); raises ValueError for a code not listed.
     """
-    data = medtech() if data is None else data
+    terms = photo_terms(metadata)
     parts: list[str] = []
     label = metadata.get("label")
     if isinstance(label, str) and label.strip():
         parts.append(" ".join(label.split()))
-    site = metadata.get("bodySite")
     where = ""
-    if isinstance(site, Mapping) and site.get("code"):
-        words = site_words(str(site.get("display") or ""))
-        code = f"SNOMED CT {str(site['code']).strip()}"
-        where = f"{words} ({code})" if words else code
-    side = data["laterality"].get(metadata.get("laterality") or "")
-    if side:
-        laterality = f"laterality: {side['word']} ({side['code']})"
+    if terms.site is not None:
+        where = f"{site_words(terms.site.display)} (SNOMED CT {terms.site.code})"
+    if terms.side is not None:
+        laterality = f"laterality: {terms.side.display.lower()} ({terms.side.code})"
         where = f"{where}, {laterality}" if where else laterality[:1].upper() + laterality[1:]
     if where:
         parts.append(where)
     return " — ".join(parts) or None
 
 
-def _add_site_note(media: dict[str, Any], metadata: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+def _add_site_note(media: dict[str, Any], metadata: Mapping[str, Any]) -> None:
     """Put site_note() first in Media.note, in place of the label-only note it includes."""
-    text = site_note(metadata, data)
+    text = site_note(metadata)
     if not text:
         return
     notes = list(media.get("note") or [])

@@ -3,12 +3,17 @@
 This is the embedded default (`CONSULTCAM_EMR_URL=export://DIR`): a practice's EMR importer, or a person,
 picks the files up. The files are patient records: the folder is created 0700 and each file written 0600,
 atomically (temp file in the same folder, fsync, rename), so a reader never sees half a Bundle.
+
+Once per commit (issue 10): the file is named by the commit id, which every retry of a session's commit
+shares, so a retry after a crash or a failure writes the same file again instead of a second Bundle. An
+identical Bundle already there is left untouched (an importer watching the folder sees nothing new); a
+different one (photos added or removed since) replaces it; a temp file a killed process left is removed.
+Each entry is also a conditional create on the image id, for importers that already took an earlier file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import os
@@ -32,12 +37,13 @@ from consultcam.commits.connectors.base import (
     preparation_failed,
 )
 from consultcam.commits.fhir_media import assemble_transaction_bundle, bundle_entry, check_context
+from consultcam.files import private_dir, write_private
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ExportConnector:
-    """Writes each commit as `<directory>/<UTC time>-<encounter id>-<commit id>.json`."""
+    """Writes each commit as `<directory>/<UTC time>-<encounter id>-<commit id>.json`, once per commit id."""
 
     name = "export"
 
@@ -88,9 +94,8 @@ class ExportConnector:
         except ValueError as exc:
             raise preparation_failed(items, str(exc), "the patient record") from exc
 
-        path = self.directory / export_filename(context)
         try:
-            await asyncio.to_thread(_write_bundle, path, bundle)
+            await asyncio.to_thread(_save_once, self.directory, export_filename(context), bundle)
         except OSError as exc:
             why = _os_error_words(exc)
             raise CommitFailed(
@@ -143,42 +148,38 @@ def export_filename(context: CommitContext) -> str:
     return f"{stamp}-{encounter}-{uuid.UUID(context.commit_id).hex}.json"
 
 
+def _save_once(directory: Path, filename: str, bundle: dict[str, Any]) -> Path:
+    """Write `bundle` as `directory/filename` (from export_filename) unless this commit already has a file
+    there: then that file is kept when it holds the same Bundle, else replaced in place. Returns the path.
+    The commit id ends the name, so "this commit's file" is `*-<commit id>.json` whatever its time stamp."""
+    commit_hex = filename.removesuffix(".json").rsplit("-", 1)[-1]
+    earlier = sorted(directory.glob(f"*-{commit_hex}.json")) if directory.is_dir() else []
+    for stale in directory.glob(f".*-{commit_hex}.*.tmp") if directory.is_dir() else []:
+        stale.unlink(missing_ok=True)  # half-written by a process killed mid-write: never a record
+    path = earlier[0] if earlier else directory / filename
+    if earlier and _same_bundle(path, bundle):
+        return path
+    _write_bundle(path, bundle)
+    return path
+
+
+def _same_bundle(path: Path, bundle: dict[str, Any]) -> bool:
+    try:
+        return bool(json.loads(path.read_bytes()) == bundle)
+    except (OSError, ValueError):
+        return False  # unreadable or not JSON: write it again
+
+
 def _write_bundle(path: Path, bundle: dict[str, Any]) -> None:
     data = json.dumps(bundle, ensure_ascii=False, indent=2).encode("utf-8")
     _ensure_directory(path.parent)
-    # mkstemp creates the file 0600 with O_EXCL; the dot prefix and .tmp suffix keep importers off it.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
+    # 0600, through a dot-prefixed .tmp file (importers skip it), fsync, rename, fsync of the folder.
+    write_private(path, data)
 
 
 def _ensure_directory(directory: Path) -> None:
-    try:
-        directory.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        if not directory.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(directory)) from None
-        return  # an existing folder keeps the permissions its owner gave it
-    os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; some filesystems cannot fsync a folder, and the data is already synced."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    # Made 0700 with any missing parents; an existing folder keeps the permissions its owner gave it.
+    private_dir(directory)
 
 
 def _probe(directory: Path) -> None:

@@ -333,6 +333,7 @@ class FhirConnector:
         progress: ProgressCallback,
     ) -> list[ImageResult]:
         created: list[str] = []  # resource ids this commit made (201), to remove if a later one fails
+        found: dict[int, str] = {}  # item index → resource an earlier attempt made (200): left alone
         results: list[ImageResult] = []
         for index, (item, entry) in enumerate(zip(items, entries, strict=True)):
             try:
@@ -353,8 +354,10 @@ class FhirConnector:
                             status=201,
                         )
                     created.append(resource_id)
+                else:
+                    found[index] = resource_id or "an existing resource"
             except _Failure as failure:
-                await self._compensate(client, items, index, failure, created)
+                await self._compensate(client, items, index, failure, created, found)
             results.append(ImageResult(item.image_id, "committed", resource_id=resource_id))
             try:
                 await progress(index + 1, len(items))
@@ -370,8 +373,11 @@ class FhirConnector:
         failed_index: int,
         failure: _Failure,
         created: list[str],
+        found: dict[int, str],
     ) -> NoReturn:
-        """Delete what this commit created, newest first, then raise CommitFailed saying what is left."""
+        """Delete what this attempt created, newest first, then raise CommitFailed saying what is left:
+        resources it could not delete, and those `found` from an earlier attempt of the same commit (an
+        interrupted one), which are the record's now and stay (a retry finds them again)."""
         left = await self._delete_all(client, created)
         failed_item = items[failed_index]
         if failure.status is None or failure.status >= 500 or failure.status == 429:
@@ -386,17 +392,27 @@ class FhirConnector:
                 f"removed: {', '.join(left)}; {_ADMIN} to delete "
                 f"{'it' if len(left) == 1 else 'them'}, then commit again."
             )
+        elif found:
+            photos = "photo" if len(found) == 1 else "photos"
+            detail += (
+                f"This time nothing was saved, but {len(found)} {photos} saved by an earlier, interrupted "
+                f"attempt of this commit {'is' if len(found) == 1 else 'are'} in the record "
+                f"({', '.join(found.values())}); {tail}: those are not saved twice."
+            )
         else:
             detail += f"Nothing was saved; {tail}."
         not_saved = f"not saved because {_photo_name(failed_item)} could not be saved"
         if left:
             not_saved += f"; photos left in the record that must be removed: {', '.join(left)}"
-        results = [
-            ImageResult(
-                item.image_id, "failed", error=failure.outcome if index == failed_index else not_saved
-            )
-            for index, item in enumerate(items)
-        ]
+
+        def why(index: int) -> str:
+            if index == failed_index:
+                return failure.outcome
+            if index in found:
+                return f"already in the record from an earlier, interrupted attempt ({found[index]})"
+            return not_saved
+
+        results = [ImageResult(item.image_id, "failed", error=why(index)) for index, item in enumerate(items)]
         raise CommitFailed(detail, results)
 
     async def _delete_all(self, client: httpx.AsyncClient, created: list[str]) -> list[str]:

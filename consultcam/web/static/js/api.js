@@ -1,5 +1,7 @@
 // The consultcam HTTP API (DESIGN.md, "HTTP API"): JSON in camelCase, errors as {error, detail}.
-// Same-origin only; the clinician cookie or the phone cookie carries authentication.
+// Same-origin only; the clinician cookie or the phone cookie carries authentication, and every unsafe call
+// carries the page's CSRF token (consultcam/web/guard.py): first the page's <meta name="csrf-token">, then
+// the X-CSRF-Token the server sends with each answer (it changes when the cookie does: pairing, signing in).
 
 export class ApiError extends Error {
   /**
@@ -37,10 +39,14 @@ function fallbackDetail(status) {
   return FALLBACK_DETAIL[status] ?? FALLBACK_DETAIL[status >= 500 ? 500 : 0];
 }
 
+const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+let csrfToken = document.querySelector('meta[name="csrf-token"]')?.content || "";
+
 /** fetch + JSON + ApiError. Resolves to the parsed body, or null for 204. */
 export async function request(method, path, body, { signal } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (UNSAFE.has(method) && csrfToken) headers["X-CSRF-Token"] = csrfToken;
   let response;
   try {
     response = await fetch(path, {
@@ -55,6 +61,7 @@ export async function request(method, path, body, { signal } = {}) {
     if (err?.name === "AbortError") throw err;
     throw new ApiError(0, "NetworkError", fallbackDetail(0));
   }
+  csrfToken = response.headers.get("X-CSRF-Token") || csrfToken;
   if (response.status === 204) return null;
   const text = await response.text().catch(() => "");
   let data = null;
@@ -84,12 +91,15 @@ export const api = {
   getImage: (sessionId, imageId) => request("GET", imagePath(sessionId, imageId)),
   updateImage: (sessionId, imageId, body) => request("PATCH", imagePath(sessionId, imageId), body),
   deleteImage: (sessionId, imageId) => request("DELETE", imagePath(sessionId, imageId)),
-  commit: (sessionId, body = {}) => request("POST", `${sessionPath(sessionId)}/commit`, body),
+  /** `body`: {imageIds: [...]} (the photos the page shows) or {all: true}; the server refuses anything vaguer. */
+  commit: (sessionId, body) => request("POST", `${sessionPath(sessionId)}/commit`, body),
   recordConsent: (sessionId, body) => request("PUT", `${sessionPath(sessionId)}/consent`, body),
   /** The clinician signs every phone out; a phone signs itself out (`reason: "wrong-patient"`). */
   revokePhone: (sessionId, reason) =>
     request("DELETE", `${sessionPath(sessionId)}/phone${reason ? `?reason=${enc(reason)}` : ""}`),
   bodySites: () => request("GET", "/api/terminology/body-sites"),
+  /** End this computer's clinician sign-in on the server (204); the cookie is deleted too. */
+  signOut: () => request("POST", "/logout"),
   downloadUrl: (sessionId, imageId) => `${imagePath(sessionId, imageId)}/download`,
   sessionDownloadUrl: (sessionId) => `${sessionPath(sessionId)}/download`,
   eventsUrl: (sessionId) => `${sessionPath(sessionId)}/events`,

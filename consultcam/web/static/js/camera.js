@@ -3,6 +3,11 @@
 // Switching camera asks for the other facing mode (front/back) and, where the browser cannot say which way a
 // camera faces, steps through the video inputs by device id. The torch is offered only where the track says
 // it has one (MediaTrackCapabilities.torch, Image Capture spec).
+//
+// A frame grabbed from the preview (createImageBitmap(video), the only way where there is no ImageCapture:
+// Firefox, Safari/WebKit) is sometimes empty in WebKit, all black although the preview shows the picture. Such
+// a frame is grabbed again a few times, a short wait apart, before it is shown; if every try is empty (a lens
+// covered), the last one is kept and the quick check calls it dark, with Retake.
 
 export class CameraError extends Error {
   /** kind: "denied" | "missing" | "busy" | "unsupported" */
@@ -14,6 +19,10 @@ export class CameraError extends Error {
 }
 
 const TAKE_PHOTO_TIMEOUT_MS = 4000;
+const EMPTY_FRAME_TRIES = 8; // at most ~1 s of waiting in all
+const EMPTY_FRAME_WAIT_MS = 120;
+const PROBE_SIZE = 32; // the frame is judged on a 32×32 thumbnail: cheap, and enough to tell black from a picture
+const BLACK_LEVEL = 3; // 0…255: a sensor's darkest real picture still has noise above this somewhere
 
 export class Camera {
   /** @param {HTMLVideoElement} video the preview element */
@@ -167,7 +176,42 @@ export class Camera {
         this.imageCapture = null;
       }
     }
-    return createImageBitmap(this.video);
+    return this.grabFrame();
+  }
+
+  /** The preview's current frame as an ImageBitmap, grabbed again while it comes out empty (see the header). */
+  async grabFrame() {
+    let frame = await createImageBitmap(this.video);
+    for (let tries = 1; tries < EMPTY_FRAME_TRIES && isEmptyFrame(frame); tries += 1) {
+      frame.close();
+      await new Promise((resolve) => setTimeout(resolve, EMPTY_FRAME_WAIT_MS));
+      if (!this.active) throw new CameraError("missing", "The camera is not running.");
+      frame = await createImageBitmap(this.video);
+    }
+    return frame;
+  }
+}
+
+/**
+ * Whether a grabbed frame holds no picture: every pixel of its 32×32 thumbnail is black (R, G and B ≤ 3 of
+ * 255) or fully transparent. False when the pixels cannot be read (then the frame is used as it is).
+ * @param {ImageBitmap} frame
+ */
+function isEmptyFrame(frame) {
+  if (!frame?.width || !frame?.height) return true;
+  try {
+    const canvas = typeof OffscreenCanvas === "function"
+      ? new OffscreenCanvas(PROBE_SIZE, PROBE_SIZE)
+      : Object.assign(document.createElement("canvas"), { width: PROBE_SIZE, height: PROBE_SIZE });
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(frame, 0, 0, PROBE_SIZE, PROBE_SIZE);
+    const { data } = ctx.getImageData(0, 0, PROBE_SIZE, PROBE_SIZE);
+    for (let i = 0; i < data.length; i += 4) {
+      if (data[i + 3] > 0 && (data[i] > BLACK_LEVEL || data[i + 1] > BLACK_LEVEL || data[i + 2] > BLACK_LEVEL)) return false;
+    }
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -145,15 +145,16 @@ export class CommitDialog {
     setText(this.progressText, `Saving to the record… ${done} of ${total}`);
   }
 
-  /** commit.failed from the event stream, for a commit this page did not start. */
-  failed(detail) {
+  /** commit.failed from the event stream, for a commit this page did not start (`interrupted`: its process
+   * stopped, so what reached the record is not known, and the detail says so). */
+  failed(detail, { interrupted = false } = {}) {
     if (!this.external) return;
     this.external = false;
     this.showStep("confirm");
     show($("#commit-confirm-step"), false);
     show(this.confirmBtn, false);
     setText($("#commit-dialog-title"), "The commit from the phone did not finish");
-    setText(this.error, `Nothing was saved. ${detail || "The record system did not accept the photos."}`);
+    setText(this.error, interrupted ? detail : `Nothing was saved. ${detail || "The record system did not accept the photos."}`);
     show(this.error, true);
     setText(this.cancelBtn, "Close");
     if (!this.dialog.open) this.dialog.showModal();
@@ -180,8 +181,7 @@ export class CommitDialog {
         return;
       }
       this.showStep("confirm");
-      const detail = err instanceof ApiError ? err.detail : "The commit failed.";
-      setText(this.error, `Nothing was saved. ${detail}`);
+      setText(this.error, failureWords(err));
       show(this.error, true);
       this.confirmBtn.textContent = "Try again";
       if (err instanceof ApiError && err.status === 409) this.deps.onConflict?.(err);
@@ -193,6 +193,21 @@ export class CommitDialog {
     this.external = false;
     if (this.dialog.open) this.dialog.close();
   }
+}
+
+/**
+ * What the GP is told when this page's commit did not finish. The server's words when it answered (a
+ * connector's failure says itself what was saved; a 409 says a commit is running); when the connection
+ * dropped, consultcam may have stopped mid-commit: the outcome is not known yet, never "nothing was saved".
+ */
+function failureWords(err) {
+  if (!(err instanceof ApiError)) return "Nothing was saved. The commit failed.";
+  if (err.status === 0) {
+    return "The connection to consultcam was lost while saving, so it is not known yet whether the photos "
+      + "reached the record. Reload the page in a moment to see; committing again never saves a photo twice.";
+  }
+  if (err.name === "CommitFailed" || err.status === 409) return err.detail;
+  return `Nothing was saved. ${err.detail}`;
 }
 
 function describeResult(result, good) {

@@ -13,16 +13,19 @@ import { Gallery } from "./gallery.js";
 import { listFields, metadataGaps, summarise } from "./metadata-chips.js";
 import { MetadataPanel } from "./metadata-panel.js";
 import { QrPanel } from "./qr-panel.js";
+import { wireSignOut } from "./sign-out.js";
 import { PAIRING_STASH, startForm } from "./start-form.js";
 
 const page = readPageData();
 const config = { maxImages: 50, warnImages: 20, ...(page.config || {}) };
 window.__consultcam = { events: null };
 
+wireSignOut($("#sign-out-form"), { onSignedOut: () => window.__consultcam.events?.close() });
 if (page.sessionId) sessionPage(page.sessionId);
 else startForm(page.launch || {});
 
 function sessionPage(sessionId) {
+  const COMMIT_HINT = $("#commit-hint").textContent;
   const state = { session: null, phone: null, ended: null, ready: false, buffer: [], pairingBusy: false, viewer: null };
   const shownAt = {};
   const required = () => state.session?.requiredMetadata || [];
@@ -117,6 +120,11 @@ function sessionPage(sessionId) {
     show($("#wrong-patient"), false);
     $("#qr-new").focus();
   });
+  $("#paired-elsewhere-new-code").addEventListener("click", () => { show($("#paired-elsewhere"), false); newPairing(); });
+  $("#paired-elsewhere-dismiss").addEventListener("click", () => {
+    show($("#paired-elsewhere"), false);
+    $("#qr-new").focus();
+  });
   $("#download-all").addEventListener("click", (event) => {
     if (!gallery.size) event.preventDefault();
     else announce(`Downloading ${plural(gallery.size, "photo")} as a ZIP file.`);
@@ -185,6 +193,7 @@ function sessionPage(sessionId) {
       qr.waiting(); // "Phone signed out" stays until another phone pairs
     }
     renderStatus(session.status);
+    renderLastCommit(session);
     if (session.status !== "open" && session.status !== "committing") endSession(session.status);
     renderCount();
     panel.show(targets());
@@ -221,6 +230,7 @@ function sessionPage(sessionId) {
         if (state.session) state.session.phone = data.phone;
         qr.phoneConnected(data.phone);
         show($("#wrong-patient"), false);
+        show($("#paired-elsewhere"), false);
         announce("Phone connected.");
         break;
       case "phone.revoked":
@@ -229,6 +239,8 @@ function sessionPage(sessionId) {
         if (state.ended) break;
         if (data.reason === "wrong-patient") {
           wrongPatient();
+        } else if (data.reason === "paired-elsewhere") {
+          pairedElsewhere();
         } else if (data.reason === "revoked") {
           // This desktop (or another one) signed it out: offer a fresh code straight away.
           qr.signedOut("revoked");
@@ -275,8 +287,9 @@ function sessionPage(sessionId) {
         if (!commit.running) committed(data.results || [], { byPhone: commit.external });
         break;
       case "commit.failed":
-        commit.failed(data.detail || data.error);
+        commit.failed(data.detail || data.error, { interrupted: Boolean(data.interrupted) });
         renderStatus("open");
+        reload(); // the commit card shows how the last commit ended
         break;
       case "session.expired":
         endSession(data.reason === "cancelled" ? "cancelled" : "expired");
@@ -302,6 +315,18 @@ function sessionPage(sessionId) {
     setText($("#pb-dob"), patient.birthDate ? formatBirthDateWithAge(patient.birthDate) : "not recorded");
     setText($("#pb-encounter"), session.encounterId || "");
     document.title = `${patient.name || "Photo session"} · consultcam`;
+  }
+
+  /** An open session whose last commit did not finish says so in the commit card (issue 10): interrupted
+   * (consultcam stopped mid-commit: not known what reached the record) or failed, in the server's words. */
+  function renderLastCommit(session) {
+    const hint = $("#commit-hint");
+    const last = session.status === "open" ? session.lastCommit : null;
+    const unfinished = ["interrupted", "failed"].includes(last?.status) ? last.status : "";
+    hint.dataset.lastCommit = unfinished;
+    hint.classList.toggle("notice", Boolean(unfinished));
+    hint.classList.toggle("notice-warn", Boolean(unfinished));
+    setText(hint, unfinished ? last.detail : COMMIT_HINT);
   }
 
   function renderStatus(status) {
@@ -438,6 +463,18 @@ function sessionPage(sessionId) {
     announce("The phone said this is not the right patient. It has been signed out.");
   }
 
+  /** The phone scanned another session's code: it left this session, which is told plainly. */
+  function pairedElsewhere() {
+    qr.signedOut("paired-elsewhere");
+    qr.idle("Make a new code when the phone for this patient is ready.");
+    const count = gallery.size;
+    setText($("#paired-elsewhere-photos"), count
+      ? `The ${plural(count, "photo")} it sent before ${count === 1 ? "stays" : "stay"} in this session.`
+      : "");
+    show($("#paired-elsewhere"), true);
+    announce("The phone was paired with another session and has been signed out of this one.");
+  }
+
   function confirmRevoke() {
     const dialog = $("#revoke-dialog");
     dialog.returnValue = "";
@@ -531,6 +568,7 @@ function sessionPage(sessionId) {
     gallery.setReadOnly(status);
     panel.setReadOnly();
     show($("#wrong-patient"), false);
+    show($("#paired-elsewhere"), false);
     const copy = {
       committed: ["Saved to the record", "The photos are in the patient's record and have been deleted from consultcam. The phone has been told."],
       cancelled: ["Session cancelled", "The photos were deleted and nothing was saved to the record."],

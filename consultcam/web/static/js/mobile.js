@@ -273,7 +273,7 @@ function handleEvent(event) {
     case "phone.revoked":
       // An ended session has already said why (session.expired comes first); this is a plain sign-out.
       if (!data.phoneId || !state.session.phone?.id || data.phoneId === state.session.phone.id) {
-        finish(data.reason === "wrong-patient" ? "wrong-patient" : "revoked");
+        finish(["wrong-patient", "paired-elsewhere"].includes(data.reason) ? data.reason : "revoked");
       }
       return;
     default:

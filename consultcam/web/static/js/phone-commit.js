@@ -128,7 +128,9 @@ export class PhoneCommit {
     setText(this.els.progressText, `Committing ${plural(this.images.length, "photo")}…`);
     this.els.cancel.disabled = true;
     try {
-      const result = await api.commit(this.hooks.session().id);
+      // Exactly the photos the dialog counted: one added since is not committed unseen.
+      const imageIds = this.images.map((image) => image.id);
+      const result = await api.commit(this.hooks.session().id, { imageIds });
       this.running = false;
       if (result?.status === "committed") {
         this.dialog.close("done");

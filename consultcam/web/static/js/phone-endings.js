@@ -6,7 +6,7 @@ import { plural } from "./format.js";
 const NEW_CODE = "To take more photos, ask the clinician for a new code and scan it.";
 
 /**
- * @param {"committed"|"ended"|"revoked"|"wrong-patient"} kind
+ * @param {"committed"|"ended"|"revoked"|"wrong-patient"|"paired-elsewhere"} kind
  * @param {{name: string, unsent: number, reason?: string, notified?: boolean}} facts
  *   name: the patient's name; unsent: photos that were still on the phone (now deleted); reason: why the
  *   session ended ("cancelled", "expired", "idle", …); notified: whether the server took the sign-out.
@@ -31,6 +31,13 @@ export function endingCopy(kind, { name, unsent = 0, reason, notified = true }) 
         text: `The clinician disconnected this phone from ${name}'s session on the desktop.${lost}`,
         next: NEW_CODE,
         tone: "info", icon: "lock", badge: "Signed out",
+      };
+    case "paired-elsewhere":
+      return {
+        title: "This phone moved to another session",
+        text: `It scanned the code of a different session, so it is no longer connected to ${name}'s session.${lost}`,
+        next: "Carry on in the page of the session you scanned last, or ask the clinician for a new code.",
+        tone: "info", icon: "info", badge: "Signed out",
       };
     case "wrong-patient":
       return {

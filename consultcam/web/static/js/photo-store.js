@@ -5,11 +5,14 @@
 // Anything left behind (a tab closed and never reopened) is purged after RETENTION_MS, the server's own cap on
 // a temporary copy. No service worker, no Cache Storage.
 //
-// Two object stores keep the big blob apart from the small, often-changed details:
-//   blobs:  {id, sessionId, blob, savedAt}
+// Two object stores keep the big JPEG apart from the small, often-changed details:
+//   blobs:  {id, sessionId, bytes: ArrayBuffer, type, savedAt}   (earlier: {id, sessionId, blob, savedAt})
 //   photos: {id, sessionId, seq, capturedAt, filename, width, height, metadata, check, queued, imageId, savedAt}
+// The JPEG is stored as bytes, not as a Blob: WebKit refuses Blobs in IndexedDB in a private window
+// ("UnknownError: Error preparing Blob/File data") while it stores an ArrayBuffer like any other value.
+// Records written as Blobs by an earlier version are still read.
 // Every call resolves even when IndexedDB is unavailable (private mode, quota): the page then keeps photos in
-// memory only and `available` says so.
+// memory only, `available` says so, and the console says why (the failing request's own error).
 
 const DB_NAME = "consultcam-phone";
 const DB_VERSION = 1;
@@ -42,14 +45,22 @@ function openDb() {
   return dbPromise;
 }
 
-/** Run `work(stores)` in one transaction over photos and blobs; resolves with its result when committed. */
+/**
+ * Run `work(stores)` in one transaction over photos and blobs; resolves with its result when committed.
+ * Rejects with the error of the first request that failed (its `error` event bubbles to the transaction,
+ * IndexedDB §5.2): that error says what went wrong, where the transaction's own `error` may still be null.
+ * It rejects at once: after refusing a Blob, WebKit neither commits nor aborts the transaction.
+ */
 async function transaction(mode, work) {
   const db = await openDb();
   return new Promise((resolve, reject) => {
     const tx = db.transaction(["photos", "blobs"], mode);
     let result;
     tx.oncomplete = () => resolve(result);
-    tx.onerror = () => reject(tx.error);
+    tx.onerror = (event) => {
+      reject(event.target?.error || tx.error || new Error("IndexedDB request failed"));
+      try { tx.abort(); } catch { /* already finished */ }
+    };
     tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
     Promise.resolve(work({ photos: tx.objectStore("photos"), blobs: tx.objectStore("blobs") }))
       .then((value) => { result = value; })
@@ -80,6 +91,20 @@ function toRecord(sessionId, photo) {
   };
 }
 
+/** A kept JPEG as a Blob: from its bytes, or as an earlier version kept it; null when neither is there. */
+function toBlob(file) {
+  if (file?.bytes instanceof ArrayBuffer && file.bytes.byteLength > 0) {
+    return new Blob([file.bytes], { type: file.type || "image/jpeg" });
+  }
+  return file?.blob instanceof Blob ? file.blob : null;
+}
+
+/** "UnknownError: Error preparing Blob/File data": the DOMException's name and message, for the console. */
+function describeError(err) {
+  if (!err) return "unknown error";
+  return err.name && err.message ? `${err.name}: ${err.message}` : String(err.message || err.name || err);
+}
+
 /** One capture session's unsent photos on this phone. */
 export class PhotoStore {
   /** @param {string} sessionId the capture session id (records are keyed by it) */
@@ -95,16 +120,27 @@ export class PhotoStore {
       return await transaction(mode, work);
     } catch (err) {
       this.available = false;
-      console.warn("consultcam: photos are kept in memory only", err);
+      console.warn(`consultcam: photos are kept in memory only (IndexedDB: ${describeError(err)})`);
       return fallback;
     }
   }
 
   /** Keep (or replace, after a retake) a photo and its JPEG. `photo.blob` must be set. */
-  save(photo) {
+  async save(photo) {
+    if (!this.available || this.closed) return false;
+    // Read before the transaction opens: it would commit itself while we wait for the bytes.
+    let bytes;
+    try {
+      bytes = await photo.blob.arrayBuffer();
+    } catch (err) {
+      console.warn(`consultcam: this photo is kept in memory only (${describeError(err)})`);
+      return false;
+    }
+    const type = photo.blob.type || "image/jpeg";
     return this.#safely("readwrite", ({ photos, blobs }) => {
       photos.put(toRecord(this.sessionId, photo));
-      blobs.put({ id: photo.id, sessionId: this.sessionId, blob: photo.blob, savedAt: Date.now() });
+      blobs.put({ id: photo.id, sessionId: this.sessionId, bytes, type, savedAt: Date.now() });
+      return true;
     }, false);
   }
 
@@ -125,17 +161,17 @@ export class PhotoStore {
   }
 
   /**
-   * This session's kept photos, oldest first, each with its `blob`. Records whose JPEG went missing are
-   * dropped.
+   * This session's kept photos, oldest first, each with its `blob` (made again from the kept bytes, or the
+   * Blob an earlier version kept). Records whose JPEG went missing are dropped.
    * @returns {Promise<Array<object>>}
    */
   load() {
     return this.#safely("readonly", async ({ photos, blobs }) => {
       const records = await wrap(photos.index("sessionId").getAll(this.sessionId));
       const files = await wrap(blobs.index("sessionId").getAll(this.sessionId));
-      const byId = new Map(files.map((file) => [file.id, file.blob]));
+      const byId = new Map(files.map((file) => [file.id, toBlob(file)]));
       return records
-        .filter((record) => byId.get(record.id) instanceof Blob)
+        .filter((record) => byId.get(record.id))
         .map((record) => ({ ...record, blob: byId.get(record.id) }))
         .sort((a, b) => a.seq - b.seq);
     }, []);

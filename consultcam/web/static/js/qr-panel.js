@@ -112,10 +112,15 @@ export class QrPanel {
     show(this.connected, false);
   }
 
-  /** The phone was signed out (`reason` "revoked" by this desktop, "wrong-patient" by the phone itself). */
+  /** The phone was signed out (`reason` "revoked" by this desktop, "wrong-patient" by the phone itself,
+   *  "paired-elsewhere" when it scanned another session's code). */
   signedOut(reason) {
-    this.status.dataset.state = reason === "wrong-patient" ? "alert" : "signed-out";
-    setText(this.statusText, reason === "wrong-patient" ? "Phone signed out: not this patient" : "Phone signed out");
+    const words = {
+      "wrong-patient": "Phone signed out: not this patient",
+      "paired-elsewhere": "Phone signed out: paired with another session",
+    };
+    this.status.dataset.state = words[reason] ? "alert" : "signed-out";
+    setText(this.statusText, words[reason] || "Phone signed out");
     show(this.connected, false);
   }
 

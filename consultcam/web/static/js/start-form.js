@@ -7,9 +7,23 @@ import { isValidNhi } from "./format.js";
 
 export const PAIRING_STASH = "consultcam.newSession";
 
+// What the server accepts (consultcam/sessions/schemas.py), checked here first so the GP sees it at once;
+// anything else the server refuses comes back as its own message under the form.
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/; // FHIR R4 id: what the record can reference
+const OLDEST_AGE_YEARS = 130;
+const NAME_MAX_LENGTH = 200;
+
+function isoDate(date) {
+  return `${date.getFullYear()}-${String(date.getMonth() + 1).padStart(2, "0")}-${String(date.getDate()).padStart(2, "0")}`;
+}
+
 function today() {
-  const now = new Date();
-  return `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, "0")}-${String(now.getDate()).padStart(2, "0")}`;
+  return isoDate(new Date());
+}
+
+/** 1 January of the year OLDEST_AGE_YEARS ago: an earlier birth date is a typo for the century. */
+function earliestBirthDate() {
+  return `${new Date().getFullYear() - OLDEST_AGE_YEARS}-01-01`;
 }
 
 function makeEncounterId() {
@@ -33,6 +47,7 @@ export function startForm(launch) {
   const submit = $("#start-btn");
   const formError = $("#start-error");
   dob.max = today();
+  dob.min = earliestBirthDate();
 
   name.value = launch.patientName || "";
   nhi.value = (launch.nhi || "").toUpperCase();
@@ -40,18 +55,31 @@ export function startForm(launch) {
   encounter.value = launch.encounterId || "";
   nhi.addEventListener("input", () => { nhi.value = nhi.value.toUpperCase().replace(/\s+/g, ""); });
   for (const input of [name, nhi, dob]) input.addEventListener("input", () => fieldError(input, ""));
+  encounter.addEventListener("input", () => encounter.setAttribute("aria-invalid", "false"));
 
   function validate() {
     let firstBad = null;
     const bad = (input, message) => { fieldError(input, message); firstBad ||= input; };
     if (!name.value.trim()) bad(name, "Enter the patient's name.");
+    else if (name.value.trim().length > NAME_MAX_LENGTH) bad(name, `The name is longer than ${NAME_MAX_LENGTH} characters.`);
     else fieldError(name, "");
     const nhiValue = nhi.value.trim().toUpperCase();
     if (nhiValue && !isValidNhi(nhiValue)) {
       bad(nhi, `${nhiValue} is not a valid NHI number: check each character against the patient's record.`);
     } else fieldError(nhi, "");
     if (dob.value && dob.value > today()) bad(dob, "The date of birth is in the future.");
-    else fieldError(dob, "");
+    else if (dob.value && dob.value < earliestBirthDate()) {
+      bad(dob, `The date of birth is more than ${OLDEST_AGE_YEARS} years ago: check the year.`);
+    } else fieldError(dob, "");
+    const encounterId = encounter.value.trim();
+    const badEncounter = Boolean(encounterId) && !FHIR_ID.test(encounterId);
+    encounter.setAttribute("aria-invalid", badEncounter ? "true" : "false");
+    if (badEncounter) {
+      // The encounter field has no error line of its own: the form's message says it.
+      setText(formError, `The encounter ID ${encounterId} cannot go into the patient record: use 1 to 64 letters, digits, "-" or "." as your practice system shows it, or leave it blank.`);
+      show(formError, true);
+      firstBad ||= encounter;
+    }
     return firstBad;
   }
 
