@@ -127,6 +127,10 @@ class Settings(BaseSettings):
 
     # Issue 10 (hardening). Each part's settings go in its own block below, so they merge cleanly.
     # -- streams: caps on open event streams --
+    # Open Server-Sent Event streams, counted on every web process (Redis) or in the one process (embedded);
+    # one more is a 429 (consultcam/events/streams.py). A page holds one; a reconnect may briefly hold two.
+    streams_per_session: int = Field(32, ge=1, le=10_000)  # per capture session, whoever reads it
+    streams_per_credential: int = Field(8, ge=1, le=1_000)  # per phone credential (or clinician sign-in)
 
     # -- web: CSRF, framing, proxies, body limits --
     # Who may show the pages in a frame (CSP frame-ancestors): empty = nobody; "self"; or the origins of an

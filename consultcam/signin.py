@@ -195,6 +195,7 @@ async def credential_ended(rt: Runtime, credential_id: str) -> None:
     stream was authorised) are ended, on every web process, by the event streams' own call; the database
     already refuses the credential for every new request."""
     log.info("sign-in %s ended", credential_id)
+    await rt.bus.end_streams(credential_id=credential_id)
 
 
 async def sweep(rt: Runtime, now: datetime | None = None) -> int:

@@ -404,6 +404,12 @@ async def redeem_pairing(
         await uow.session.execute(
             update(PhoneCredential).where(PhoneCredential.id == current.id).values(revoked_at=now)
         )
+        bus, replaced = rt.bus, current.id
+
+        async def _end_streams() -> None:  # whoever still holds the old credential stops listening
+            await bus.end_streams(credential_id=replaced)
+
+        uow.after_commit(_end_streams)
     elif current is not None:  # the phone moves here from another session: that desktop is told
         left = await get_session(uow, current.session_id)
         await revoke_phones(uow, rt, current, left, reason="paired-elsewhere", phone_id=current.id)

@@ -5,6 +5,12 @@
 // network failed hard) this wrapper opens a new EventSource with back-off, passing the last id as the
 // `lastEventId` query parameter. Either way `onReconnected` runs after a gap so the page can also reload
 // the current state: catch-up does not depend on the server's replay window.
+//
+// The server ends a stream for good when its credential is revoked or its session ends: it sends the event
+// that explains it (e.g. `phone.revoked`), then a `stream.end` frame {reason, detail}, and closes. The wrapper
+// then stops (no reconnection) and lets the page learn the new state. A stream the server refuses to open
+// (the EventSource cannot see why) is probed once with fetch: 401/403/404 stop it as fatal, 410 (the session
+// ended) stops it like `stream.end`, 429 (too many open) and 5xx are retried with back-off.
 
 import { ApiError } from "./api.js";
 
@@ -31,11 +37,14 @@ export class EventStream {
    * @param {object} handlers
    *   onEvent({type, sessionId, at, data, id}), onState(state), onReconnected() after any gap,
    *   check(): optional async probe before a manual reconnect; a non-retryable ApiError stops the stream
-   *   and is passed to onFatal(err) (the session was deleted or this phone was disconnected).
+   *   and is passed to onFatal(err) (the session was deleted or this phone was disconnected),
+   *   onEnded({reason, detail}): the server ended the stream for good ("credential-revoked",
+   *   "session-ended"); without it the page's onReconnected() runs, so it reloads and sees the new state.
    */
-  constructor(url, { onEvent, onState, onReconnected, check, onFatal } = {}) {
+  constructor(url, { onEvent, onState, onReconnected, check, onFatal, onEnded } = {}) {
     this.url = url;
-    this.handlers = { onEvent, onState, onReconnected, check, onFatal };
+    this.handlers = { onEvent, onState, onReconnected, check, onFatal, onEnded };
+    this.refused = false;
     this.state = "idle";
     this.lastEventId = null;
     this.source = null;
@@ -76,6 +85,14 @@ export class EventStream {
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("offline", this.onOffline);
     this.setState("closed");
+  }
+
+  /** The server ended the stream for good: stop, then let the page learn why. */
+  ended(info) {
+    if (this.state === "closed") return;
+    this.close();
+    if (this.handlers.onEnded) this.handlers.onEnded(info);
+    else this.handlers.onReconnected?.();
   }
 
   /** Ops and test hook: behave as if the network dropped the connection; reconnects by itself. */
@@ -135,7 +152,9 @@ export class EventStream {
       if (source !== this.source) return;
       this.hadGap = true;
       if (source.readyState === EventSource.CLOSED) {
+        // The server answered with an error status (or not as a stream): find out which before retrying.
         this.source = null;
+        this.refused = true;
         this.scheduleReconnect();
       } else {
         // The browser is retrying on its own (and will resend Last-Event-ID).
@@ -154,6 +173,12 @@ export class EventStream {
     };
     for (const type of EVENT_TYPES) source.addEventListener(type, dispatch);
     source.addEventListener("message", dispatch);
+    source.addEventListener("stream.end", (message) => {
+      if (source !== this.source) return;
+      let info = {};
+      try { info = JSON.parse(message.data) || {}; } catch { /* the end still counts */ }
+      this.ended(info);
+    });
     source.addEventListener("ping", () => {
       if (source !== this.source) return;
       this.heardPing = true;
@@ -194,7 +219,44 @@ export class EventStream {
         return;
       }
     }
+    if (this.refused) {
+      const err = await this.probe();
+      if (this.state === "closed" || this.paused) return;
+      if (err && err.status === 410) {
+        this.ended({ reason: "session-ended", detail: err.detail });
+        return;
+      }
+      if (err && !err.retryable) {
+        this.close();
+        this.handlers.onFatal?.(err);
+        return;
+      }
+      if (err) {
+        this.scheduleReconnect();
+        return;
+      }
+      this.refused = false;
+    }
     this.open();
+  }
+
+  /** Why the stream was refused: an ApiError from a plain GET of it, or null when it opens now (the probe
+   * is closed at once) or the network failed. */
+  async probe() {
+    const controller = new AbortController();
+    try {
+      const response = await fetch(this.url, {
+        headers: { Accept: "text/event-stream" }, credentials: "same-origin", cache: "no-store",
+        signal: controller.signal,
+      });
+      if (response.ok) return null;
+      const body = await response.json().catch(() => null);
+      return new ApiError(response.status, body?.error || `Http${response.status}`, body?.detail || "", body);
+    } catch {
+      return null;
+    } finally {
+      controller.abort();
+    }
   }
 
   setState(state) {
