@@ -83,6 +83,8 @@ BAD: dict[str, dict[str, str]] = {
     "hsts_seconds": {"HSTS_SECONDS": "-5"},
     "max_json_body_bytes": {"MAX_JSON_BODY_BYTES": "12"},
     "max_edit_body_bytes": {"MAX_EDIT_BODY_BYTES": "lots"},
+    "streams_per_session": {"STREAMS_PER_SESSION": "0"},
+    "streams_per_credential": {"STREAMS_PER_CREDENTIAL": "many"},
     "signin_idle_minutes": {"SIGNIN_IDLE_MINUTES": "1"},
     "signin_max_hours": {"SIGNIN_MAX_HOURS": "0"},
     "rate_limit_login": {"RATE_LIMIT_LOGIN": "lots"},
