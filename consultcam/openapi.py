@@ -48,7 +48,7 @@ REASONS: dict[int, str] = {
     "change that does not come from consultcam's own pages.",
     404: "No such session or photo for this caller.",
     409: "The session is not in a state that allows this (not open, full, committing, consent missing).",
-    410: "The pairing code has expired or was replaced by a newer one.",
+    410: "Gone: the pairing code expired or was replaced by a newer one, or the session has ended.",
     413: "The body or the photo is larger than this server accepts.",
     415: "The body or the photo is not of a type this call accepts (JSON bodies must be application/json).",
     422: "The request is well formed but its values cannot be used; `detail` says which and how to fix them.",
@@ -72,7 +72,7 @@ RULES: dict[str, set[int]] = {
     "downloadImage": {409},
     "downloadSession": {409},
     "commit": {409, 502},
-    "events": {409, 429},
+    "events": {410, 429},
 }
 
 #: Other successful answers: (status, description) answered with the same body as the route's own.
