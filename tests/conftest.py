@@ -347,10 +347,12 @@ def phone_photo(
     return out.getvalue()
 
 
-async def next_event(response: httpx.Response, wanted: str) -> dict[str, Any]:
-    """The first SSE event of type `wanted` on a streaming response (its `data` parsed)."""
+async def next_event(source: httpx.Response | AsyncIterator[str], wanted: str) -> dict[str, Any]:
+    """The first SSE event of type `wanted` on a streaming response, or on an iterator of its lines (which
+    can be asked again for the next one), its `data` parsed."""
     event: dict[str, Any] = {}
-    async for line in response.aiter_lines():
+    lines = source.aiter_lines() if isinstance(source, httpx.Response) else source
+    async for line in lines:
         if not line:
             if event.get("event") == wanted:
                 return event

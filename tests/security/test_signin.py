@@ -6,7 +6,6 @@ session. Real HTTP to uvicorn on SQLite and PostgreSQL, a real `consultcam serve
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from tests.conftest import (
     PATIENT,
     CsrfToken,
     assert_error,
+    next_event,
     serving,
     token_of,
 )
@@ -72,21 +72,6 @@ async def create_session(client: httpx.AsyncClient, encounter: str = "enc-1") ->
     gets one too, so what refuses it below is the sign-in, not the CSRF check)."""
     await client.get("/healthz")
     return await client.post("/api/sessions", json={"encounterId": encounter, "patient": PATIENT})
-
-
-async def sse_event(lines: AsyncIterator[str], wanted: str) -> dict[str, Any]:
-    """The next Server-Sent Event of type `wanted` from a stream's lines (iterated on, so it can be asked
-    again), its `data` parsed."""
-    event: dict[str, Any] = {}
-    async for line in lines:
-        if not line:
-            if event.get("event") == wanted:
-                return event
-            event = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            event[name] = json.loads(value) if name == "data" else value.strip()
-    raise AssertionError(f"the stream ended without {wanted}")
 
 
 async def audit_rows(app: Any, action: str) -> list[AuditEvent]:
@@ -343,10 +328,10 @@ async def test_pairing_a_second_session_tells_the_first_desktop_and_the_audit_tr
             async with desktop.stream("GET", f"/api/sessions/{first['id']}/events") as stream:
                 assert stream.status_code == 200
                 lines = stream.aiter_lines()
-                await asyncio.wait_for(sse_event(lines, "phone.paired"), 10)
+                await asyncio.wait_for(next_event(lines, "phone.paired"), 10)
                 moved = await phone.post("/api/pair", json={"token": token_of(second["pairing"]["url"])})
                 assert moved.status_code == 200, moved.text
-                revoked = await asyncio.wait_for(sse_event(lines, "phone.revoked"), 10)
+                revoked = await asyncio.wait_for(next_event(lines, "phone.revoked"), 10)
             assert revoked["data"]["data"] == {"phoneId": phone_id, "reason": "paired-elsewhere"}
 
             # The old credential no longer reaches the first session; the phone works on the second.
