@@ -278,11 +278,13 @@ class RedisEventBus:
         await self._redis.ping()
 
     async def close(self) -> None:
-        for task in (self._listener, self._keeper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        """Stop listening and refreshing leases. Waits at most 2 s: a pub/sub connection cancelled while it
+        (re)subscribes can take far longer to close in redis-py, and shutting down must not hang on it."""
+        tasks = [task for task in (self._listener, self._keeper) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
 
 def _text(value: Any) -> str:

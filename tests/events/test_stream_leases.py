@@ -121,9 +121,9 @@ async def test_a_crashed_process_leases_lapse():
     try:
         await crashed.open_stream("s", "phone-1", LIMITS)
         await crashed.open_stream("s", "phone-1", LIMITS)
-        await crashed.close()  # gone without releasing anything
-        with pytest.raises(TooManyStreams):
+        with pytest.raises(TooManyStreams):  # while it lives, its streams hold their places
             await survivor.open_stream("s", "phone-1", LIMITS)
+        await crashed.close()  # gone without releasing anything
         await asyncio.sleep(0.7)
         kept = await survivor.open_stream("s", "phone-1", LIMITS)
         await asyncio.sleep(1.0)  # a live process refreshes its leases: they do not lapse
