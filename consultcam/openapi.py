@@ -65,7 +65,7 @@ RULES: dict[str, set[int]] = {
     "revokePhone": {409},
     "recordConsent": {409},
     "pair": {404, 409, 410, 429},
-    "createUpload": {409},
+    "createUpload": {409, 429},
     "registerImage": {409, 503},
     "updateImage": {409},
     "deleteImage": {409},
