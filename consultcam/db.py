@@ -21,9 +21,9 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -187,6 +187,14 @@ class UnitOfWork:
                 await callback()
             except Exception:
                 log.exception("after-commit callback failed")
+
+
+class Transactions(Protocol):
+    """Opens units of work: `async with tx() as uow:` (or `tx(writes=False)` for reads). A function that
+    takes a `Transactions` owns its transactions (it opens and commits them, as many as it needs); one that
+    takes a `UnitOfWork` runs inside its caller's. `Runtime.unit_of_work` is one."""
+
+    def __call__(self, *, writes: bool = True) -> AbstractAsyncContextManager[UnitOfWork]: ...
 
 
 @asynccontextmanager

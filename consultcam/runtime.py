@@ -45,7 +45,7 @@ class Runtime:
         consultcam/files.py). Raises ValueError with the setting to fix when a URL is unsupported, OSError
         when a folder the settings name cannot be made."""
         from consultcam import terminology
-        from consultcam.jobs import create_broker
+        from consultcam.kit.jobs import create_broker
 
         # DATA_DIR holds the database, secrets and photos: made 0700 by whichever file comes first, and
         # narrowed to 0700 when an older install left it open. (Not made here: production may not use it.)

@@ -22,6 +22,7 @@ from taskiq_redis import RedisStreamBroker
 from consultcam import jobs
 from consultcam.config import Settings
 from consultcam.db import migrate
+from consultcam.kit import jobs as kit_jobs
 from consultcam.models import CaptureSession, utcnow
 from consultcam.runtime import Runtime
 from tests.conftest import CLINICIAN_TOKEN
@@ -112,7 +113,7 @@ async def test_a_worker_runs_the_sweeper_queued_by_a_web_process(runtime: Runtim
     worker = asyncio.create_task(jobs.run_worker(worker_runtime))
     await jobs.start(runtime)
     try:
-        await jobs.enqueue(runtime, jobs.sweep_task)
+        await kit_jobs.enqueue(runtime.broker, "consultcam.sweep")
         for _ in range(100):
             async with runtime.unit_of_work(writes=False) as uow:
                 session = await uow.session.get(CaptureSession, EXPIRED)
@@ -171,7 +172,12 @@ async def test_a_job_lost_with_a_killed_worker_runs_again(tmp_path: Path):
 async def test_the_periodic_sweeper_is_claimed_once_per_period(runtime: Runtime, tmp_path: Path):
     others = [Runtime.create(runtime.settings) for _ in range(4)]
     try:
-        claims = await asyncio.gather(*(jobs.claim_period(r, "sweep", 60) for r in [runtime, *others]))
+        claims = await asyncio.gather(
+            *(
+                kit_jobs.claim_period(r.redis, r.settings.redis_prefix, "sweep", 60)
+                for r in [runtime, *others]
+            )
+        )
         assert sorted(claims) == [False, False, False, False, True]
     finally:
         for other in others:
@@ -182,8 +188,8 @@ async def test_embedded_mode_always_claims(tmp_path: Path):
     settings = Settings(data_dir=tmp_path / "data", clinician_token=CLINICIAN_TOKEN)
     runtime = Runtime.create(settings)
     try:
-        assert await jobs.claim_period(runtime, "sweep", 60)
-        assert await jobs.claim_period(runtime, "sweep", 60)
+        assert await kit_jobs.claim_period(runtime.redis, runtime.settings.redis_prefix, "sweep", 60)
+        assert await kit_jobs.claim_period(runtime.redis, runtime.settings.redis_prefix, "sweep", 60)
     finally:
         await runtime.close()
 
@@ -192,12 +198,12 @@ attempts: dict[str, int] = {}
 
 
 @async_shared_broker.task(task_name="tests.flaky")
-@jobs.retried(attempts=4, max_wait_seconds=0.05)
+@kit_jobs.retried(attempts=4, max_wait_seconds=0.05)
 async def flaky(key: str, failures: int, permanent: bool = False) -> str:
     """Fails `failures` times (a transient error, or a permanent one), then succeeds."""
     attempts[key] = attempts.get(key, 0) + 1
     if attempts[key] <= failures:
-        raise jobs.PermanentJobError("bad input") if permanent else ConnectionError("database restarting")
+        raise kit_jobs.PermanentJobError("bad input") if permanent else ConnectionError("database restarting")
     return "done"
 
 

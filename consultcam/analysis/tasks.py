@@ -27,7 +27,7 @@ import anyio
 from sqlalchemy import select
 from taskiq import TaskiqDepends, TaskiqState, async_shared_broker
 
-from consultcam import audit, jobs
+from consultcam import audit
 from consultcam.analysis.ai import (
     RETRY_AFTER_MAX_SECONDS,
     AnalysisFailed,
@@ -38,6 +38,7 @@ from consultcam.analysis.prompt import PROMPT_VERSION
 from consultcam.errors import Conflict, ResourceNotFound
 from consultcam.events.bus import publish_after_commit
 from consultcam.images.service import IMAGE_WORK, event_image, get_image
+from consultcam.kit import jobs
 from consultcam.models import ClinicalImage, utcnow
 from consultcam.sessions import service as sessions
 
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: States in which the job may (still) work on an image: `running` again when a job lost with a killed
 #: worker is delivered a second time.
+#: The describe job's task name (queued by name: `kit.jobs.enqueue`).
+DESCRIBE_TASK = "consultcam.analysis.describe"
 _WORKABLE = ("pending", "running")
 
 #: The sweeper never gives up on an analysis sooner than this (see `stuck_after`).
@@ -69,12 +72,12 @@ def schedule_analysis(uow: UnitOfWork, rt: Runtime, image: ClinicalImage) -> Non
     session_id, image_id = image.session_id, image.id
 
     async def _queue() -> None:
-        await jobs.enqueue(rt, describe_task, session_id, image_id)
+        await jobs.enqueue(rt.broker, DESCRIBE_TASK, session_id, image_id)
 
     uow.after_commit(_queue)
 
 
-@async_shared_broker.task(task_name="consultcam.analysis.describe")
+@async_shared_broker.task(task_name=DESCRIBE_TASK)
 @jobs.retried(attempts=3, max_wait_seconds=10)
 async def describe_task(
     session_id: str,
