@@ -36,7 +36,13 @@ from starlette.types import Receive, Scope, Send
 
 from consultcam import metrics
 from consultcam.auth import Phone, Principal
-from consultcam.deps import ReadPrincipalDep, ReadUoWDep, RuntimeDep, authorise_session, get_read_principal
+from consultcam.deps import (
+    ReadSessionPrincipalDep,
+    ReadUoWDep,
+    RuntimeDep,
+    authorise_session,
+    get_read_principal,
+)
 from consultcam.errors import ConsultcamError, Gone, ResourceNotFound
 from consultcam.events.bus import Event
 from consultcam.events.streams import ENDED, REVOKED, StreamEnding, StreamLease, StreamLimits, ends_stream
@@ -63,11 +69,10 @@ def stream_credential_id(principal: Principal) -> str | None:
 
 @router.get("/events", response_class=EventSourceResponse)
 async def events(
-    session_id: str, request: Request, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadPrincipalDep
+    session_id: str, request: Request, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadSessionPrincipalDep
 ) -> EventSourceResponse:
     """The session's events as `text/event-stream`; `Last-Event-ID` (header or query) replays missed ones.
     410 once the session has ended; 429 when too many streams are open for the session or the caller."""
-    authorise_session(principal, session_id)
     session = await get_session(uow, session_id)
     if session.status in ENDED_STATUSES:
         raise Gone(
