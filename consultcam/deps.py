@@ -47,7 +47,9 @@ from consultcam.signin import embedded_token_accepted
 
 
 def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    """The app's runtime (`app.state.runtime`, set by `create_app`)."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

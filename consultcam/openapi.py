@@ -151,4 +151,4 @@ def install(app: FastAPI, routers: Sequence[APIRouter]) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = document  # type: ignore[method-assign]
+    app.openapi = document  # type: ignore[method-assign]  # FastAPI documents replacing it this way

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, BackgroundTasks, Request
@@ -183,8 +184,8 @@ class _LeasedEventSourceResponse(EventSourceResponse):
     client gone, a HEAD request, or cancelled before its generator ever ran (whose `finally` then never
     runs)."""
 
-    def __init__(self, lease: StreamLease, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, lease: StreamLease, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._lease = lease
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
