@@ -42,10 +42,12 @@ system-deps:
 ## Every test: unit, API, end-to-end in real Chromium.
 test: install-dev system-deps
 	$(BIN)/ruff check consultcam tests bench
+	$(BIN)/mypy consultcam
 	$(BIN)/pytest
 
 lint: install-dev
 	$(BIN)/ruff check consultcam tests bench
+	$(BIN)/mypy consultcam
 
 format: install-dev
 	$(BIN)/ruff format consultcam tests bench

@@ -12,10 +12,9 @@ from consultcam.commits import lease as commit_lease
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import (
     ClinicianDep,
-    PrincipalDep,
     RuntimeDep,
+    SessionPrincipalDep,
     UoWDep,
-    authorise_session,
 )
 from consultcam.errors import NO_STORE, NotAuthenticated
 from consultcam.images import processing
@@ -75,9 +74,10 @@ async def new_pairing(
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
-async def get_session(session_id: str, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep) -> SessionOut:
+async def get_session(
+    session_id: str, rt: RuntimeDep, uow: UoWDep, principal: SessionPrincipalDep
+) -> SessionOut:
     """The session with its images and the connected phone."""
-    authorise_session(principal, session_id)
     session = await service.get_session(uow, session_id)
     await commit_lease.settle(uow, rt, session)  # a commit whose process died shows as interrupted
     images = await list_images(uow, rt, session_id)
@@ -105,12 +105,11 @@ async def revoke_phone(
     session_id: str,
     rt: RuntimeDep,
     uow: UoWDep,
-    principal: PrincipalDep,
+    principal: SessionPrincipalDep,
     reason: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     """Sign phones out at once: the clinician every phone of the session; a phone only itself, with
     `reason=wrong-patient` (“Not this patient?”). Publishes `phone.revoked` `{phoneId, reason}`."""
-    authorise_session(principal, session_id)
     await service.sign_out_phones(uow, rt, principal, session_id, reason)
     response = Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
     if isinstance(principal, Phone):  # the credential is dead: let the browser forget it too
@@ -120,11 +119,10 @@ async def revoke_phone(
 
 @router.put("/sessions/{session_id}/consent", response_model=SessionOut)
 async def record_consent(
-    session_id: str, body: ConsentIn, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep
+    session_id: str, body: ConsentIn, rt: RuntimeDep, uow: UoWDep, principal: SessionPrincipalDep
 ) -> SessionOut:
     """Record the patient's consent to photography (the clinician, or the session's phone); recording again
     replaces it. 409 when the session is not open."""
-    authorise_session(principal, session_id)
     session = await service.record_consent(uow, rt, principal, session_id, body)
     return service.session_out(
         session,
