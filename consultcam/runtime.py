@@ -11,7 +11,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from taskiq import AsyncBroker
 
-from consultcam.commits.connectors.base import Connector, connector_from_url
+from consultcam.commits.connectors.base import Connector
+from consultcam.commits.connectors.registry import connector_from_url
 from consultcam.config import Settings
 from consultcam.db import UnitOfWork, create_engine, create_sessionmaker, unit_of_work
 from consultcam.events.bus import EventBus, InProcessEventBus
@@ -80,7 +81,7 @@ class Runtime:
                 s3_sse_kms_key_id=settings.s3_sse_kms_key_id,
             ),
             bus=bus,
-            connector=connector_from_url(settings.emr_url, data_dir=settings.data_dir),
+            connector=connector_from_url(settings.emr_url, settings),
             broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),
             redis=redis,
         )

@@ -45,6 +45,8 @@ from consultcam.commits.connectors.base import (
     preparation_failed,
 )
 from consultcam.commits.dicom import PRACTICE_TIMEZONE, build_instance, taken_at
+from consultcam.commits.fhir_media import photo_name
+from consultcam.kit.status import ImageCommitStatus
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +164,7 @@ class DicomWebConnector:
         missing = [uid for uid in uids if uid not in outcome.stored]
         if not missing:
             return [
-                ImageResult(image_id=item.image_id, status="committed", resource_id=_path(ds))
+                ImageResult(image_id=item.image_id, status=ImageCommitStatus.COMMITTED, resource_id=_path(ds))
                 for item, ds in zip(items, datasets, strict=True)
             ]
         await self._roll_back(context, items, datasets, outcome)
@@ -202,7 +204,7 @@ class DicomWebConnector:
             response = client.store_instances(datasets)
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
-            if status is not None and 400 <= status < 500:
+            if exc.response is not None and status is not None and 400 <= status < 500:
                 body = _response_dataset(exc.response)
                 outcome = _outcome(body) if body is not None else _Outcome(set(), {})
                 return _Outcome(outcome.stored, outcome.failed, status)
@@ -275,7 +277,7 @@ class DicomWebConnector:
                 error = "removed again from the imaging archive because another photo was refused"
             else:
                 error = whole or "the imaging archive did not confirm this photo"
-            results.append(ImageResult(image_id=item.image_id, status="failed", error=error))
+            results.append(ImageResult(image_id=item.image_id, status=ImageCommitStatus.FAILED, error=error))
 
         if whole:
             detail = f"The imaging archive refused the photos: {whole}. Nothing was saved."
@@ -289,7 +291,7 @@ class DicomWebConnector:
             elif not remaining:
                 detail += " The photos it had saved were removed again, so nothing was saved."
             else:
-                names = ", ".join(_photo_name(by_uid[uid]) for uid in remaining)
+                names = ", ".join(photo_name(by_uid[uid]) for uid in remaining)
                 detail += (
                     f" The archive does not allow consultcam to remove photos, so {len(remaining)} of them "
                     f"remain{'s' if len(remaining) == 1 else ''} in the patient's imaging record ({names}; "
@@ -394,10 +396,3 @@ def _request_words(status: int) -> str:
 
 def _path(ds: Dataset) -> str:
     return f"studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
-
-
-def _photo_name(item: CommitItem) -> str:
-    label = item.metadata.get("label") if isinstance(item.metadata, dict) else None
-    if isinstance(label, str) and label.strip():
-        return f"photo {label.strip()!r}"
-    return f"photo {str(item.image_id)[:8]}"
