@@ -57,7 +57,7 @@ from consultcam.kit.oauth2 import ClientCredentials
 from consultcam.terminology import site_words
 from consultcam.terminology.metadata import photo_terms
 
-__all__ = ["ENV_NAMES", "NO_FACILITY", "AlexConnector", "fit_jpeg", "medtech", "site_note"]
+__all__ = ["ENV_NAMES", "NO_FACILITY", "AlexConnector", "fit_jpeg", "medtech", "parse_url", "site_note"]
 
 #: The settings ALEX needs, all of them (read into `Settings.alex_*`; the registry passes them on).
 ENV_NAMES = (
@@ -127,22 +127,9 @@ class AlexConnector:
 
     @classmethod
     def from_url(cls, url: str, *, oauth: ClientCredentials, **options: Any) -> AlexConnector:
-        """The connector for `alex+https://host/path/FHIR` (`alex+http` only to a loopback address: tests),
-        signing in with `oauth` (from the CONSULTCAM_ALEX_* settings). Raises ValueError (never quoting the
-        URL) when the URL is not usable."""
-        scheme, parts = split_server_url(
-            url,
-            schemes=("alex+https", "alex+http"),
-            wrong_scheme="a Medtech ALEX URL must start with alex+https://",
-            name="the ALEX URL",
-            credentials_hint="use the CONSULTCAM_ALEX_CLIENT_* settings",
-        )
-        if parts.query or parts.fragment:
-            raise ValueError("the ALEX URL takes no ?options or #fragment")
-        if scheme == "alex+http" and not _is_loopback(parts.hostname or ""):
-            raise ValueError("alex+http:// is only for a local test server; use alex+https://")
-        base = urlunsplit((scheme.removeprefix("alex+"), parts.netloc, parts.path.rstrip("/"), "", ""))
-        return cls(base, oauth=oauth, **options)
+        """The connector for an `alex+https://` URL (see `parse_url`), signing in with `oauth` (from the
+        CONSULTCAM_ALEX_* settings). Raises ValueError (never quoting the URL) when it is not usable."""
+        return cls(parse_url(url), oauth=oauth, **options)
 
     # -- the port ---------------------------------------------------------------------------------------
 
@@ -227,6 +214,24 @@ class AlexConnector:
             captured_at=None if item.captured_at is None else _local(item.captured_at, zone),
             created_at=_local(item.created_at, zone),
         )
+
+
+def parse_url(url: str) -> str:
+    """The ALEX base URL of `alex+https://host/path/FHIR` (`alex+http` only to a loopback address: tests),
+    checked: no user name or password, no ?query or #fragment. Raises ValueError (never quoting the URL)."""
+    scheme, parts = split_server_url(
+        url,
+        schemes=("alex+https", "alex+http"),
+        wrong_scheme="a Medtech ALEX URL must start with alex+https://",
+        name="the ALEX URL",
+        credentials_hint="use the CONSULTCAM_ALEX_CLIENT_* settings",
+    )
+    if parts.query or parts.fragment:
+        raise ValueError("the ALEX URL takes no ?options or #fragment")
+    if scheme == "alex+http" and not _is_loopback(parts.hostname or ""):
+        raise ValueError("alex+http:// is only for a local test server; use alex+https://")
+    base = urlunsplit((scheme.removeprefix("alex+"), parts.netloc, parts.path.rstrip("/"), "", ""))
+    return base
 
 
 # -- pieces -----------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlunsplit
 
@@ -45,7 +46,15 @@ from consultcam.kit.oauth2 import ClientCredentials
 # The client credentials' home is the kit; the name here is the one the connector's callers know.
 OAuth2ClientCredentials = ClientCredentials
 
-__all__ = ["RESOURCES", "FhirConnector", "OAuth2ClientCredentials", "build_entries", "retry_policy"]
+__all__ = [
+    "RESOURCES",
+    "FhirConnector",
+    "FhirTarget",
+    "OAuth2ClientCredentials",
+    "build_entries",
+    "parse_url",
+    "retry_policy",
+]
 
 RESOURCES = ("Media", "DocumentReference")
 
@@ -123,43 +132,14 @@ class FhirConnector:
         oauth: ClientCredentials | None = None,
         **options: Any,
     ) -> FhirConnector:
-        """The connector for `fhir+https://host/base[?resource=Media|DocumentReference[&format=pdf|tiff]]`
-        (`fhir+http` too), authenticating with `bearer_token` or `oauth` (from the settings, never the URL:
-        URLs get logged). Raises ValueError (without the URL in the message) when the URL is not usable."""
-        scheme, parts = split_server_url(
-            url,
-            schemes=("fhir+https", "fhir+http"),
-            wrong_scheme="a FHIR connector URL must start with fhir+https:// (or fhir+http://)",
-            name="the FHIR server URL",
-            credentials_hint="use CONSULTCAM_EMR_BEARER_TOKEN or the CONSULTCAM_EMR_CLIENT_* settings",
-        )
-        if parts.fragment:
-            raise ValueError("the FHIR server URL must not have a #fragment")
-        resource = "Media"
-        document_format = "jpeg"
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key == "resource":
-                if value not in RESOURCES:
-                    raise ValueError(f"resource= must be one of {', '.join(RESOURCES)}, not {value!r}")
-                resource = value
-            elif key == "format":
-                document_format = {"jpg": "jpeg", "": "jpeg"}.get(value.lower(), value.lower())
-                if document_format not in DOCUMENT_FORMATS:
-                    raise ValueError(f"format= must be one of {', '.join(DOCUMENT_FORMATS)}, not {value!r}")
-            elif key in ("token", "access_token", "client_secret"):
-                raise ValueError(
-                    f"{key}= must not be in the EMR URL (it gets logged); "
-                    "use CONSULTCAM_EMR_BEARER_TOKEN or CONSULTCAM_EMR_CLIENT_SECRET"
-                )
-            else:
-                raise ValueError(f"unknown FHIR connector option {key!r}; expected resource=")
-        base = urlunsplit((scheme.removeprefix("fhir+"), parts.netloc, parts.path.rstrip("/"), "", ""))
-        if document_format != "jpeg" and resource != "DocumentReference":
-            raise ValueError("format=pdf or tiff needs resource=DocumentReference (a Media is an image)")
+        """The connector for a `fhir+https://` URL (see `parse_url`), authenticating with `bearer_token` or
+        `oauth` (from the settings, never the URL: URLs get logged). Raises ValueError (without the URL in
+        the message) when the URL is not usable."""
+        target = parse_url(url)
         return cls(
-            base,
-            resource=resource,
-            document_format=document_format,
+            target.base_url,
+            resource=target.resource,
+            document_format=target.document_format,
             bearer_token=bearer_token,
             oauth=oauth,
             **options,
@@ -225,3 +205,49 @@ async def build_entries(
     if errors:
         raise preparation_failed(items, errors, destination)
     return entries
+
+
+@dataclass(frozen=True)
+class FhirTarget:
+    """What a `fhir+https://` URL says: the server's base URL, the resource type and the document format."""
+
+    base_url: str
+    resource: str = "Media"
+    document_format: str = "jpeg"
+
+
+def parse_url(url: str) -> FhirTarget:
+    """`fhir+https://host/base[?resource=Media|DocumentReference[&format=pdf|tiff]]` (`fhir+http` too) read
+    and checked: no user name or password, no token in the query, no #fragment. Raises ValueError (never
+    quoting the URL)."""
+    scheme, parts = split_server_url(
+        url,
+        schemes=("fhir+https", "fhir+http"),
+        wrong_scheme="a FHIR connector URL must start with fhir+https:// (or fhir+http://)",
+        name="the FHIR server URL",
+        credentials_hint="use CONSULTCAM_EMR_BEARER_TOKEN or the CONSULTCAM_EMR_CLIENT_* settings",
+    )
+    if parts.fragment:
+        raise ValueError("the FHIR server URL must not have a #fragment")
+    resource = "Media"
+    document_format = "jpeg"
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "resource":
+            if value not in RESOURCES:
+                raise ValueError(f"resource= must be one of {', '.join(RESOURCES)}, not {value!r}")
+            resource = value
+        elif key == "format":
+            document_format = {"jpg": "jpeg", "": "jpeg"}.get(value.lower(), value.lower())
+            if document_format not in DOCUMENT_FORMATS:
+                raise ValueError(f"format= must be one of {', '.join(DOCUMENT_FORMATS)}, not {value!r}")
+        elif key in ("token", "access_token", "client_secret"):
+            raise ValueError(
+                f"{key}= must not be in the EMR URL (it gets logged); "
+                "use CONSULTCAM_EMR_BEARER_TOKEN or CONSULTCAM_EMR_CLIENT_SECRET"
+            )
+        else:
+            raise ValueError(f"unknown FHIR connector option {key!r}; expected resource=")
+    base = urlunsplit((scheme.removeprefix("fhir+"), parts.netloc, parts.path.rstrip("/"), "", ""))
+    if document_format != "jpeg" and resource != "DocumentReference":
+        raise ValueError("format=pdf or tiff needs resource=DocumentReference (a Media is an image)")
+    return FhirTarget(base, resource, document_format)

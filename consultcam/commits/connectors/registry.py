@@ -7,6 +7,7 @@ URL, which gets logged.
 
 from __future__ import annotations
 
+from consultcam.commits.connectors import alex, fhir
 from consultcam.commits.connectors.alex import AlexConnector
 from consultcam.commits.connectors.base import Connector
 from consultcam.commits.connectors.dicomweb import DicomWebConnector
@@ -34,10 +35,18 @@ def connector_from_url(url: str, settings: Settings) -> Connector:
     if scheme in ("dicomweb+http", "dicomweb+https"):
         return DicomWebConnector.from_url(url)
     if scheme in ("fhir+https", "fhir+http"):
+        target = fhir.parse_url(url)  # the URL's problems first, then the settings'
         bearer, oauth = fhir_credentials(settings)
-        return FhirConnector.from_url(url, bearer_token=bearer, oauth=oauth)
+        return FhirConnector(
+            target.base_url,
+            resource=target.resource,
+            document_format=target.document_format,
+            bearer_token=bearer,
+            oauth=oauth,
+        )
     if scheme in ("alex+https", "alex+http"):
-        return AlexConnector.from_url(url, oauth=alex_credentials(settings))
+        base_url = alex.parse_url(url)
+        return AlexConnector(base_url, oauth=alex_credentials(settings))
     raise ValueError(f"unsupported EMR URL scheme {scheme!r}: expected export://DIR")
 
 
