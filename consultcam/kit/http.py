@@ -35,6 +35,7 @@ __all__ = [
     "Attempted",
     "RetryPolicy",
     "Unreachable",
+    "backoff",
     "new_client",
     "retry_after_seconds",
     "send_with_retries",
@@ -89,6 +90,13 @@ class _Again(Exception):
         self.error = error
 
 
+def backoff(policy: RetryPolicy) -> wait_random_exponential:
+    """The back-off between tries as a tenacity wait: random between 0 and `wait_initial` x 2^(try - 1)
+    seconds, at most `wait_max` (full jitter). For retry loops that are not HTTP through httpx (a DICOMweb
+    library on requests); `send_with_retries` adds Retry-After on top of it."""
+    return wait_random_exponential(multiplier=policy.wait_initial, max=policy.wait_max)
+
+
 def new_client(
     *,
     timeout: float,
@@ -122,14 +130,14 @@ async def send_with_retries(
     tries = 0
 
     def wait(state: RetryCallState) -> float:
-        backoff = float(wait_random_exponential(multiplier=policy.wait_initial, max=policy.wait_max)(state))
+        pause = float(backoff(policy)(state))
         again = state.outcome.exception() if state.outcome else None
         if isinstance(again, _Again) and again.response is not None:
             asked = retry_after_seconds(again.response.headers)
             if asked is not None:
                 # A little jitter on top, so clients told the same moment do not all come back at once.
-                return max(backoff, min(asked, policy.max_retry_after)) + random.uniform(0, 0.05)  # noqa: S311
-        return backoff
+                return max(pause, min(asked, policy.max_retry_after)) + random.uniform(0, 0.05)  # noqa: S311
+        return pause
 
     def before_sleep(state: RetryCallState) -> None:
         again = state.outcome.exception() if state.outcome else None

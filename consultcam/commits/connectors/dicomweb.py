@@ -12,7 +12,8 @@ plainly which remain. Because every UID is derived from the image, session and e
 never makes a second copy: the archive overwrites or ignores an instance it already has.
 
 dicomweb-client is synchronous (requests); it runs in a worker thread. Transient failures (5xx, timeouts,
-dropped connections) are retried with exponential back-off and jitter (tenacity); a 4xx never is.
+dropped connections) are retried with the kit's back-off (`consultcam.kit.http.backoff`, full jitter); a 4xx
+never is.
 """
 
 from __future__ import annotations
@@ -27,12 +28,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 from pydicom.dataset import Dataset
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from consultcam.commits.connectors.base import (
     CommitContext,
@@ -46,6 +42,7 @@ from consultcam.commits.connectors.base import (
 )
 from consultcam.commits.dicom import PRACTICE_TIMEZONE, build_instance, taken_at
 from consultcam.commits.fhir_media import photo_name
+from consultcam.kit.http import RetryPolicy, backoff
 from consultcam.kit.status import ImageCommitStatus
 
 log = logging.getLogger(__name__)
@@ -216,9 +213,7 @@ class DicomWebConnector:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential_jitter(
-                    multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
-                ),
+                wait=backoff(RetryPolicy(wait_initial=self.backoff_initial, wait_max=self.backoff_max)),
                 retry=retry_if_exception(_transient),
                 reraise=True,
             ):
