@@ -77,10 +77,6 @@ class TokenCache:
             f"TokenCache(token_url={self.credentials.token_url!r}, client_id={self.credentials.client_id!r})"
         )
 
-    def invalidate(self) -> None:
-        """Forget the cached token: the next `token()` fetches a new one."""
-        self._token = None
-
     async def token(self, client: httpx.AsyncClient, *, stale: str | None = None) -> str:
         """A valid access token, fetched with `client` when there is none, it is about to expire, or it is
         `stale` (refused by the resource server). Raises TokenRefused or TokenUnreachable."""

@@ -127,7 +127,8 @@ class FhirClient:
             return None
         return f"{parts[-2]}/{parts[-1]}"
 
-    def _http(self) -> httpx.AsyncClient:
+    def new_http(self) -> httpx.AsyncClient:
+        """An httpx client for one session with this server: the timeout, FHIR's Accept, no redirects."""
         return new_client(
             timeout=self.timeout,
             transport=self._transport,
@@ -142,7 +143,7 @@ class FhirSession:
         self.client = client
         self.base_url = client.base_url
         self._headers = headers
-        self._http = client._http()
+        self._http = client.new_http()
 
     async def __aenter__(self) -> FhirSession:
         await self._http.__aenter__()
