@@ -15,7 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 
 from consultcam import terminology
-from consultcam.commits.connectors.base import connector_from_url
+from consultcam.commits.connectors.registry import connector_from_url
 from consultcam.config import Settings
 from consultcam.db import create_engine, create_sessionmaker
 from consultcam.events.registry import create_bus
@@ -66,7 +66,7 @@ def build_runtime(settings: Settings) -> Runtime:
             s3_sse_kms_key_id=settings.s3_sse_kms_key_id,
         ),
         bus=create_bus(settings, redis),
-        connector=connector_from_url(settings.emr_url, data_dir=settings.data_dir),
+        connector=connector_from_url(settings.emr_url, settings),
         broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),
         redis=redis,
     )

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import annotated_types
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ OIDC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 
-#: CONSULTCAM_EMR_URL schemes, one per connector (commits.connectors.base.connector_from_url).
+#: CONSULTCAM_EMR_URL schemes, one per connector (commits.connectors.registry.connector_from_url).
 EMR_SCHEMES = frozenset(
     {"export", "fhir+https", "fhir+http", "alex+https", "alex+http", "dicomweb+https", "dicomweb+http"}
 )
@@ -278,6 +278,63 @@ class Settings(BaseSettings):
 
         return load_extension(self.body_sites_extension) if self.body_sites_extension else TERMINOLOGY
 
+    # -- outbound: EMR connector credentials (docs/connectors.md) --
+    # Never in CONSULTCAM_EMR_URL (URLs get logged); commits/connectors/registry.py hands them to the
+    # connector. fhir+https: a static bearer token, or OAuth2 client credentials (RFC 6749 §4.4).
+    emr_bearer_token: SecretStr | None = None
+    emr_token_url: str = ""  # the token endpoint; with EMR_CLIENT_ID and EMR_CLIENT_SECRET
+    emr_client_id: str = ""
+    emr_client_secret: SecretStr | None = None
+    emr_scope: str = ""  # optional, space separated
+    # alex+https (Medtech ALEX): OAuth2 client credentials, all four required.
+    alex_token_url: str = ""
+    alex_client_id: str = ""
+    alex_client_secret: SecretStr | None = None
+    alex_scope: str = ""
+
+    @field_validator("emr_token_url", "alex_token_url")
+    @classmethod
+    def _token_endpoint(cls, value: str, info: ValidationInfo) -> str:
+        """The client secret is sent there: https:// (http:// only to this machine), no #fragment."""
+        value = value.strip()
+        if value and (not is_https_or_loopback(value) or "#" in value):
+            raise ValueError(
+                f"CONSULTCAM_{str(info.field_name).upper()} must be an https:// URL (http:// only to this "
+                "machine) without a #fragment, because the client secret is sent to it"
+            )
+        return value
+
+    @field_validator("emr_client_id", "alex_client_id", "emr_scope", "alex_scope")
+    @classmethod
+    def _oauth2_words(cls, value: str, info: ValidationInfo) -> str:
+        """client_id is VSCHARs (RFC 6749 A.1); a scope is NQCHAR tokens separated by spaces (§3.3)."""
+        value = value.strip()
+        scope = str(info.field_name).endswith("_scope")
+        refused = '"\\' if scope else ""
+        if not all(" " <= c <= "~" and c not in refused for c in value) or len(value) > 1024:
+            what = 'scope tokens separated by spaces, without " or \\' if scope else "printable ASCII"
+            raise ValueError(
+                f"CONSULTCAM_{str(info.field_name).upper()} must be {what} (at most 1024 characters)"
+            )
+        return value
+
+    @field_validator("emr_bearer_token", "emr_client_secret", "alex_client_secret")
+    @classmethod
+    def _credential(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Sent in an Authorization header: printable ASCII (a bearer token without spaces, RFC 6750 §2.1;
+        a client secret may have them, RFC 6749 A.2); a newline would end the header."""
+        if value is None:
+            return None
+        secret = value.get_secret_value().strip()
+        spaces = str(info.field_name).endswith("bearer_token")
+        if not all(" " <= c <= "~" for c in secret) or (spaces and " " in secret) or len(secret) > 4096:
+            raise ValueError(
+                f"CONSULTCAM_{str(info.field_name).upper()} must be printable ASCII"
+                + (" without spaces" if spaces else "")
+                + " (at most 4096 characters)"
+            )
+        return SecretStr(secret) if secret else None
+
     s3_endpoint_url: str = ""
     s3_sse_kms_key_id: str = ""  # SSE-KMS key (id, ARN or alias) for S3 objects; unset: SSE-S3 (AES256)
     # Production clinician sign-in (consultcam/oidc.py): both set = OIDC bearer JWTs are verified.
@@ -420,8 +477,8 @@ class Settings(BaseSettings):
     @field_validator("emr_url")
     @classmethod
     def _emr_scheme(cls, value: str) -> str:
-        """One of the connectors' schemes (commits.connectors.base.connector_from_url); the rest of the URL is
-        checked when the connector is built."""
+        """One of the connectors' schemes (commits.connectors.registry.connector_from_url); the rest of the
+        URL is checked when the connector is built."""
         scheme, sep, _ = value.strip().partition("://")
         if not sep or scheme.lower() not in EMR_SCHEMES:
             shown = scheme.lower() + sep if sep else "(none)"
