@@ -16,6 +16,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from consultcam.kit.status import ImageStatus, SessionStatus
+
 
 def utcnow() -> datetime:
     """Aware UTC now; every timestamp in the database is UTC."""
@@ -85,7 +87,7 @@ class CaptureSession(Base):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=SessionStatus.OPEN, index=True)
     encounter_id: Mapped[str] = mapped_column(String(128), index=True)
     patient_id: Mapped[str] = mapped_column(String(128))
     patient_name: Mapped[str] = mapped_column(String(200))
@@ -165,7 +167,7 @@ class ClinicalImage(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     session_id: Mapped[str] = mapped_column(ForeignKey("capture_sessions.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=ImageStatus.PENDING)
     source: Mapped[str] = mapped_column(String(16))  # phone | desktop
     uploaded_by: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str | None] = mapped_column(String(255))
