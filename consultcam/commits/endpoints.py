@@ -29,4 +29,6 @@ async def commit(
             "An empty request commits nothing.",
             error="CommitScopeMissing",
         )
-    return await service.commit_session(rt, principal, session_id, None if body.all else body.image_ids)
+    return await service.commit_session(
+        rt.unit_of_work, rt, principal, session_id, None if body.all else body.image_ids
+    )

@@ -19,8 +19,10 @@ from consultcam.deps import (
 from consultcam.errors import NO_STORE, NotAuthenticated
 from consultcam.images import processing
 from consultcam.images.service import list_images
+from consultcam.kit.status import SessionStatus
 from consultcam.ratelimit import rate_limit
 from consultcam.runtime import Runtime
+from consultcam.sessions import pairing as pairings
 from consultcam.sessions import service
 from consultcam.sessions.schemas import (
     CaptureSettings,
@@ -51,7 +53,7 @@ async def create_session(
 ) -> SessionOut:
     """Open a capture session for an encounter (or return its open one, 200) with a fresh QR code."""
     session, created = await service.create_session(uow, rt, clinician, body)
-    pairing = await service.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
+    pairing = await pairings.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
     if not created:
         response.status_code = status.HTTP_200_OK
     count = await service.live_image_count(uow, session.id)
@@ -70,7 +72,7 @@ async def new_pairing(
 ) -> PairingOut:
     """A new QR code; the previous unredeemed one stops working."""
     session = await service.get_session(uow, session_id)
-    return await service.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
+    return await pairings.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
@@ -96,7 +98,8 @@ async def get_session(
 async def cancel_session(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep) -> Response:
     """Cancel: photos and their objects are deleted, the phone is signed out."""
     session = await service.get_session(uow, session_id)
-    await service.end_session(uow, rt, clinician, session, "cancelled", "cancelled")  # 409 once committed
+    # 409 once committed
+    await service.end_session(uow, rt, clinician, session, SessionStatus.CANCELLED, "cancelled")
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 
@@ -151,7 +154,7 @@ async def pair(
             current = await service.authenticate_phone(uow, request.cookies[PHONE_COOKIE], touch=False)
         except NotAuthenticated:
             current = None
-    pairing = await service.redeem_pairing(
+    pairing = await pairings.redeem_pairing(
         uow, rt, body.token, user_agent=request.headers.get("user-agent", ""), current=current
     )
     settings = rt.settings
