@@ -273,7 +273,7 @@ def migrate_command() -> None:
 def sweep() -> None:
     """Run the sweeper once now (deletes what has expired) and print what it did."""
     from consultcam.bootstrap import build_runtime
-    from consultcam.sessions.retention import sweep as run_sweep
+    from consultcam.retention.sweeper import sweep as run_sweep
 
     settings = _settings()
     _migrate(settings)
@@ -281,7 +281,7 @@ def sweep() -> None:
     async def main() -> None:
         runtime = build_runtime(settings)
         try:
-            console.print(await run_sweep(runtime))
+            console.print(await run_sweep(runtime.unit_of_work, runtime))
         finally:
             await runtime.close()
 

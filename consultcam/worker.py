@@ -10,35 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
-from typing import Any
 
-from taskiq import TaskiqDepends, TaskiqState, async_shared_broker
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
 
 import consultcam.analysis.tasks  # consultcam.analysis.describe
-from consultcam.kit.jobs import claim_period, enqueue, retried
+import consultcam.retention.tasks  # consultcam.sweep
+from consultcam.kit.jobs import claim_period, enqueue
+from consultcam.retention.tasks import SWEEP_TASK
 from consultcam.runtime import Runtime
-from consultcam.sessions.retention import sweep
 
 log = logging.getLogger(__name__)
 
-#: The sweeper's task name (queued by `run_periodic_sweeper` and by hand: `kit.jobs.enqueue`).
-SWEEP_TASK = "consultcam.sweep"
-
 #: Every module that registers tasks (loaded with this one).
-TASK_MODULES = (consultcam.analysis.tasks.__name__, __name__)
-
-
-# The sweep task lives here until the retention domain has its own tasks module
-# (consultcam/retention/tasks.py, registering the same name); then this becomes one line of TASK_MODULES.
-@async_shared_broker.task(task_name=SWEEP_TASK)
-@retried(attempts=3, max_wait_seconds=10)
-async def sweep_task(state: TaskiqState = TaskiqDepends()) -> dict[str, Any]:  # noqa: B008 (taskiq's DI)
-    """Run the sweeper once (see `sessions.retention.sweep`); returns its report as a dict."""
-    runtime: Runtime = state.runtime
-    return asdict(await sweep(runtime))
+TASK_MODULES = (consultcam.analysis.tasks.__name__, consultcam.retention.tasks.__name__)
 
 
 async def start(runtime: Runtime) -> None:
