@@ -16,7 +16,7 @@ const ENDINGS = {
 
 /**
  * The commit finished: show each photo's result, then end the session.
- * @param {object} page  the session page (desktop-session.js)
+ * @param {import("./desktop-session.js").DesktopPage} page  the session page
  * @param {object[]} results  per-photo results from the commit (event `session.committed` or the dialog)
  * @param {{byPhone?: boolean}} [how]  `byPhone`: the commit was started on the phone
  */
@@ -37,7 +37,7 @@ export function committed(page, results, { byPhone = false } = {}) {
 
 /**
  * Close everything that could change the session and say how it ended.
- * @param {object} page  the session page
+ * @param {import("./desktop-session.js").DesktopPage} page  the session page
  * @param {string} status  "committed", "cancelled" or "expired"
  */
 export function endSession(page, status) {

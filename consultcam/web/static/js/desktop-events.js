@@ -9,7 +9,7 @@ import { renderStatus } from "./desktop-render.js";
 
 /**
  * Handle one event.
- * @param {object} page  the session page (desktop-session.js)
+ * @param {import("./desktop-session.js").DesktopPage} page  the session page
  * @param {{type: string, data?: object}} event  as events.js delivers it
  */
 export function handleEvent(page, event) {

@@ -3,11 +3,9 @@
 // session's state: loaded from GET /api/sessions/{id}, changed by events (desktop-events.js), caught up
 // with a fresh snapshot after a gap in the stream.
 //
-// The parts share one `page` record:
-//   {sessionId, config, state, gallery, panel, consent, commit, upload, qr, events, freshness,
-//    commitHint, required(), fresh(image), reload(), markLoaded(), loaded}
-// where `state` is {session, phone, ended, ready, buffer, pairingBusy, viewer}: `ended` is the status the
-// page ended with ("committed", "cancelled", "expired", "error") or null while open.
+// The desktop-*.js modules share one `page` record (DesktopPage below), the first argument of their
+// functions; they call back into this module only through `page.reload()` and `page.fresh()`, so no module
+// imports another in a circle.
 
 import { ApiError, api } from "./api.js";
 import { CommitDialog } from "./commit-dialog.js";
@@ -27,6 +25,36 @@ import { Gallery } from "./gallery.js";
 import { MetadataPanel } from "./metadata-panel.js";
 import { PhotoFreshness, reconcileSnapshot } from "./photo-freshness.js";
 import { QrPanel } from "./qr-panel.js";
+
+/**
+ * @typedef {object} DesktopState
+ * @property {object|null} session  the last snapshot (GET /api/sessions/{id}), kept current by events
+ * @property {object|null} phone  the paired phone, or null
+ * @property {string|null} ended  how the page ended ("committed", "cancelled", "expired", "error"), or null
+ * @property {boolean} ready  the first snapshot is shown; until then events wait in `buffer`
+ * @property {object[]} buffer  events that arrived before the first snapshot
+ * @property {boolean} pairingBusy  a new pairing code is being asked for
+ * @property {object|null} viewer  the open image viewer's handle (image-viewer.js), or null
+ *
+ * @typedef {object} DesktopPage
+ * @property {string} sessionId
+ * @property {{maxImages: number, warnImages: number}} config
+ * @property {DesktopState} state
+ * @property {Gallery} gallery
+ * @property {MetadataPanel} panel  the details panel
+ * @property {ConsentPanel} consent
+ * @property {CommitDialog} commit
+ * @property {DesktopUpload} upload
+ * @property {QrPanel} qr
+ * @property {EventStream} events
+ * @property {PhotoFreshness} freshness  stamps of the news seen of each photo
+ * @property {string} commitHint  the commit card's usual hint
+ * @property {() => string[]} required  the metadata fields commit requires
+ * @property {(image: object) => void} fresh  show news of a photo (stamped, then put in the gallery)
+ * @property {() => Promise<void>} reload  catch up with a fresh snapshot
+ * @property {() => void} markLoaded  the first snapshot is shown (or will never be)
+ * @property {Promise<void>} loaded  resolved by markLoaded()
+ */
 
 /**
  * Run the session page for `sessionId`.

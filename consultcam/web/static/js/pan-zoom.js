@@ -6,7 +6,7 @@
 
 import { clampPan, fitScale, zoomAt } from "./edit-geometry.js";
 
-export { clampPan, fitScale, zoomAt };
+export { clampPan, zoomAt };
 
 export const ZOOM_STEP = 1.25; // one press of + or −
 export const FIT_MAX = 2; // a small photo is enlarged to fit the screen at most twice
