@@ -1,12 +1,17 @@
 // The phone page's pure rules (consultcam/web/static/js/phone-model.js): run with `node --test tests/js/`.
 
 import assert from "node:assert/strict";
+import { webcrypto } from "node:crypto";
 import { describe, test } from "node:test";
 
 import {
   applySettings, capacityNote, createState, editablePhotos, newPhoto, overallProgress, pendingPhotos,
   refusedFilesNote, remainingCapacity, revocationEnding, uploadBatch, uploadButtonText,
 } from "../../consultcam/web/static/js/phone-model.js";
+
+// newPhoto() takes its id from the Web Crypto API, a global in browsers and node ≥ 19 (Debian's node 18 has it
+// only as a module).
+globalThis.crypto ??= webcrypto;
 
 /** A state holding photos with these statuses (and any extra fields per photo). */
 function stateWith(statuses, { config = { maxImages: 10, warnImages: 5 }, serverImages = [] } = {}) {
