@@ -24,6 +24,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from consultcam import config_checks as checks
+from consultcam.auth import clinician_token_weakness
 from consultcam.config_checks import (
     EMR_SCHEMES,
     METADATA_FIELDS,
@@ -178,8 +179,6 @@ class Settings(BaseSettings):
     def _strong_clinician_token(cls, value: str) -> str:
         """A configured embedded token must be a strong random secret (auth.clinician_token_weakness); unset,
         `consultcam serve` generates one of 256 bits."""
-        from consultcam.auth import clinician_token_weakness
-
         # A value that is not even printable ASCII without spaces is `_header_safe`'s to report, one line.
         readable = value.isascii() and value.isprintable() and " " not in value
         weakness = clinician_token_weakness(value) if value and readable else None
