@@ -20,8 +20,6 @@ const ZOOM_STEP = 1.25;
 const FIT_MAX = 2; // a small photo is enlarged to fit the screen at most twice
 const RECENT = 3; // decoded photos kept while the viewer is open
 const MARGIN = 24; // px of surround kept around a fitted photo
-const LATERALITY = { left: "Left", right: "Right", bilateral: "Bilateral", "not-applicable": "Not applicable" };
-const VIEWS = { overview: "Overview", "close-up": "Close-up", dermoscopy: "Dermoscopy" };
 
 let current = null;
 
@@ -252,7 +250,8 @@ class ImageViewer {
     const metadata = image.metadata || {};
     const position = this.index + 1;
     this.title.textContent = `Photo ${position} of ${total}`;
-    const side = metadata.laterality && metadata.laterality !== "not-applicable" ? LATERALITY[metadata.laterality] : "";
+    const words = image.words || {}; // the server's words for the metadata (consultcam/terminology/words.py)
+    const side = metadata.laterality !== "not-applicable" ? words.laterality || "" : "";
     const site = [metadata.bodySite?.display, side.toLowerCase()].filter(Boolean).join(", ");
     this.subtitle.textContent = [metadata.label, site].filter(Boolean).join(" · ") || "No label or body site yet";
     this.subtitle.classList.toggle("is-empty", !metadata.label && !site);
@@ -274,8 +273,8 @@ class ImageViewer {
 
     const facts = [
       ["Body site", metadata.bodySite?.display],
-      ["Laterality", LATERALITY[metadata.laterality]],
-      ["View", VIEWS[metadata.view] || metadata.view],
+      ["Laterality", words.laterality],
+      ["View", words.view],
       ["Taken", taken ? formatTaken(taken) : ""],
       ["Size", describeSize(image)],
       ["From", image.source === "desktop" ? "This computer" : image.source ? "Phone" : ""],
