@@ -29,7 +29,7 @@ export function committed(page, results, { byPhone = false } = {}) {
     const known = positions.get(imageId);
     if (!known) return "Photo";
     // Named by its label, else by where it was taken ("Photo 2 · Left hand").
-    const name = known.image.metadata?.label || summarise(known.image.metadata, gallery.terminology);
+    const name = known.image.metadata?.label || summarise(known.image.metadata, gallery.terminology, known.image.words);
     return `Photo ${known.index}${name ? ` · ${name}` : ""}`;
   }, state.session?.patient?.name, (imageId) => positions.get(imageId)?.index ?? Number.MAX_SAFE_INTEGER, { byPhone });
   endSession(page, "committed");

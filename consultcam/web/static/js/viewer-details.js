@@ -6,9 +6,6 @@ import { h, icon } from "./dom.js";
 import { describeEdits, finalSize, hasEdits } from "./edit-geometry.js";
 import { describeQualityWarning, formatTime } from "./format.js";
 
-const LATERALITY = { left: "Left", right: "Right", bilateral: "Bilateral", "not-applicable": "Not applicable" };
-const VIEWS = { overview: "Overview", "close-up": "Close-up", dermoscopy: "Dermoscopy" };
-
 /**
  * Write what the viewer says about `image`, photo `position` (1-based) of `total`.
  * @param {object} ui  the viewer's elements (viewer-dialog.js): title, subtitle, canvas, facts, badges, ai
@@ -18,7 +15,8 @@ const VIEWS = { overview: "Overview", "close-up": "Close-up", dermoscopy: "Dermo
 export function renderDetails(ui, image, { position, total, readOnly }) {
   const metadata = image.metadata || {};
   ui.title.textContent = `Photo ${position} of ${total}`;
-  const side = metadata.laterality && metadata.laterality !== "not-applicable" ? LATERALITY[metadata.laterality] : "";
+  const words = image.words || {}; // the server's words for the metadata (consultcam/terminology/words.py)
+  const side = metadata.laterality !== "not-applicable" ? words.laterality || "" : "";
   const site = [metadata.bodySite?.display, side.toLowerCase()].filter(Boolean).join(", ");
   ui.subtitle.textContent = [metadata.label, site].filter(Boolean).join(" · ") || "No label or body site yet";
   ui.subtitle.classList.toggle("is-empty", !metadata.label && !site);
@@ -29,8 +27,8 @@ export function renderDetails(ui, image, { position, total, readOnly }) {
 
   const facts = [
     ["Body site", metadata.bodySite?.display],
-    ["Laterality", LATERALITY[metadata.laterality]],
-    ["View", VIEWS[metadata.view] || metadata.view],
+    ["Laterality", words.laterality],
+    ["View", words.view],
     ["Taken", taken ? formatTaken(taken) : ""],
     ["Size", describeSize(image)],
     ["From", image.source === "desktop" ? "This computer" : image.source ? "Phone" : ""],
