@@ -10,7 +10,7 @@ import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy import update
 
 from consultcam.app import create_app
-from consultcam.config import Settings
+from consultcam.config import PRACTICE_TIMEZONE, Settings
 from consultcam.models import ClinicalImage
 from consultcam.terminology import is_snomed_concept_id
 from tests.conftest import (
@@ -314,7 +314,7 @@ def test_a_missing_extension_file_stops_the_start(tmp_path: Path) -> None:
         ({"patient": {**PATIENT, "name": "Mere\u202eTester"}}, ("patient.name", "control")),
         ({"patient": {**PATIENT, "name": "M" * 201}}, ("patient.name", "200")),
         (
-            {"patient": {**PATIENT, "birthDate": str(date.today() + timedelta(days=1))}},
+            {"patient": {**PATIENT, "birthDate": str(datetime.now(PRACTICE_TIMEZONE).date() + timedelta(days=1))}},
             ("patient.birthDate", "future"),
         ),
         ({"patient": {**PATIENT, "birthDate": "1850-01-01"}}, ("patient.birthDate",)),

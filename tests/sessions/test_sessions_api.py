@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.models import CaptureSession, ClinicalImage, PairingToken, utcnow
 from tests.conftest import (
     CLINICIAN_TOKEN,
@@ -216,7 +217,8 @@ async def test_valid_nhis_pass_and_are_normalised(
 
 
 async def test_future_birth_date_is_422(clinician: httpx.AsyncClient, runtime: Any) -> None:
-    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    # "Tomorrow" where the practice is: the server checks dates in Pacific/Auckland, ahead of UTC.
+    tomorrow = (datetime.now(PRACTICE_TIMEZONE).date() + timedelta(days=1)).isoformat()
     assert_error(
         await create(clinician, patient={**PATIENT, "birthDate": tomorrow}),
         422,
