@@ -41,6 +41,8 @@ FOREARM = "14975008"  # Forearm structure, in the packaged list
 MYOCARDIAL_INFARCTION = "22298006"  # a disorder: a real, well-formed SNOMED CT id that is no body site
 NO_SUCH_CONCEPT = "9876543211006"  # well-formed (partition 00, Verhoeff check digit) but never issued
 AXILLA = "91470000"  # Axillary region structure: not packaged, added by a practice's extension file
+#: "Tomorrow" where the practice is (the server checks birth dates in Pacific/Auckland, ahead of UTC).
+NZ_TOMORROW = datetime.now(PRACTICE_TIMEZONE).date() + timedelta(days=1)
 
 
 class Server:
@@ -314,7 +316,7 @@ def test_a_missing_extension_file_stops_the_start(tmp_path: Path) -> None:
         ({"patient": {**PATIENT, "name": "Mere\u202eTester"}}, ("patient.name", "control")),
         ({"patient": {**PATIENT, "name": "M" * 201}}, ("patient.name", "200")),
         (
-            {"patient": {**PATIENT, "birthDate": str(datetime.now(PRACTICE_TIMEZONE).date() + timedelta(days=1))}},
+            {"patient": {**PATIENT, "birthDate": str(NZ_TOMORROW)}},
             ("patient.birthDate", "future"),
         ),
         ({"patient": {**PATIENT, "birthDate": "1850-01-01"}}, ("patient.birthDate",)),
