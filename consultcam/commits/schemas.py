@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
-from consultcam.kit.status import CommitStatus, SessionStatus
+from consultcam.kit.status import CommitStatus, ImageCommitStatus, SessionStatus
 from consultcam.schemas import CamelModel
 
 
@@ -32,7 +32,7 @@ class CommitRequest(CamelModel):
 
 class CommitResultOut(CamelModel):
     image_id: str
-    status: Literal["committed", "failed", "skipped"]
+    status: Literal[ImageCommitStatus.COMMITTED, ImageCommitStatus.FAILED, ImageCommitStatus.SKIPPED]
     resource_id: str | None = None
     error: str | None = None
 

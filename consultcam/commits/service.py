@@ -40,7 +40,7 @@ from consultcam.db import Transactions
 from consultcam.errors import Conflict, NotPermitted, Unprocessable, UpstreamFailed
 from consultcam.events.bus import publish_after_commit
 from consultcam.images import service as images
-from consultcam.kit.status import CommitStatus, ImageStatus, SessionStatus
+from consultcam.kit.status import CommitStatus, ImageCommitStatus, ImageStatus, SessionStatus
 from consultcam.models import ClinicalImage, utcnow
 from consultcam.runtime import Runtime
 from consultcam.sessions import repository as session_rows
@@ -88,7 +88,7 @@ async def commit_session(
         raise UpstreamFailed(failed.detail, error="CommitFailed") from failed
     except Unprocessable as refused:  # a photo cannot be rendered (stored edits that do not fit it)
         metrics.COMMITS.labels(rt.connector.name, "failed").inc()
-        results = [ImageResult(image.id, "failed", error=refused.detail) for image in chosen]
+        results = [ImageResult(image.id, ImageCommitStatus.FAILED, error=refused.detail) for image in chosen]
         await _record_failure(tx, rt, actor, context, attempt, refused.detail, results)
         raise
     except Exception as exc:
@@ -98,10 +98,12 @@ async def commit_session(
             "The photos could not be sent to the record because of an unexpected error; nothing was "
             "saved there. Try again; if it keeps happening, tell your practice IT support."
         )
-        results = [ImageResult(image.id, "failed", error=type(exc).__name__) for image in chosen]
+        results = [
+            ImageResult(image.id, ImageCommitStatus.FAILED, error=type(exc).__name__) for image in chosen
+        ]
         await _record_failure(tx, rt, actor, context, attempt, detail, results)
         raise UpstreamFailed(detail, error="CommitFailed") from exc
-    all_results = results + [ImageResult(image_id, "skipped") for image_id in skipped]
+    all_results = results + [ImageResult(image_id, ImageCommitStatus.SKIPPED) for image_id in skipped]
     await _record_success(tx, rt, actor, context, attempt, all_results)
     metrics.COMMITS.labels(rt.connector.name, "committed").inc()
     return CommitOut(
@@ -263,7 +265,7 @@ async def _record_success(
         by_id = {r.image_id: r for r in results}
         for image in await session_rows.images_of(uow.session, context.session_id):
             result = by_id.get(image.id)
-            if result is not None and result.status == "committed":
+            if result is not None and result.status == ImageCommitStatus.COMMITTED:
                 image.status, image.resource_id = ImageStatus.COMMITTED, result.resource_id
             else:
                 await uow.session.delete(image)
@@ -275,8 +277,8 @@ async def _record_success(
             commit_id=context.commit_id,
             attempt=attempt,
             connector=rt.connector.name,
-            committed=sum(r.status == "committed" for r in results),
-            skipped=sum(r.status == "skipped" for r in results),
+            committed=sum(r.status == ImageCommitStatus.COMMITTED for r in results),
+            skipped=sum(r.status == ImageCommitStatus.SKIPPED for r in results),
         )
         publish_after_commit(
             uow,
