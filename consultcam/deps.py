@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the runtime, the request's unit of work, and who is calling.
+"""FastAPI dependencies: the runtime, the request's unit of work, who is calling, and whether they may act
+on the path's capture session (`SessionPrincipalDep` and its read and outside-transaction forms: a phone
+reaches only its own session; every endpoint under `/api/sessions/{session_id}` that a phone may call takes
+one, clinician-only ones take `ClinicianDep`).
 
 `UoWDep` ends before the response is sent (`scope="function"`), so a client never sees a 2xx for work
 that then fails to commit, and events go out only after the commit.

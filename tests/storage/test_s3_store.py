@@ -22,7 +22,8 @@ from botocore.credentials import Credentials
 from consultcam.storage import s3 as s3_module
 from consultcam.storage.keys import image_key, session_prefix, upload_key
 from consultcam.storage.registry import create_store
-from consultcam.storage.s3 import S3ObjectStore, S3StoreError, parse_s3_url
+from consultcam.storage.s3 import S3ObjectStore, S3StoreError
+from consultcam.storage.s3_location import S3Location, parse_s3_url
 from tests.conftest import jpeg_bytes
 from tests.storage.moto_server import ACCESS_KEY, REGION, SECRET_KEY, free_port
 
@@ -267,10 +268,10 @@ async def test_presigning_without_credentials_says_what_to_set(bucket, moto_endp
 
 
 def test_storage_urls_parse_to_bucket_prefix_and_public_endpoint():
-    assert parse_s3_url("s3://photos") == s3_module.S3Location("photos", "")
-    assert parse_s3_url("s3://photos/") == s3_module.S3Location("photos", "")
-    assert parse_s3_url("s3://photos//clinic/a//") == s3_module.S3Location("photos", "clinic/a/")
-    assert parse_s3_url("s3://photos/p?public_endpoint=https://s3.example.org/") == s3_module.S3Location(
+    assert parse_s3_url("s3://photos") == S3Location("photos", "")
+    assert parse_s3_url("s3://photos/") == S3Location("photos", "")
+    assert parse_s3_url("s3://photos//clinic/a//") == S3Location("photos", "clinic/a/")
+    assert parse_s3_url("s3://photos/p?public_endpoint=https://s3.example.org/") == S3Location(
         "photos", "p/", "https://s3.example.org"
     )
     for bad in ("s3://Photos_Bucket/p", "s3://ab", "s3://photos/a/../b", "s3://photos/p?region=x"):
