@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from consultcam.config_errors import scheme_words
 from consultcam.db import check_pool_options, normalise_database_url
+from consultcam.storage.s3_location import parse_s3_url
 from consultcam.terminology import TerminologyDataError, load_extension
 
 #: Signature algorithms an OIDC token may use: asymmetric only (RFC 8725 §3.1, §3.2; RFC 7518 §3.1).
@@ -192,14 +193,12 @@ def database_url(value: str) -> str:
 
 
 def storage_url(value: str) -> str:
-    """`file:///folder` or `s3://bucket[/prefix]` (store.create_store, s3.parse_s3_url); "" stays unset."""
+    """`file:///folder` or `s3://bucket[/prefix]` (storage.registry.create_store, s3_location.parse_s3_url);
+    "" stays unset."""
     value = value.strip()
     if not value or (value.startswith("file://") and value.removeprefix("file://")):
         return value
     if value.startswith("s3://"):
-        # boto3 is heavy and only needed for S3: imported when an s3:// URL is set.
-        from consultcam.storage.s3 import parse_s3_url
-
         parse_s3_url(value)
         return value
     raise ValueError(
