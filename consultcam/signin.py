@@ -33,7 +33,7 @@ from sqlalchemy import CursorResult, delete, or_, select, update
 from consultcam import audit
 from consultcam.auth import Clinician, hash_secret, new_secret
 from consultcam.config import Settings
-from consultcam.db import UnitOfWork
+from consultcam.db import Transactions, UnitOfWork
 from consultcam.models import SignInSession, utcnow
 from consultcam.runtime import Runtime
 
@@ -198,12 +198,13 @@ async def credential_ended(rt: Runtime, credential_id: str) -> None:
     await rt.bus.end_streams(credential_id=credential_id)
 
 
-async def sweep(rt: Runtime, now: datetime | None = None) -> int:
-    """Delete the sign-ins that no longer count by time or by sign-out (ended, idle past, or past their
-    absolute expiry); returns how many. A sign-in whose binding is stale (the token changed) is refused on
-    use and deleted once it expires: a sweeper running with other settings must not delete live ones."""
+async def sweep(tx: Transactions, now: datetime | None = None) -> int:
+    """The sign-ins' sweep step (`retention.sweeper`), in a transaction of its own: delete the sign-ins that
+    no longer count by time or by sign-out (ended, idle past, or past their absolute expiry); returns how
+    many. A sign-in whose binding is stale (the token changed) is refused on use and deleted once it
+    expires: a sweeper running with other settings must not delete live ones."""
     now = now or utcnow()
-    async with rt.unit_of_work() as uow:
+    async with tx() as uow:
         result = await uow.session.execute(
             delete(SignInSession).where(
                 or_(

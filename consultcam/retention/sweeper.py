@@ -82,7 +82,7 @@ async def _analyses(tx: Transactions, rt: Runtime, now: datetime, report: SweepR
 
 
 async def _signins(tx: Transactions, rt: Runtime, now: datetime, report: SweepReport) -> None:
-    report.expired_signins += await signin.sweep(rt, now)
+    report.expired_signins += await signin.sweep(tx, now)
 
 
 #: The steps in the order they run, each with the name its failure is reported under.
