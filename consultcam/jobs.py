@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from taskiq import TaskiqDepends, TaskiqState, async_shared_broker
 from taskiq.acks import AcknowledgeType
 
+import consultcam.analysis.tasks  # noqa: F401  registers consultcam.analysis.describe (web app and worker)
 from consultcam.kit.jobs import claim_period, enqueue, retried
 
 if TYPE_CHECKING:
@@ -55,8 +56,6 @@ async def run_worker(runtime: Runtime) -> None:
     """A worker: take jobs from the Redis broker (acknowledged after they ran) and keep the periodic
     sweeper going. Runs until cancelled."""
     from taskiq.api import run_receiver_task
-
-    import consultcam.analysis.tasks  # noqa: F401  registers consultcam.analysis.describe (a cycle at module level)
 
     await start(runtime)
     sweeper = asyncio.create_task(run_periodic_sweeper(runtime))

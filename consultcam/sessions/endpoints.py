@@ -18,7 +18,7 @@ from consultcam.deps import (
     authorise_session,
 )
 from consultcam.errors import NO_STORE, NotAuthenticated
-from consultcam.images import processing
+from consultcam.images.processing.formats import ACCEPTED_CONTENT_TYPES
 from consultcam.images.service import list_images
 from consultcam.ratelimit import rate_limit
 from consultcam.runtime import Runtime
@@ -176,7 +176,7 @@ async def pair(
             max_images=settings.max_images,
             warn_images=WARN_IMAGES,
             max_upload_bytes=settings.max_upload_bytes,
-            accepted_types=sorted(processing.ACCEPTED_CONTENT_TYPES),
+            accepted_types=sorted(ACCEPTED_CONTENT_TYPES),
             consent_required=settings.consent_required,
             required_metadata=list(settings.required_metadata),
             phone_can_commit=settings.phone_can_commit,

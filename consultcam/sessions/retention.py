@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from consultcam import audit, signin
-from consultcam.analysis.tasks import fail_stuck_analyses
+from consultcam.analysis.service import fail_stuck_analyses
 from consultcam.commits import lease
 from consultcam.images.service import UPLOAD_GRACE
 from consultcam.models import CaptureSession, ClinicalImage, utcnow
@@ -106,7 +106,7 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> SweepReport:
 
     report.orphan_objects = await _delete_orphans(rt, now)
     try:
-        report.stuck_analyses = await fail_stuck_analyses(rt, now)
+        report.stuck_analyses = await fail_stuck_analyses(rt.unit_of_work, rt, now)
     except Exception as exc:
         log.exception("sweeper: stuck AI descriptions")
         report.errors.append(f"analyses: {type(exc).__name__}")

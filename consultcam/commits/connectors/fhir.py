@@ -61,7 +61,7 @@ from consultcam.commits.fhir_media import (
     bundle_entry,
     check_context,
 )
-from consultcam.images.processing import DOCUMENT_FORMATS, convert_for_document
+from consultcam.images.processing.documents import DOCUMENT_FORMATS, convert_for_document
 
 log = logging.getLogger(__name__)
 
