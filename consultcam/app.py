@@ -1,7 +1,8 @@
 """The FastAPI application: routers, security headers, health, readiness and metrics.
 
-`create_app(settings)` builds an app whose lifespan creates the runtime (one adapter per port), starts the
-job queue and the periodic sweeper, and closes them on shutdown.
+`create_app(settings)` builds the runtime (one adapter per port, `bootstrap.build_runtime`) and an app whose
+lifespan starts the job queue (with every task registered: `consultcam.worker`) and, in embedded mode, the
+periodic sweeper, and closes them on shutdown.
 """
 
 from __future__ import annotations
@@ -20,16 +21,17 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consultcam import jobs, metrics, openapi
+from consultcam import metrics, openapi, worker
+from consultcam.bootstrap import build_runtime, check_database
 from consultcam.commits.endpoints import router as commits_router
 from consultcam.config import Settings, read_settings
-from consultcam.errors import install_error_handlers
 from consultcam.events.endpoints import router as events_router
 from consultcam.images.endpoints import router as images_router
 from consultcam.runtime import Runtime
 from consultcam.sessions.endpoints import router as sessions_router
 from consultcam.storage.endpoints import router as storage_router
 from consultcam.terminology.endpoints import router as terminology_router
+from consultcam.web.errors import install_error_handlers
 from consultcam.web.guard import RequestGuard, page_csrf_token
 from consultcam.web.pages import router as pages_router
 from consultcam.web.pages import templates as page_templates
@@ -138,13 +140,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     when that ends.
     """
     settings = settings or read_settings()
-    runtime = Runtime.create(settings)
+    runtime = build_runtime(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await jobs.start(runtime)
+        await worker.start(runtime)
         # Embedded mode sweeps from the web process; with Redis, `consultcam worker` processes do.
-        sweeper = asyncio.create_task(jobs.run_periodic_sweeper(runtime)) if runtime.redis is None else None
+        sweeper = asyncio.create_task(worker.run_periodic_sweeper(runtime)) if runtime.redis is None else None
         try:
             yield
         finally:
@@ -152,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
-            await jobs.stop(runtime)
+            await worker.stop(runtime)
             await runtime.close()
 
     app = FastAPI(
@@ -202,7 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime: Runtime = request.app.state.runtime
         checks: dict[str, Any] = {}
         for name, probe in (
-            ("database", _check_database(runtime)),
+            ("database", check_database(runtime)),
             ("store", runtime.store.check()),
             ("bus", runtime.bus.check()),
             ("connector", runtime.connector.check()),
@@ -223,10 +225,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-async def _check_database(runtime: Runtime) -> None:
-    from sqlalchemy import text
-
-    async with runtime.engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))

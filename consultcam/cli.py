@@ -2,6 +2,10 @@
 
 `consultcam serve` on a LAN address serves HTTPS with a self-signed certificate (phones need a secure
 context for the camera); `--host 127.0.0.1` serves plain HTTP for local use and tests.
+
+Each command imports what it runs inside itself (the web app, boto3, taskiq, uvicorn), so `consultcam --help`
+and the small commands start at once; none of these imports is needed to break a cycle (nothing imports
+this module).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import ipaddress
 import logging
 import secrets
 import ssl
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -129,7 +133,8 @@ def serve(
         raise typer.Exit(2) from exc
     except OSError as exc:
         _cannot_write(exc)
-    ssl: dict[str, str] = {}
+    certfile: str | None = None
+    keyfile: str | None = None
     if use_tls:
         from consultcam.tls import ensure_self_signed
 
@@ -137,7 +142,7 @@ def serve(
             cert, key = ensure_self_signed(settings.data_dir / "tls", [shown_host])
         except OSError as exc:
             _cannot_write(exc)
-        ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        certfile, keyfile = str(cert), str(key)
     base = settings.public_url
     console.print(f"\n[bold]consultcam[/bold] is starting on {scheme}://{shown_host}:{port}")
     console.print(f"Data: {settings.data_dir}   Commits go to: {settings.emr_url}")
@@ -153,17 +158,26 @@ def serve(
         console.print("[dim]The certificate is self-signed: browsers ask once to trust it.[/dim]\n")
     # Proxy headers are the app's to judge (CONSULTCAM_TRUSTED_PROXIES, consultcam/web/proxy.py): uvicorn's
     # own handling would believe X-Forwarded-* from any local process.
-    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False, proxy_headers=False, **ssl)
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        proxy_headers=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
 
 
 def _preflight(settings: Settings) -> None:
     """Refuse to start, with a clear message and exit code 2, when the database or Redis does not answer."""
-    from consultcam.runtime import Runtime, Unreachable
+    from consultcam.bootstrap import Unreachable, build_runtime, preflight
 
     async def check() -> None:
-        runtime = Runtime.create(settings)
+        runtime = build_runtime(settings)
         try:
-            await runtime.preflight()
+            await preflight(runtime)
         finally:
             await runtime.close()
 
@@ -189,8 +203,8 @@ def worker(
     """Run jobs from the Redis job queue (production; embedded mode runs them in the web process)."""
     import signal
 
-    from consultcam import jobs
-    from consultcam.runtime import Runtime
+    from consultcam.bootstrap import build_runtime
+    from consultcam.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
@@ -207,8 +221,8 @@ def worker(
         start_http_server(metrics_port, addr="127.0.0.1")
 
     async def main() -> None:
-        runtime = Runtime.create(settings)
-        task = asyncio.create_task(jobs.run_worker(runtime))
+        runtime = build_runtime(settings)
+        task = asyncio.create_task(run_worker(runtime))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
@@ -258,16 +272,16 @@ def migrate_command() -> None:
 @app.command()
 def sweep() -> None:
     """Run the sweeper once now (deletes what has expired) and print what it did."""
-    from consultcam.runtime import Runtime
-    from consultcam.sessions.retention import sweep as run_sweep
+    from consultcam.bootstrap import build_runtime
+    from consultcam.retention.sweeper import sweep as run_sweep
 
     settings = _settings()
     _migrate(settings)
 
     async def main() -> None:
-        runtime = Runtime.create(settings)
+        runtime = build_runtime(settings)
         try:
-            console.print(await run_sweep(runtime))
+            console.print(await run_sweep(runtime.unit_of_work, runtime))
         finally:
             await runtime.close()
 
@@ -287,7 +301,7 @@ def demo(
     cert = settings.data_dir / "tls" / "cert.pem"
     if url.startswith("https://") and cert.exists():
         verify = ssl.create_default_context(cafile=cert)  # our own self-signed certificate
-    body = {
+    body: dict[str, Any] = {
         "encounterId": f"demo-{secrets.token_hex(4)}",
         "practitionerId": "demo-gp",
         "patient": {

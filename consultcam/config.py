@@ -2,47 +2,58 @@
 
 Every port is chosen by a URL here (DESIGN.md, "Architecture: ports with one URL each"); the defaults are the
 embedded ones, so `consultcam serve` runs with no service installed.
+
+Where things are: this module holds the `Settings` class (fields, their cross-field checks and derived
+values) and `read_settings`; `config_checks` the checks and normalisations of single values (URLs, lists,
+rates) the validators call; `config_errors` the report of settings that cannot start consultcam, one line
+per problem (`SettingsInvalid`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import os
-import re
-import socket
+import secrets
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-import annotated_types
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-if TYPE_CHECKING:
-    from consultcam.terminology import Terminology
+from consultcam import config_checks as checks
+from consultcam.auth import clinician_token_weakness
+from consultcam.config_checks import (
+    EMR_SCHEMES,
+    METADATA_FIELDS,
+    OIDC_ALGORITHMS,
+    is_https_or_loopback,
+    lan_address,
+)
+from consultcam.config_errors import SettingsInvalid, env_name, settings_problems, unreadable
+from consultcam.files import write_private
+from consultcam.terminology import TERMINOLOGY, Terminology, load_extension
+
+__all__ = [
+    "EMR_SCHEMES",
+    "METADATA_FIELDS",
+    "OIDC_ALGORITHMS",
+    "PRACTICE_TIMEZONE",
+    "WARN_IMAGES",
+    "Settings",
+    "SettingsInvalid",
+    "env_name",
+    "is_https_or_loopback",
+    "lan_address",
+    "read_settings",
+]
 
 #: Sessions warn the clinician when this many photos are taken (seeds: "20-image session limit with warning").
 WARN_IMAGES = 20
 #: New Zealand general practice: local dates and times (DICOM, ZIP entries) are Pacific/Auckland.
 PRACTICE_TIMEZONE = ZoneInfo("Pacific/Auckland")
-
-#: Signature algorithms an OIDC token may use: asymmetric only (RFC 8725 §3.1, §3.2; RFC 7518 §3.1).
-OIDC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-
-#: CONSULTCAM_EMR_URL schemes, one per connector (commits.connectors.base.connector_from_url).
-EMR_SCHEMES = frozenset(
-    {"export", "fhir+https", "fhir+http", "alex+https", "alex+http", "dicomweb+https", "dicomweb+http"}
-)
-
-#: Image metadata fields a practice may require on every photo before a commit (CONSULTCAM_REQUIRED_METADATA),
-#: named as in the API's image metadata.
-METADATA_FIELDS = ("bodySite", "laterality", "view", "label")
 
 
 class Settings(BaseSettings):
@@ -146,44 +157,12 @@ class Settings(BaseSettings):
     @field_validator("frame_ancestors", mode="before")
     @classmethod
     def _frame_ancestors(cls, value: object) -> object:
-        """CSP 3 `frame-ancestors` sources we accept: `self`, or `http(s)://host[:port]` (host may start with
-        `*.`), normalised to `'self'` and lower case; "none" alone means nobody (the default)."""
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            return value
-        names = [str(item).strip().strip("'").lower() for item in items if str(item).strip()]
-        if names == ["none"]:
-            return ()
-        origin = r"https?://(\*\.)?([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?"
-        bad = [name for name in names if name != "self" and not re.fullmatch(origin, name)]
-        if bad:
-            raise ValueError(
-                "CONSULTCAM_FRAME_ANCESTORS takes `self` and origins like https://emr.example.org (scheme, "
-                "host, optional port; nothing else), comma separated; empty for nobody. Refused: "
-                + ", ".join(bad)
-            )
-        return tuple(dict.fromkeys("'self'" if name == "self" else name for name in names))
+        return checks.frame_ancestors(value)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _trusted_proxies(cls, value: object) -> object:
-        """IP addresses or networks (CIDR), comma separated; a host name is refused (it would need DNS)."""
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            return value
-        names = [str(item).strip() for item in items if str(item).strip()]
-        bad = []
-        for name in names:
-            try:
-                ipaddress.ip_network(name, strict=False)
-            except ValueError:
-                bad.append(name)
-        if bad:
-            raise ValueError(
-                "CONSULTCAM_TRUSTED_PROXIES takes IP addresses or networks, comma separated (e.g. "
-                f"127.0.0.1,10.0.0.0/8); refused: {', '.join(bad)}"
-            )
-        return tuple(names)
+        return checks.trusted_proxies(value)
 
     # -- sign-in: server-side clinician sessions, rate limits --
     # A browser's sign-in (consultcam.signin) ends after this long without a request, and at the latest this
@@ -200,8 +179,6 @@ class Settings(BaseSettings):
     def _strong_clinician_token(cls, value: str) -> str:
         """A configured embedded token must be a strong random secret (auth.clinician_token_weakness); unset,
         `consultcam serve` generates one of 256 bits."""
-        from consultcam.auth import clinician_token_weakness
-
         # A value that is not even printable ASCII without spaces is `_header_safe`'s to report, one line.
         readable = value.isascii() and value.isprintable() and " " not in value
         weakness = clinician_token_weakness(value) if value and readable else None
@@ -216,18 +193,7 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_login", "rate_limit_pair")
     @classmethod
     def _rate_limit(cls, value: str, info: ValidationInfo) -> str:
-        """Parsed by the `limits` library's notation; a count of at least 1 per window."""
-        from limits import parse
-
-        try:
-            if parse(value).amount >= 1:
-                return value.strip()
-        except ValueError:
-            pass
-        raise ValueError(
-            f"CONSULTCAM_{str(info.field_name).upper()} must be a rate such as 10/minute, 100/hour or "
-            "30 per 5 minutes"
-        )
+        return checks.rate_limit(value, env_name(str(info.field_name)))
 
     # -- load and faults: commits, decodes, upload slots --
     # commits: how long a running commit holds its session without a heartbeat (renewed every third of
@@ -257,26 +223,43 @@ class Settings(BaseSettings):
     @field_validator("body_sites_extension")
     @classmethod
     def _extension_checked(cls, value: Path | None) -> Path | None:
-        """The extension file is read and checked now, so a bad one stops the start (not a request)."""
-        if value is None:
-            return None
-        from consultcam.terminology import TerminologyDataError, load_extension
-
-        path = value.expanduser().resolve()
-        try:
-            load_extension(path)
-        except TerminologyDataError as exc:
-            raise ValueError(
-                f"CONSULTCAM_BODY_SITES_EXTENSION: {exc}; fix the file or unset the setting"
-            ) from None
-        return path
+        return None if value is None else checks.body_sites_extension(value)
 
     @cached_property
     def terminology(self) -> Terminology:
         """The terms this deployment accepts: the packaged list plus BODY_SITES_EXTENSION's sites."""
-        from consultcam.terminology import TERMINOLOGY, load_extension
-
         return load_extension(self.body_sites_extension) if self.body_sites_extension else TERMINOLOGY
+
+    # -- outbound: EMR connector credentials (docs/connectors.md) --
+    # Never in CONSULTCAM_EMR_URL (URLs get logged); commits/connectors/registry.py hands them to the
+    # connector. fhir+https: a static bearer token, or OAuth2 client credentials (RFC 6749 §4.4).
+    emr_bearer_token: SecretStr | None = None
+    emr_token_url: str = ""  # the token endpoint; with EMR_CLIENT_ID and EMR_CLIENT_SECRET
+    emr_client_id: str = ""
+    emr_client_secret: SecretStr | None = None
+    emr_scope: str = ""  # optional, space separated
+    # alex+https (Medtech ALEX): OAuth2 client credentials, all four required.
+    alex_token_url: str = ""
+    alex_client_id: str = ""
+    alex_client_secret: SecretStr | None = None
+    alex_scope: str = ""
+
+    @field_validator("emr_token_url", "alex_token_url")
+    @classmethod
+    def _token_endpoint(cls, value: str, info: ValidationInfo) -> str:
+        return checks.token_endpoint(value, env_name(str(info.field_name)))
+
+    @field_validator("emr_client_id", "alex_client_id", "emr_scope", "alex_scope")
+    @classmethod
+    def _oauth2_words(cls, value: str, info: ValidationInfo) -> str:
+        name = str(info.field_name)
+        return checks.oauth2_words(value, env_name(name), scope=name.endswith("_scope"))
+
+    @field_validator("emr_bearer_token", "emr_client_secret", "alex_client_secret")
+    @classmethod
+    def _credential(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        name = str(info.field_name)
+        return checks.credential(value, env_name(name), bearer=name.endswith("bearer_token"))
 
     s3_endpoint_url: str = ""
     s3_sse_kms_key_id: str = ""  # SSE-KMS key (id, ARN or alias) for S3 objects; unset: SSE-S3 (AES256)
@@ -311,21 +294,7 @@ class Settings(BaseSettings):
     @field_validator("required_metadata", mode="before")
     @classmethod
     def _metadata_fields(cls, value: object) -> object:
-        """A comma list (or a sequence) of METADATA_FIELDS, any case, e.g. "bodySite, laterality"; "" means
-        nothing is required. Names are normalised to the API's spelling, each kept once, in order."""
-        if isinstance(value, str):
-            value = value.split(",")
-        if not isinstance(value, list | tuple | set | frozenset):
-            return value
-        by_name = {name.lower(): name for name in METADATA_FIELDS}
-        names = [str(item).strip() for item in value if str(item).strip()]
-        unknown = [name for name in names if name.lower() not in by_name]
-        if unknown:
-            raise ValueError(
-                f"CONSULTCAM_REQUIRED_METADATA may only name {', '.join(METADATA_FIELDS)} (comma separated; "
-                f"empty for none); unknown: {', '.join(unknown)}"
-            )
-        return tuple(dict.fromkeys(by_name[name.lower()] for name in names))
+        return checks.required_metadata(value)
 
     @model_validator(mode="after")
     def _oidc_complete(self) -> Settings:
@@ -357,106 +326,34 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_driver(cls, value: str) -> str:
-        """`postgres://`, `postgresql://` mean asyncpg, `sqlite://` aiosqlite (db.normalise_database_url);
-        PostgreSQL pool options in the query must be whole numbers (db.POOL_DEFAULTS)."""
-        from consultcam.db import check_pool_options, normalise_database_url
-
-        try:
-            value = normalise_database_url(value)
-            check_pool_options(value)
-        except Exception as exc:  # SQLAlchemy's ArgumentError, int() on a port: words without the URL
-            if isinstance(exc, ValueError) and str(exc).startswith("CONSULTCAM_DATABASE_URL"):
-                raise
-            raise ValueError(
-                "CONSULTCAM_DATABASE_URL cannot be read as a URL; use "
-                "postgresql://user:password@host:5432/dbname or sqlite:///path/to/consultcam.db"
-            ) from None
-        return value
+        return checks.database_url(value)
 
     @field_validator("storage_url")
     @classmethod
     def _storage_scheme(cls, value: str) -> str:
-        """`file:///folder` or `s3://bucket[/prefix]` (store.create_store, s3.parse_s3_url)."""
-        value = value.strip()
-        if not value or (value.startswith("file://") and value.removeprefix("file://")):
-            return value
-        if value.startswith("s3://"):
-            from consultcam.storage.s3 import parse_s3_url
-
-            parse_s3_url(value)
-            return value
-        raise ValueError(
-            f"CONSULTCAM_STORAGE_URL: unsupported object store {_scheme_words(value)}; use "
-            "file:///path/to/folder (embedded) or s3://bucket/prefix (production)"
-        )
+        return checks.storage_url(value)
 
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        """`redis://`, `rediss://` (TLS) or `unix://` as redis-py reads them (redis.connection.parse_url)."""
-        value = value.strip()
-        if not value:
-            return value
-        from redis.connection import parse_url
-
-        try:
-            parse_url(value)
-        except ValueError:
-            raise ValueError(
-                f"CONSULTCAM_REDIS_URL: not a Redis URL ({_scheme_words(value)}); use redis://host:6379/0, "
-                "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
-            ) from None
-        return value
+        return checks.redis_url(value)
 
     @field_validator("redis_prefix")
     @classmethod
     def _key_prefix(cls, value: str) -> str:
-        if not 1 <= len(value) <= 64 or not value.isprintable() or any(c.isspace() for c in value):
-            raise ValueError(
-                "CONSULTCAM_REDIS_PREFIX must be 1 to 64 characters without spaces, e.g. consultcam:"
-            )
-        return value
+        return checks.redis_prefix(value)
 
     @field_validator("emr_url")
     @classmethod
     def _emr_scheme(cls, value: str) -> str:
-        """One of the connectors' schemes (commits.connectors.base.connector_from_url); the rest of the URL is
-        checked when the connector is built."""
-        scheme, sep, _ = value.strip().partition("://")
-        if not sep or scheme.lower() not in EMR_SCHEMES:
-            shown = scheme.lower() + sep if sep else "(none)"
-            raise ValueError(
-                f"CONSULTCAM_EMR_URL: unsupported EMR URL scheme {shown!r}; use export://DIR (FHIR Bundle "
-                "files), fhir+https://…, alex+https://…/FHIR or dicomweb+https://…"
-            )
-        return value.strip()
+        return checks.emr_url(value)
 
     @field_validator("public_url", "s3_endpoint_url")
     @classmethod
     def _web_address(cls, value: str, info: ValidationInfo) -> str:
-        """An http(s) URL with a host and without credentials, ?query or #fragment (QR codes and CORS use
-        the public URL's origin; boto the endpoint's)."""
-        value = value.strip().rstrip("/")
-        if not value:
-            return value
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError:
-            parts = urlsplit("")
-        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-            ok = False
-        else:
-            ok = not (parts.query or parts.fragment or value.endswith(("?", "#")))
-        if not ok:
-            example = (
-                "https://photos.example.org" if info.field_name == "public_url" else "https://s3.example.org"
-            )
-            raise ValueError(
-                f"CONSULTCAM_{str(info.field_name).upper()} must be an http:// or https:// address with a "
-                f"host and nothing after the path (no ?query or #fragment), e.g. {example}"
-            )
-        return value
+        name = str(info.field_name)
+        example = "https://photos.example.org" if name == "public_url" else "https://s3.example.org"
+        return checks.web_address(value, env_name(name), example)
 
     @field_validator("clinician_token", "ai_api_key", "s3_sse_kms_key_id")
     @classmethod
@@ -508,195 +405,19 @@ class Settings(BaseSettings):
             return hashlib.sha256(self.secret.encode()).digest()
         path = self.data_dir / "secret.key"
         if not path.exists():
-            import secrets
-
-            from consultcam.files import write_private
-
             # Not replacing: processes starting together on one DATA_DIR all end up with the first key.
             write_private(path, secrets.token_bytes(32), replace=False)
         return path.read_bytes()
 
 
-def is_https_or_loopback(url: str) -> bool:
-    """True for an https:// URL, or an http:// URL to this machine (tests, a local identity provider)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return True
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return parts.hostname == "localhost"
-
-
-def lan_address() -> str:
-    """This host's address on the LAN (the interface of the default route), or 127.0.0.1 when offline."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): no packet is sent for UDP connect
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
-
-
-def _scheme_words(url: str) -> str:
-    """`scheme 'ftp://'` for a message: never the rest of the URL, which may carry a password."""
-    scheme, sep, _ = url.partition("://")
-    return f"scheme {scheme + sep!r}" if sep and scheme.isascii() and len(scheme) <= 32 else "no scheme://"
-
-
-# -- Settings that cannot start consultcam: one line per problem ---------------------------------------------
-
-
-class SettingsInvalid(Exception):
-    """The environment's settings cannot start consultcam. `problems`: one line each, naming the variable
-    and what to set, never a secret's value (see `settings_problems`)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
 def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """`Settings()` from the environment, or SettingsInvalid listing every problem pydantic found (every
-    field at once; the cross-field checks run once the fields are valid). `environ` is where the offending
-    values are looked up to show them (default os.environ, which pydantic-settings reads)."""
+    field at once; the cross-field checks run once the fields are valid), one line each
+    (`config_errors.settings_problems`). `environ` is where the offending values are looked up to show them
+    (default os.environ, which pydantic-settings reads)."""
     try:
         return Settings()
     except ValidationError as exc:
-        raise SettingsInvalid(settings_problems(exc, environ)) from None
+        raise SettingsInvalid(settings_problems(exc, Settings.model_fields, environ)) from None
     except SettingsError as exc:  # a complex field whose value is not JSON
-        raise SettingsInvalid([_unreadable(exc, environ)]) from None
-
-
-def settings_problems(error: ValidationError, environ: Mapping[str, str] | None = None) -> list[str]:
-    """One line per problem in `error` (from building Settings).
-
-    A field's line: `CONSULTCAM_NAME=value: what it must be; default …`, e.g.
-    `CONSULTCAM_PAIRING_TTL_SECONDS=5: must be a whole number from 30 to 3600 (seconds); default 600`.
-    The value is left out when it did not come from `environ`; a secret's (tokens, keys, passwords) is
-    never shown, and a URL's password and secret-looking query values are replaced by ***. A cross-field
-    check's message already names its variables and is kept as it is, one line per problem it found.
-    """
-    environ = os.environ if environ is None else environ
-    lines: list[str] = []
-    for item in error.errors(include_url=False, include_input=False):
-        message = str(item["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        name = str(item["loc"][0]) if item["loc"] else ""
-        if name not in Settings.model_fields:
-            lines.extend(line.strip() for line in message.splitlines() if line.strip())
-            continue
-        variable = env_name(name)
-        value = _env_value(variable, environ)
-        shown = variable if value is None else f"{variable}={_shown(name, value)}"
-        if item["type"] == "value_error":
-            what = "; ".join(line.strip() for line in message.splitlines() if line.strip())
-            what = what.removeprefix(variable).lstrip(":, ").rstrip(".")
-        else:
-            what = _expected(name) or message[:1].lower() + message[1:]
-        lines.append(f"{shown}: {what}; {_default_words(name)}")
-    return list(dict.fromkeys(lines))
-
-
-def env_name(field: str) -> str:
-    """The environment variable of a Settings field: `CONSULTCAM_` + its name in capitals."""
-    return f"CONSULTCAM_{field.upper()}"
-
-
-def _env_value(variable: str, environ: Mapping[str, str]) -> str | None:
-    # pydantic-settings matches names without regard to case (case_sensitive=False).
-    for key, value in environ.items():
-        if key.upper() == variable:
-            return value
-    return None
-
-
-_SECRET_NAME = re.compile(r"token|secret|password|api_key")
-_SECRET_QUERY = re.compile(r"pass|secret|token|key|sig|auth", re.IGNORECASE)
-
-
-def _shown(name: str, value: str) -> str:
-    """The value as it may be printed: hidden for a secret, without credentials for a URL, on one line."""
-    field = Settings.model_fields[name]
-    if field.repr is False or _SECRET_NAME.search(name):
-        return "(hidden)"
-    if name.endswith("_url"):
-        value = _without_credentials(value)
-    shown = value if value.isprintable() else repr(value)
-    return shown if len(shown) <= 120 else shown[:117] + "..."
-
-
-def _without_credentials(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-        query = "&".join(
-            f"{key}=***" if _SECRET_QUERY.search(key) else f"{key}={value}"
-            for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return _scheme_words(url)
-
-
-#: Units named by a setting's suffix, for messages.
-_UNITS = {"seconds": "seconds", "minutes": "minutes", "hours": "hours", "bytes": "bytes", "px": "pixels"}
-
-
-def _expected(name: str) -> str | None:
-    """What a number or a yes/no setting must be, from its type and bounds, e.g. `must be a whole number
-    from 30 to 3600 (seconds)`; None for other types (their validator's message says it)."""
-    field = Settings.model_fields[name]
-    if field.annotation is bool:
-        return "must be true or false (or 1/0, yes/no, on/off)"
-    kind = {int: "a whole number", float: "a number"}.get(field.annotation)  # type: ignore[call-overload]
-    if kind is None:
-        return None
-    low = high = ""
-    for bound in field.metadata:
-        if isinstance(bound, annotated_types.Ge):
-            low = f"{bound.ge}"
-        elif isinstance(bound, annotated_types.Gt):
-            low = f"more than {bound.gt}"
-        elif isinstance(bound, annotated_types.Le):
-            high = f"{bound.le}"
-        elif isinstance(bound, annotated_types.Lt):
-            high = f"less than {bound.lt}"
-    if low and high:
-        limits = f" from {low} to {high}" if low[0].isdigit() else f" {low} and at most {high}"
-    elif low:
-        limits = f" of at least {low}" if low[0].isdigit() else f" {low}"
-    elif high:
-        limits = f" of at most {high}" if high[0].isdigit() else f" {high}"
-    else:
-        limits = ""
-    unit = _UNITS.get(name.rsplit("_", 1)[-1])
-    return f"must be {kind}{limits}" + (f" ({unit})" if unit else "")
-
-
-def _default_words(name: str) -> str:
-    default = Settings.model_fields[name].default
-    if default in ("", None, ()):
-        return "default unset"
-    if isinstance(default, bool):
-        return f"default {str(default).lower()}"
-    if isinstance(default, tuple):
-        return f"default {','.join(map(str, default))}"
-    if isinstance(default, Path) and not default.is_absolute():
-        return f"default ./{default}"
-    return f"default {default}"
-
-
-def _unreadable(error: SettingsError, environ: Mapping[str, str] | None) -> str:
-    """pydantic-settings could not decode a complex field's value (JSON): the same line shape."""
-    found = re.search(r'field "(\w+)"', str(error))
-    name = found.group(1) if found else ""
-    if name not in Settings.model_fields:
-        return f"a setting could not be read: {error}"
-    variable = env_name(name)
-    value = _env_value(variable, os.environ if environ is None else environ)
-    shown = variable if value is None else f"{variable}={_shown(name, value)}"
-    return f"{shown}: could not be read (a JSON value is expected); {_default_words(name)}"
+        raise SettingsInvalid([unreadable(exc, Settings.model_fields, environ)]) from None

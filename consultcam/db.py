@@ -23,13 +23,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from consultcam import files
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +135,7 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        def _pragmas(dbapi_connection: Any, _record: object) -> None:  # a DBAPI (sqlite3) connection
             dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -141,7 +144,7 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
-        def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+        def _begin(connection: Connection) -> None:
             # A writing transaction takes SQLite's write lock up front: a deferred one that reads first
             # fails with SQLITE_BUSY_SNAPSHOT when another writer commits in between (WAL mode).
             immediate = connection.get_execution_options().get(WRITE_OPTION)
@@ -216,10 +219,10 @@ async def unit_of_work(
     await uow.run_after_commit()
 
 
-def alembic_config(url: str):  # type: ignore[no-untyped-def]
+def alembic_config(url: str) -> AlembicConfig:
     """Alembic configuration for the packaged migrations (`consultcam/migrations`); `url` as for
     `create_engine` (pool options in its query are dropped: migrations use one connection)."""
-    from alembic.config import Config
+    from alembic.config import Config  # Alembic loads only for migrations
 
     if make_url(url).get_backend_name() == "postgresql":
         url = _pool_options(url)[0].render_as_string(hide_password=False)
@@ -236,7 +239,7 @@ def migrate(url: str) -> None:
     together): the migrations hold an advisory lock, so the second waits and then finds nothing to do.
     Raises what the driver raises when the server is unreachable (OSError, asyncpg errors).
     """
-    from alembic import command
+    from alembic import command  # Alembic loads only for migrations
 
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

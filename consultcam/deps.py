@@ -47,7 +47,9 @@ from consultcam.signin import embedded_token_accepted
 
 
 def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    """The app's runtime (`app.state.runtime`, set by `create_app`)."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -200,6 +202,34 @@ StandalonePrincipalDep = Annotated[Principal, Depends(get_principal_outside_tran
 
 
 def authorise_session(principal: Principal, session_id: str) -> None:
-    """A phone may touch only its own session: any other answers 404, as if it did not exist."""
+    """A phone may touch only its own session: any other answers 404 `SessionNotFound`, as if it did not
+    exist. A clinician reaches every session."""
     if isinstance(principal, Phone) and principal.session_id != session_id:
         raise ResourceNotFound("No such capture session.", error="SessionNotFound")
+
+
+async def get_session_principal(session_id: str, principal: PrincipalDep) -> Principal:
+    """The caller (as `get_principal`, in the request's writing transaction), authorised for the path's
+    `{session_id}` (`authorise_session`)."""
+    authorise_session(principal, session_id)
+    return principal
+
+
+async def get_read_session_principal(session_id: str, principal: ReadPrincipalDep) -> Principal:
+    """The caller (as `get_read_principal`, in a read-only request), authorised for the path's
+    `{session_id}`."""
+    authorise_session(principal, session_id)
+    return principal
+
+
+async def get_standalone_session_principal(session_id: str, principal: StandalonePrincipalDep) -> Principal:
+    """The caller (as `get_principal_outside_transaction`), authorised for the path's `{session_id}`."""
+    authorise_session(principal, session_id)
+    return principal
+
+
+#: A clinician, or the phone paired with the path's `{session_id}` (any other phone: 404), for endpoints of
+#: one session. Clinician-only endpoints take `ClinicianDep`: a clinician reaches every session.
+SessionPrincipalDep = Annotated[Principal, Depends(get_session_principal)]
+ReadSessionPrincipalDep = Annotated[Principal, Depends(get_read_session_principal)]
+StandaloneSessionPrincipalDep = Annotated[Principal, Depends(get_standalone_session_principal)]

@@ -11,10 +11,24 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator, text
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from consultcam.kit.status import ImageStatus, SessionStatus
 
 
 def utcnow() -> datetime:
@@ -53,8 +67,6 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 class Base(DeclarativeBase):
     """Declarative base with one naming convention, so Alembic names constraints the same everywhere."""
 
-    from sqlalchemy import MetaData
-
     metadata = MetaData(
         naming_convention={
             "ix": "ix_%(column_0_label)s",
@@ -85,7 +97,7 @@ class CaptureSession(Base):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=SessionStatus.OPEN, index=True)
     encounter_id: Mapped[str] = mapped_column(String(128), index=True)
     patient_id: Mapped[str] = mapped_column(String(128))
     patient_name: Mapped[str] = mapped_column(String(200))
@@ -165,7 +177,7 @@ class ClinicalImage(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     session_id: Mapped[str] = mapped_column(ForeignKey("capture_sessions.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=ImageStatus.PENDING)
     source: Mapped[str] = mapped_column(String(16))  # phone | desktop
     uploaded_by: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str | None] = mapped_column(String(255))

@@ -318,14 +318,14 @@ class OIDCVerifier:
 
     async def _current_keys(self, *, force: bool = False) -> list[dict[str, Any]]:
         """The cached keys while fresh (and not `force`d), else fetched once for all waiting requests."""
-        if not force and self._fresh():
-            return self._keys  # type: ignore[return-value]
+        if not force and self._fresh() and self._keys is not None:
+            return self._keys
         generation = self._generation
         async with self._lock:
             if self._generation != generation and self._keys is not None:
                 return self._keys  # another request fetched while this one waited
-            if not force and self._fresh():
-                return self._keys  # type: ignore[return-value]
+            if not force and self._fresh() and self._keys is not None:
+                return self._keys
             now = self._clock()
             if self._failed_at is not None and now - self._failed_at < REFETCH_COOLDOWN_SECONDS:
                 return self._stale_or_unavailable(self._failure)

@@ -1,15 +1,15 @@
 """The OpenAPI document as clients see it: readable operation ids and the error responses each call can send.
 
 FastAPI documents only the 2xx answer and a 422 in its own validation shape. Every consultcam error is
-`{"error": "<Name>", "detail": "<what to do>", …}` (consultcam/errors.py), so `install(app)` rewrites the
+`{"error": "<Name>", "detail": "<what to do>", …}` (consultcam/web/errors.py), so `install(app)` rewrites the
 document once: the `Error` schema, the 422 in that shape, and on each operation the statuses it can answer.
 Those come from two places, so a new route is documented without anyone remembering to:
 
 - what every call of a kind can meet, read from the route itself: a credential dependency (401, 403 for a
-  phone where a clinician is needed, 503 when the OIDC issuer cannot be reached), a `session_id` in the path
-  (404), a request body (400 when it cannot be read, 413 over the size limit, 415 when not
-  `application/json`, 422), an unsafe method (403 when a cookie-authenticated request cannot prove it comes
-  from our pages: CSRF);
+  phone where a clinician is needed, 503 when the OIDC issuer cannot be reached; 404 from a session's
+  principal dependency for a phone of another session), a `session_id` in the path (404), a request body
+  (400 when it cannot be read, 413 over the size limit, 415 when not `application/json`, 422), an unsafe
+  method (403 when a cookie-authenticated request cannot prove it comes from our pages: CSRF);
 - what a call's own rules raise, from `RULES` below (409 when the session is not open, 410 for a used code…).
 
 `tests/test_openapi.py` runs schemathesis against a live server and fails on any status or body the document
@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 
 from consultcam import deps
 
-#: The error body (consultcam/errors.py `error_response`); extra fields such as `missing` may follow.
+#: The error body (consultcam/web/errors.py `error_response`); extra fields such as `missing` may follow.
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "Error",
     "type": "object",
@@ -85,6 +85,10 @@ _CREDENTIALS: dict[Callable[..., Any], set[int]] = {
     deps.get_principal: {401, 503},
     deps.get_read_principal: {401, 503},
     deps.get_principal_outside_transaction: {401, 503},
+    # A phone of another session: 404, as if the session did not exist (`deps.authorise_session`).
+    deps.get_session_principal: {404},
+    deps.get_read_session_principal: {404},
+    deps.get_standalone_session_principal: {404},
 }
 
 
@@ -113,7 +117,7 @@ def error_statuses(route: APIRoute) -> set[int]:
         statuses |= {400, 413, 415, 422}
     elif route.dependant.path_params or route.dependant.query_params:
         statuses.add(422)
-    if route.methods & {"POST", "PUT", "PATCH", "DELETE"}:
+    if (route.methods or set()) & {"POST", "PUT", "PATCH", "DELETE"}:
         statuses.add(403)
     return statuses
 
@@ -134,7 +138,7 @@ def install(app: FastAPI, routers: Sequence[APIRouter]) -> None:
         for route in (route for router in routers for route in router.routes):
             if not isinstance(route, APIRoute) or not route.include_in_schema:
                 continue
-            for method in route.methods:
+            for method in route.methods or ():
                 operation = schema["paths"][route.path_format][method.lower()]
                 responses = operation["responses"]
                 if operation_id(route) in ALSO:
@@ -147,4 +151,4 @@ def install(app: FastAPI, routers: Sequence[APIRouter]) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = document  # type: ignore[method-assign]
+    app.openapi = document  # type: ignore[method-assign]  # FastAPI documents replacing it this way

@@ -58,7 +58,8 @@ class RateLimiter:
             storage = RedisStorage(
                 "async+redis://",
                 implementation="redispy",
-                connection_pool=rt.redis.connection_pool,
+                # limits types its options as scalars; redis-py takes the pool as one.
+                connection_pool=rt.redis.connection_pool,  # type: ignore[arg-type]
                 key_prefix=f"{rt.settings.redis_prefix}ratelimit",
             )
         else:

@@ -1,34 +1,34 @@
-"""The runtime: settings plus one adapter per port, built from the settings' URLs and shared by the web
-app, the job queue and the CLI."""
+"""The runtime: the settings and one adapter per port, shared by the web app, the jobs and the CLI.
+
+A plain record: `consultcam.bootstrap.build_runtime` builds it from the settings (the one composition root);
+tests may assemble one from fakes. Each port is typed by its Protocol, so a caller depends on the port,
+never on an adapter.
+"""
 
 from __future__ import annotations
 
-import asyncio
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from taskiq import AsyncBroker
 
-from consultcam.commits.connectors.base import Connector, connector_from_url
+from consultcam.commits.connectors.base import Connector
 from consultcam.config import Settings
-from consultcam.db import UnitOfWork, create_engine, create_sessionmaker, unit_of_work
-from consultcam.events.bus import EventBus, InProcessEventBus
-from consultcam.files import PRIVATE_DIR, tighten
-from consultcam.storage.store import ObjectStore, create_store
+from consultcam.db import UnitOfWork, unit_of_work
+from consultcam.events.bus import EventBus
+from consultcam.storage.store import ObjectStore
 
-#: Redis connections per process (event reads are short; the Pub/Sub listener holds one).
-REDIS_CONNECTIONS = 64
-
-
-class Unreachable(RuntimeError):
-    """A service the settings point at does not answer."""
+if TYPE_CHECKING:  # types only: a module that needs the runtime's type need not load taskiq or redis-py
+    from redis.asyncio import Redis
+    from taskiq import AsyncBroker
 
 
 @dataclass
 class Runtime:
-    """Everything a request or a job needs besides its own input."""
+    """Everything a request or a job needs besides its own input: the settings, the database (`engine`,
+    `sessionmaker`), the ports (`store`, `bus`, `connector`, `broker`) and the Redis client (None in
+    embedded mode). Satisfies `db.Transactions` through `unit_of_work`."""
 
     settings: Settings
     engine: AsyncEngine
@@ -39,77 +39,12 @@ class Runtime:
     broker: AsyncBroker
     redis: Redis | None = None
 
-    @classmethod
-    def create(cls, settings: Settings) -> Runtime:
-        """Build the adapters (no connection is made yet; an existing DATA_DIR is narrowed to 0700, see
-        consultcam/files.py). Raises ValueError with the setting to fix when a URL is unsupported, OSError
-        when a folder the settings name cannot be made."""
-        from consultcam import terminology
-        from consultcam.kit.jobs import create_broker
-
-        # DATA_DIR holds the database, secrets and photos: made 0700 by whichever file comes first, and
-        # narrowed to 0700 when an older install left it open. (Not made here: production may not use it.)
-        tighten(settings.data_dir, PRIVATE_DIR)
-        terminology.use(settings.terminology)  # the practice's body sites, for requests and commits alike
-        engine = create_engine(settings.resolved_database_url)
-        redis = None
-        if settings.redis_url:
-            # A blocking pool: when every connection is busy (hundreds of streams woken at once) a caller
-            # waits its turn instead of failing with "Too many connections".
-            pool = BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=20, health_check_interval=30
-            )
-            redis = Redis(connection_pool=pool)
-        bus: EventBus
-        if redis is not None:
-            from consultcam.events.redis_bus import RedisEventBus
-
-            bus = RedisEventBus(
-                redis, prefix=settings.redis_prefix, ttl_seconds=(settings.retention_hours + 2) * 3600
-            )
-        else:
-            bus = InProcessEventBus()
-        return cls(
-            settings=settings,
-            engine=engine,
-            sessionmaker=create_sessionmaker(engine),
-            store=create_store(
-                settings.resolved_storage_url,
-                secret_key=settings.secret_key,
-                s3_endpoint_url=settings.s3_endpoint_url,
-                s3_sse_kms_key_id=settings.s3_sse_kms_key_id,
-            ),
-            bus=bus,
-            connector=connector_from_url(settings.emr_url, data_dir=settings.data_dir),
-            broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),
-            redis=redis,
-        )
-
-    def unit_of_work(self, *, writes: bool = True):  # type: ignore[no-untyped-def]
+    def unit_of_work(self, *, writes: bool = True) -> AbstractAsyncContextManager[UnitOfWork]:
         """`async with runtime.unit_of_work() as uow:` one transaction (see `db.unit_of_work`)."""
         return unit_of_work(self.sessionmaker, writes=writes)
 
-    async def preflight(self, timeout: float = 5.0) -> None:
-        """Check that the database and Redis answer, so a process refuses to start rather than fail later.
-
-        Raises `Unreachable` naming the setting to check.
-        """
-        probes: list[tuple[str, Any]] = [("database (CONSULTCAM_DATABASE_URL)", self._select_one())]
-        if self.redis is not None:
-            probes.append(("Redis (CONSULTCAM_REDIS_URL)", self.redis.ping()))
-        for name, probe in probes:
-            try:
-                await asyncio.wait_for(probe, timeout)
-            except Exception as exc:
-                raise Unreachable(f"cannot reach the {name}: {type(exc).__name__}: {exc}") from exc
-
-    async def _select_one(self) -> None:
-        from sqlalchemy import text
-
-        async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-
     async def close(self) -> None:
+        """Release every port's connections, then the Redis pool and the database engine (at shutdown)."""
         await self.bus.close()
         await self.store.close()
         if self.redis is not None:
@@ -117,4 +52,4 @@ class Runtime:
         await self.engine.dispose()
 
 
-__all__ = ["Runtime", "UnitOfWork", "Unreachable"]
+__all__ = ["Runtime", "UnitOfWork"]

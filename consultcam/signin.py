@@ -26,9 +26,9 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import CursorResult, delete, or_, select, update
 
 from consultcam import audit
 from consultcam.auth import Clinician, hash_secret, new_secret
@@ -136,7 +136,7 @@ async def authenticate(uow: UnitOfWork, settings: Settings, cookie: str) -> Sign
     now = utcnow()
     if row is None or row.ended_at is not None or min(row.idle_expires_at, row.expires_at) <= now:
         return None
-    if row.binding != binding(settings, row.method):  # type: ignore[arg-type]
+    if row.binding != binding(settings, cast(Method, row.method)):  # the column holds a `Method`
         return None
     return SignIn(
         id=row.id,
@@ -213,4 +213,4 @@ async def sweep(rt: Runtime, now: datetime | None = None) -> int:
                 )
             )
         )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(cast(CursorResult[Any], result).rowcount or 0)  # a DELETE's result is a cursor's

@@ -19,12 +19,13 @@ from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
 from taskiq_redis import RedisStreamBroker
 
-from consultcam import jobs
+from consultcam.bootstrap import build_runtime
 from consultcam.config import Settings
 from consultcam.db import migrate
 from consultcam.kit import jobs as kit_jobs
 from consultcam.models import CaptureSession, utcnow
 from consultcam.runtime import Runtime
+from consultcam.worker import run_worker, start, stop
 from tests.conftest import CLINICIAN_TOKEN
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -88,7 +89,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    runtime = Runtime.create(settings)
+    runtime = build_runtime(settings)
     yield runtime
     await runtime.close()
 
@@ -109,9 +110,9 @@ async def test_a_worker_runs_the_sweeper_queued_by_a_web_process(runtime: Runtim
                 last_activity_at=now - timedelta(days=1),
             )
         )
-    worker_runtime = Runtime.create(runtime.settings)
-    worker = asyncio.create_task(jobs.run_worker(worker_runtime))
-    await jobs.start(runtime)
+    worker_runtime = build_runtime(runtime.settings)
+    worker = asyncio.create_task(run_worker(worker_runtime))
+    await start(runtime)
     try:
         await kit_jobs.enqueue(runtime.broker, "consultcam.sweep")
         for _ in range(100):
@@ -125,7 +126,7 @@ async def test_a_worker_runs_the_sweeper_queued_by_a_web_process(runtime: Runtim
     finally:
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
-        await jobs.stop(runtime)
+        await stop(runtime)
         await worker_runtime.close()
 
 
@@ -140,7 +141,7 @@ async def test_a_job_lost_with_a_killed_worker_runs_again(tmp_path: Path):
     victim = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(ROOT), prefix])
     try:
         await record.kicker().with_broker(producer).kiq(key, 3.0)
-        for _ in range(100):
+        for _ in range(600):  # the victim process starts (imports the worker's task modules) first
             if await redis.lrange(key, 0, -1):
                 break
             await asyncio.sleep(0.1)
@@ -170,7 +171,7 @@ async def test_a_job_lost_with_a_killed_worker_runs_again(tmp_path: Path):
 
 
 async def test_the_periodic_sweeper_is_claimed_once_per_period(runtime: Runtime, tmp_path: Path):
-    others = [Runtime.create(runtime.settings) for _ in range(4)]
+    others = [build_runtime(runtime.settings) for _ in range(4)]
     try:
         claims = await asyncio.gather(
             *(
@@ -186,7 +187,7 @@ async def test_the_periodic_sweeper_is_claimed_once_per_period(runtime: Runtime,
 
 async def test_embedded_mode_always_claims(tmp_path: Path):
     settings = Settings(data_dir=tmp_path / "data", clinician_token=CLINICIAN_TOKEN)
-    runtime = Runtime.create(settings)
+    runtime = build_runtime(settings)
     try:
         assert await kit_jobs.claim_period(runtime.redis, runtime.settings.redis_prefix, "sweep", 60)
         assert await kit_jobs.claim_period(runtime.redis, runtime.settings.redis_prefix, "sweep", 60)

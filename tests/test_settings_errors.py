@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from consultcam import cli
-from consultcam.commits.connectors.base import connector_from_url
+from consultcam.commits.connectors.registry import connector_from_url
 from consultcam.config import EMR_SCHEMES, Settings, env_name
 
 CONSULTCAM = Path(sys.executable).with_name("consultcam")
@@ -89,6 +89,15 @@ BAD: dict[str, dict[str, str]] = {
     "signin_max_hours": {"SIGNIN_MAX_HOURS": "0"},
     "rate_limit_login": {"RATE_LIMIT_LOGIN": "lots"},
     "rate_limit_pair": {"RATE_LIMIT_PAIR": "0/minute"},
+    "emr_bearer_token": {"EMR_BEARER_TOKEN": f"{SECRET} bearer token"},
+    "emr_token_url": {"EMR_TOKEN_URL": "http://login.example.org/token"},
+    "emr_client_id": {"EMR_CLIENT_ID": "consult\tcam"},
+    "emr_client_secret": {"EMR_CLIENT_SECRET": f"{SECRET}\tsecret"},
+    "emr_scope": {"EMR_SCOPE": 'patient/Media.write "all"'},
+    "alex_token_url": {"ALEX_TOKEN_URL": "ftp://login.example.org/token"},
+    "alex_client_id": {"ALEX_CLIENT_ID": "consultcam\x7f"},
+    "alex_client_secret": {"ALEX_CLIENT_SECRET": f"{SECRET}\x1b[2J"},
+    "alex_scope": {"ALEX_SCOPE": "patient\\Media.write"},
 }
 
 
@@ -256,9 +265,9 @@ def test_the_emr_schemes_checked_with_the_settings_are_the_connectors_own(tmp_pa
     refused = []
     for scheme in EMR_SCHEMES:
         try:
-            connector_from_url(f"{scheme}://127.0.0.1/x", data_dir=tmp_path)
+            connector_from_url(f"{scheme}://127.0.0.1/x", Settings(data_dir=tmp_path))
         except ValueError as exc:  # e.g. credentials missing: not a refused scheme
             refused += [scheme] if "unsupported" in str(exc) else []
     assert refused == []
     with pytest.raises(ValueError, match="unsupported EMR URL scheme"):
-        connector_from_url("ftp://127.0.0.1/x", data_dir=tmp_path)
+        connector_from_url("ftp://127.0.0.1/x", Settings(data_dir=tmp_path))

@@ -30,6 +30,7 @@ from consultcam.terminology import (
     load_terminology,
     verhoeff_valid,
 )
+from consultcam.terminology.words import MetadataWords, metadata_words, with_side
 from tests.conftest import assert_error, jpeg_bytes, pair_phone, start_session, upload
 
 URL = "/api/terminology/body-sites"
@@ -329,3 +330,71 @@ async def test_image_view_is_one_of_the_three(clinician: httpx.AsyncClient, new_
     cleared = await clinician.patch(url, json={"metadata": {"view": None}})
     assert cleared.status_code == 200, cleared.text
     assert "view" not in cleared.json()["metadata"]
+
+
+# --- one vocabulary: the server says the words the pages show ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "words"),
+    [
+        (
+            {"bodySite": {"system": SNOMED_CT, "code": "14975008"}, "laterality": "left", "view": "close-up"},
+            MetadataWords("Forearm", "Left", "Close-up", "Left forearm"),
+        ),
+        # The short name is the data file's label, not the preferred term cut down ("Eye region structure").
+        (
+            {"bodySite": {"system": SNOMED_CT, "code": "371398005"}, "laterality": "bilateral"},
+            MetadataWords("Eye region", "Bilateral", None, "Bilateral eye region"),
+        ),
+        ({"bodySite": {"system": SNOMED_CT, "code": "77568009"}}, MetadataWords("Back", None, None, "Back")),
+        # "not-applicable" is shown as a choice, but says nothing about the place.
+        (
+            {"bodySite": {"system": SNOMED_CT, "code": "85562004"}, "laterality": "not-applicable"},
+            MetadataWords("Hand", "Not applicable", None, "Hand"),
+        ),
+        ({"laterality": "right"}, MetadataWords(None, "Right", None, "Right")),
+        # A code or value no longer listed has no words (the commit asks for it again), never a client's.
+        (
+            {"bodySite": {"system": SNOMED_CT, "code": "22298006", "display": "Heart"}, "view": "x-ray"},
+            MetadataWords(),
+        ),
+        ({}, MetadataWords()),
+    ],
+)
+def test_metadata_words_are_the_data_files(metadata: dict[str, Any], words: MetadataWords) -> None:
+    assert metadata_words(metadata) == words
+
+
+def test_a_side_goes_before_a_site_keeping_abbreviations() -> None:
+    assert with_side("Left", "Forearm") == "Left forearm"
+    assert with_side("Right", "MCP joint") == "Right MCP joint"
+
+
+async def test_every_image_carries_the_words_of_its_metadata(
+    clinician: httpx.AsyncClient, new_client: Any
+) -> None:
+    session = await start_session(clinician)
+    phone = await pair_phone(new_client, session)
+    forearm = {"system": SNOMED_CT, "code": "14975008"}
+    registered = await upload(
+        phone, session["id"], jpeg_bytes("cat.jpg"), metadata={"bodySite": forearm, "laterality": "left"}
+    )
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["words"] == {
+        "bodySite": "Forearm",
+        "laterality": "Left",
+        "view": None,
+        "place": "Left forearm",
+    }
+    url = f"/api/sessions/{session['id']}/images/{registered.json()['id']}"
+    patched = await clinician.patch(url, json={"metadata": {"view": "dermoscopy", "laterality": None}})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["words"] == {
+        "bodySite": "Forearm",
+        "laterality": None,
+        "view": "Dermoscopy",
+        "place": "Forearm",
+    }
+    listed = (await clinician.get(f"/api/sessions/{session['id']}/images")).json()["images"]
+    assert listed[0]["words"] == patched.json()["words"]

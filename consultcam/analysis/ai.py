@@ -14,29 +14,33 @@ ours and visible instead of the SDK's own retries stacked under them.
 from __future__ import annotations
 
 import base64
-import email.utils
 import io
 import json
 import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import httpx
 from PIL import Image
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from consultcam.analysis.prompt import MAX_TOKENS, PROMPT_VERSION, SYSTEM_PROMPT, TEMPERATURE, USER_PROMPT
 from consultcam.config import Settings
+from consultcam.kit.http import RetryPolicy, Unreachable, new_client, retry_after_seconds, send_with_retries
+
+__all__ = [
+    "AI_IMAGE_EDGE_PX",
+    "RETRY_AFTER_MAX_SECONDS",
+    "AnalysisFailed",
+    "ChatCompletionsClient",
+    "Description",
+    "chat_request",
+    "parse_answer",
+    "prepare_jpeg",
+    "retry_after_seconds",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,29 +134,6 @@ def chat_request(jpeg: bytes, model: str) -> dict[str, Any]:
     }
 
 
-def retry_after_seconds(headers: httpx.Headers, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a response's `Retry-After` (delay-seconds or an HTTP-date, RFC 9110 §10.2.3),
-    or its `retry-after-ms` (OpenAI, Azure); None when absent or unreadable; a date in the past gives 0."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = (headers.get("retry-after") or "").strip()
-    if not value:
-        return None
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC by RFC 5322 §3.3
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 def parse_answer(body: bytes) -> tuple[str, str | None]:
     """(text, model) from a chat-completions response body. `content` may be a string or a list of parts
     (only `text` parts are kept); a leading `<think>…</think>` block is dropped.
@@ -168,7 +149,7 @@ def parse_answer(body: bytes) -> tuple[str, str | None]:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise AnalysisFailed("The AI service's answer held no description (no choices).")
     choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     if message.get("refusal"):
         raise AnalysisFailed(f"The AI model declined to describe the photo: {_clip(str(message['refusal']))}")
     if choice.get("finish_reason") == "content_filter":
@@ -195,7 +176,7 @@ class ChatCompletionsClient:
     `base_url` is the API root (`…/v1`); `api_key` is sent as `Authorization: Bearer` when set (local
     servers often need none). Each try has `timeout_seconds`; up to `max_retries` more tries follow a 429
     (after its Retry-After, when at most RETRY_AFTER_MAX_SECONDS), a 5xx, a timeout or a connection error,
-    with exponential back-off and full jitter (tenacity `wait_random_exponential`). Any other 4xx and any
+    with exponential back-off and full jitter (`consultcam.kit.http`). Any other 4xx and any
     malformed answer fail at once. `limiter` bounds the requests in flight across clients sharing it
     (the per-process AI_CONCURRENCY); waits between tries do not hold it.
     """
@@ -220,8 +201,15 @@ class ChatCompletionsClient:
         self.timeout_seconds = timeout_seconds
         self.max_retries = max_retries
         self._limiter = limiter
-        self._backoff = wait_random_exponential(multiplier=backoff_seconds, max=backoff_max_seconds)
         self.retry_after_max_seconds = retry_after_max_seconds
+        # A Retry-After over the cap fails at once: retrying sooner than asked would not honour it.
+        self.retry = RetryPolicy(
+            attempts=max_retries + 1,
+            wait_initial=backoff_seconds,
+            wait_max=backoff_max_seconds,
+            max_retry_after=retry_after_max_seconds,
+            give_up_on_long_retry_after=True,
+        )
         self._transport = transport
 
     @classmethod
@@ -250,58 +238,61 @@ class ChatCompletionsClient:
         headers = {"Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        started, tries = time.perf_counter(), 0
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(lambda exc: isinstance(exc, AnalysisFailed) and exc.retryable),
-            reraise=True,
-            before_sleep=self._log_retry,
-        )
-        async with httpx.AsyncClient(
-            timeout=self.timeout_seconds, transport=self._transport, follow_redirects=False
-        ) as http:
+        started = time.perf_counter()
+        async with new_client(timeout=self.timeout_seconds, transport=self._transport) as http:
             try:
-                async for attempt in retrying:
-                    with attempt:
-                        tries += 1
-                        text, model = await self._try(http, payload, headers)
-            except AnalysisFailed as failed:
-                if tries > 1:
-                    failed.reason = f"{failed.reason} (tried {tries} times)"
-                    failed.args = (failed.reason,)
-                log.warning("AI description failed after %d tries: %s", tries, failed.reason)
-                raise
+                # A description changes nothing on the service: the POST is safe to repeat.
+                attempted = await send_with_retries(
+                    lambda: self._post(http, payload, headers),
+                    self.retry,
+                    method="POST",
+                    repeatable=True,
+                    label="AI description",
+                )
+            except Unreachable as unreachable:
+                raise self._failed(self._transport_failure(unreachable.error), unreachable.tries) from None
+        try:
+            text, model = self._read(attempted.response)
+        except AnalysisFailed as failed:
+            raise self._failed(failed, attempted.tries) from None
         log.info(
             "AI description by %s in %.0f ms, %d tries",
             model or self.model,
             (time.perf_counter() - started) * 1000,
-            tries,
+            attempted.tries,
         )
-        return Description(text, model or self.model, PROMPT_VERSION, tries)
+        return Description(text, model or self.model, PROMPT_VERSION, attempted.tries)
 
-    async def _try(
+    async def _post(
         self, http: httpx.AsyncClient, payload: dict[str, Any], headers: dict[str, str]
-    ) -> tuple[str, str | None]:
-        try:
-            if self._limiter is not None:
-                async with self._limiter:
-                    response = await http.post(self.url, json=payload, headers=headers)
-            else:
-                response = await http.post(self.url, json=payload, headers=headers)
-        except httpx.TimeoutException:
-            raise AnalysisFailed(
+    ) -> httpx.Response:
+        """One try; the limiter is held only while the request is in flight, not between tries."""
+        if self._limiter is not None:
+            async with self._limiter:
+                return await http.post(self.url, json=payload, headers=headers)
+        return await http.post(self.url, json=payload, headers=headers)
+
+    def _failed(self, failed: AnalysisFailed, tries: int) -> AnalysisFailed:
+        if tries > 1:
+            failed.reason = f"{failed.reason} (tried {tries} times)"
+            failed.args = (failed.reason,)
+        log.warning("AI description failed after %d tries: %s", tries, failed.reason)
+        return failed
+
+    def _transport_failure(self, error: httpx.TransportError) -> AnalysisFailed:
+        if isinstance(error, httpx.TimeoutException):
+            return AnalysisFailed(
                 f"The AI service did not answer within {self.timeout_seconds:g} s.", retryable=True
-            ) from None
-        except httpx.TransportError as exc:
-            raise AnalysisFailed(
-                f"Could not reach the AI service ({type(exc).__name__}).", retryable=True
-            ) from None
+            )
+        return AnalysisFailed(f"Could not reach the AI service ({type(error).__name__}).", retryable=True)
+
+    def _read(self, response: httpx.Response) -> tuple[str, str | None]:
+        """(text, model) from the last answer; AnalysisFailed in words for anything but a good 200."""
         status = response.status_code
         if status == 200:
             return parse_answer(response.content)
         detail = self._redact(_error_message(response))
-        if status == 429 or status >= 500:
+        if self.retry.retryable(response):
             wait = retry_after_seconds(response.headers)
             too_long = wait is not None and wait > self.retry_after_max_seconds
             reason = (
@@ -322,22 +313,6 @@ class ChatCompletionsClient:
         else:
             reason = f"The AI service rejected the request (HTTP {status}{': ' + detail if detail else ''})."
         raise AnalysisFailed(reason, status=status)
-
-    def _wait(self, state: RetryCallState) -> float:
-        backoff = self._backoff(state)
-        failed = state.outcome.exception() if state.outcome else None
-        if isinstance(failed, AnalysisFailed) and failed.retry_after is not None:
-            return max(failed.retry_after, backoff)
-        return backoff
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        failed = state.outcome.exception() if state.outcome else None
-        log.warning(
-            "AI description try %d failed (%s); retrying in %.1f s",
-            state.attempt_number,
-            getattr(failed, "reason", type(failed).__name__),
-            state.upcoming_sleep,
-        )
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if len(self._api_key) >= 4 else text

@@ -256,11 +256,12 @@ def build_instance(
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = VL_PHOTOGRAPHIC_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = transfer_syntax
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "CONSULTCAM"
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    # pydicom takes None for a dataset made in memory rather than read from a file; its stubs do not say so.
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]
 
     # SOP Common
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: Māori names keep their macrons

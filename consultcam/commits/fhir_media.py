@@ -66,6 +66,7 @@ __all__ = [
     "bundle_entry",
     "check_context",
     "is_sctid",
+    "photo_name",
     "validate_body_site",
 ]
 
@@ -84,8 +85,8 @@ def build_media(context: CommitContext, item: CommitItem) -> dict[str, Any]:
         image_id = _uuid(item.image_id, "image id")
         media = _media(context, item, image_id)
     except ValueError as exc:
-        raise ValueError(f"{_photo_name(item)}: {exc}") from exc
-    _validate(Media, media, f"{_photo_name(item)}: the Media resource")
+        raise ValueError(f"{photo_name(item)}: {exc}") from exc
+    _validate(Media, media, f"{photo_name(item)}: the Media resource")
     return media
 
 
@@ -339,7 +340,7 @@ def _datetime(value: Any, what: str) -> str:
         raise ValueError(f"{what} is missing")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.isoformat(timespec="seconds")
+    return str(value.isoformat(timespec="seconds"))
 
 
 def _instant(value: Any, what: str) -> str:
@@ -349,7 +350,8 @@ def _instant(value: Any, what: str) -> str:
     return _datetime(value, what)
 
 
-def _photo_name(item: CommitItem) -> str:
+def photo_name(item: CommitItem) -> str:
+    """ "photo '<label>'" or "photo <first 8 characters of the image id>": how messages name a photo."""
     label = item.metadata.get("label") if isinstance(item.metadata, dict) else None
     if isinstance(label, str) and label.strip():
         return f"photo {label.strip()!r}"

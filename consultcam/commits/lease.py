@@ -25,12 +25,12 @@ import socket
 from datetime import datetime, timedelta
 from types import TracebackType
 
-from sqlalchemy import update
-
 from consultcam import audit
+from consultcam.commits import repository
 from consultcam.config import Settings
-from consultcam.db import UnitOfWork
+from consultcam.db import Transactions, UnitOfWork
 from consultcam.events.bus import publish_after_commit
+from consultcam.kit.status import CommitStatus, SessionStatus
 from consultcam.models import CaptureSession, utcnow
 from consultcam.runtime import Runtime
 from consultcam.sessions.service import lock_session
@@ -72,13 +72,13 @@ def lease_until(session: CaptureSession, settings: Settings) -> datetime:
 def lapsed(session: CaptureSession, settings: Settings, now: datetime | None = None) -> bool:
     """True when the session is committing but nobody has renewed the lease in time: the attempt was
     interrupted (its process died or lost the database for longer than a lease)."""
-    return session.status == "committing" and lease_until(session, settings) <= (now or utcnow())
+    return session.status == SessionStatus.COMMITTING and lease_until(session, settings) <= (now or utcnow())
 
 
 def is_current(session: CaptureSession, commit_id: str, attempt: int) -> bool:
     """Whether the locked `session` still names (commit_id, attempt) as its running commit attempt."""
     return (
-        session.status == "committing"
+        session.status == SessionStatus.COMMITTING
         and session.commit_id == commit_id
         and session.commit_attempt == attempt
     )
@@ -134,7 +134,8 @@ def mark_interrupted(
         session.id,
         session.commit_holder,
     )
-    session.status, session.commit_outcome, session.commit_ended_at = "open", "interrupted", now
+    session.status, session.commit_outcome = SessionStatus.OPEN, CommitStatus.INTERRUPTED
+    session.commit_ended_at = now
     session.commit_error, session.commit_lease_until = INTERRUPTED, None
     session.last_activity_at, session.version = now, session.version + 1
     publish_after_commit(
@@ -159,15 +160,42 @@ async def settle(
         await uow.session.flush()
 
 
-class Heartbeat:
-    """`async with Heartbeat(rt, session_id, commit_id, attempt) as beat:` renews the attempt's lease every
-    third of `CONSULTCAM_COMMIT_LEASE_SECONDS` until the block ends, each time in its own short
-    transaction. `beat.lost` turns True when the session no longer names this attempt (the lease lapsed
-    and someone else took over): the work may go on (the connectors are idempotent), but the attempt must
-    not record its outcome. A renewal that fails (database unreachable) is logged and tried again."""
+async def reopen_lapsed_commits(tx: Transactions, rt: Runtime, now: datetime, errors: list[str]) -> int:
+    """The commits domain's sweep step (`consultcam.retention.sweeper`): mark interrupted every commit
+    attempt whose lease had lapsed at `now` (its process died), so the session reopens (issue 10); returns
+    how many. Each session in its own transaction of `tx`, re-checked under its lock (a heartbeat may have
+    renewed the lease since the list was read); one that fails is logged and named in `errors`
+    ("<session id>: <exception type>")."""
+    async with tx(writes=False) as uow:
+        rows = await repository.committing_sessions(uow.session)
+    reopened = 0
+    for session_id, last_activity, until in rows:
+        if lease_end(until, last_activity, rt.settings) > now:
+            continue
+        try:
+            async with tx() as uow:
+                session = await lock_session(uow, session_id)
+                if lapsed(session, rt.settings, now):
+                    mark_interrupted(uow, rt, session, detected_by="sweeper", now=now)
+                    reopened += 1
+        except Exception as exc:
+            log.exception("sweeper: session %s", session_id)
+            errors.append(f"{session_id}: {type(exc).__name__}")
+    return reopened
 
-    def __init__(self, rt: Runtime, session_id: str, commit_id: str, attempt: int) -> None:
-        self._rt, self._session_id, self._commit_id, self._attempt = rt, session_id, commit_id, attempt
+
+class Heartbeat:
+    """`async with Heartbeat(tx, settings, session_id, commit_id, attempt) as beat:` renews the attempt's
+    lease every third of `CONSULTCAM_COMMIT_LEASE_SECONDS` until the block ends, each time in its own short
+    transaction of `tx`. `beat.lost` turns True when the session no longer names this attempt (the lease
+    lapsed and someone else took over): the work may go on (the connectors are idempotent), but the attempt
+    must not record its outcome. A renewal that fails (database unreachable) is logged and tried again."""
+
+    def __init__(
+        self, tx: Transactions, settings: Settings, session_id: str, commit_id: str, attempt: int
+    ) -> None:
+        self._tx, self._settings = tx, settings
+        self._session_id, self._commit_id, self._attempt = session_id, commit_id, attempt
         self._task: asyncio.Task[None] | None = None
         self.lost = False
 
@@ -184,7 +212,7 @@ class Heartbeat:
                 await self._task
 
     async def _run(self) -> None:
-        interval = self._rt.settings.commit_lease_seconds / 3
+        interval = self._settings.commit_lease_seconds / 3
         while not self.lost:
             await asyncio.sleep(interval)
             try:
@@ -194,18 +222,14 @@ class Heartbeat:
 
     async def renew(self) -> None:
         """Push the lease one length ahead, if this attempt still holds the session."""
-        async with self._rt.unit_of_work() as uow:
-            renewed = await uow.session.execute(
-                update(CaptureSession)
-                .where(
-                    CaptureSession.id == self._session_id,
-                    CaptureSession.status == "committing",
-                    CaptureSession.commit_id == self._commit_id,
-                    CaptureSession.commit_attempt == self._attempt,
-                )
-                .values(commit_lease_until=utcnow() + lease_length(self._rt.settings))
-                .execution_options(synchronize_session=False)
+        async with self._tx() as uow:
+            renewed = await repository.renew_lease(
+                uow.session,
+                self._session_id,
+                self._commit_id,
+                self._attempt,
+                utcnow() + lease_length(self._settings),
             )
-        if renewed.rowcount != 1:  # type: ignore[attr-defined]
+        if not renewed:
             self.lost = True
             log.warning("commit %s attempt %s lost its lease", self._commit_id, self._attempt)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
+from consultcam.kit.status import CommitStatus, SessionStatus
 from consultcam.schemas import CamelModel
 
 
@@ -65,17 +66,25 @@ class LastCommitOut(CamelModel):
         """From a CaptureSession row; None before the first commit attempt."""
         if not session.commit_id or not session.commit_attempt:
             return None
-        status = {"committing": "running", "committed": "committed"}.get(
-            session.status, session.commit_outcome
-        )
-        if status not in ("running", "committed", "failed", "interrupted"):
+        status = _COMMIT_STATUS_OF_SESSION.get(session.status, session.commit_outcome)
+        if status not in _COMMIT_STATUSES:
             return None  # a cancelled or expired session after a failed commit shows that instead
         return cls(
             commit_id=session.commit_id,
             status=status,
             attempt=session.commit_attempt,
             started_at=session.commit_attempt_at,
-            ended_at=session.committed_at if status == "committed" else session.commit_ended_at,
-            lease_expires_at=session.commit_lease_until if status == "running" else None,
-            detail=session.commit_error if status in ("failed", "interrupted") else None,
+            ended_at=session.committed_at if status == CommitStatus.COMMITTED else session.commit_ended_at,
+            lease_expires_at=session.commit_lease_until if status == CommitStatus.RUNNING else None,
+            detail=session.commit_error
+            if status in (CommitStatus.FAILED, CommitStatus.INTERRUPTED)
+            else None,
         )
+
+
+#: The latest attempt's status while the session itself says it (else the session's `commit_outcome`).
+_COMMIT_STATUS_OF_SESSION: dict[str, CommitStatus] = {
+    SessionStatus.COMMITTING: CommitStatus.RUNNING,
+    SessionStatus.COMMITTED: CommitStatus.COMMITTED,
+}
+_COMMIT_STATUSES = frozenset(CommitStatus)

@@ -2,15 +2,16 @@
 
 States: open → committing → committed, or back to open with the failure recorded. The claim
 (`UPDATE … WHERE status = 'open'`) makes a second commit while one runs, or after success, a 409.
-A commit spans three short transactions, not one: the connector may take a while and must not hold the
-database (on SQLite that would block every phone and desktop) — claim, call the connector, then record.
+A commit spans three short transactions of the caller's `Transactions`, not one: the connector may take
+a while and must not hold the database (on SQLite that would block every phone and desktop) — claim, call
+the connector, then record.
 
 Crashes (issue 10): the claim takes a lease that a heartbeat renews while the connector works
 (`consultcam.commits.lease`); an attempt whose process died is found interrupted once its lease lapses
 and the session can be committed again. Every attempt of a session's commit carries the same commit id
 and commit time, so a retry writes the same thing: the same export file, conditional creates on the
 image id (FHIR), the same SOP Instance UIDs (DICOMweb). An attempt records its outcome only while it
-still holds the session.
+still holds the session. The SQL is `consultcam.commits.repository`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import asyncio
 import io
 import logging
 import uuid
-from collections.abc import Sequence
+from typing import Any
 
 from PIL import Image
-from sqlalchemy import select, update
 
 from consultcam import audit, metrics
 from consultcam.auth import Phone, Principal
-from consultcam.commits import lease
+from consultcam.commits import lease, repository
+from consultcam.commits.checks import check_required_metadata
 from consultcam.commits.connectors.base import (
     CommitContext,
     CommitFailed,
@@ -35,11 +36,14 @@ from consultcam.commits.connectors.base import (
     PatientRef,
 )
 from consultcam.commits.schemas import CommitOut, CommitResultOut
+from consultcam.db import Transactions
 from consultcam.errors import Conflict, NotPermitted, Unprocessable, UpstreamFailed
 from consultcam.events.bus import publish_after_commit
 from consultcam.images import service as images
-from consultcam.models import CaptureSession, ClinicalImage, utcnow
+from consultcam.kit.status import CommitStatus, ImageStatus, SessionStatus
+from consultcam.models import ClinicalImage, utcnow
 from consultcam.runtime import Runtime
+from consultcam.sessions import repository as session_rows
 from consultcam.sessions import service as sessions
 from consultcam.storage.store import session_prefix
 
@@ -47,10 +51,12 @@ log = logging.getLogger(__name__)
 
 
 async def commit_session(
-    rt: Runtime, actor: Principal, session_id: str, image_ids: list[str] | None
+    tx: Transactions, rt: Runtime, actor: Principal, session_id: str, image_ids: list[str] | None
 ) -> CommitOut:
-    """Commit the session's ready images (or `image_ids` of them) through `rt.connector`. The clinician
-    commits; the session's phone too when `CONSULTCAM_PHONE_CAN_COMMIT` is on (issue 5), with the same checks.
+    """Commit the session's ready images (or `image_ids` of them) through `rt.connector`, in transactions of
+    `tx` that it opens and commits itself (claim, lease renewals, outcome); `rt` gives the ports (settings,
+    bus, store, connector). The clinician commits; the session's phone too when `CONSULTCAM_PHONE_CAN_COMMIT`
+    is on (issue 5), with the same checks.
 
     Returns the per-image results. Raises NotPermitted 403 (`PhoneCannotCommit`), ResourceNotFound 404,
     Conflict 409 (not open: committing, committed, cancelled, expired), Unprocessable 422 (no photos, ids not
@@ -64,7 +70,7 @@ async def commit_session(
             "Ask the clinician to commit.",
             error="PhoneCannotCommit",
         )
-    context, attempt, chosen, skipped = await _claim(rt, actor, session_id, image_ids)
+    context, attempt, chosen, skipped = await _claim(tx, rt, actor, session_id, image_ids)
     total = len(chosen)
 
     async def progress(done: int, _total: int) -> None:
@@ -73,17 +79,17 @@ async def commit_session(
         )
 
     try:
-        async with lease.Heartbeat(rt, session_id, context.commit_id, attempt):
+        async with lease.Heartbeat(tx, rt.settings, session_id, context.commit_id, attempt):
             items = [await _item(rt, image) for image in chosen]
             results = await rt.connector.commit(context, items, progress)
     except CommitFailed as failed:
         metrics.COMMITS.labels(rt.connector.name, "failed").inc()
-        await _record_failure(rt, actor, context, attempt, failed.detail, failed.results)
+        await _record_failure(tx, rt, actor, context, attempt, failed.detail, failed.results)
         raise UpstreamFailed(failed.detail, error="CommitFailed") from failed
     except Unprocessable as refused:  # a photo cannot be rendered (stored edits that do not fit it)
         metrics.COMMITS.labels(rt.connector.name, "failed").inc()
         results = [ImageResult(image.id, "failed", error=refused.detail) for image in chosen]
-        await _record_failure(rt, actor, context, attempt, refused.detail, results)
+        await _record_failure(tx, rt, actor, context, attempt, refused.detail, results)
         raise
     except Exception as exc:
         log.exception("commit %s failed unexpectedly", context.commit_id)
@@ -93,42 +99,42 @@ async def commit_session(
             "saved there. Try again; if it keeps happening, tell your practice IT support."
         )
         results = [ImageResult(image.id, "failed", error=type(exc).__name__) for image in chosen]
-        await _record_failure(rt, actor, context, attempt, detail, results)
+        await _record_failure(tx, rt, actor, context, attempt, detail, results)
         raise UpstreamFailed(detail, error="CommitFailed") from exc
     all_results = results + [ImageResult(image_id, "skipped") for image_id in skipped]
-    await _record_success(rt, actor, context, attempt, all_results)
+    await _record_success(tx, rt, actor, context, attempt, all_results)
     metrics.COMMITS.labels(rt.connector.name, "committed").inc()
-    return _out("committed", context, rt, all_results)
-
-
-def _out(status: str, context: CommitContext, rt: Runtime, results: list[ImageResult]) -> CommitOut:
     return CommitOut(
-        status=status,
+        status="committed",
         commit_id=context.commit_id,
-        connector=rt.connector.name,  # type: ignore[arg-type]
-        results=[
-            CommitResultOut(image_id=r.image_id, status=r.status, resource_id=r.resource_id, error=r.error)
-            for r in results
-        ],
+        connector=rt.connector.name,
+        results=[_result_out(r) for r in all_results],
+    )
+
+
+def _result_out(result: ImageResult) -> CommitResultOut:
+    """One image's result in the API's shape."""
+    return CommitResultOut(
+        image_id=result.image_id, status=result.status, resource_id=result.resource_id, error=result.error
     )
 
 
 async def _claim(
-    rt: Runtime, actor: Principal, session_id: str, image_ids: list[str] | None
+    tx: Transactions, rt: Runtime, actor: Principal, session_id: str, image_ids: list[str] | None
 ) -> tuple[CommitContext, int, list[ClinicalImage], list[str]]:
     """Transaction 1: check, then move the session open → committing under a fresh lease. Returns the
     commit context, the attempt number, the images to send and the ids of ready images left out. The
     session row is locked first, so no photo is registered, changed or deleted between choosing the images
     and the claim (PostgreSQL). An earlier attempt whose lease lapsed is recorded as interrupted here."""
-    async with rt.unit_of_work() as uow:
+    async with tx() as uow:
         session = await sessions.lock_session(uow, session_id)
         now = utcnow()
         if lease.lapsed(session, rt.settings, now):
             lease.mark_interrupted(uow, rt, session, detected_by="next-commit", now=now)
             await uow.session.flush()
-        if session.status == "committing":
+        if session.status == SessionStatus.COMMITTING:
             raise Conflict(lease.running_words(session, rt.settings, now), error="CommitInProgress")
-        if session.status == "committed":
+        if session.status == SessionStatus.COMMITTED:
             raise Conflict(
                 "This session has already been committed to the record; committing again would "
                 "duplicate the photos.",
@@ -156,25 +162,17 @@ async def _claim(
         first_at = session.commit_started_at if session.commit_id and session.commit_started_at else now
         attempt = session.commit_attempt + 1 if session.commit_id else 1
         holder = lease.holder_name()
-        claimed = await uow.session.execute(
-            update(CaptureSession)
-            .where(CaptureSession.id == session_id, CaptureSession.status == "open")
-            .values(
-                status="committing",
-                commit_id=commit_id,
-                commit_error=None,
-                commit_started_at=first_at,
-                commit_attempt=attempt,
-                commit_attempt_at=now,
-                commit_holder=holder,
-                commit_lease_until=now + lease.lease_length(rt.settings),
-                commit_outcome=None,
-                commit_ended_at=None,
-                last_activity_at=now,
-                version=CaptureSession.version + 1,
-            )
+        claimed = await repository.claim_session(
+            uow.session,
+            session_id,
+            commit_id=commit_id,
+            first_at=first_at,
+            attempt=attempt,
+            holder=holder,
+            now=now,
+            lease_until=now + lease.lease_length(rt.settings),
         )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        if not claimed:
             raise Conflict(
                 "A commit of this session is already running. Wait for it to finish.",
                 error="CommitInProgress",
@@ -236,50 +234,6 @@ def _size(jpeg: bytes) -> tuple[int, int]:
         return img.size
 
 
-#: How the commit check names a missing field to the user.
-_FIELD_WORDS = {"bodySite": "a body site", "laterality": "a side", "view": "a view", "label": "a label"}
-
-
-def check_required_metadata(
-    gallery: Sequence[ClinicalImage], chosen: Sequence[ClinicalImage], required: Sequence[str]
-) -> None:
-    """Raise Unprocessable (422 `MetadataMissing`) when a chosen photo lacks a field of `required`
-    (`CONSULTCAM_REQUIRED_METADATA`: bodySite, laterality, view, label). Photos are named by their number
-    in `gallery` (the session's ready photos, oldest first, as the desktop shows them): "Photo 2 and photo
-    5 need a body site: add it on the desktop, then commit." The error's body also carries
-    `missing: [{imageId, fields}]`, in gallery order."""
-    if not required:
-        return
-    number = {image.id: n for n, image in enumerate(gallery, start=1)}
-    missing = []
-    for image in sorted(chosen, key=lambda i: number[i.id]):
-        metadata = image.image_metadata or {}
-        fields = [name for name in required if not metadata.get(name)]
-        if fields:
-            missing.append((number[image.id], image.id, fields))
-    if not missing:
-        return
-    phrases = []
-    for field_name in required:
-        numbers = [n for n, _, fields in missing if field_name in fields]
-        if numbers:
-            photos = _and([f"photo {n}" for n in numbers])
-            verb = "needs" if len(numbers) == 1 else "need"
-            phrases.append(f"{photos} {verb} {_FIELD_WORDS.get(field_name, field_name)}")
-    sentence = "; ".join(phrases)
-    pronoun = "it" if len(phrases) == 1 else "them"
-    raise Unprocessable(
-        f"{sentence[0].upper()}{sentence[1:]}: add {pronoun} on the desktop, then commit.",
-        error="MetadataMissing",
-        extra={"missing": [{"imageId": image_id, "fields": fields} for _, image_id, fields in missing]},
-    )
-
-
-def _and(words: list[str]) -> str:
-    """["a"] → "a"; ["a", "b"] → "a and b"; ["a", "b", "c"] → "a, b and c"."""
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
-
-
 #: The 409 for an attempt that finished after losing its lease (it stalled longer than a lease).
 _TAKEN_OVER = (
     "This commit stopped answering for longer than its lease, so the session was reopened (or a newer "
@@ -289,31 +243,28 @@ _TAKEN_OVER = (
 
 
 async def _record_success(
-    rt: Runtime, actor: Principal, context: CommitContext, attempt: int, results: list[ImageResult]
+    tx: Transactions,
+    rt: Runtime,
+    actor: Principal,
+    context: CommitContext,
+    attempt: int,
+    results: list[ImageResult],
 ) -> None:
     """Transaction 3 (success): session committed, image rows marked, temporary objects deleted after.
     Raises Conflict 409 `CommitInterrupted` when the attempt no longer holds the session (see lease)."""
-    async with rt.unit_of_work() as uow:
+    async with tx() as uow:
         session = await sessions.lock_session(uow, context.session_id)
         if not lease.is_current(session, context.commit_id, attempt):
             log.warning("commit %s attempt %s finished without its lease", context.commit_id, attempt)
             raise Conflict(_TAKEN_OVER, error="CommitInterrupted")
-        session.status, session.committed_at, session.version = "committed", utcnow(), session.version + 1
+        session.status, session.committed_at = SessionStatus.COMMITTED, utcnow()
+        session.version += 1
         session.commit_lease_until = None
         by_id = {r.image_id: r for r in results}
-        images = (
-            (
-                await uow.session.execute(
-                    select(ClinicalImage).where(ClinicalImage.session_id == context.session_id)
-                )
-            )
-            .scalars()
-            .all()
-        )
-        for image in images:
+        for image in await session_rows.images_of(uow.session, context.session_id):
             result = by_id.get(image.id)
             if result is not None and result.status == "committed":
-                image.status, image.resource_id = "committed", result.resource_id
+                image.status, image.resource_id = ImageStatus.COMMITTED, result.resource_id
             else:
                 await uow.session.delete(image)
         audit.record(
@@ -343,6 +294,7 @@ async def _record_success(
 
 
 async def _record_failure(
+    tx: Transactions,
     rt: Runtime,
     actor: Principal,
     context: CommitContext,
@@ -352,20 +304,20 @@ async def _record_failure(
 ) -> None:
     """Transaction 3 (failure): back to open with the failure recorded on the session and each image.
     Nothing changes when the attempt no longer holds the session (a newer one decides)."""
-    async with rt.unit_of_work() as uow:
+    async with tx() as uow:
         session = await sessions.lock_session(uow, context.session_id)
         if not lease.is_current(session, context.commit_id, attempt):
             log.warning("commit %s attempt %s failed without its lease", context.commit_id, attempt)
             return
-        session.status, session.commit_error, session.version = "open", detail, session.version + 1
-        session.commit_outcome, session.commit_ended_at, session.commit_lease_until = "failed", utcnow(), None
-        errors = {r.image_id: r.error for r in results}
-        images = (
-            (await uow.session.execute(select(ClinicalImage).where(ClinicalImage.id.in_(list(errors)))))
-            .scalars()
-            .all()
+        session.status, session.commit_error, session.version = (
+            SessionStatus.OPEN,
+            detail,
+            session.version + 1,
         )
-        for image in images:
+        session.commit_outcome, session.commit_ended_at = CommitStatus.FAILED, utcnow()
+        session.commit_lease_until = None
+        errors = {r.image_id: r.error for r in results}
+        for image in await repository.images_by_id(uow.session, list(errors)):
             image.commit_error = errors[image.id]
         audit.record(
             uow.session,
@@ -386,7 +338,6 @@ async def _record_failure(
         )
 
 
-def _result_json(result: ImageResult) -> dict:
-    return CommitResultOut(
-        image_id=result.image_id, status=result.status, resource_id=result.resource_id, error=result.error
-    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+def _result_json(result: ImageResult) -> dict[str, Any]:
+    """One image's result as events carry it (camelCase, no nulls)."""
+    return _result_out(result).model_dump(mode="json", by_alias=True, exclude_none=True)

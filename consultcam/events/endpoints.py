@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, BackgroundTasks, Request
@@ -36,7 +37,13 @@ from starlette.types import Receive, Scope, Send
 
 from consultcam import metrics
 from consultcam.auth import Phone, Principal
-from consultcam.deps import ReadPrincipalDep, ReadUoWDep, RuntimeDep, authorise_session, get_read_principal
+from consultcam.deps import (
+    ReadSessionPrincipalDep,
+    ReadUoWDep,
+    RuntimeDep,
+    authorise_session,
+    get_read_principal,
+)
 from consultcam.errors import ConsultcamError, Gone, ResourceNotFound
 from consultcam.events.bus import Event
 from consultcam.events.streams import ENDED, REVOKED, StreamEnding, StreamLease, StreamLimits, ends_stream
@@ -63,11 +70,10 @@ def stream_credential_id(principal: Principal) -> str | None:
 
 @router.get("/events", response_class=EventSourceResponse)
 async def events(
-    session_id: str, request: Request, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadPrincipalDep
+    session_id: str, request: Request, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadSessionPrincipalDep
 ) -> EventSourceResponse:
     """The session's events as `text/event-stream`; `Last-Event-ID` (header or query) replays missed ones.
     410 once the session has ended; 429 when too many streams are open for the session or the caller."""
-    authorise_session(principal, session_id)
     session = await get_session(uow, session_id)
     if session.status in ENDED_STATUSES:
         raise Gone(
@@ -178,8 +184,8 @@ class _LeasedEventSourceResponse(EventSourceResponse):
     client gone, a HEAD request, or cancelled before its generator ever ran (whose `finally` then never
     runs)."""
 
-    def __init__(self, lease: StreamLease, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, lease: StreamLease, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._lease = lease
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

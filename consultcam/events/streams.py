@@ -18,6 +18,7 @@ sign-out calls `EventBus.end_streams(credential_id=…)`). Two things follow fro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -182,3 +183,11 @@ class LocalStreams:
         for lease in leases:
             lease.end(ending)
         return len(leases)
+
+
+async def wait_for_wake(waiter: asyncio.Event, timeout: float) -> None:
+    """Wait until `waiter` is set or `timeout` seconds pass. A plain timeout scope, no helper task and no
+    lock: cancelling it at any moment (a client gone) leaves nothing behind."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await waiter.wait()

@@ -8,13 +8,12 @@ from fastapi.responses import StreamingResponse
 
 from consultcam.deps import (
     ClinicianDep,
-    PrincipalDep,
-    ReadPrincipalDep,
+    ReadSessionPrincipalDep,
     ReadUoWDep,
     RuntimeDep,
-    StandalonePrincipalDep,
+    SessionPrincipalDep,
+    StandaloneSessionPrincipalDep,
     UoWDep,
-    authorise_session,
 )
 from consultcam.errors import NO_STORE
 from consultcam.images import archive, registration, service
@@ -34,11 +33,10 @@ router = APIRouter(prefix="/api/sessions/{session_id}", tags=["images"])
 
 @router.post("/uploads", status_code=status.HTTP_201_CREATED, response_model=UploadOut)
 async def create_upload(
-    session_id: str, body: UploadRequest, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep
+    session_id: str, body: UploadRequest, rt: RuntimeDep, uow: UoWDep, principal: SessionPrincipalDep
 ) -> UploadOut:
     """A presigned PUT URL for one photo (413 too large, 415 not an image type, 409 full or closed, 429 this
     device already holds CONSULTCAM_MAX_PENDING_UPLOADS unused URLs)."""
-    authorise_session(principal, session_id)
     session = await get_session(uow, session_id)
     return await service.issue_upload(uow, rt, principal, session, body)
 
@@ -49,11 +47,10 @@ async def register_image(
     body: RegisterRequest,
     response: Response,
     rt: RuntimeDep,
-    principal: StandalonePrincipalDep,
+    principal: StandaloneSessionPrincipalDep,
 ) -> ImageOut:
     """Verify and record an uploaded photo (422 when it is missing, not a valid image or too big to decode;
     503 with Retry-After when the server's decode memory stayed full; send it again then)."""
-    authorise_session(principal, session_id)
     image, created = await registration.register_image(rt.unit_of_work, rt, principal, session_id, body)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -62,20 +59,18 @@ async def register_image(
 
 @router.get("/images", response_model=ImageList)
 async def list_images(
-    session_id: str, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadPrincipalDep
+    session_id: str, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadSessionPrincipalDep
 ) -> ImageList:
     """The session's photos with short-lived URLs."""
-    authorise_session(principal, session_id)
     await get_session(uow, session_id)
     return ImageList(images=await service.list_images(uow, rt, session_id))
 
 
 @router.get("/images/{image_id}", response_model=ImageOut)
 async def get_image(
-    session_id: str, image_id: str, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadPrincipalDep
+    session_id: str, image_id: str, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadSessionPrincipalDep
 ) -> ImageOut:
     """One photo with short-lived URLs."""
-    authorise_session(principal, session_id)
     image = await service.get_image(
         uow, session_id, image_id, statuses=(ImageStatus.READY, ImageStatus.COMMITTED)
     )
@@ -94,10 +89,9 @@ async def update_image(
 
 @router.delete("/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_image(
-    session_id: str, image_id: str, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep
+    session_id: str, image_id: str, rt: RuntimeDep, uow: UoWDep, principal: SessionPrincipalDep
 ) -> Response:
     """Delete a photo (the clinician, or the phone that took it)."""
-    authorise_session(principal, session_id)
     session = await get_session(uow, session_id)
     await service.delete_image(uow, rt, principal, session, image_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)

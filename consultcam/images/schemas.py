@@ -14,12 +14,21 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StringConstraints,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from consultcam.schemas import CamelModel
 from consultcam.terminology import active
 from consultcam.terminology.metadata import PICK_A_SITE, canonical_metadata
+from consultcam.terminology.schemas import MetadataWordsOut
+from consultcam.terminology.words import metadata_words
 
 #: C0 and C1 controls, and the Unicode bidirectional overrides and isolates that can make text read
 #: differently from how it is stored (CVE-2021-42574, "Trojan Source"). Notes may keep tab and line breaks.
@@ -177,7 +186,7 @@ class ImageUrls(CamelModel):
 class ImageOut(CamelModel):
     """One clinical image; `urls` are short-lived presigned GET URLs (absent in events). `metadata.bodySite`
     carries the list's term for its code, whatever a row stored before issue 10 holds
-    (`terminology.metadata.canonical_metadata`)."""
+    (`terminology.metadata.canonical_metadata`); `words` says the metadata as the pages show it."""
 
     id: str
     session_id: str
@@ -203,6 +212,16 @@ class ImageOut(CamelModel):
     @classmethod
     def _terms(cls, value: dict[str, Any]) -> dict[str, Any]:
         return canonical_metadata(value)
+
+    @computed_field  # type: ignore[prop-decorator]  # mypy does not follow pydantic's decorated property
+    @property
+    def words(self) -> MetadataWordsOut:
+        """`metadata` in the words the pages show ("Forearm", "Left forearm", "Close-up"), made by the
+        server from the codes (`terminology.words`), so no page keeps a table of its own."""
+        words = metadata_words(self.metadata)
+        return MetadataWordsOut(
+            body_site=words.body_site, laterality=words.laterality, view=words.view, place=words.place
+        )
 
 
 class ImageList(CamelModel):

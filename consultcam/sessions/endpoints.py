@@ -12,16 +12,17 @@ from consultcam.commits import lease as commit_lease
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import (
     ClinicianDep,
-    PrincipalDep,
     RuntimeDep,
+    SessionPrincipalDep,
     UoWDep,
-    authorise_session,
 )
 from consultcam.errors import NO_STORE, NotAuthenticated
 from consultcam.images.processing.formats import ACCEPTED_CONTENT_TYPES
 from consultcam.images.service import list_images
+from consultcam.kit.status import SessionStatus
 from consultcam.ratelimit import rate_limit
 from consultcam.runtime import Runtime
+from consultcam.sessions import pairing as pairings
 from consultcam.sessions import service
 from consultcam.sessions.schemas import (
     CaptureSettings,
@@ -52,7 +53,7 @@ async def create_session(
 ) -> SessionOut:
     """Open a capture session for an encounter (or return its open one, 200) with a fresh QR code."""
     session, created = await service.create_session(uow, rt, clinician, body)
-    pairing = await service.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
+    pairing = await pairings.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
     if not created:
         response.status_code = status.HTTP_200_OK
     count = await service.live_image_count(uow, session.id)
@@ -71,13 +72,14 @@ async def new_pairing(
 ) -> PairingOut:
     """A new QR code; the previous unredeemed one stops working."""
     session = await service.get_session(uow, session_id)
-    return await service.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
+    return await pairings.issue_pairing(uow, rt, clinician, session, public_base_url(request, rt))
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
-async def get_session(session_id: str, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep) -> SessionOut:
+async def get_session(
+    session_id: str, rt: RuntimeDep, uow: UoWDep, principal: SessionPrincipalDep
+) -> SessionOut:
     """The session with its images and the connected phone."""
-    authorise_session(principal, session_id)
     session = await service.get_session(uow, session_id)
     await commit_lease.settle(uow, rt, session)  # a commit whose process died shows as interrupted
     images = await list_images(uow, rt, session_id)
@@ -96,7 +98,8 @@ async def get_session(session_id: str, rt: RuntimeDep, uow: UoWDep, principal: P
 async def cancel_session(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep) -> Response:
     """Cancel: photos and their objects are deleted, the phone is signed out."""
     session = await service.get_session(uow, session_id)
-    await service.end_session(uow, rt, clinician, session, "cancelled", "cancelled")  # 409 once committed
+    # 409 once committed
+    await service.end_session(uow, rt, clinician, session, SessionStatus.CANCELLED, "cancelled")
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 
@@ -105,12 +108,11 @@ async def revoke_phone(
     session_id: str,
     rt: RuntimeDep,
     uow: UoWDep,
-    principal: PrincipalDep,
+    principal: SessionPrincipalDep,
     reason: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     """Sign phones out at once: the clinician every phone of the session; a phone only itself, with
     `reason=wrong-patient` (“Not this patient?”). Publishes `phone.revoked` `{phoneId, reason}`."""
-    authorise_session(principal, session_id)
     await service.sign_out_phones(uow, rt, principal, session_id, reason)
     response = Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
     if isinstance(principal, Phone):  # the credential is dead: let the browser forget it too
@@ -120,11 +122,10 @@ async def revoke_phone(
 
 @router.put("/sessions/{session_id}/consent", response_model=SessionOut)
 async def record_consent(
-    session_id: str, body: ConsentIn, rt: RuntimeDep, uow: UoWDep, principal: PrincipalDep
+    session_id: str, body: ConsentIn, rt: RuntimeDep, uow: UoWDep, principal: SessionPrincipalDep
 ) -> SessionOut:
     """Record the patient's consent to photography (the clinician, or the session's phone); recording again
     replaces it. 409 when the session is not open."""
-    authorise_session(principal, session_id)
     session = await service.record_consent(uow, rt, principal, session_id, body)
     return service.session_out(
         session,
@@ -153,7 +154,7 @@ async def pair(
             current = await service.authenticate_phone(uow, request.cookies[PHONE_COOKIE], touch=False)
         except NotAuthenticated:
             current = None
-    pairing = await service.redeem_pairing(
+    pairing = await pairings.redeem_pairing(
         uow, rt, body.token, user_agent=request.headers.get("user-agent", ""), current=current
     )
     settings = rt.settings

@@ -1,8 +1,8 @@
-"""Capture sessions, pairing tokens and phone credentials: the rules, with no HTTP in sight.
+"""Capture sessions and phone credentials: the rules, with no HTTP in sight.
 
-Pairing (issue 2): a QR code carries a 256-bit token, stored only as SHA-256, valid for
-`PAIRING_TTL_SECONDS`, redeemed at most once by one atomic `UPDATE … WHERE redeemed_at IS NULL RETURNING`;
-a new code supersedes the unredeemed ones. Redeeming gives the phone a credential bound to that session.
+Pairing (issue 2) is `consultcam.sessions.pairing`: redeeming a QR code's token gives the phone a
+credential bound to that session; this module authenticates and revokes those credentials. The SQL is
+`consultcam.sessions.repository`.
 
 Concurrency (issue 3): a writing transaction that decides on a session's state locks the session row first
 (`lock_session`), then touches its tokens, phones and images; see `consultcam.db` for why and the order.
@@ -14,24 +14,23 @@ committed resource's note.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TypeVar
 
-import segno
-from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
 
 from consultcam import audit
-from consultcam.auth import Clinician, Phone, Principal, hash_secret, new_secret
+from consultcam.auth import Clinician, Phone, Principal, hash_secret
 from consultcam.commits.schemas import LastCommitOut
 from consultcam.config import WARN_IMAGES, Settings
 from consultcam.db import UnitOfWork
-from consultcam.errors import Conflict, Gone, NotAuthenticated, ResourceNotFound, Unprocessable
+from consultcam.errors import Conflict, NotAuthenticated, ResourceNotFound, Unprocessable
 from consultcam.events.bus import publish_after_commit
-from consultcam.models import CaptureSession, ClinicalImage, PairingToken, PhoneCredential, utcnow
+from consultcam.images.schemas import ImageOut
+from consultcam.kit.status import SessionStatus
+from consultcam.models import CaptureSession, PhoneCredential, utcnow
 from consultcam.runtime import Runtime
+from consultcam.sessions import repository
 from consultcam.sessions.schemas import (
     ConsentIn,
     ConsentOut,
@@ -42,11 +41,6 @@ from consultcam.sessions.schemas import (
     SessionOut,
 )
 from consultcam.storage.store import session_prefix
-
-OPEN = "open"
-_Select = TypeVar("_Select", bound=Select)  # type: ignore[type-arg]
-#: Images that count against MAX_IMAGES and show in galleries (pending ones are uploads in flight).
-LIVE_IMAGE_STATUSES = ("pending", "ready")
 
 
 def session_expires_at(session: CaptureSession, settings: Settings) -> datetime:
@@ -62,7 +56,7 @@ def session_out(
     image_count: int,
     phone: PhoneCredential | None = None,
     pairing: PairingOut | None = None,
-    images: list | None = None,  # list[ImageOut]
+    images: Sequence[ImageOut] | None = None,
 ) -> SessionOut:
     """The API shape of a session."""
     return SessionOut(
@@ -97,7 +91,7 @@ def session_out(
         )
         if phone
         else None,
-        images=images,
+        images=list(images) if images is not None else None,
     )
 
 
@@ -106,12 +100,9 @@ async def get_session(
 ) -> CaptureSession:
     """The session, optionally with its images; raises ResourceNotFound (404). `for_update`: see
     `lock_session`."""
-    query = select(CaptureSession).where(CaptureSession.id == session_id)
-    if with_images:
-        query = query.options(selectinload(CaptureSession.images))
-    if for_update:
-        query = _locked(query)
-    session = (await uow.session.execute(query)).scalar_one_or_none()
+    session = await repository.find_session(
+        uow.session, session_id, with_images=with_images, for_update=for_update
+    )
     if session is None:
         raise ResourceNotFound(
             "No such capture session: it may have been committed, cancelled or expired. "
@@ -119,14 +110,6 @@ async def get_session(
             error="SessionNotFound",
         )
     return session
-
-
-def _locked(query: _Select) -> _Select:
-    """`query` taking the capture session rows' lock and refreshing already-loaded objects with the
-    locked version. FOR NO KEY UPDATE, not FOR UPDATE: it serialises writers of the session but lets other
-    transactions insert rows that reference it (foreign-key checks take KEY SHARE). SQLite has no row
-    locks and renders nothing: its writing transactions already hold the database's write lock."""
-    return query.with_for_update(key_share=True).execution_options(populate_existing=True)
 
 
 async def lock_session(uow: UnitOfWork, session_id: str) -> CaptureSession:
@@ -140,22 +123,26 @@ async def lock_session(uow: UnitOfWork, session_id: str) -> CaptureSession:
 
 def require_open(session: CaptureSession, settings: Settings) -> None:
     """Raise Conflict (409) unless the session accepts photos and changes."""
-    if session.status == OPEN and session_expires_at(session, settings) <= utcnow():
+    if session.status == SessionStatus.OPEN and session_expires_at(session, settings) <= utcnow():
         raise Conflict(
             "This capture session has expired. Start a new session on the desktop.", error="SessionExpired"
         )
-    if session.status != OPEN:
-        words = {
-            "committing": "is being committed to the record",
-            "committed": "has been committed to the record",
-            "cancelled": "was cancelled",
-            "expired": "has expired",
-        }.get(session.status, session.status)
+    if session.status != SessionStatus.OPEN:
+        words = _CLOSED_WORDS.get(session.status, session.status)
         raise Conflict(
             f"This capture session {words}; it takes no more changes. Start a new session on the "
             "desktop if more photos are needed.",
             error="SessionClosed",
         )
+
+
+#: How a 409 says why a session takes no more changes, by its status.
+_CLOSED_WORDS: dict[str, str] = {
+    SessionStatus.COMMITTING: "is being committed to the record",
+    SessionStatus.COMMITTED: "has been committed to the record",
+    SessionStatus.CANCELLED: "was cancelled",
+    SessionStatus.EXPIRED: "has expired",
+}
 
 
 def require_consent(session: CaptureSession, settings: Settings) -> None:
@@ -207,27 +194,13 @@ def touch(session: CaptureSession) -> None:
 
 
 async def live_image_count(uow: UnitOfWork, session_id: str) -> int:
-    return int(
-        (
-            await uow.session.execute(
-                select(func.count())
-                .select_from(ClinicalImage)
-                .where(ClinicalImage.session_id == session_id, ClinicalImage.status.in_(LIVE_IMAGE_STATUSES))
-            )
-        ).scalar_one()
-    )
+    """How many photos count against MAX_IMAGES: the session's pending and ready images."""
+    return await repository.live_image_count(uow.session, session_id)
 
 
 async def current_phone(uow: UnitOfWork, session_id: str) -> PhoneCredential | None:
     """The most recently paired phone that is not revoked."""
-    return (
-        await uow.session.execute(
-            select(PhoneCredential)
-            .where(PhoneCredential.session_id == session_id, PhoneCredential.revoked_at.is_(None))
-            .order_by(PhoneCredential.created_at.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    return await repository.current_phone(uow.session, session_id)
 
 
 async def create_session(
@@ -243,10 +216,10 @@ async def create_session(
     unique index `uq_capture_sessions_open_encounter` (migration 0002) refuses a second open row, and the
     loser of the race resumes the winner's session.
     """
-    existing = await _open_session_of(uow, data.encounter_id)
+    existing = await repository.open_session_of_encounter(uow.session, data.encounter_id)
     if existing is not None and session_expires_at(existing, rt.settings) <= utcnow():
         reason = "retention" if existing.retain_until <= utcnow() else "idle"
-        await end_session(uow, rt, None, existing, "expired", reason)
+        await end_session(uow, rt, None, existing, SessionStatus.EXPIRED, reason)
         await uow.session.flush()  # the index must see it closed before the new row goes in
         existing = None
     if existing is not None:
@@ -272,25 +245,12 @@ async def create_session(
     except IntegrityError:
         # PostgreSQL only (SQLite's writers never interleave): another transaction opened a session for
         # this encounter after our look-up and committed; the unique index made our INSERT wait for it.
-        existing = await _open_session_of(uow, data.encounter_id)
+        existing = await repository.open_session_of_encounter(uow.session, data.encounter_id)
         if existing is None:
             raise
         return _resume(uow, actor, existing, data), False
     audit.record(uow.session, actor, "session.created", session_id=session.id, encounter_id=data.encounter_id)
     return session, True
-
-
-async def _open_session_of(uow: UnitOfWork, encounter_id: str) -> CaptureSession | None:
-    """The encounter's open session (at most one: the partial unique index), its row locked."""
-    return (
-        await uow.session.execute(
-            _locked(
-                select(CaptureSession).where(
-                    CaptureSession.encounter_id == encounter_id, CaptureSession.status == OPEN
-                )
-            )
-        )
-    ).scalar_one_or_none()
 
 
 def _resume(
@@ -308,183 +268,10 @@ def _resume(
     return existing
 
 
-def qr_svg(url: str) -> str:
-    """The pairing URL as an inline, scalable SVG QR code (segno; ISO/IEC 18004, error correction M)."""
-    return segno.make(url, error="m", boost_error=False).svg_inline(
-        scale=1, border=2, dark="#0b2239", light="#ffffff", omitsize=True, title="Scan with the phone camera"
-    )
-
-
-async def issue_pairing(
-    uow: UnitOfWork, rt: Runtime, actor: Clinician, session: CaptureSession, base_url: str
-) -> PairingOut:
-    """A new single-use pairing token for `session`; earlier unredeemed codes stop working.
-
-    Raises Conflict (409) when the session is not open.
-    """
-    await lock_session(uow, session.id)  # a redemption or another new code of this session waits
-    require_open(session, rt.settings)
-    now = utcnow()
-    await uow.session.execute(
-        update(PairingToken)
-        .where(
-            PairingToken.session_id == session.id,
-            PairingToken.redeemed_at.is_(None),
-            PairingToken.superseded_at.is_(None),
-        )
-        .values(superseded_at=now)
-    )
-    token = new_secret()
-    expires_at = now + timedelta(seconds=rt.settings.pairing_ttl_seconds)
-    uow.session.add(
-        PairingToken(
-            session_id=session.id, token_hash=hash_secret(token), created_at=now, expires_at=expires_at
-        )
-    )
-    touch(session)
-    audit.record(uow.session, actor, "pairing.issued", session_id=session.id)
-    url = f"{base_url.rstrip('/')}/m/{token}"
-    return PairingOut(url=url, expires_at=expires_at, qr_svg=qr_svg(url))
-
-
-@dataclass(frozen=True)
-class Pairing:
-    """A redeemed pairing: the session, the new phone credential row and its secret (shown once)."""
-
-    session: CaptureSession
-    phone: PhoneCredential
-    phone_token: str
-
-
-async def redeem_pairing(
-    uow: UnitOfWork, rt: Runtime, token: str, *, user_agent: str, current: Phone | None
-) -> Pairing:
-    """Redeem a pairing token once, atomically, and issue a phone credential bound to its session.
-
-    `current` is the phone credential the caller already holds (its cookie), if live. A phone that reloads
-    the page (it holds the credential from this very token, or another of the same session) gets a fresh
-    credential in place of its old one. A phone paired with another session that redeems this one's code
-    leaves that session: its old credential is revoked there with reason "paired-elsewhere", which the other
-    desktop hears (`phone.revoked`) and the audit trail records (issue 10). Raises ResourceNotFound 404
-    (unknown code), Conflict 409 (already used, or the session is closed), Gone 410 (expired or replaced
-    by a newer code).
-    """
-    now = utcnow()
-    token_hash = hash_secret(token)
-    # Lock order (consultcam.db): the session row before its token, as `issue_pairing` does; the UPDATE
-    # below stays the one atomic step that lets a single redemption through. With the phone's other
-    # session too, both rows in id order, so two phones swapping sessions never wait on each other.
-    of_token = select(PairingToken.session_id).where(PairingToken.token_hash == token_hash)
-    sessions_to_lock = CaptureSession.id == of_token.scalar_subquery()
-    if current is not None:
-        sessions_to_lock = or_(sessions_to_lock, CaptureSession.id == current.session_id)
-    await uow.session.execute(
-        _locked(select(CaptureSession.id).where(sessions_to_lock).order_by(CaptureSession.id))
-    )
-    redeemed = (
-        await uow.session.execute(
-            update(PairingToken)
-            .where(
-                PairingToken.token_hash == token_hash,
-                PairingToken.redeemed_at.is_(None),
-                PairingToken.superseded_at.is_(None),
-                PairingToken.expires_at > now,
-            )
-            .values(redeemed_at=now)
-            .returning(PairingToken.id, PairingToken.session_id)
-        )
-    ).first()
-    if redeemed is None:
-        pairing_id, session_id = await _explain_unredeemable(uow, token_hash, current)
-    else:
-        pairing_id, session_id = redeemed.id, redeemed.session_id
-    session = await get_session(uow, session_id)
-    require_open(session, rt.settings)
-    if current is not None and current.session_id == session.id:  # the same phone again: rotate
-        await uow.session.execute(
-            update(PhoneCredential).where(PhoneCredential.id == current.id).values(revoked_at=now)
-        )
-        bus, replaced = rt.bus, current.id
-
-        async def _end_streams() -> None:  # whoever still holds the old credential stops listening
-            await bus.end_streams(credential_id=replaced)
-
-        uow.after_commit(_end_streams)
-    elif current is not None:  # the phone moves here from another session: that desktop is told
-        left = await get_session(uow, current.session_id)
-        await revoke_phones(uow, rt, current, left, reason="paired-elsewhere", phone_id=current.id)
-    phone_token = new_secret()
-    phone = PhoneCredential(
-        session_id=session.id,
-        pairing_token_id=pairing_id,
-        token_hash=hash_secret(phone_token),
-        user_agent=user_agent[:300],
-        created_at=now,
-        last_seen_at=now,
-    )
-    uow.session.add(phone)
-    touch(session)
-    await uow.session.flush()
-    moved = {"previous_phone_id": current.id} if current and current.session_id != session.id else {}
-    audit.record(
-        uow.session,
-        Phone(id=phone.id, session_id=session.id),
-        "phone.paired",
-        session_id=session.id,
-        user_agent=phone.user_agent,
-        **moved,
-    )
-    publish_after_commit(
-        uow,
-        rt.bus,
-        session.id,
-        "phone.paired",
-        {"phone": {"id": phone.id, "userAgent": phone.user_agent, "pairedAt": now.isoformat()}},
-    )
-    return Pairing(session=session, phone=phone, phone_token=phone_token)
-
-
-async def _explain_unredeemable(uow: UnitOfWork, token_hash: str, current: Phone | None) -> tuple[str, str]:
-    """Say why a token could not be redeemed, or return (pairing id, session id) when the caller is the
-    phone that redeemed it (a page reload)."""
-    row = (
-        await uow.session.execute(select(PairingToken).where(PairingToken.token_hash == token_hash))
-    ).scalar_one_or_none()
-    if row is None:
-        raise ResourceNotFound(
-            "This QR code is not recognised. Ask for a new code on the desktop and scan it again.",
-            error="PairingTokenNotFound",
-        )
-    if row.redeemed_at is not None:
-        if current is not None and current.session_id == row.session_id:
-            owner = await uow.session.get(PhoneCredential, current.id)
-            if owner is not None and owner.pairing_token_id == row.id:
-                return row.id, row.session_id
-        raise Conflict(
-            "This QR code has already been used by another phone. Ask for a new code on the desktop "
-            "and scan it again.",
-            error="PairingTokenUsed",
-        )
-    if row.superseded_at is not None:
-        raise Gone(
-            "This QR code was replaced by a newer one. Scan the code now shown on the desktop.",
-            error="PairingTokenReplaced",
-        )
-    raise Gone(
-        "This QR code has expired (codes last a few minutes). Press “New code” on the desktop and scan "
-        "again.",
-        error="PairingTokenExpired",
-    )
-
-
 async def authenticate_phone(uow: UnitOfWork, phone_token: str, *, touch: bool) -> Phone:
     """The phone for a presented credential; raises NotAuthenticated (401) when unknown or revoked.
     `touch` records when it was last seen (only in writing transactions)."""
-    phone = (
-        await uow.session.execute(
-            select(PhoneCredential).where(PhoneCredential.token_hash == hash_secret(phone_token))
-        )
-    ).scalar_one_or_none()
+    phone = await repository.phone_by_hash(uow.session, hash_secret(phone_token))
     if phone is None or phone.revoked_at is not None:
         raise NotAuthenticated(
             "This phone is no longer connected to the session. Scan a new QR code from the desktop.",
@@ -493,9 +280,7 @@ async def authenticate_phone(uow: UnitOfWork, phone_token: str, *, touch: bool) 
     if touch and (utcnow() - phone.last_seen_at).total_seconds() > 30:  # at most one write per half minute
         # Lock order (consultcam.db): the session row before the phone's, or this request and a
         # cancellation (session, then its phones) could each wait for the other.
-        await uow.session.execute(
-            _locked(select(CaptureSession.id).where(CaptureSession.id == phone.session_id))
-        )
+        await repository.lock_session_row(uow.session, phone.session_id)
         phone.last_seen_at = utcnow()
     return Phone(id=phone.id, session_id=phone.session_id)
 
@@ -517,12 +302,7 @@ async def revoke_phones(
     travels in `phone.revoked` `{phoneId, reason}` and the audit trail: "revoked" by the clinician,
     "wrong-patient" by the phone itself, "paired-elsewhere" when the phone redeemed another session's code,
     or why the session ended."""
-    query = select(PhoneCredential).where(
-        PhoneCredential.session_id == session.id, PhoneCredential.revoked_at.is_(None)
-    )
-    if phone_id is not None:
-        query = query.where(PhoneCredential.id == phone_id)
-    phones = (await uow.session.execute(query)).scalars().all()
+    phones = await repository.live_phones(uow.session, session.id, phone_id)
     now = utcnow()
     for phone in phones:
         phone.revoked_at = now
@@ -564,32 +344,33 @@ async def sign_out_phones(
 
 
 async def end_session(
-    uow: UnitOfWork, rt: Runtime, actor: Principal | None, session: CaptureSession, status: str, reason: str
+    uow: UnitOfWork,
+    rt: Runtime,
+    actor: Principal | None,
+    session: CaptureSession,
+    status: SessionStatus,
+    reason: str,
 ) -> None:
     """Cancel or expire a session: images and their objects deleted (after commit), phones signed out,
     `session.expired` published. Idempotent for sessions already ended. Raises Conflict (409) when a commit
     claimed the session meanwhile."""
     await lock_session(uow, session.id)  # refreshes `session`: a commit may have claimed it since it was read
-    if session.status in ("cancelled", "expired"):
+    if session.status in (SessionStatus.CANCELLED, SessionStatus.EXPIRED):
         return
-    if session.status != OPEN:
+    if session.status != SessionStatus.OPEN:
         require_open(session, rt.settings)
     session.status = status
     session.version += 1
     # The pages learn why the session ended first, then that the phone is signed out.
     publish_after_commit(uow, rt.bus, session.id, "session.expired", {"reason": reason})
     await revoke_phones(uow, rt, actor, session, reason=reason)
-    images = (
-        (await uow.session.execute(select(ClinicalImage).where(ClinicalImage.session_id == session.id)))
-        .scalars()
-        .all()
-    )
+    images = await repository.images_of(uow.session, session.id)
     for image in images:
         await uow.session.delete(image)
     audit.record(
         uow.session,
         actor,
-        "session.cancelled" if status == "cancelled" else "session.expired",
+        "session.cancelled" if status == SessionStatus.CANCELLED else "session.expired",
         session_id=session.id,
         reason=reason,
         images=len(images),

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import re
 import shutil
 import time
 from datetime import UTC, datetime
@@ -18,21 +17,14 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from consultcam.files import private_dir, write_private
+from consultcam.storage.keys import check_key
 from consultcam.storage.store import PresignedRequest, StoredObject
 
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 URL_PREFIX = "/api/storage/"
 
 
 class InvalidSignature(Exception):
     """The URL's signature does not match, has expired, or the request differs from what was signed."""
-
-
-def check_key(key: str) -> str:
-    """Return `key` if it is safe as a relative path (no `..`, no leading `/`); raise ValueError otherwise."""
-    if not _KEY_RE.match(key) or ".." in key.split("/"):
-        raise ValueError(f"invalid object key {key!r}")
-    return key
 
 
 class LocalObjectStore:

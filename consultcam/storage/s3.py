@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -46,7 +47,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
-from consultcam.storage.local import check_key
+from consultcam.storage.keys import check_key
 from consultcam.storage.store import PresignedRequest, StoredObject
 
 #: Longest a presigned GET may live (seconds): photos are shown, not shared.
@@ -57,6 +58,17 @@ MAX_SIGV4_EXPIRES = 7 * 24 * 3600
 S3_BATCH = 1000
 #: Where `check` writes its probe, under the prefix (outside `sessions/`, so the sweeper never sees it).
 PROBE_KEY = "readyz/probe"
+
+#: botocore's S3 addressing styles.
+Addressing = Literal["path", "virtual"]
+
+
+class SSEParams(TypedDict, total=False):
+    """PutObject's server-side encryption parameters (SSE-S3, or SSE-KMS with `SSEKMSKeyId`)."""
+
+    ServerSideEncryption: Literal["AES256", "aws:kms"]
+    SSEKMSKeyId: str
+
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _T = TypeVar("_T")
@@ -118,7 +130,7 @@ def parse_s3_url(url: str) -> S3Location:
     return S3Location(bucket, prefix, public)
 
 
-def _config(addressing_style: str, *, unsigned: bool = False) -> Config:
+def _config(addressing_style: Addressing, *, unsigned: bool = False) -> Config:
     """SigV4 always (botocore still presigns virtual-hosted URLs with SigV2 unless told), standard retries,
     short timeouts (readiness waits 3 s), and a connection pool as large as the default thread pool."""
     return Config(
@@ -161,18 +173,18 @@ class S3ObjectStore:
         self.public_endpoint_url = public_endpoint_url.rstrip("/") or self.endpoint_url
         self.sse_kms_key_id = sse_kms_key_id
         self.page_size = max(1, min(page_size, S3_BATCH))
-        addressing = "path" if self.endpoint_url else "virtual"
+        addressing: Addressing = "path" if self.endpoint_url else "virtual"
         session = boto3.session.Session(region_name=region_name)
         self.client = session.client("s3", endpoint_url=self.endpoint_url or None, config=_config(addressing))
         if self.public_endpoint_url != self.endpoint_url:
-            public_addressing = "path" if self.public_endpoint_url else "virtual"
+            public_addressing: Addressing = "path" if self.public_endpoint_url else "virtual"
             self.presign_client = session.client(
                 "s3", endpoint_url=self.public_endpoint_url or None, config=_config(public_addressing)
             )
         else:
             self.presign_client = self.client
         self.region = self.client.meta.region_name
-        self.public_origin = self._browser_origin(session, addressing)
+        self.public_origin: str | None = self._browser_origin(session, addressing)
 
     @classmethod
     def from_url(cls, url: str, *, endpoint_url: str = "", sse_kms_key_id: str = "") -> S3ObjectStore:
@@ -186,12 +198,12 @@ class S3ObjectStore:
             sse_kms_key_id=sse_kms_key_id,
         )
 
-    def _browser_origin(self, session: boto3.session.Session, addressing: str) -> str:
+    def _browser_origin(self, session: boto3.session.Session, addressing: Addressing) -> str:
         """`scheme://host[:port]` of the presigned URLs, for the page's CSP `connect-src` and `img-src`.
 
         Taken from a URL botocore makes, unsigned (no credentials needed), so it is exactly the host the
         browser will be sent to, whatever addressing style and region botocore picks."""
-        public_addressing = "path" if self.public_endpoint_url else addressing
+        public_addressing: Addressing = "path" if self.public_endpoint_url else addressing
         unsigned = session.client(
             "s3",
             endpoint_url=self.public_endpoint_url or None,
@@ -219,7 +231,7 @@ class S3ObjectStore:
         return self.prefix + (check_key(stripped) + "/" if stripped else "")
 
     @property
-    def sse_params(self) -> dict[str, str]:
+    def sse_params(self) -> SSEParams:
         """PutObject parameters for server-side encryption: SSE-S3, or SSE-KMS with the configured key."""
         if self.sse_kms_key_id:
             return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.sse_kms_key_id}
@@ -397,13 +409,12 @@ class S3ObjectStore:
     async def _delete_full(self, full_keys: builtins.list[str]) -> None:
         for start in range(0, len(full_keys), S3_BATCH):
             batch = full_keys[start : start + S3_BATCH]
-            response = await self._call(
-                "DeleteObjects",
-                "",
-                lambda batch=batch: self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
-                ),
+            delete = functools.partial(
+                self.client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
             )
+            response = await self._call("DeleteObjects", "", delete)
             errors = response.get("Errors") or []
             if errors:
                 first = errors[0]

@@ -28,14 +28,22 @@ s3:GetLifecycleConfiguration/PutLifecycleConfiguration, s3:GetBucketVersioning, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from consultcam.config import Settings
 from consultcam.storage.s3 import S3ObjectStore, S3StoreError
+
+if TYPE_CHECKING:  # the stubs are a development dependency (boto3-stubs[s3])
+    from mypy_boto3_s3.type_defs import (
+        CORSRuleTypeDef,
+        LifecycleRuleTypeDef,
+        PublicAccessBlockConfigurationTypeDef,
+        ServerSideEncryptionRuleTypeDef,
+    )
 
 #: How long a browser may cache the CORS preflight (seconds).
 CORS_MAX_AGE = 3600
@@ -61,7 +69,7 @@ def browser_origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def cors_rule(rule_id: str, origin: str) -> dict[str, Any]:
+def cors_rule(rule_id: str, origin: str) -> CORSRuleTypeDef:
     """The CORS rule a presigned upload and a presigned image need from `origin`.
 
     S3 answers a preflight with the requested headers a rule matches, so `x-amz-*` would do; the encryption
@@ -82,7 +90,7 @@ def cors_rule(rule_id: str, origin: str) -> dict[str, Any]:
     }
 
 
-def lifecycle_rule(rule_id: str, prefix: str) -> dict[str, Any]:
+def lifecycle_rule(rule_id: str, prefix: str) -> LifecycleRuleTypeDef:
     """Expire everything under `prefix` after a day: objects, noncurrent versions, unfinished multipart
     uploads."""
     return {
@@ -95,7 +103,7 @@ def lifecycle_rule(rule_id: str, prefix: str) -> dict[str, Any]:
     }
 
 
-def encryption_rule(kms_key_id: str) -> dict[str, Any]:
+def encryption_rule(kms_key_id: str) -> ServerSideEncryptionRuleTypeDef:
     """Default encryption: SSE-KMS with an S3 Bucket Key when a key is configured, else SSE-S3."""
     if kms_key_id:
         return {
@@ -161,6 +169,7 @@ def _setup(store: S3ObjectStore, origin: str) -> list[str]:
                 f"WARNING: {name}: this server does not support it ({exc}); "
                 "configure it on the server itself."
             )
+    versioning: Mapping[str, Any]
     try:
         versioning = _call(
             store,
@@ -212,7 +221,7 @@ def _cors(store: S3ObjectStore, origin: str) -> str:
 
 def _public_access_block(store: S3ObjectStore) -> str:
     client, bucket = store.client, store.bucket
-    blocks = {
+    blocks: PublicAccessBlockConfigurationTypeDef = {
         "BlockPublicAcls": True,
         "IgnorePublicAcls": True,
         "BlockPublicPolicy": True,
@@ -305,12 +314,12 @@ def _lifecycle(store: S3ObjectStore) -> str:
     )
 
 
-def _sse_essentials(rule: dict[str, Any]) -> tuple[Any, ...]:
+def _sse_essentials(rule: Mapping[str, Any]) -> tuple[Any, ...]:
     default = rule.get("ApplyServerSideEncryptionByDefault", {})
     return default.get("SSEAlgorithm"), default.get("KMSMasterKeyID"), bool(rule.get("BucketKeyEnabled"))
 
 
-def _lifecycle_essentials(rule: dict[str, Any]) -> tuple[Any, ...]:
+def _lifecycle_essentials(rule: Mapping[str, Any]) -> tuple[Any, ...]:
     prefix = rule.get("Filter", {}).get("Prefix", rule.get("Prefix", ""))
     return (
         rule.get("Status"),
@@ -327,7 +336,7 @@ def _optional(
     action: str,
     missing_codes: tuple[str, ...],
     field: str,
-    fn: Callable[[], dict[str, Any]],
+    fn: Callable[[], Mapping[str, Any]],
     default: Any = None,
 ) -> Any:
     """A Get…Configuration call whose "not configured" error means empty."""

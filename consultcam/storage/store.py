@@ -1,7 +1,8 @@
 """The object store port: where photo bytes live between upload and commit.
 
 Two adapters: `local.LocalObjectStore` (a folder; the app serves HMAC-signed, expiring URLs) and, in
-production, S3 with boto's presigned URLs. Keys look like `sessions/{sessionId}/{imageId}.jpg`.
+production, `s3.S3ObjectStore` with boto's presigned URLs; `registry.create_store` picks one for a URL. Keys
+look like `sessions/{sessionId}/{imageId}.jpg` (`keys.py`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
+
+# The key scheme is part of the port's contract; its home is `keys.py` (shared by both adapters).
+from consultcam.storage.keys import (
+    image_key,
+    parse_upload_key,
+    session_prefix,
+    thumbnail_key,
+    upload_key,
+)
+
+__all__ = [
+    "ObjectStore",
+    "PresignedRequest",
+    "StoredObject",
+    "image_key",
+    "parse_upload_key",
+    "session_prefix",
+    "thumbnail_key",
+    "upload_key",
+]
 
 
 @dataclass(frozen=True)
@@ -81,56 +102,3 @@ class ObjectStore(Protocol):
     async def close(self) -> None:
         """Release connections (at shutdown)."""
         ...
-
-
-def session_prefix(session_id: str) -> str:
-    """Every object of a capture session lives under this prefix: cancel, commit, expiry delete one prefix."""
-    return f"sessions/{session_id}/"
-
-
-def upload_key(session_id: str, image_id: str) -> str:
-    """Where the phone PUTs the bytes as captured (any accepted type), before verification. Read once by
-    each registration attempt, never after: a presigned S3 URL cannot be revoked, so a later PUT only makes
-    an orphan the sweeper deletes."""
-    return f"{session_prefix(session_id)}uploads/{image_id}"
-
-
-def parse_upload_key(key: str) -> tuple[str, str] | None:
-    """(session id, image id) of an `upload_key`, or None when `key` is not one."""
-    parts = key.split("/")
-    if len(parts) == 4 and parts[0] == "sessions" and parts[2] == "uploads" and all(parts):
-        return parts[1], parts[3]
-    return None
-
-
-def image_key(session_id: str, image_id: str, version: str = "") -> str:
-    """The normalised JPEG (oriented, no EXIF). `version` (registration uses the start of the JPEG's
-    SHA-256) gives each registration attempt keys of its own, so one never overwrites another's photo."""
-    return f"{session_prefix(session_id)}{image_id}{'.' + version if version else ''}.jpg"
-
-
-def thumbnail_key(session_id: str, image_id: str, version: str = "") -> str:
-    """The thumbnail JPEG shown in galleries (`version` as for `image_key`)."""
-    return f"{session_prefix(session_id)}{image_id}{'.' + version if version else ''}.thumb.jpg"
-
-
-def create_store(
-    url: str, *, secret_key: bytes, s3_endpoint_url: str = "", s3_sse_kms_key_id: str = ""
-) -> ObjectStore:
-    """The adapter for `CONSULTCAM_STORAGE_URL`: `file:///dir` (embedded) or `s3://bucket[/prefix]`
-    (production; `s3_endpoint_url` and `s3_sse_kms_key_id` are `CONSULTCAM_S3_ENDPOINT_URL` and
-    `CONSULTCAM_S3_SSE_KMS_KEY_ID`, see `consultcam.storage.s3`). Raises ValueError naming the setting when
-    the URL is unsupported or malformed.
-    """
-    if url.startswith("file://"):
-        from consultcam.storage.local import LocalObjectStore
-
-        return LocalObjectStore(url.removeprefix("file://"), secret_key=secret_key)
-    if url.startswith("s3://"):
-        from consultcam.storage.s3 import S3ObjectStore
-
-        return S3ObjectStore.from_url(url, endpoint_url=s3_endpoint_url, sse_kms_key_id=s3_sse_kms_key_id)
-    raise ValueError(
-        f"Unsupported CONSULTCAM_STORAGE_URL scheme in {url.split('://')[0]!r}: use file:///path "
-        "(embedded) or s3://bucket/prefix (production)."
-    )

@@ -1,11 +1,12 @@
-"""The words of a photo's coded metadata, looked up from its codes in the active terminology.
+"""The record's words for a photo's coded metadata, looked up from its codes in the active terminology.
 
 Image metadata keeps a body site's SNOMED CT code, a laterality value and a view value. Whatever words a
 client sent with them, or an older consultcam stored beside them, are never read: every writer (the API's
 image shape, the ZIP's file names, FHIR Media and DocumentReference, DICOM CodeMeaning, the ALEX note) asks
 `photo_terms` and speaks the data file's words. A code that is not in the list (a disorder, an id never
 issued, a site of an extension the practice removed) is `UnknownTerm`, so it stops a commit rather than
-reaching the record as a body site.
+reaching the record as a body site. The words the pages show (short names, "Left forearm") are
+`terminology.words`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from consultcam.terminology import SNOMED_CT, BodySite, Laterality, Terminology, View, active, site_words
+from consultcam.terminology.current import active
+from consultcam.terminology.model import BodySite, Laterality, Terminology, View
+from consultcam.terminology.snomed import SNOMED_CT
+from consultcam.terminology.words import site_words, with_side
 
 PICK_A_SITE = "pick one from GET /api/terminology/body-sites (the chips on the pages)"
 
@@ -51,10 +55,7 @@ class PhotoTerms:
         if self.site is None:
             return self.side.without_site if self.side else None
         words = site_words(self.site.display)
-        if self.side is None:
-            return words
-        rest = words[0].lower() + words[1:] if words[1:2].islower() else words  # keep "MCP joint" as is
-        return f"{self.side.display} {rest}"
+        return with_side(self.side.display, words) if self.side else words
 
     @property
     def file_words(self) -> str:

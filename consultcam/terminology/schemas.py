@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from consultcam.schemas import CamelModel
+from consultcam.terminology.model import LateralityValue, ViewValue
 
 
 class SourceOut(CamelModel):
@@ -20,8 +21,9 @@ class SourceOut(CamelModel):
 
 
 class BodySiteOut(CamelModel):
-    """A SNOMED CT body structure as a FHIR R4 Coding (concept id and preferred term) plus `label`, the short
-    word a chip shows; only `system`, `code` and `display` belong in image metadata."""
+    """A SNOMED CT body structure as a FHIR R4 Coding (concept id and preferred term) plus `label`, its short
+    name, the one the pages show ("Forearm"; `terminology.words`); only `system`, `code` and `display`
+    belong in image metadata."""
 
     system: Literal["http://snomed.info/sct"]
     code: str
@@ -30,16 +32,19 @@ class BodySiteOut(CamelModel):
 
 
 class LateralityOut(CamelModel):
-    """A laterality choice; "not-applicable" has no `system` or `code` (left out of the JSON)."""
+    """A laterality choice; "not-applicable" has no `system` or `code` (left out of the JSON). `display` goes
+    before a site's short name ("Left forearm", `terminology.words.with_side`) or stands alone."""
 
-    value: Literal["left", "right", "bilateral", "not-applicable"]
+    value: LateralityValue
     display: str
     system: Literal["http://snomed.info/sct"] | None = None
     code: str | None = None
 
 
 class ViewOut(CamelModel):
-    value: Literal["overview", "close-up", "dermoscopy"]
+    """A photo view: the value image metadata stores and its words."""
+
+    value: ViewValue
     display: str
 
 
@@ -52,3 +57,15 @@ class BodySitesOut(CamelModel):
     body_sites: list[BodySiteOut] = Field(min_length=1)
     laterality: list[LateralityOut]
     views: list[ViewOut]
+
+
+class MetadataWordsOut(CamelModel):
+    """A photo's metadata in the words the pages show (`terminology.words.metadata_words`), each null when
+    not chosen or no longer listed: `body_site` the site's short name ("Forearm"), `laterality` ("Left",
+    "Not applicable"), `view` ("Close-up"), `place` the side and site together ("Left forearm"; without a
+    site, the side alone: "Left")."""
+
+    body_site: str | None = None
+    laterality: str | None = None
+    view: str | None = None
+    place: str | None = None

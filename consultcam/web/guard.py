@@ -51,7 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consultcam.auth import CLINICIAN_COOKIE, PHONE_COOKIE
 from consultcam.config import Settings
-from consultcam.errors import error_response
+from consultcam.web.errors import error_response
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Cookies that carry authority, in the order their token is offered to a page (the clinician's first).
@@ -284,7 +284,8 @@ class RequestGuard:
             if body.over:
                 raise _Refusal(413, "PayloadTooLarge", f"The form is over {human_bytes(body.limit)}.")
             try:
-                token = (parse_qs(data.decode("latin-1"), max_num_fields=100).get(CSRF_FIELD) or [None])[0]
+                fields = parse_qs(data.decode("latin-1"), max_num_fields=100).get(CSRF_FIELD)
+                token = fields[0] if fields else None
             except ValueError:  # more fields than any form of ours has
                 token = None
         if not token:

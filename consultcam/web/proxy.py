@@ -46,7 +46,9 @@ def _address(value: str | None) -> IPv4Address | IPv6Address | None:
 
 def _split(text: str, separator: str) -> list[str]:
     """Split on `separator` outside quoted strings (RFC 7230 §3.2.6 quoted-string, with backslash escapes)."""
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in text:
         if escaped:
             escaped = False

@@ -21,7 +21,7 @@ from consultcam.analysis.prompt import PROMPT_VERSION
 from consultcam.analysis.service import STUCK_AFTER_MIN, endpoint_host, stuck_after
 from consultcam.app import create_app
 from consultcam.models import AuditEvent, ClinicalImage, utcnow
-from consultcam.sessions.retention import sweep
+from consultcam.retention.sweeper import sweep
 from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, Reply, answer, check_request
 from tests.conftest import (
     CLINICIAN_TOKEN,
@@ -338,8 +338,10 @@ async def test_the_sweeper_fails_a_description_that_never_finishes_and_tells_the
     bound = stuck_after(runtime.settings)
     assert bound == STUCK_AFTER_MIN  # 5 s x 3 tries + 2 x 60 s + 60 s is well under 15 minutes
 
-    assert (await sweep(runtime, now=utcnow() + bound - timedelta(minutes=1))).stuck_analyses == 0
-    report = await sweep(runtime, now=utcnow() + bound + timedelta(seconds=1))
+    assert (
+        await sweep(runtime.unit_of_work, runtime, now=utcnow() + bound - timedelta(minutes=1))
+    ).stuck_analyses == 0
+    report = await sweep(runtime.unit_of_work, runtime, now=utcnow() + bound + timedelta(seconds=1))
 
     assert report.stuck_analyses == 1
     assert report.errors == []
@@ -353,7 +355,7 @@ async def test_the_sweeper_fails_a_description_that_never_finishes_and_tells_the
     await wait_for_jobs(before)  # the late answer arrives and is dropped
     assert (await photo_of(clinician, session["id"], registered["id"]))["analysis"] == analysis
     assert len([e for e in await events_of(runtime, session["id"]) if e.type == "image.analysed"]) == 1
-    assert (await sweep(runtime, now=utcnow() + bound * 2)).stuck_analyses == 0
+    assert (await sweep(runtime.unit_of_work, runtime, now=utcnow() + bound * 2)).stuck_analyses == 0
 
 
 @pytest.mark.parametrize("settings_overrides", [{}])
@@ -375,7 +377,7 @@ async def test_the_sweeper_fails_a_pending_description_even_once_ai_is_switched_
             .values(registered_at=utcnow() - bound - timedelta(seconds=5))
         )
 
-    report = await sweep(runtime)
+    report = await sweep(runtime.unit_of_work, runtime)
 
     assert report.stuck_analyses == 1
     failed = (await photo_of(clinician, session["id"], lost["id"]))["analysis"]

@@ -17,13 +17,10 @@ from fhir.resources.R4B.media import Media
 from PIL import Image
 
 from consultcam.commits.connectors.alex import ENV_NAMES, NO_FACILITY, AlexConnector, fit_jpeg, medtech
-from consultcam.commits.connectors.base import (
-    CommitContext,
-    CommitFailed,
-    CommitItem,
-    connector_from_url,
-)
+from consultcam.commits.connectors.base import CommitContext, CommitFailed, CommitItem
 from consultcam.commits.connectors.fhir import OAuth2ClientCredentials
+from consultcam.commits.connectors.registry import alex_credentials, connector_from_url
+from consultcam.config import Settings
 from tests.commits.factories import commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
 
@@ -272,11 +269,16 @@ def settings(server: FhirTestServer) -> dict[str, str]:
     }
 
 
+def read(env: dict[str, str]) -> Settings:
+    """The Settings those environment variables make."""
+    return Settings(**{name.removeprefix("CONSULTCAM_").lower(): value for name, value in env.items()})
+
+
 async def test_connector_from_url_reads_the_alex_settings(alex_server, monkeypatch):
     for name, value in settings(alex_server).items():
         monkeypatch.setenv(name, value)
 
-    emr = connector_from_url(f"alex+http://127.0.0.1:{alex_server.port}/fhir", data_dir=Path("data"))
+    emr = connector_from_url(f"alex+http://127.0.0.1:{alex_server.port}/fhir", Settings())
 
     assert isinstance(emr, AlexConnector)
     assert emr.name == "alex"
@@ -292,7 +294,7 @@ def test_a_missing_setting_is_named(alex_server, missing):
     env = settings(alex_server)
     del env[missing]
     with pytest.raises(ValueError, match=missing):
-        AlexConnector.from_url("alex+https://alex.example/FHIR", env=env)
+        connector_from_url("alex+https://alex.example/FHIR", read(env))
 
 
 @pytest.mark.parametrize(
@@ -306,7 +308,7 @@ def test_a_missing_setting_is_named(alex_server, missing):
 )
 def test_bad_alex_urls_are_refused(alex_server, url, message):
     with pytest.raises(ValueError, match=message) as refused:
-        AlexConnector.from_url(url, env=settings(alex_server))
+        AlexConnector.from_url(url, oauth=alex_credentials(read(settings(alex_server))))
     assert "s3cret" not in str(refused.value)
 
 
@@ -317,5 +319,7 @@ def test_https_url_builds_the_base():
         "CONSULTCAM_ALEX_CLIENT_SECRET": "secret",
         "CONSULTCAM_ALEX_SCOPE": "scope",
     }
-    emr = AlexConnector.from_url("alex+https://alex.medtechglobal.com/FHIR/", env=env)
+    emr = AlexConnector.from_url(
+        "alex+https://alex.medtechglobal.com/FHIR/", oauth=alex_credentials(read(env))
+    )
     assert emr.base_url == "https://alex.medtechglobal.com/FHIR"

@@ -28,9 +28,9 @@ from consultcam.commits.connectors.base import (
     Connector,
     ConnectorUnavailable,
     PatientRef,
-    connector_from_url,
 )
 from consultcam.commits.connectors.dicomweb import DicomWebConnector
+from consultcam.commits.connectors.registry import connector_from_url
 from consultcam.commits.dicom import (
     JPEG_BASELINE,
     VL_PHOTOGRAPHIC_IMAGE_STORAGE,
@@ -42,6 +42,7 @@ from consultcam.commits.dicom import (
     study_instance_uid,
     to_part10,
 )
+from consultcam.config import Settings
 from tests.commits.factories import PATIENT, Progress, commit_context
 from tests.commits.orthanc import OrthancServer, start_orthanc
 
@@ -208,7 +209,7 @@ def test_builder_without_nhi_uses_the_emr_patient_id_and_refuses_bad_input() -> 
 
 
 def test_connector_url() -> None:
-    connector = connector_from_url("dicomweb+http://pacs.example:8042/dicom-web/", data_dir=Path("data"))
+    connector = connector_from_url("dicomweb+http://pacs.example:8042/dicom-web/", Settings())
     assert isinstance(connector, DicomWebConnector)
     assert isinstance(connector, Connector)
     assert connector.base_url == "http://pacs.example:8042/dicom-web"
@@ -216,7 +217,7 @@ def test_connector_url() -> None:
     assert secure.base_url == "https://pacs.example/dicom-web"
     assert secure._auth == ("u@x", "s3cret")
     with pytest.raises(ValueError, match="no \\?query") as refused:
-        connector_from_url("dicomweb+http://u:s3cret@pacs/dicom-web?x=1", data_dir=Path("data"))
+        connector_from_url("dicomweb+http://u:s3cret@pacs/dicom-web?x=1", Settings())
     assert "s3cret" not in str(refused.value)
 
 
@@ -357,7 +358,7 @@ def study_instances(orthanc: OrthancServer, study: str) -> list[Dataset]:
 
 
 async def test_commit_into_orthanc_and_read_back(orthanc: OrthancServer, tmp_path: Path) -> None:
-    connector = connector_from_url(orthanc.dicomweb_url, data_dir=tmp_path)
+    connector = connector_from_url(orthanc.dicomweb_url, Settings(data_dir=tmp_path))
     await connector.check()
     context = make_context()
     items = two_items()

@@ -24,10 +24,11 @@ from consultcam.commits.connectors.base import (
     Connector,
     ConnectorUnavailable,
     PatientRef,
-    connector_from_url,
 )
 from consultcam.commits.connectors.export import ExportConnector, export_filename
+from consultcam.commits.connectors.registry import connector_from_url
 from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM
+from consultcam.config import Settings
 from tests.commits.factories import Progress, commit_context
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
@@ -210,7 +211,7 @@ def test_export_url_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: s
     want = Path(expected.format(cwd=tmp_path, data=data_dir))
 
     assert ExportConnector.from_url(url, data_dir=data_dir).directory == want
-    connector = connector_from_url(url, data_dir=data_dir)
+    connector = connector_from_url(url, Settings(data_dir=data_dir))
     assert isinstance(connector, ExportConnector)
     assert connector.name == "export"
     assert connector.directory == want
@@ -237,7 +238,7 @@ def test_relative_export_url_does_not_follow_a_later_chdir(
 )
 def test_other_urls_are_refused(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as refused:
-        connector_from_url(url, data_dir=Path("data"))
+        connector_from_url(url, Settings())
     assert "s3cret" not in str(refused.value)
 
 

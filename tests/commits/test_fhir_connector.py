@@ -19,15 +19,11 @@ from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.media import Media
 from PIL import Image
 
-from consultcam.commits.connectors.base import (
-    CommitContext,
-    CommitFailed,
-    CommitItem,
-    ConnectorUnavailable,
-    connector_from_url,
-)
+from consultcam.commits.connectors.base import CommitContext, CommitFailed, CommitItem, ConnectorUnavailable
 from consultcam.commits.connectors.fhir import FhirConnector, OAuth2ClientCredentials
+from consultcam.commits.connectors.registry import connector_from_url
 from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM
+from consultcam.config import Settings
 from tests.commits.factories import Progress, commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
 from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
@@ -350,14 +346,14 @@ async def test_static_bearer_from_the_environment(fhir_server, monkeypatch):
     fhir_server.state.require_token = True
     fhir_server.state.static_token = "static-abc"
     monkeypatch.setenv("CONSULTCAM_EMR_BEARER_TOKEN", "static-abc")
-    emr = connector_from_url(f"fhir+{fhir_server.base_url}", data_dir=Path("data"))
+    emr = connector_from_url(f"fhir+{fhir_server.base_url}", Settings())
 
     assert isinstance(emr, FhirConnector)
     assert "static-abc" not in repr(emr)
     await emr.check()
     monkeypatch.setenv("CONSULTCAM_EMR_BEARER_TOKEN", "wrong")
     with pytest.raises(ConnectorUnavailable, match="sign-in"):
-        await connector_from_url(f"fhir+{fhir_server.base_url}", data_dir=Path("data")).check()
+        await connector_from_url(f"fhir+{fhir_server.base_url}", Settings()).check()
 
 
 async def test_oauth2_settings_from_the_environment(fhir_server, monkeypatch):
@@ -366,7 +362,7 @@ async def test_oauth2_settings_from_the_environment(fhir_server, monkeypatch):
     monkeypatch.setenv("CONSULTCAM_EMR_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("CONSULTCAM_EMR_CLIENT_SECRET", CLIENT_SECRET)
 
-    emr = connector_from_url(f"fhir+{fhir_server.base_url}", data_dir=Path("data"))
+    emr = connector_from_url(f"fhir+{fhir_server.base_url}", Settings())
     await emr.check()
 
     assert fhir_server.state.token_requests == 1
@@ -385,14 +381,14 @@ async def test_oauth2_settings_from_the_environment(fhir_server, monkeypatch):
 )
 def test_unusable_fhir_urls_are_refused_without_echoing_secrets(url, message):
     with pytest.raises(ValueError, match=message) as refused:
-        connector_from_url(url, data_dir=Path("data"))
+        connector_from_url(url, Settings())
     assert "s3cret" not in str(refused.value)
 
 
 def test_partial_oauth2_settings_are_refused(monkeypatch):
     monkeypatch.setenv("CONSULTCAM_EMR_CLIENT_ID", CLIENT_ID)
     with pytest.raises(ValueError, match="CONSULTCAM_EMR_TOKEN_URL"):
-        connector_from_url("fhir+https://emr.example/fhir", data_dir=Path("data"))
+        connector_from_url("fhir+https://emr.example/fhir", Settings())
 
 
 # -- DocumentReference -------------------------------------------------------------------------------------
@@ -401,7 +397,7 @@ def test_partial_oauth2_settings_are_refused(monkeypatch):
 @pytest.mark.parametrize("transaction", [True, False])
 async def test_document_reference_carries_the_jpeg(fhir_server, transaction):
     fhir_server.state.transaction = transaction
-    emr = FhirConnector.from_url(f"fhir+{fhir_server.base_url}?resource=DocumentReference", env={}, **FAST)
+    emr = FhirConnector.from_url(f"fhir+{fhir_server.base_url}?resource=DocumentReference", **FAST)
     items = make_items(1)
 
     results = await emr.commit(make_context(), items, Progress())
@@ -431,7 +427,7 @@ async def test_document_reference_converts_for_inboxes_that_take_only_pdf_or_tif
     fhir_server, fmt, content_type, magic
 ):
     emr = FhirConnector.from_url(
-        f"fhir+{fhir_server.base_url}?resource=DocumentReference&format={fmt}", env={}, **FAST
+        f"fhir+{fhir_server.base_url}?resource=DocumentReference&format={fmt}", **FAST
     )
     items = make_items(1)
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from consultcam.app import create_app
-from consultcam.events.bus import InProcessEventBus
+from consultcam.events.memory import InProcessEventBus
 from tests.conftest import CLINICIAN_TOKEN, CsrfToken, jpeg_bytes, serving, start_session, token_of, upload
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from consultcam.events.redis_bus import RedisEventBus
+from consultcam.events.redis import RedisEventBus
 from tests.redis_server import RedisServer
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"

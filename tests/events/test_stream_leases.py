@@ -16,8 +16,9 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from consultcam.events.bus import EventBus, InProcessEventBus
-from consultcam.events.redis_bus import RedisEventBus
+from consultcam.events.bus import EventBus
+from consultcam.events.memory import InProcessEventBus
+from consultcam.events.redis import RedisEventBus
 from consultcam.events.streams import CREDENTIAL_REVOKED, SESSION_ENDED, StreamLimits, TooManyStreams
 from tests.redis_server import RedisServer
 

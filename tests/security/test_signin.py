@@ -26,7 +26,7 @@ from consultcam.app import create_app
 from consultcam.auth import CLINICIAN_COOKIE
 from consultcam.config import Settings
 from consultcam.models import AuditEvent, SignInSession, utcnow
-from consultcam.sessions.retention import sweep
+from consultcam.retention.sweeper import sweep
 from tests.conftest import (
     CLINICIAN_TOKEN,
     PATIENT,
@@ -169,7 +169,7 @@ async def test_idle_and_expired_sign_ins_stop_working_and_are_swept(settings: Se
             async with browser(origin, cookies={CLINICIAN_COOKIE: cookie}) as desktop:
                 assert (await desktop.get("/")).status_code == (200 if works else 401)
 
-        report = await sweep(runtime)
+        report = await sweep(runtime.unit_of_work, runtime)
         assert report.expired_signins == 3
         async with runtime.sessionmaker() as db:
             assert (await db.execute(select(SignInSession.id))).scalars().all() == [live_id]

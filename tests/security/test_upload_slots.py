@@ -27,7 +27,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from consultcam.models import utcnow
-from consultcam.sessions.retention import sweep
+from consultcam.retention.sweeper import sweep
 from tests.conftest import CLINICIAN_TOKEN, CsrfToken, jpeg_bytes, serving, start_session, token_of
 from tests.storage.conftest import aws_env, bucket, moto_endpoint, moto_server, s3_admin  # noqa: F401
 
@@ -176,7 +176,7 @@ async def test_a_put_after_registration_never_changes_the_photo(
     await assert_photo_is(clinician_http, session_id, image, (451, 300))
 
     # The sweeper deletes what the PUT left (on S3) once it is older than an upload can be in flight.
-    await sweep(runtime, now=utcnow() + timedelta(minutes=6))
+    await sweep(runtime.unit_of_work, runtime, now=utcnow() + timedelta(minutes=6))
     left = [obj.key for obj in await runtime.store.list(f"sessions/{session_id}/")]
     assert len(left) == 2, left  # the photo and its thumbnail
     assert not [key for key in left if "/uploads/" in key], left

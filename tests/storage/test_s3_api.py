@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from consultcam.models import utcnow
-from consultcam.sessions.retention import sweep
+from consultcam.retention.sweeper import sweep
 from consultcam.storage.s3 import S3ObjectStore
 from tests.conftest import jpeg_bytes, pair_phone, start_session
 
@@ -142,7 +142,7 @@ async def test_an_upload_never_registered_is_removed_by_the_sweeper(
     key = f"{PREFIX}sessions/{session['id']}/uploads/{upload['imageId']}"
     assert keys(s3_admin, bucket) == [key]
 
-    report = await sweep(runtime, now=utcnow() + timedelta(hours=1))
+    report = await sweep(runtime.unit_of_work, runtime, now=utcnow() + timedelta(hours=1))
 
     assert report.abandoned_uploads == 1
     assert keys(s3_admin, bucket) == []

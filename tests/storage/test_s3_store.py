@@ -20,8 +20,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from consultcam.storage import s3 as s3_module
+from consultcam.storage.keys import image_key, session_prefix, upload_key
+from consultcam.storage.registry import create_store
 from consultcam.storage.s3 import S3ObjectStore, S3StoreError, parse_s3_url
-from consultcam.storage.store import create_store, image_key, session_prefix, upload_key
 from tests.conftest import jpeg_bytes
 from tests.storage.moto_server import ACCESS_KEY, REGION, SECRET_KEY, free_port
 

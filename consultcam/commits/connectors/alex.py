@@ -1,6 +1,7 @@
 """The `alex` connector: Medtech ALEX, Medtech Evolution's FHIR R4 API (`CONSULTCAM_EMR_URL=alex+https://…/FHIR`).
 
-A FhirConnector with Medtech's rules on top. The Medtech-specific values (header names, NHI system, image
+A FhirClient configured with Medtech's policy (composed, not a FhirConnector subclass); the commit itself is
+`fhir_commit.commit_one_by_one`. The Medtech-specific values (header names, NHI system, image
 limit, time zone) are data, read from `consultcam/data/medtech.json`; body-site and laterality codes and
 words come from `consultcam/data/body-sites.json` through `consultcam.terminology`, never from a client.
 
@@ -22,12 +23,10 @@ words come from `consultcam/data/body-sites.json` through `consultcam.terminolog
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import io
 import ipaddress
 import json
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -44,18 +43,23 @@ from consultcam.commits.connectors.base import (
     CommitContext,
     CommitFailed,
     CommitItem,
+    ConnectorUnavailable,
     ImageResult,
     ProgressCallback,
     all_failed,
     preparation_failed,
     split_server_url,
 )
-from consultcam.commits.connectors.fhir import FhirConnector, OAuth2ClientCredentials
+from consultcam.commits.connectors.fhir import build_entries, retry_policy
+from consultcam.commits.connectors.fhir_client import FhirClient, FhirFailure, RequestHeaders
+from consultcam.commits.connectors.fhir_commit import commit_one_by_one, failed_before_writing
+from consultcam.kit.oauth2 import ClientCredentials
 from consultcam.terminology import site_words
 from consultcam.terminology.metadata import photo_terms
 
-__all__ = ["ENV_NAMES", "NO_FACILITY", "AlexConnector", "fit_jpeg", "medtech", "site_note"]
+__all__ = ["ENV_NAMES", "NO_FACILITY", "AlexConnector", "fit_jpeg", "medtech", "parse_url", "site_note"]
 
+#: The settings ALEX needs, all of them (read into `Settings.alex_*`; the registry passes them on).
 ENV_NAMES = (
     "CONSULTCAM_ALEX_TOKEN_URL",
     "CONSULTCAM_ALEX_CLIENT_ID",
@@ -64,7 +68,6 @@ ENV_NAMES = (
 )
 NO_FACILITY = "This session has no facility; launch consultcam from Medtech so it knows the practice"
 
-_facility: contextvars.ContextVar[str | None] = contextvars.ContextVar("alex_facility", default=None)
 _QUALITIES = (90, 85, 80, 75, 70, 65, 60)
 _SCALE_QUALITY = 80
 _SCALE_STEP = 0.8
@@ -75,99 +78,112 @@ _MIN_SIDE = 64
 def medtech() -> dict[str, Any]:
     """The Medtech mappings from consultcam/data/medtech.json (packaged data)."""
     text = resources.files("consultcam").joinpath("data", "medtech.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    data: dict[str, Any] = json.loads(text)
+    return data
 
 
-class AlexConnector(FhirConnector):
-    """Commits into Medtech ALEX: one Media at a time with compensation, Medtech headers and limits."""
+class AlexConnector:
+    """Commits into Medtech ALEX: a FhirClient (OAuth2 client credentials only) with Medtech's policy: one
+    Media at a time with compensation, Medtech's headers on every request, its size limit and time zone.
+
+    Options as for FhirConnector: `timeout`, `attempts`, `wait_initial`, `wait_max`, `max_retry_after`
+    (seconds), `transport`.
+    """
 
     name = "alex"
 
-    def __init__(self, base_url: str, *, oauth: OAuth2ClientCredentials, **options: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        oauth: ClientCredentials,
+        timeout: float = 30.0,
+        attempts: int = 4,
+        wait_initial: float = 0.5,
+        wait_max: float = 8.0,
+        max_retry_after: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         if oauth is None:
             raise ValueError("Medtech ALEX needs OAuth2 client credentials")
-        options.pop("resource", None)
-        options.pop("bearer_token", None)
-        super().__init__(base_url, resource="Media", oauth=oauth, **options)
-        self._token_url = httpx.URL(oauth.token_url)
+        self.client = FhirClient(
+            base_url,
+            oauth=oauth,
+            retry=retry_policy(
+                attempts=attempts,
+                wait_initial=wait_initial,
+                wait_max=wait_max,
+                max_retry_after=max_retry_after,
+            ),
+            timeout=timeout,
+            transport=transport,
+        )
+        self.base_url = self.client.base_url
         self._data = medtech()
+        self._described = False  # ALEX answered GET metadata once: it is there and signs us in
 
     def __repr__(self) -> str:  # never the token
         return f"AlexConnector({self.base_url!r})"
 
     @classmethod
-    def from_url(cls, url: str, *, env: Mapping[str, str] | None = None, **options: Any) -> AlexConnector:
-        """The connector for `alex+https://host/path/FHIR` (`alex+http` only to a loopback address: tests).
-
-        Credentials come from CONSULTCAM_ALEX_TOKEN_URL, _CLIENT_ID, _CLIENT_SECRET and _SCOPE, all required.
-        Raises ValueError (never quoting the URL) when the URL or a setting is not usable.
-        """
-        env = os.environ if env is None else env
-        scheme, parts = split_server_url(
-            url,
-            schemes=("alex+https", "alex+http"),
-            wrong_scheme="a Medtech ALEX URL must start with alex+https://",
-            name="the ALEX URL",
-            credentials_hint="use the CONSULTCAM_ALEX_CLIENT_* settings",
-        )
-        if parts.query or parts.fragment:
-            raise ValueError("the ALEX URL takes no ?options or #fragment")
-        if scheme == "alex+http" and not _is_loopback(parts.hostname):
-            raise ValueError("alex+http:// is only for a local test server; use alex+https://")
-        values = {name: env.get(name, "").strip() for name in ENV_NAMES}
-        missing = [name for name, value in values.items() if not value]
-        if missing:
-            raise ValueError(f"Medtech ALEX needs {', '.join(missing)} to be set")
-        oauth = OAuth2ClientCredentials(
-            token_url=values["CONSULTCAM_ALEX_TOKEN_URL"],
-            client_id=values["CONSULTCAM_ALEX_CLIENT_ID"],
-            client_secret=values["CONSULTCAM_ALEX_CLIENT_SECRET"],
-            scope=values["CONSULTCAM_ALEX_SCOPE"],
-        )
-        base = urlunsplit((scheme.removeprefix("alex+"), parts.netloc, parts.path.rstrip("/"), "", ""))
-        return cls(base, oauth=oauth, **options)
+    def from_url(cls, url: str, *, oauth: ClientCredentials, **options: Any) -> AlexConnector:
+        """The connector for an `alex+https://` URL (see `parse_url`), signing in with `oauth` (from the
+        CONSULTCAM_ALEX_* settings). Raises ValueError (never quoting the URL) when it is not usable."""
+        return cls(parse_url(url), oauth=oauth, **options)
 
     # -- the port ---------------------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Readiness: GET [base]/metadata answers a CapabilityStatement; ConnectorUnavailable otherwise."""
+        try:
+            async with self.client.session(self._headers(None)) as fhir:
+                await fhir.read_capabilities()
+                self._described = True
+        except FhirFailure as failure:
+            raise ConnectorUnavailable(f"FHIR server: {failure.words} ({failure.outcome})") from None
 
     async def commit(
         self, context: CommitContext, items: Sequence[CommitItem], progress: ProgressCallback
     ) -> list[ImageResult]:
-        """FhirConnector.commit, one photo at a time; CommitFailed before any request without a facility."""
+        """Write every photo or none, one conditional create at a time with compensation (ALEX is never
+        assumed to take transactions, whatever its CapabilityStatement says). CommitFailed before any
+        request without a valid facility, or when a photo cannot be made to fit Medtech's limit."""
         facility = (context.facility_id or "").strip()
         if not facility:
             raise CommitFailed(f"{NO_FACILITY}.", all_failed(items, NO_FACILITY))
         if not facility.isprintable() or not facility.isascii():
             problem = "The session's facility id is not valid; launch consultcam from Medtech again"
             raise CommitFailed(f"{problem}.", all_failed(items, problem))
-        token = _facility.set(facility)
-        try:
-            return await super().commit(context, items, progress)
-        finally:
-            _facility.reset(token)
+        if not items:
+            raise CommitFailed("There are no photos to commit. Take or choose a photo first.", [])
+        entries = await self._entries(context, items)
+        async with self.client.session(self._headers(facility)) as fhir:
+            if not self._described:
+                try:
+                    await fhir.read_capabilities()
+                except FhirFailure as failure:
+                    raise failed_before_writing(items, failure) from None
+                self._described = True
+            return await commit_one_by_one(fhir, items, entries, progress, "Media")
 
-    # -- FhirConnector hooks ----------------------------------------------------------------------------
+    # -- Medtech's policy -------------------------------------------------------------------------------
 
-    async def _read_capabilities(self, client: httpx.AsyncClient) -> bool:
-        """Check that ALEX describes itself, but never assume transactions."""
-        await super()._read_capabilities(client)
-        return False
+    def _headers(self, facility: str | None) -> RequestHeaders:
+        """The request headers ALEX wants on every request (each retry too): the facility, when there is
+        one, and a fresh correlation id. The token endpoint gets neither (FhirClient sends them only to
+        the FHIR server)."""
+        names = self._data["headers"]
 
-    def _client(self) -> httpx.AsyncClient:
-        client = super()._client()
-        client.event_hooks["request"].append(self._medtech_headers)
-        return client
+        def headers() -> dict[str, str]:
+            values = {names["correlation"]: str(uuid.uuid4())}
+            if facility:
+                values[names["facility"]] = facility
+            return values
 
-    async def _medtech_headers(self, request: httpx.Request) -> None:
-        """Every HTTP request to ALEX (each retry too) gets the facility and a fresh correlation id."""
-        if _endpoint(request.url) == _endpoint(self._token_url):
-            return
-        headers = self._data["headers"]
-        facility = _facility.get()
-        if facility:
-            request.headers[headers["facility"]] = facility
-        request.headers[headers["correlation"]] = str(uuid.uuid4())
+        return headers
 
     async def _entries(self, context: CommitContext, items: Sequence[CommitItem]) -> list[dict[str, Any]]:
+        """The Media entries in Medtech's terms (see `_prepare`), each with the site note first."""
         prepared: list[CommitItem] = []
         errors: dict[int, str] = {}
         for index, item in enumerate(items):
@@ -178,7 +194,7 @@ class AlexConnector(FhirConnector):
                 prepared.append(item)
         if errors:
             raise preparation_failed(items, errors, "Medtech", "retake the photo or commit again")
-        entries = await super()._entries(context, prepared)
+        entries = await build_entries(context, prepared)
         for item, entry in zip(prepared, entries, strict=True):
             _add_site_note(entry["resource"], item.metadata or {})
         return entries
@@ -195,9 +211,27 @@ class AlexConnector(FhirConnector):
             jpeg=jpeg,
             width=width,
             height=height,
-            captured_at=_local(item.captured_at, zone),
+            captured_at=None if item.captured_at is None else _local(item.captured_at, zone),
             created_at=_local(item.created_at, zone),
         )
+
+
+def parse_url(url: str) -> str:
+    """The ALEX base URL of `alex+https://host/path/FHIR` (`alex+http` only to a loopback address: tests),
+    checked: no user name or password, no ?query or #fragment. Raises ValueError (never quoting the URL)."""
+    scheme, parts = split_server_url(
+        url,
+        schemes=("alex+https", "alex+http"),
+        wrong_scheme="a Medtech ALEX URL must start with alex+https://",
+        name="the ALEX URL",
+        credentials_hint="use the CONSULTCAM_ALEX_CLIENT_* settings",
+    )
+    if parts.query or parts.fragment:
+        raise ValueError("the ALEX URL takes no ?options or #fragment")
+    if scheme == "alex+http" and not _is_loopback(parts.hostname or ""):
+        raise ValueError("alex+http:// is only for a local test server; use alex+https://")
+    base = urlunsplit((scheme.removeprefix("alex+"), parts.netloc, parts.path.rstrip("/"), "", ""))
+    return base
 
 
 # -- pieces -----------------------------------------------------------------------------------------------
@@ -280,17 +314,11 @@ def _add_site_note(media: dict[str, Any], metadata: Mapping[str, Any]) -> None:
     media["note"] = [{"text": text}, *notes]
 
 
-def _local(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
+def _local(moment: datetime, zone: ZoneInfo) -> datetime:
     """An aware datetime in `zone`; naive ones are read as UTC (as fhir_media does)."""
-    if not isinstance(moment, datetime):
-        return moment
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(zone)
-
-
-def _endpoint(url: httpx.URL) -> tuple[str, str, int | None, str]:
-    return (url.scheme, url.host, url.port, url.path)
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import SplitResult, urlsplit
+
+from consultcam.kit.status import ImageCommitStatus
 
 __all__ = [
     "CommitContext",
@@ -23,7 +24,8 @@ __all__ = [
     "PatientRef",
     "ProgressCallback",
     "all_failed",
-    "connector_from_url",
+    "preparation_failed",
+    "split_server_url",
 ]
 
 
@@ -82,7 +84,7 @@ class ImageResult:
     """The outcome for one image; `resource_id` is where the destination put it when committed."""
 
     image_id: str
-    status: Literal["committed", "failed", "skipped"]
+    status: ImageCommitStatus
     resource_id: str | None = None
     error: str | None = None
 
@@ -130,14 +132,16 @@ class Connector(Protocol):
 
 def all_failed(items: Sequence[CommitItem], error: str) -> list[ImageResult]:
     """One "failed" ImageResult per item, all carrying `error`: the results of a CommitFailed."""
-    return [ImageResult(image_id=item.image_id, status="failed", error=error) for item in items]
+    return [
+        ImageResult(image_id=item.image_id, status=ImageCommitStatus.FAILED, error=error) for item in items
+    ]
 
 
 def split_server_url(
     url: str, *, schemes: tuple[str, ...], wrong_scheme: str, name: str, credentials_hint: str
 ) -> tuple[str, SplitResult]:
     """(scheme, parts) of a connector URL, checked: one of `schemes`, a host, and no user name or password
-    (credentials come from the environment: URLs get logged). Raises ValueError with `wrong_scheme`, or
+    (credentials come from the settings: URLs get logged). Raises ValueError with `wrong_scheme`, or
     naming `name` ("the FHIR server URL"), never quoting the URL."""
     scheme, sep, _ = url.strip().partition("://")
     scheme = scheme.lower()
@@ -173,45 +177,7 @@ def preparation_failed(
         f"The photos could not be prepared for {destination}: {'; '.join(problems.values())}. "
         f"Nothing was saved; {what_to_do}.",
         [
-            ImageResult(item.image_id, "failed", error=problems.get(index, HELD_BACK))
+            ImageResult(item.image_id, ImageCommitStatus.FAILED, error=problems.get(index, HELD_BACK))
             for index, item in enumerate(items)
         ],
     )
-
-
-def connector_from_url(url: str, *, data_dir: Path) -> Connector:
-    """The connector for `CONSULTCAM_EMR_URL`.
-
-    `export://` alone means DATA_DIR/outbox; see ExportConnector.from_url for the path rule.
-    Raises ValueError "unsupported EMR URL scheme …" for any other scheme. The URL itself is never put in
-    the message: production URLs may carry credentials.
-    """
-    scheme, sep, _ = url.partition("://")
-    scheme = scheme.strip().lower()
-    if not sep:
-        raise ValueError("EMR URL must look like scheme://…, for example export://outbox")
-    if scheme == "export":
-        from consultcam.commits.connectors.export import ExportConnector
-
-        return ExportConnector.from_url(url, data_dir=data_dir)
-    if scheme in ("dicomweb+http", "dicomweb+https"):
-        from consultcam.commits.connectors.dicomweb import DicomWebConnector
-
-        return DicomWebConnector.from_url(url)
-    if scheme in ("fhir+https", "fhir+http"):
-        import os
-
-        from consultcam.commits.connectors.fhir import FhirConnector
-
-        # Credentials come from the environment, never the URL: CONSULTCAM_EMR_BEARER_TOKEN, or
-        # CONSULTCAM_EMR_TOKEN_URL/_CLIENT_ID/_CLIENT_SECRET/_SCOPE for OAuth2 client credentials.
-        return FhirConnector.from_url(url, env=os.environ)
-    if scheme in ("alex+https", "alex+http"):
-        import os
-
-        from consultcam.commits.connectors.alex import AlexConnector
-
-        # Medtech ALEX: CONSULTCAM_ALEX_TOKEN_URL/_CLIENT_ID/_CLIENT_SECRET/_SCOPE from the environment;
-        # alex+http only to a loopback address (tests).
-        return AlexConnector.from_url(url, env=os.environ)
-    raise ValueError(f"unsupported EMR URL scheme {scheme!r}: expected export://DIR")

@@ -12,7 +12,8 @@ plainly which remain. Because every UID is derived from the image, session and e
 never makes a second copy: the archive overwrites or ignores an instance it already has.
 
 dicomweb-client is synchronous (requests); it runs in a worker thread. Transient failures (5xx, timeouts,
-dropped connections) are retried with exponential back-off and jitter (tenacity); a 4xx never is.
+dropped connections) are retried with the kit's back-off (`consultcam.kit.http.backoff`, full jitter); a 4xx
+never is.
 """
 
 from __future__ import annotations
@@ -27,12 +28,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 from pydicom.dataset import Dataset
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from consultcam.commits.connectors.base import (
     CommitContext,
@@ -45,6 +41,9 @@ from consultcam.commits.connectors.base import (
     preparation_failed,
 )
 from consultcam.commits.dicom import PRACTICE_TIMEZONE, build_instance, taken_at
+from consultcam.commits.fhir_media import photo_name
+from consultcam.kit.http import RetryPolicy, backoff
+from consultcam.kit.status import ImageCommitStatus
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ class DicomWebConnector:
         missing = [uid for uid in uids if uid not in outcome.stored]
         if not missing:
             return [
-                ImageResult(image_id=item.image_id, status="committed", resource_id=_path(ds))
+                ImageResult(image_id=item.image_id, status=ImageCommitStatus.COMMITTED, resource_id=_path(ds))
                 for item, ds in zip(items, datasets, strict=True)
             ]
         await self._roll_back(context, items, datasets, outcome)
@@ -202,7 +201,7 @@ class DicomWebConnector:
             response = client.store_instances(datasets)
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
-            if status is not None and 400 <= status < 500:
+            if exc.response is not None and status is not None and 400 <= status < 500:
                 body = _response_dataset(exc.response)
                 outcome = _outcome(body) if body is not None else _Outcome(set(), {})
                 return _Outcome(outcome.stored, outcome.failed, status)
@@ -214,9 +213,7 @@ class DicomWebConnector:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential_jitter(
-                    multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
-                ),
+                wait=backoff(RetryPolicy(wait_initial=self.backoff_initial, wait_max=self.backoff_max)),
                 retry=retry_if_exception(_transient),
                 reraise=True,
             ):
@@ -275,7 +272,7 @@ class DicomWebConnector:
                 error = "removed again from the imaging archive because another photo was refused"
             else:
                 error = whole or "the imaging archive did not confirm this photo"
-            results.append(ImageResult(image_id=item.image_id, status="failed", error=error))
+            results.append(ImageResult(image_id=item.image_id, status=ImageCommitStatus.FAILED, error=error))
 
         if whole:
             detail = f"The imaging archive refused the photos: {whole}. Nothing was saved."
@@ -289,7 +286,7 @@ class DicomWebConnector:
             elif not remaining:
                 detail += " The photos it had saved were removed again, so nothing was saved."
             else:
-                names = ", ".join(_photo_name(by_uid[uid]) for uid in remaining)
+                names = ", ".join(photo_name(by_uid[uid]) for uid in remaining)
                 detail += (
                     f" The archive does not allow consultcam to remove photos, so {len(remaining)} of them "
                     f"remain{'s' if len(remaining) == 1 else ''} in the patient's imaging record ({names}; "
@@ -394,10 +391,3 @@ def _request_words(status: int) -> str:
 
 def _path(ds: Dataset) -> str:
     return f"studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
-
-
-def _photo_name(item: CommitItem) -> str:
-    label = item.metadata.get("label") if isinstance(item.metadata, dict) else None
-    if isinstance(label, str) and label.strip():
-        return f"photo {label.strip()!r}"
-    return f"photo {str(item.image_id)[:8]}"

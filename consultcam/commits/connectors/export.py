@@ -38,6 +38,7 @@ from consultcam.commits.connectors.base import (
 )
 from consultcam.commits.fhir_media import assemble_transaction_bundle, bundle_entry, check_context
 from consultcam.files import private_dir, write_private
+from consultcam.kit.status import ImageCommitStatus
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -104,7 +105,9 @@ class ExportConnector:
                 all_failed(items, why),
             ) from exc
         return [
-            ImageResult(image_id=item.image_id, status="committed", resource_id=entry["fullUrl"])
+            ImageResult(
+                image_id=item.image_id, status=ImageCommitStatus.COMMITTED, resource_id=entry["fullUrl"]
+            )
             for item, entry in zip(items, entries, strict=True)
         ]
 

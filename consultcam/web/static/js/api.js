@@ -106,24 +106,3 @@ export const api = {
 };
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * Run `fn(attempt)` up to `tries` times with exponential back-off (base, 2×base, …, plus jitter) while the
- * error is retryable. `onRetry(err, attempt, delayMs)` is told before each wait.
- */
-export async function withRetry(fn, { tries = 3, baseMs = 600, onRetry } = {}) {
-  let lastError;
-  for (let attempt = 1; attempt <= tries; attempt += 1) {
-    try {
-      return await fn(attempt);
-    } catch (err) {
-      lastError = err;
-      const retryable = err instanceof ApiError ? err.retryable : err?.retryable === true;
-      if (!retryable || attempt === tries) break;
-      const delay = baseMs * 2 ** (attempt - 1) * (0.85 + Math.random() * 0.3);
-      onRetry?.(err, attempt, delay);
-      await sleep(delay);
-    }
-  }
-  throw lastError;
-}

@@ -9,19 +9,10 @@ import { CONSENT_GIVERS, CONSENT_SCOPES } from "./consent-dialog.js";
 import { $, h, icon, setText, show } from "./dom.js";
 import { formatBirthDateWithAge, plural } from "./format.js";
 import { listFields, metadataGaps } from "./metadata-chips.js";
-import { siteLabel } from "./metadata-chips.js";
 
-const SIDE_WORDS = { left: "Left", right: "Right", bilateral: "Bilateral" };
-
-/** "Left forearm, Hand, Back": where the photos were taken, each place once, for the confirmation. */
+/** "Left forearm, Hand, Back": where the photos were taken (the server's `words.place`), each once. */
 function describeSites(images) {
-  const places = images.map((image) => {
-    const m = image.metadata || {};
-    if (!m.bodySite?.display) return "";
-    const site = siteLabel(m.bodySite.display);
-    const side = SIDE_WORDS[m.laterality];
-    return side ? `${side} ${site.charAt(0).toLowerCase()}${site.slice(1)}` : site;
-  }).filter(Boolean);
+  const places = images.map((image) => (image.words?.bodySite ? image.words.place : "")).filter(Boolean);
   return [...new Set(places)].join(", ");
 }
 

@@ -10,24 +10,14 @@
 import { laterAnalysis } from "./ai-description.js";
 import { h, icon } from "./dom.js";
 import { describeQualityWarning, formatTime } from "./format.js";
-import { listFields, missingFields, siteLabel } from "./metadata-chips.js";
+import { listFields, missingFields } from "./metadata-chips.js";
 
 const REFETCH_AFTER_MS = 4000;
 
-const LATERALITY_WORDS = { left: "Left", right: "Right", bilateral: "Bilateral", "not-applicable": "Side n/a" };
-const VIEW_WORDS = { overview: "Overview", "close-up": "Close-up", dermoscopy: "Dermoscopy" };
-
-/** The chip line of a photo: side, body site and view in words (label has its own field). */
-export function describeMetadata(metadata = {}, terminology = null) {
-  const laterality = terminology?.laterality?.find((item) => item.value === metadata.laterality);
-  const view = terminology?.views?.find((item) => item.value === metadata.view);
-  return [
-    metadata.laterality ? (laterality?.display || LATERALITY_WORDS[metadata.laterality] || metadata.laterality) : null,
-    metadata.bodySite?.display
-      ? (terminology?.bodySites?.find((site) => site.code === metadata.bodySite.code)?.label || siteLabel(metadata.bodySite.display))
-      : null,
-    metadata.view ? (view?.display || VIEW_WORDS[metadata.view] || metadata.view) : null,
-  ].filter(Boolean);
+/** The chip line of a photo: side, body site and view in the server's words (`image.words`; label has its own field). */
+export function describeMetadata(image) {
+  const words = image?.words || {};
+  return [words.laterality, words.bodySite, words.view].filter(Boolean);
 }
 
 export class Gallery {
@@ -320,7 +310,7 @@ export class Gallery {
     const metadata = image.metadata || {};
     const labelText = metadata.label || "";
     const taken = image.capturedAt || image.createdAt;
-    const words = describeMetadata(metadata, this.terminology);
+    const words = describeMetadata(image);
     item.number.textContent = String(position);
     item.img.alt = `Photo ${position}${labelText ? `: ${labelText}` : ""}${words.length ? `, ${words.join(", ")}` : ""}, taken ${formatTime(taken)}`;
     item.open.setAttribute("aria-label", `Open photo ${position} in the viewer`);

@@ -1,9 +1,10 @@
 // Quick chips for a photo's coded metadata (laterality, body site, view) and its free label: the same control on
 // the phone's review screen and in the desktop's metadata editor.
 //
-// The choices come from GET /api/terminology/body-sites (SNOMED CT concept ids with their preferred terms, kept in
-// consultcam/data/body-sites.json). Chips are toggle buttons (aria-pressed) in groups with a roving tab stop: Tab
-// enters a group, the arrow keys move within it, Space or Enter chooses, choosing the pressed chip again clears it.
+// The choices and every word shown for them come from GET /api/terminology/body-sites (SNOMED CT concept ids with
+// their preferred terms and short names, kept in consultcam/data/body-sites.json): the page keeps no words of its
+// own. Chips are toggle buttons (aria-pressed) in groups with a roving tab stop: Tab enters a group, the arrow keys
+// move within it, Space or Enter chooses, choosing the pressed chip again clears it.
 
 import { api } from "./api.js";
 import { h } from "./dom.js";
@@ -16,8 +17,9 @@ const COMPACT_SITES = 8; // body-site chips shown before "All sites" on a phone
 let terminologyPromise = null;
 
 /**
- * The curated lists, fetched once per page: {source, bodySites: [{system, code, display}],
- * laterality: [{value, display}], views: [{value, display}]}. A failed fetch is not cached (try again later).
+ * The curated lists with the words to show, fetched once per page: {source, bodySites: [{system, code, display,
+ * label}], laterality: [{value, display}], views: [{value, display}]} (`label` is a site's short name, the one
+ * the pages show). A failed fetch is not cached (try again later).
  */
 export function loadTerminology() {
   if (!terminologyPromise) {
@@ -30,34 +32,29 @@ export function loadTerminology() {
 }
 
 /**
- * A short label for a SNOMED CT body-structure preferred term not in the curated list (which carries its own
- * `label`): "Forearm structure" → "Forearm",
- * "Structure of nail of finger" → "Nail of finger", "Skin structure of chest" → "Chest (skin)".
+ * A side's words before a site's short name, both as the server sends them: ("Left", "Forearm") → "Left forearm";
+ * an abbreviation keeps its capitals ("MCP joint"). The same rule as consultcam/terminology/words.py `with_side`,
+ * which makes an image's `words.place`; used here only for photos still on the phone.
  */
-export function siteLabel(display) {
-  let text = String(display || "").trim();
-  const skin = /^skin structure of\s+/i.test(text);
-  text = text
-    .replace(/^(skin\s+)?structure of\s+/i, "")
-    .replace(/\s+(region\s+)?structure$/i, "")
-    .replace(/\s+region$/i, "");
-  text = text.charAt(0).toUpperCase() + text.slice(1);
-  return skin ? `${text} (skin)` : text;
+export function withSide(side, site) {
+  const rest = /^.[a-z]/.test(site) ? site.charAt(0).toLowerCase() + site.slice(1) : site;
+  return `${side} ${rest}`;
 }
 
 /**
  * One line describing a photo's metadata, as a clinician would say it: "Left forearm · Close-up · Lesion A".
- * `terminology` (optional) supplies the laterality and view words; fields missing are left out.
+ * The words are the server's: an image's `words` ({place, view}, from the API) when given, else looked up in
+ * `terminology` (GET /api/terminology/body-sites) for a photo still on the phone; fields missing are left out.
  */
-export function summarise(metadata, terminology = null) {
+export function summarise(metadata, terminology = null, words = null) {
   const m = metadata || {};
+  if (words) return [words.place, words.view, m.label].filter(Boolean).join(" · ");
   const side = m.laterality && m.laterality !== "not-applicable"
-    ? (findByValue(terminology?.laterality, m.laterality)?.display || m.laterality)
+    ? findByValue(terminology?.laterality, m.laterality)?.display || ""
     : "";
-  const known = m.bodySite && (terminology?.bodySites || []).find((item) => item.code === m.bodySite.code);
-  const site = m.bodySite ? known?.label || siteLabel(m.bodySite.display) : "";
-  const where = side && site ? `${side} ${site.charAt(0).toLowerCase()}${site.slice(1)}` : side || site;
-  const view = m.view ? (findByValue(terminology?.views, m.view)?.display || m.view) : "";
+  const site = m.bodySite ? (terminology?.bodySites || []).find((item) => item.code === m.bodySite.code)?.label || "" : "";
+  const where = side && site ? withSide(side, site) : side || site;
+  const view = m.view ? findByValue(terminology?.views, m.view)?.display || "" : "";
   return [where, view, m.label].filter(Boolean).join(" · ");
 }
 
@@ -119,7 +116,7 @@ export class MetadataChips {
     this.lateralityGroup = this.#group("laterality", "Side",
       terminology.laterality.map((item) => ({ key: item.value, text: item.display, value: item.value })));
     this.siteChips = terminology.bodySites.map((site) => ({
-      key: site.code, text: site.label || siteLabel(site.display), title: site.display,
+      key: site.code, text: site.label, title: site.display, // the server's short name and the record's term
       value: { system: site.system, code: site.code, display: site.display }, // a FHIR Coding: no chip word
     }));
     this.siteGroup = this.#group("bodySite", "Body site", this.siteChips);

@@ -5,6 +5,7 @@
 // runs a few photos at a time so one failed photo never stops the others.
 
 import { ApiError, api, sleep } from "./api.js";
+import { afterFailure } from "./upload-retry.js";
 
 // Headers a page may not set on XMLHttpRequest (the browser sets them itself).
 const FORBIDDEN_HEADERS = new Set(["content-length", "host", "connection", "accept-encoding", "cookie", "origin", "referer"]);
@@ -46,8 +47,6 @@ export function putBlob(target, blob, onProgress, { timeoutMs = 120_000, signal 
   });
 }
 
-const TRIES = 3;
-const BASE_DELAY_MS = 600;
 // A signed URL is not used this close to its expiry: a new one is asked for instead.
 const URL_MARGIN_MS = 10_000;
 
@@ -69,9 +68,9 @@ export function whenOnline(signal) {
 }
 
 /**
- * Run `fn()` until it succeeds: up to TRIES attempts with back-off (600 ms, 1.2 s, plus jitter) while the
+ * Run `fn()` until it succeeds: up to three attempts with back-off (600 ms, 1.2 s, plus jitter) while the
  * error is retryable (ApiError.retryable); while the phone is offline, wait for the network without spending
- * an attempt. Throws the last error, or an AbortError when `signal` aborts.
+ * an attempt. The rule is upload-retry.js. Throws the last error, or an AbortError when `signal` aborts.
  */
 export async function persist(fn, { signal, onRetry, onWaiting } = {}) {
   let failures = 0;
@@ -85,13 +84,13 @@ export async function persist(fn, { signal, onRetry, onWaiting } = {}) {
     try {
       return await fn();
     } catch (err) {
-      if (err?.name === "AbortError" || !(err instanceof ApiError) || !err.retryable) throw err;
-      if (!navigator.onLine) continue; // the network went: wait for it, this attempt does not count
-      failures += 1;
-      if (failures >= TRIES) throw err;
-      const delay = BASE_DELAY_MS * 2 ** (failures - 1) * (0.85 + Math.random() * 0.3);
-      onRetry?.(err, failures, delay);
-      await sleep(delay);
+      const retryable = err?.name !== "AbortError" && err instanceof ApiError && err.retryable;
+      const next = afterFailure({ retryable, online: navigator.onLine, failures });
+      if (next.action === "throw") throw err;
+      failures = next.failures;
+      if (next.action === "wait-online") continue; // the network went: wait for it (top of the loop)
+      onRetry?.(err, failures, next.delayMs);
+      await sleep(next.delayMs);
     }
   }
 }

@@ -1,32 +1,29 @@
-"""The sweep task, the periodic sweeper and the worker loop (the job primitives are `consultcam.kit.jobs`)."""
+"""The worker: every domain's tasks, the periodic sweeper, and the loop that runs queued jobs.
+
+This is the one module that knows the task modules (`TASK_MODULES`, imported here at top level): services
+queue a job by its task name (`kit.jobs.enqueue`), and a process that runs jobs (a `consultcam worker`, or
+the web app in embedded mode, whose in-process broker runs them in place) imports this module so that every
+name is registered on taskiq's shared broker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
 
-from taskiq import TaskiqDepends, TaskiqState, async_shared_broker
 from taskiq.acks import AcknowledgeType
+from taskiq.api import run_receiver_task
 
-import consultcam.analysis.tasks  # noqa: F401  registers consultcam.analysis.describe (web app and worker)
-from consultcam.kit.jobs import claim_period, enqueue, retried
-
-if TYPE_CHECKING:
-    from consultcam.runtime import Runtime
+import consultcam.analysis.tasks  # consultcam.analysis.describe
+import consultcam.retention.tasks  # consultcam.sweep
+from consultcam.kit.jobs import claim_period, enqueue
+from consultcam.retention.tasks import SWEEP_TASK
+from consultcam.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-
-@async_shared_broker.task(task_name="consultcam.sweep")
-@retried(attempts=3, max_wait_seconds=10)
-async def sweep_task(state: TaskiqState = TaskiqDepends()) -> dict[str, Any]:  # noqa: B008 (taskiq's DI)
-    """Run the sweeper once (see `sessions.retention.sweep`); returns its report as a dict."""
-    from consultcam.sessions.retention import sweep
-
-    runtime: Runtime = state.runtime
-    return asdict(await sweep(runtime))
+#: Every module that registers tasks (loaded with this one).
+TASK_MODULES = (consultcam.analysis.tasks.__name__, consultcam.retention.tasks.__name__)
 
 
 async def start(runtime: Runtime) -> None:
@@ -36,6 +33,7 @@ async def start(runtime: Runtime) -> None:
 
 
 async def stop(runtime: Runtime) -> None:
+    """Stop the broker (in-process: waits for nothing more; Redis: closes its connections)."""
     await runtime.broker.shutdown()
 
 
@@ -47,7 +45,7 @@ async def run_periodic_sweeper(runtime: Runtime) -> None:
         await asyncio.sleep(interval)
         try:
             if await claim_period(runtime.redis, runtime.settings.redis_prefix, "sweep", interval):
-                await enqueue(runtime.broker, "consultcam.sweep")
+                await enqueue(runtime.broker, SWEEP_TASK)
         except Exception:
             log.exception("could not queue the sweeper")
 
@@ -55,8 +53,6 @@ async def run_periodic_sweeper(runtime: Runtime) -> None:
 async def run_worker(runtime: Runtime) -> None:
     """A worker: take jobs from the Redis broker (acknowledged after they ran) and keep the periodic
     sweeper going. Runs until cancelled."""
-    from taskiq.api import run_receiver_task
-
     await start(runtime)
     sweeper = asyncio.create_task(run_periodic_sweeper(runtime))
     try:

@@ -9,7 +9,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from consultcam.models import AuditEvent, CaptureSession, ClinicalImage, utcnow
-from consultcam.sessions.retention import ENDED_GRACE, sweep
+from consultcam.retention.sweeper import sweep
+from consultcam.sessions.sweep import ENDED_GRACE
 from consultcam.storage.store import upload_key
 from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
 
@@ -36,7 +37,7 @@ async def test_an_idle_session_expires_with_its_photos_and_the_phone_is_signed_o
     assert _files(runtime)
     await _age_session(runtime, session["id"], minutes=runtime.settings.session_idle_minutes + 1)
 
-    report = await sweep(runtime)
+    report = await sweep(runtime.unit_of_work, runtime)
 
     assert report.expired_sessions == 1
     assert _files(runtime) == []
@@ -53,7 +54,7 @@ async def test_an_active_session_is_left_alone(clinician, new_client, runtime):
     session = await start_session(clinician)
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
-    report = await sweep(runtime)
+    report = await sweep(runtime.unit_of_work, runtime)
     assert report.expired_sessions == report.deleted_sessions == 0
     assert len(_files(runtime)) == 2  # the photo and its thumbnail
 
@@ -61,8 +62,8 @@ async def test_an_active_session_is_left_alone(clinician, new_client, runtime):
 async def test_retention_is_a_hard_cap_even_for_a_busy_session(clinician, runtime):
     session = await start_session(clinician)
     later = utcnow() + timedelta(hours=runtime.settings.retention_hours, minutes=1)
-    assert (await sweep(runtime, now=later)).expired_sessions == 1
-    assert (await sweep(runtime, now=later)).deleted_sessions == 1
+    assert (await sweep(runtime.unit_of_work, runtime, now=later)).expired_sessions == 1
+    assert (await sweep(runtime.unit_of_work, runtime, now=later)).deleted_sessions == 1
     assert (await clinician.get(f"/api/sessions/{session['id']}")).status_code == 404
 
 
@@ -71,9 +72,11 @@ async def test_ended_sessions_are_deleted_after_the_grace_period(clinician, new_
     phone = await pair_phone(new_client, session)
     await upload(phone, session["id"], jpeg_bytes())
     await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
-    assert (await sweep(runtime)).deleted_sessions == 0  # the pages can still show "committed"
+    assert (
+        await sweep(runtime.unit_of_work, runtime)
+    ).deleted_sessions == 0  # the pages can still show "committed"
     await _age_session(runtime, session["id"], seconds=ENDED_GRACE.total_seconds() + 1)
-    assert (await sweep(runtime)).deleted_sessions == 1
+    assert (await sweep(runtime.unit_of_work, runtime)).deleted_sessions == 1
     async with runtime.sessionmaker() as db:
         assert await db.get(CaptureSession, session["id"]) is None
         assert (await db.execute(select(ClinicalImage))).scalars().all() == []
@@ -90,7 +93,7 @@ async def test_uploads_that_were_never_registered_are_deleted(clinician, runtime
             update(ClinicalImage).values(upload_expires_at=utcnow() - timedelta(hours=1))
         )
 
-    report = await sweep(runtime)
+    report = await sweep(runtime.unit_of_work, runtime)
 
     assert report.abandoned_uploads == 1
     assert _files(runtime) == []
@@ -105,7 +108,7 @@ async def test_objects_without_a_session_are_deleted(runtime):
     orphan.write_bytes(b"left behind by a crash")
     old = time.time() - 3600
     os.utime(orphan, (old, old))
-    assert (await sweep(runtime)).orphan_objects == 1
+    assert (await sweep(runtime.unit_of_work, runtime)).orphan_objects == 1
     assert not orphan.exists()
 
 
@@ -115,7 +118,7 @@ async def test_an_interrupted_commit_reopens_the_session(clinician, new_client, 
         await uow.session.execute(
             update(CaptureSession).values(status="committing", last_activity_at=utcnow() - timedelta(hours=1))
         )
-    assert (await sweep(runtime)).reopened_commits == 1
+    assert (await sweep(runtime.unit_of_work, runtime)).reopened_commits == 1
     state = (await clinician.get(f"/api/sessions/{session['id']}")).json()
     assert state["status"] == "open"
     assert "interrupted" in state["commitError"]
@@ -142,6 +145,6 @@ async def test_an_upload_replayed_after_registration_is_cleaned_up(clinician, ru
     old = time.time() - 3600
     os.utime(leftover, (old, old))
 
-    assert (await sweep(runtime)).orphan_objects == 1
+    assert (await sweep(runtime.unit_of_work, runtime)).orphan_objects == 1
     assert not leftover.exists()
     assert len(_files(runtime)) == 2  # the registered photo and its thumbnail stay

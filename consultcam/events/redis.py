@@ -21,15 +21,24 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
 
 from consultcam import metrics
-from consultcam.events.bus import EVENT_TYPES, Event, wait_for_wake
-from consultcam.events.streams import LocalStreams, StreamLease, StreamLimits, TooManyStreams, ends_streams
+from consultcam.events.bus import EVENT_TYPES, Event
+from consultcam.events.streams import (
+    LocalStreams,
+    StreamLease,
+    StreamLimits,
+    TooManyStreams,
+    ends_streams,
+    wait_for_wake,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +128,11 @@ class RedisEventBus:
             raise ValueError(f"unknown event type {type!r}")
         metrics.EVENTS_PUBLISHED.labels(type).inc()
         at = datetime.now(UTC)
-        fields = {"type": type, "at": at.isoformat(), "data": json.dumps(data)}
+        fields: dict[FieldT, EncodableT] = {
+            "type": type,
+            "at": at.isoformat(),
+            "data": json.dumps(data),
+        }
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self._stream(session_id), fields, maxlen=self._retain, approximate=True)
             pipe.expire(self._stream(session_id), self._ttl)
@@ -135,10 +148,10 @@ class RedisEventBus:
             rows = await self._redis.xrange(self._stream(session_id), min=start, max="+", count=self._retain)
         except ResponseError:  # not a stream id (e.g. from the embedded bus before a switch): replay all
             rows = await self._redis.xrange(self._stream(session_id), min="-", max="+", count=self._retain)
-        return [self._event(session_id, event_id, fields) for event_id, fields in rows]
+        return [self._event(session_id, event_id, fields or {}) for event_id, fields in rows or []]
 
     @staticmethod
-    def _event(session_id: str, event_id: Any, fields: dict[Any, Any]) -> Event:
+    def _event(session_id: str, event_id: Any, fields: Mapping[Any, Any]) -> Event:
         values = {_text(k): _text(v) for k, v in fields.items()}
         return Event(
             _text(event_id),
@@ -208,7 +221,7 @@ class RedisEventBus:
                 delay = min(delay * 2, 10)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose untyped
 
     def _end_locally(self, payload: Any) -> None:
         try:

@@ -1,0 +1,93 @@
+"""The composition root: builds the `Runtime` (one adapter per port) from the settings, checks it can reach
+what it needs, and nothing else does either.
+
+The web app (`app.create_app`), the worker and every CLI command start from `build_runtime`; the adapters
+are chosen by the settings' URLs through each port's registry (`storage.registry`, `events.registry`, the
+connectors' `connector_from_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from sqlalchemy import text
+
+from consultcam import terminology
+from consultcam.commits.connectors.registry import connector_from_url
+from consultcam.config import Settings
+from consultcam.db import create_engine, create_sessionmaker
+from consultcam.events.registry import create_bus
+from consultcam.files import PRIVATE_DIR, tighten
+from consultcam.kit.jobs import create_broker
+from consultcam.runtime import Runtime
+from consultcam.storage.registry import create_store
+
+#: Redis connections per process (event reads are short; the Pub/Sub listener holds one).
+REDIS_CONNECTIONS = 64
+
+
+class Unreachable(RuntimeError):
+    """A service the settings point at does not answer."""
+
+
+def create_redis(redis_url: str) -> Redis | None:
+    """The process's Redis client for `CONSULTCAM_REDIS_URL` (None when unset: embedded mode). A blocking
+    pool of `REDIS_CONNECTIONS`: when every connection is busy (hundreds of streams woken at once) a caller
+    waits its turn (up to 20 s) instead of failing with "Too many connections"."""
+    if not redis_url:
+        return None
+    pool = BlockingConnectionPool.from_url(
+        redis_url, max_connections=REDIS_CONNECTIONS, timeout=20, health_check_interval=30
+    )
+    return Redis(connection_pool=pool)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Build the adapters (no connection is made yet; an existing DATA_DIR is narrowed to 0700, see
+    consultcam/files.py) and install the practice's body-site terminology for this process. Raises
+    ValueError with the setting to fix when a URL is unsupported, OSError when a folder the settings name
+    cannot be made."""
+    # DATA_DIR holds the database, secrets and photos: made 0700 by whichever file comes first, and
+    # narrowed to 0700 when an older install left it open. (Not made here: production may not use it.)
+    tighten(settings.data_dir, PRIVATE_DIR)
+    terminology.use(settings.terminology)  # the practice's body sites, for requests and commits alike
+    engine = create_engine(settings.resolved_database_url)
+    redis = create_redis(settings.redis_url)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        store=create_store(
+            settings.resolved_storage_url,
+            secret_key=settings.secret_key,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            s3_sse_kms_key_id=settings.s3_sse_kms_key_id,
+        ),
+        bus=create_bus(settings, redis),
+        connector=connector_from_url(settings.emr_url, settings),
+        broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),
+        redis=redis,
+    )
+
+
+async def check_database(runtime: Runtime) -> None:
+    """Raise what the driver raises when the database does not answer `SELECT 1`."""
+    async with runtime.engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+async def preflight(runtime: Runtime, timeout: float = 5.0) -> None:
+    """Check that the database and Redis answer within `timeout` seconds each, so a process refuses to
+    start rather than fail later. Raises `Unreachable` naming the setting to check."""
+    probes: list[tuple[str, Awaitable[object]]] = [
+        ("database (CONSULTCAM_DATABASE_URL)", check_database(runtime))
+    ]
+    if runtime.redis is not None:
+        probes.append(("Redis (CONSULTCAM_REDIS_URL)", runtime.redis.ping()))
+    for name, probe in probes:
+        try:
+            await asyncio.wait_for(probe, timeout)
+        except Exception as exc:
+            raise Unreachable(f"cannot reach the {name}: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,243 @@
+"""The two ways a commit is written into a FHIR R4 server, both all or nothing (hl7.org/fhir/R4/http.html):
+
+* `commit_transaction`: one transaction Bundle; the server applies every entry or none.
+* `commit_one_by_one`: each resource is a conditional create (`If-None-Exist: identifier=<system>|<image
+  id>`); when one fails for good, the resources this commit created (201) are deleted again. Resources that
+  already existed (200 on a conditional create: an earlier, interrupted commit put them there) are left alone.
+
+Never twice: every entry is a conditional create on the image id, so a retried request (after a timeout, a
+5xx or a 429) or a repeated commit finds the resource instead of making a second one. That is what makes
+retrying these POSTs safe (`repeatable=True`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import httpx
+
+from consultcam.commits.connectors.base import (
+    CommitContext,
+    CommitFailed,
+    CommitItem,
+    ImageResult,
+    ProgressCallback,
+    all_failed,
+    preparation_failed,
+)
+from consultcam.commits.connectors.fhir_client import (
+    FhirFailure,
+    FhirSession,
+    id_of,
+    json_body,
+    outcome_text,
+    raise_for_status,
+)
+from consultcam.commits.fhir_media import assemble_transaction_bundle, photo_name
+from consultcam.kit.status import ImageCommitStatus
+
+__all__ = ["commit_one_by_one", "commit_transaction", "failed_before_writing", "what_to_do"]
+
+log = logging.getLogger(__name__)
+
+ADMIN = "ask the practice's EMR administrator"
+
+
+def what_to_do(failure: FhirFailure) -> str:
+    """The end of a CommitFailed sentence: what the GP can do about `failure`."""
+    if failure.status in (401, 403):
+        return "ask the practice's IT support to check consultcam's EMR connection settings."
+    if failure.status is None:
+        return "check the practice's network and try again."
+    if failure.status >= 500 or failure.status == 429:
+        return "try again in a few minutes."
+    return f"correct the problem and commit again, or {ADMIN}."
+
+
+def failed_before_writing(items: Sequence[CommitItem], failure: FhirFailure) -> CommitFailed:
+    """The CommitFailed for a failure before any resource was sent (capabilities, sign-in)."""
+    return CommitFailed(
+        f"{failure.words}: {failure.outcome}. Nothing was saved; {what_to_do(failure)}",
+        all_failed(items, failure.outcome),
+    )
+
+
+async def commit_transaction(
+    fhir: FhirSession,
+    context: CommitContext,
+    items: Sequence[CommitItem],
+    entries: list[dict[str, Any]],
+    progress: ProgressCallback,
+) -> list[ImageResult]:
+    """POST one transaction Bundle of `entries` to the base URL; one "committed" result per item, or
+    CommitFailed with the server's words."""
+    try:
+        bundle = await asyncio.to_thread(assemble_transaction_bundle, context, entries)
+    except ValueError as exc:
+        raise preparation_failed(items, str(exc), "the patient record") from exc
+    try:
+        response = await fhir.send("POST", fhir.base_url, json=bundle, repeatable=True)
+        raise_for_status(response, "The patient record system refused the photos")
+        results = _transaction_results(fhir, response, items)
+    except FhirFailure as failure:
+        if failure.status is None or failure.status >= 500 or failure.status == 429:
+            # No answer, or a server error: a transaction is atomic, and a repeat finds what was saved.
+            tail = "Nothing was saved, or if it was, committing again will not save the photos twice"
+        else:
+            tail = "Nothing was saved"
+        raise CommitFailed(
+            f"{failure.words}: {failure.outcome}. {tail}; {what_to_do(failure)}",
+            all_failed(items, failure.outcome),
+        ) from None
+    await progress(len(items), len(items))
+    return results
+
+
+def _transaction_results(
+    fhir: FhirSession, response: httpx.Response, items: Sequence[CommitItem]
+) -> list[ImageResult]:
+    """One result per item from a transaction-response Bundle; FhirFailure when an entry was not saved."""
+    body = json_body(response)
+    answers = body.get("entry") if isinstance(body, dict) else None
+    if (
+        not isinstance(body, dict)
+        or body.get("resourceType") != "Bundle"
+        or not isinstance(answers, list)
+        or len(answers) != len(items)
+    ):
+        raise FhirFailure(
+            "The patient record system gave an answer consultcam does not understand",
+            "the transaction-response Bundle is missing or has the wrong number of entries",
+            status=response.status_code,
+        )
+    results = []
+    for item, answer in zip(items, answers, strict=True):
+        reply = answer.get("response") if isinstance(answer, dict) else None
+        status = str(reply.get("status", "")) if isinstance(reply, dict) else ""
+        if not status.startswith(("200", "201")):
+            outcome = outcome_text(reply.get("outcome") if isinstance(reply, dict) else None)
+            raise FhirFailure(
+                "The patient record system did not save every photo",
+                outcome or f"entry status {status or 'missing'}",
+                status=response.status_code,
+            )
+        location = reply.get("location") if isinstance(reply, dict) else None
+        resource_id = fhir.client.resource_id(location) or id_of(answer.get("resource"))
+        results.append(ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id))
+    return results
+
+
+async def commit_one_by_one(
+    fhir: FhirSession,
+    items: Sequence[CommitItem],
+    entries: list[dict[str, Any]],
+    progress: ProgressCallback,
+    resource: str,
+) -> list[ImageResult]:
+    """A conditional create of each entry's resource (of type `resource`) in turn; on a failure for good,
+    delete what this commit created and raise CommitFailed (see `_compensate`)."""
+    created: list[str] = []  # resource ids this commit made (201), to remove if a later one fails
+    found: dict[int, str] = {}  # item index → resource an earlier attempt made (200): left alone
+    results: list[ImageResult] = []
+    for index, (item, entry) in enumerate(zip(items, entries, strict=True)):
+        try:
+            response = await fhir.send(
+                "POST",
+                f"{fhir.base_url}/{resource}",
+                json=entry["resource"],
+                headers={"If-None-Exist": entry["request"]["ifNoneExist"]},
+                repeatable=True,
+            )
+            raise_for_status(response, f"The patient record system refused {photo_name(item)}")
+            resource_id = fhir.client.resource_id(response.headers.get("location")) or id_of(
+                json_body(response)
+            )
+            if response.status_code == 201:
+                if resource_id is None:
+                    raise FhirFailure(
+                        "The patient record system saved a photo without saying where",
+                        "201 Created without a Location header",
+                        status=201,
+                    )
+                created.append(resource_id)
+            else:
+                found[index] = resource_id or "an existing resource"
+        except FhirFailure as failure:
+            await _compensate(fhir, items, index, failure, created, found)
+        results.append(ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id))
+        try:
+            await progress(index + 1, len(items))
+        except Exception:
+            await _delete_all(fhir, created)  # all or nothing, even when progress fails
+            raise
+    return results
+
+
+async def _compensate(
+    fhir: FhirSession,
+    items: Sequence[CommitItem],
+    failed_index: int,
+    failure: FhirFailure,
+    created: list[str],
+    found: dict[int, str],
+) -> NoReturn:
+    """Delete what this attempt created, newest first, then raise CommitFailed saying what is left:
+    resources it could not delete, and those `found` from an earlier attempt of the same commit (an
+    interrupted one), which are the record's now and stay (a retry finds them again)."""
+    left = await _delete_all(fhir, created)
+    failed_item = items[failed_index]
+    if failure.status is None or failure.status >= 500 or failure.status == 429:
+        tail = "committing again will not save any photo twice"
+    else:
+        tail = "correct the problem and commit again, or " + ADMIN
+    detail = f"{failure.words}: {failure.outcome}. "
+    if left:
+        photos = "photo that was" if len(left) == 1 else "photos that were"
+        detail += (
+            f"The other photos were not saved, and {len(left)} {photos} already saved could not be "
+            f"removed: {', '.join(left)}; {ADMIN} to delete "
+            f"{'it' if len(left) == 1 else 'them'}, then commit again."
+        )
+    elif found:
+        photos = "photo" if len(found) == 1 else "photos"
+        detail += (
+            f"This time nothing was saved, but {len(found)} {photos} saved by an earlier, interrupted "
+            f"attempt of this commit {'is' if len(found) == 1 else 'are'} in the record "
+            f"({', '.join(found.values())}); {tail}: those are not saved twice."
+        )
+    else:
+        detail += f"Nothing was saved; {tail}."
+    not_saved = f"not saved because {photo_name(failed_item)} could not be saved"
+    if left:
+        not_saved += f"; photos left in the record that must be removed: {', '.join(left)}"
+
+    def why(index: int) -> str:
+        if index == failed_index:
+            return failure.outcome
+        if index in found:
+            return f"already in the record from an earlier, interrupted attempt ({found[index]})"
+        return not_saved
+
+    results = [
+        ImageResult(item.image_id, ImageCommitStatus.FAILED, error=why(index))
+        for index, item in enumerate(items)
+    ]
+    raise CommitFailed(detail, results)
+
+
+async def _delete_all(fhir: FhirSession, created: list[str]) -> list[str]:
+    """Delete `created`, newest first; returns the ids that could not be deleted, in creation order."""
+    left: list[str] = []
+    for resource_id in reversed(created):
+        try:
+            response = await fhir.send("DELETE", f"{fhir.base_url}/{resource_id}")
+            if response.status_code not in (404, 410):  # already gone is what we want
+                raise_for_status(response, "The patient record system refused a deletion")
+        except FhirFailure as delete_failure:
+            log.warning("compensating delete of %s failed: %s", resource_id, delete_failure.outcome)
+            left.append(resource_id)
+    left.reverse()
+    return left
