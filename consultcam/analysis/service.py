@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
-from taskiq import AsyncBroker
 
 from consultcam import audit
 from consultcam.analysis.ai import (
@@ -39,7 +39,6 @@ from consultcam.errors import Conflict, ResourceNotFound
 from consultcam.events.bus import publish_after_commit
 from consultcam.images import repository as images
 from consultcam.images.service import IMAGE_WORK, event_image, get_image
-from consultcam.kit import jobs
 from consultcam.kit.status import AnalysisStatus
 from consultcam.models import ClinicalImage, utcnow
 from consultcam.sessions import service as sessions
@@ -52,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: The describe job's task name (queued by name: `kit.jobs.enqueue`; the task is `analysis.tasks`).
 DESCRIBE_TASK = "consultcam.analysis.describe"
+#: Queues a job by task name with JSON arguments: `kit.jobs.enqueue` bound to the runtime's broker (passed
+#: in, so this service imports no job framework: taskiq loads Starlette).
+Enqueue = Callable[..., Awaitable[None]]
 #: States in which the job may (still) work on an image: `running` again when a job lost with a killed
 #: worker is delivered a second time.
 _WORKABLE = (AnalysisStatus.PENDING, AnalysisStatus.RUNNING)
@@ -64,10 +66,10 @@ STUCK_REASON = (
 )
 
 
-def schedule_analysis(uow: UnitOfWork, settings: Settings, broker: AsyncBroker, image: ClinicalImage) -> None:
+def schedule_analysis(uow: UnitOfWork, settings: Settings, enqueue: Enqueue, image: ClinicalImage) -> None:
     """At registration: set `image.analysis` to `disabled` (no CONSULTCAM_AI_BASE_URL) or `pending`, and
-    in the latter case queue the describe job (DESCRIBE_TASK, by name) once `uow` commits (never for a
-    registration rolled back)."""
+    in the latter case queue the describe job (`enqueue(DESCRIBE_TASK, session_id, image_id)`) once `uow`
+    commits (never for a registration rolled back)."""
     if not settings.ai_enabled:
         image.analysis = {"status": AnalysisStatus.DISABLED}
         return
@@ -75,7 +77,7 @@ def schedule_analysis(uow: UnitOfWork, settings: Settings, broker: AsyncBroker, 
     session_id, image_id = image.session_id, image.id
 
     async def _queue() -> None:
-        await jobs.enqueue(broker, DESCRIBE_TASK, session_id, image_id)
+        await enqueue(DESCRIBE_TASK, session_id, image_id)
 
     uow.after_commit(_queue)
 

@@ -27,6 +27,7 @@ from consultcam.images.processing.formats import ImageRejected
 from consultcam.images.processing.normalise import ImageHeader, NormalisedImage, inspect, normalise
 from consultcam.images.schemas import RegisterRequest
 from consultcam.images.service import event_image, get_image, session_full, slots_in_use
+from consultcam.kit import jobs
 from consultcam.kit.status import ImageStatus
 from consultcam.models import ClinicalImage, utcnow
 from consultcam.sessions import service as sessions
@@ -110,7 +111,7 @@ async def register_image(
             image.quality = {**normalised.quality, "warnings": [*normalised.quality["warnings"], *ignored]}
             # The AI description: "disabled" unless the practice configures an endpoint, else "pending" and a
             # job queued after the commit (issue 6).
-            schedule_analysis(uow, settings, rt.broker, image)
+            schedule_analysis(uow, settings, functools.partial(jobs.enqueue, rt.broker), image)
             sessions.touch(session)
             audit.record(
                 uow.session,
