@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from consultcam.images.processing import validate_edits
+from consultcam.images.processing.edits import validate_edits
 
 ROOT = Path(__file__).resolve().parents[1]
 JS_TESTS = ROOT / "tests" / "js"

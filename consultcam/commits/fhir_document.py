@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
 from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM, build_media, photo_name
-from consultcam.images.processing import convert_for_document
+from consultcam.images.processing.documents import convert_for_document
 
 __all__ = ["PHOTOGRAPHIC_IMAGE", "build_document_reference", "document_reference_entry"]
 

@@ -2,7 +2,7 @@
 
 A small file can decode to hundreds of megabytes (a flat 45-megapixel PNG is 150 KB on the wire and 230 MB
 in memory), so counting decodes does not bound what they hold. Each decode is weighed, before it starts, by
-what its header says it will cost (`processing.inspect`), and admitted only while the process's decodes
+what its header says it will cost (`normalise.inspect`), and admitted only while the process's decodes
 together stay within `CONSULTCAM_DECODE_MEMORY_BUDGET_MB`. Callers queue first come, first served; a
 registration waits at most `CONSULTCAM_DECODE_WAIT_SECONDS`, then gets 503 with `Retry-After`; a photo
 whose decode alone is over the whole budget is refused outright (it would never be admitted).

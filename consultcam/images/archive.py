@@ -14,18 +14,21 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
 from consultcam import audit
 from consultcam.auth import Principal
 from consultcam.config import PRACTICE_TIMEZONE
+from consultcam.db import Transactions
 from consultcam.errors import Conflict, ResourceNotFound
 from consultcam.images.service import ready_images, render_image
-from consultcam.runtime import Runtime
 from consultcam.sessions import service as sessions
 from consultcam.terminology.metadata import UnknownTerm, photo_terms
+
+if TYPE_CHECKING:
+    from consultcam.runtime import Runtime
 
 #: The session's ZIP is built in memory up to this size, then in an unlinked temporary file (0600).
 ARCHIVE_SPOOL_BYTES = 8 * 1024 * 1024
@@ -51,15 +54,16 @@ class SessionArchive:
             self.file.close()
 
 
-async def session_archive(rt: Runtime, actor: Principal, session_id: str) -> SessionArchive:
+async def session_archive(tx: Transactions, rt: Runtime, actor: Principal, session_id: str) -> SessionArchive:
     """Every ready photo of the session with its edits burned in, as one ZIP (stored, not deflated: JPEG
     does not compress), in gallery order and named `01-<label, else body site>.jpg`; audited.
 
     Built in a SpooledTemporaryFile one photo at a time, so 50 photos never sit twice in memory, and with
-    no transaction open while rendering. A photo deleted meanwhile is left out. Raises ResourceNotFound
-    (404), Conflict (409 `NoPhotos`) when there is no ready photo.
+    no transaction open while rendering (it reads, then audits, in transactions of its own, `tx`). A photo
+    deleted meanwhile is left out. Raises ResourceNotFound (404), Conflict (409 `NoPhotos`) when there is no
+    ready photo.
     """
-    async with rt.unit_of_work(writes=False) as uow:
+    async with tx(writes=False) as uow:
         session = await sessions.get_session(uow, session_id)
         images = await ready_images(uow, session_id)
     if not images:
@@ -88,7 +92,7 @@ async def session_archive(rt: Runtime, actor: Principal, session_id: str) -> Ses
     except BaseException:
         spool.close()
         raise
-    async with rt.unit_of_work() as uow:
+    async with tx() as uow:
         audit.record(
             uow.session, actor, "session.downloaded", session_id=session_id, images=written, size_bytes=size
         )

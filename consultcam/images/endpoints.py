@@ -16,7 +16,7 @@ from consultcam.deps import (
     UoWDep,
 )
 from consultcam.errors import NO_STORE
-from consultcam.images import archive, service
+from consultcam.images import archive, registration, service
 from consultcam.images.schemas import (
     ImageList,
     ImageOut,
@@ -25,6 +25,7 @@ from consultcam.images.schemas import (
     UploadOut,
     UploadRequest,
 )
+from consultcam.kit.status import ImageStatus
 from consultcam.sessions.service import get_session
 
 router = APIRouter(prefix="/api/sessions/{session_id}", tags=["images"])
@@ -50,7 +51,7 @@ async def register_image(
 ) -> ImageOut:
     """Verify and record an uploaded photo (422 when it is missing, not a valid image or too big to decode;
     503 with Retry-After when the server's decode memory stayed full; send it again then)."""
-    image, created = await service.register_image(rt, principal, session_id, body)
+    image, created = await registration.register_image(rt.unit_of_work, rt, principal, session_id, body)
     if not created:
         response.status_code = status.HTTP_200_OK
     return await service.image_out_with_urls(image, rt)
@@ -70,7 +71,9 @@ async def get_image(
     session_id: str, image_id: str, rt: RuntimeDep, uow: ReadUoWDep, principal: ReadSessionPrincipalDep
 ) -> ImageOut:
     """One photo with short-lived URLs."""
-    image = await service.get_image(uow, session_id, image_id, statuses=("ready", "committed"))
+    image = await service.get_image(
+        uow, session_id, image_id, statuses=(ImageStatus.READY, ImageStatus.COMMITTED)
+    )
     return await service.image_out_with_urls(image, rt)
 
 
@@ -98,7 +101,7 @@ async def delete_image(
 async def download_image(session_id: str, image_id: str, rt: RuntimeDep, clinician: ClinicianDep) -> Response:
     """The JPEG with its edits burned in, as an attachment (clinician only, never cached; `nosniff` comes
     with every response from the app's security headers)."""
-    session, image, data = await service.rendered_jpeg(rt, clinician, session_id, image_id)
+    session, image, data = await service.rendered_jpeg(rt.unit_of_work, rt, clinician, session_id, image_id)
     name = f"{session.encounter_id}-{image.id[:8]}.jpg".replace('"', "")
     return Response(
         data,
@@ -111,7 +114,7 @@ async def download_image(session_id: str, image_id: str, rt: RuntimeDep, clinici
 async def download_session(session_id: str, rt: RuntimeDep, clinician: ClinicianDep) -> StreamingResponse:
     """Every ready photo with its edits burned in, as one ZIP attachment (clinician only, never cached;
     409 `NoPhotos` when there is none)."""
-    built = await archive.session_archive(rt, clinician, session_id)
+    built = await archive.session_archive(rt.unit_of_work, rt, clinician, session_id)
     return StreamingResponse(
         built.chunks(),
         media_type="application/zip",

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from consultcam.schemas import CamelModel
-from consultcam.terminology import SNOMED_CT, active
+from consultcam.terminology import active
 from consultcam.terminology.metadata import PICK_A_SITE, canonical_metadata
 from consultcam.terminology.schemas import MetadataWordsOut
 from consultcam.terminology.words import metadata_words
@@ -75,7 +75,7 @@ class Coding(CamelModel):
     optional on input and, when sent, must be the list's term for the code; the stored and returned display
     is always the list's."""
 
-    system: Literal["http://snomed.info/sct"] = SNOMED_CT
+    system: Literal["http://snomed.info/sct"] = "http://snomed.info/sct"  # terminology.SNOMED_CT
     code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=18)]
     display: Term | None = None
 

@@ -1,22 +1,22 @@
-"""Clinical images: presigned uploads, verification at registration, metadata and edits, deletion.
+"""Clinical images: presigned upload slots, reading, metadata and edits, deletion, rendering, and the sweep
+of uploads never registered.
 
-Registration (DESIGN.md step 4) is where untrusted bytes become a clinical image: the stored object must
-exist, have the declared size and real image magic bytes, decode under the pixel cap, and is then
-re-encoded upright with every EXIF/GPS tag removed. A rejected upload is deleted, row and object.
+Registration (untrusted bytes becoming a clinical image) is `consultcam.images.registration`; the SQL is
+`consultcam.images.repository`. Functions that take `uow` run inside their caller's transaction; those that
+take `tx` open their own (see consultcam.db.Transactions).
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import time
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from sqlalchemy import func, or_, select
 
-from consultcam import audit, metrics
+from consultcam import audit
 from consultcam.auth import Phone, Principal
+from consultcam.db import Transactions, UnitOfWork
 from consultcam.errors import (
     Conflict,
     ConsultcamError,
@@ -27,25 +27,27 @@ from consultcam.errors import (
     UnsupportedMediaType,
 )
 from consultcam.events.bus import publish_after_commit
-from consultcam.images import admission, processing
-from consultcam.images.schemas import (
-    ImageOut,
-    ImagePatch,
-    ImageUrls,
-    RegisterRequest,
-    UploadOut,
-    UploadRequest,
-)
+from consultcam.images import admission, repository
+from consultcam.images.processing import render as rendering
+from consultcam.images.processing.edits import validate_edits
+from consultcam.images.processing.formats import ACCEPTED_CONTENT_TYPES
+from consultcam.images.schemas import ImageOut, ImagePatch, ImageUrls, UploadOut, UploadRequest
+from consultcam.kit.status import ImageStatus
 from consultcam.models import CaptureSession, ClinicalImage, utcnow
-from consultcam.runtime import Runtime, UnitOfWork
 from consultcam.sessions import service as sessions
-from consultcam.storage.store import image_key, parse_upload_key, thumbnail_key, upload_key
+from consultcam.storage.store import ObjectStore, parse_upload_key, upload_key
+
+if TYPE_CHECKING:
+    from consultcam.runtime import Runtime
 
 #: Photos decoded at once in this process (see `admission`; the AI job prepares its JPEG under it too).
 IMAGE_WORK = admission.IMAGE_WORK
 
 #: Uploads registered this long after their URL expired are abandoned (the sweeper deletes them).
 UPLOAD_GRACE = timedelta(minutes=5)
+
+#: What `get_image` finds unless told otherwise: registered photos not yet committed.
+_READY = (ImageStatus.READY,)
 
 
 def image_out(image: ClinicalImage, rt: Runtime, urls: ImageUrls | None = None) -> ImageOut:
@@ -76,7 +78,7 @@ def image_out(image: ClinicalImage, rt: Runtime, urls: ImageUrls | None = None) 
 async def image_out_with_urls(image: ClinicalImage, rt: Runtime) -> ImageOut:
     """The image with fresh short-lived presigned GET URLs for the full JPEG and the thumbnail."""
     urls = None
-    if image.object_key and image.thumbnail_key and image.status == "ready":
+    if image.object_key and image.thumbnail_key and image.status == ImageStatus.READY:
         ttl = rt.settings.download_url_ttl_seconds
         urls = ImageUrls(
             full=await rt.store.presign_get(image.object_key, expires_in=ttl),
@@ -85,7 +87,7 @@ async def image_out_with_urls(image: ClinicalImage, rt: Runtime) -> ImageOut:
     return image_out(image, rt, urls)
 
 
-def event_image(image: ClinicalImage, rt: Runtime) -> dict:
+def event_image(image: ClinicalImage, rt: Runtime) -> dict[str, Any]:
     """An image as carried in events: JSON-ready, without URLs (they are per-viewer and short-lived)."""
     return image_out(image, rt).model_dump(mode="json", by_alias=True, exclude={"urls"})
 
@@ -95,18 +97,13 @@ async def get_image(
     session_id: str,
     image_id: str,
     *,
-    statuses: tuple[str, ...] = ("ready",),
+    statuses: tuple[ImageStatus, ...] = _READY,
     for_update: bool = False,
 ) -> ClinicalImage:
     """An image of the session in one of `statuses`; raises ResourceNotFound (404) otherwise.
     `for_update`: lock the row and re-read it (PostgreSQL; a no-op on SQLite, see `sessions.lock_session`).
     """
-    image = await uow.session.get(
-        ClinicalImage,
-        image_id,
-        with_for_update={"key_share": True} if for_update else None,
-        populate_existing=for_update,
-    )
+    image = await repository.find(uow, image_id, for_update=for_update)
     if image is None or image.session_id != session_id or image.status not in statuses:
         raise ResourceNotFound(
             "No such photo in this session: it may have been deleted or committed.", error="ImageNotFound"
@@ -115,32 +112,15 @@ async def get_image(
 
 
 async def list_images(uow: UnitOfWork, rt: Runtime, session_id: str) -> list[ImageOut]:
-    """The session's registered images, oldest first, with fresh URLs."""
-    images = (
-        (
-            await uow.session.execute(
-                select(ClinicalImage)
-                .where(
-                    ClinicalImage.session_id == session_id, ClinicalImage.status.in_(("ready", "committed"))
-                )
-                .order_by(ClinicalImage.created_at)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    """The session's registered images (ready or committed), oldest first, with fresh URLs."""
+    images = await repository.in_session(uow, session_id, (ImageStatus.READY, ImageStatus.COMMITTED))
     return [await image_out_with_urls(image, rt) for image in images]
 
 
 async def ready_images(uow: UnitOfWork, session_id: str) -> list[ClinicalImage]:
     """The session's registered, not yet committed images, oldest first: the gallery's order, which names
     photos "photo 1", "photo 2" … in messages, the ZIP and the commit."""
-    result = await uow.session.execute(
-        select(ClinicalImage)
-        .where(ClinicalImage.session_id == session_id, ClinicalImage.status == "ready")
-        .order_by(ClinicalImage.created_at)
-    )
-    return list(result.scalars().all())
+    return list(await repository.in_session(uow, session_id, _READY))
 
 
 async def slots_in_use(
@@ -148,38 +128,11 @@ async def slots_in_use(
 ) -> int:
     """The session's slots that count against MAX_IMAGES at `now`: registered photos, and unregistered
     slots whose upload URL has not expired (`excluding` one image id)."""
-    query = (
-        select(func.count())
-        .select_from(ClinicalImage)
-        .where(
-            ClinicalImage.session_id == session_id,
-            or_(
-                ClinicalImage.status == "ready",
-                (ClinicalImage.status == "pending") & (ClinicalImage.upload_expires_at > now),
-            ),
-        )
-    )
-    if excluding is not None:
-        query = query.where(ClinicalImage.id != excluding)
-    return int((await uow.session.execute(query)).scalar_one())
+    return await repository.count_slots_in_use(uow, session_id, now, excluding=excluding)
 
 
-async def _pending_upload_expiries(
-    uow: UnitOfWork, session_id: str, uploader: str, now: datetime
-) -> list[datetime]:
-    """When each of `uploader`'s unregistered slots in the session with a valid upload URL expires."""
-    result = await uow.session.execute(
-        select(ClinicalImage.upload_expires_at).where(
-            ClinicalImage.session_id == session_id,
-            ClinicalImage.uploaded_by == uploader,
-            ClinicalImage.status == "pending",
-            ClinicalImage.upload_expires_at > now,
-        )
-    )
-    return list(result.scalars().all())
-
-
-def _session_full(count: int) -> Conflict:
+def session_full(count: int) -> Conflict:
+    """409 `SessionFull`: the session holds `count` photos, MAX_IMAGES."""
     return Conflict(
         f"This session already has {count} photos, the most it can hold. Commit or delete some, "
         "or start another session.",
@@ -209,7 +162,7 @@ async def issue_upload(
     settings = rt.settings
     content_type = request.content_type.split(";")[0].strip()
     content_type = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}.get(content_type, content_type)
-    if content_type not in processing.ACCEPTED_CONTENT_TYPES:
+    if content_type not in ACCEPTED_CONTENT_TYPES:
         raise UnsupportedMediaType(
             f"{content_type or 'This file type'} is not accepted. Send a photo as JPEG, PNG, WebP or HEIC.",
             error="UnsupportedImageType",
@@ -227,7 +180,7 @@ async def issue_upload(
     sessions.require_open(session, settings)
     sessions.require_consent(session, settings)
     now = utcnow()
-    waiting = await _pending_upload_expiries(uow, session.id, actor.id, now)
+    waiting = await repository.pending_upload_expiries(uow, session.id, actor.id, now)
     if len(waiting) >= settings.max_pending_uploads:
         error = ConsultcamError(
             f"This device already has {len(waiting)} photos waiting to be uploaded, the most it may have at "
@@ -239,10 +192,10 @@ async def issue_upload(
         raise error
     count = await slots_in_use(uow, session.id, now)
     if count >= settings.max_images:
-        raise _session_full(count)
+        raise session_full(count)
     image = ClinicalImage(
         session_id=session.id,
-        status="pending",
+        status=ImageStatus.PENDING,
         source=_source(actor),
         uploaded_by=actor.id,
         filename=request.filename,
@@ -252,8 +205,7 @@ async def issue_upload(
         upload_expires_at=now + timedelta(seconds=settings.upload_url_ttl_seconds),
         upload_key="",
     )
-    uow.session.add(image)
-    await uow.session.flush()
+    await repository.add(uow, image)
     image.upload_key = upload_key(session.id, image.id)
     presigned = await rt.store.presign_put(
         image.upload_key,
@@ -280,191 +232,28 @@ async def issue_upload(
     )
 
 
-async def require_upload_slot(rt: Runtime, key: str) -> None:
+async def require_upload_slot(tx: Transactions, key: str) -> None:
     """Let a PUT through the folder store's signed URL write `key` only while it is an upload slot waiting
     for its bytes: once the photo is registered (or deleted) its URL stops working, though unexpired.
+    Reads in a transaction of its own.
 
     Raises Conflict 409 `UploadAlreadyRegistered` for a registered photo, NotPermitted 403
     `InvalidUploadUrl` when the key is no pending slot (deleted, rejected, abandoned, or not an upload key).
     """
     parsed = parse_upload_key(key)
-    async with rt.unit_of_work(writes=False) as uow:
-        image = await uow.session.get(ClinicalImage, parsed[1]) if parsed else None
+    async with tx(writes=False) as uow:
+        image = await repository.find(uow, parsed[1]) if parsed else None
     if image is None or image.session_id != (parsed or ("", ""))[0] or image.upload_key != key:
         raise NotPermitted(
             "Upload refused: this upload URL is no longer valid. Ask for a new upload URL.",
             error="InvalidUploadUrl",
         )
-    if image.status != "pending":
+    if image.status != ImageStatus.PENDING:
         raise Conflict(
             "This upload URL has been used: its photo is already registered and cannot be replaced. "
             "Ask for a new upload URL to add another photo.",
             error="UploadAlreadyRegistered",
         )
-
-
-async def register_image(
-    rt: Runtime, actor: Principal, session_id: str, request: RegisterRequest
-) -> tuple[ClinicalImage, bool]:
-    """Verify and normalise an uploaded object and record it. Returns (image, created); registering the
-    same image again, or twice at once, returns the one image (idempotent retries).
-
-    Three steps, so the decoding (tens to hundreds of ms) never holds the database's write lock: read the
-    slot, verify and normalise the bytes with no transaction open, then record the result in a short one.
-    The upload is read once per attempt and the normalised photo is written under keys named by its
-    SHA-256, so a PUT to the upload URL during or after registration never changes a registered photo: a
-    concurrent attempt that loses deletes only its own objects (a presigned S3 URL cannot be revoked).
-    Decoding is admitted by memory (`admission`): the cost is estimated from the header first.
-
-    Raises ResourceNotFound 404 (no such upload), Conflict 409 (session closed, or full when an expired
-    slot is registered late), Unprocessable 422 when the bytes never arrived (the slot stays for a retry)
-    or are not a valid image, or would need more memory than the whole decode budget (object and slot
-    deleted; 415 for a type we do not accept), DecodersBusy 503 with `Retry-After` when no memory came free
-    within CONSULTCAM_DECODE_WAIT_SECONDS (the slot stays for a retry).
-    """
-    started = time.perf_counter()
-    settings = rt.settings
-    async with rt.unit_of_work(writes=False) as uow:
-        session = await sessions.get_session(uow, session_id)
-        image = await get_image(uow, session_id, request.image_id, statuses=("pending", "ready"))
-        if image.status == "ready":
-            return image, False
-        sessions.require_open(session, settings)
-    stored = await rt.store.head(image.upload_key)
-    if stored is None:
-        raise Unprocessable(
-            "The photo has not arrived in storage. Upload it again, then register it.", error="UploadMissing"
-        )
-    try:
-        try:
-            data = (
-                await rt.store.get(image.upload_key) if stored.size_bytes == image.upload_size_bytes else b""
-            )
-        except KeyError as exc:  # gone since the HEAD: the photo or its session was deleted meanwhile
-            raise Unprocessable(
-                "The photo is no longer in storage. Upload it again, then register it.", error="UploadMissing"
-            ) from exc
-        if (
-            len(data) != image.upload_size_bytes
-        ):  # checked on what was read: it may have changed since the HEAD
-            raise processing.ImageRejected(
-                422,
-                "UploadSizeMismatch",
-                f"The stored file has {len(data) or stored.size_bytes} bytes "
-                f"but {image.upload_size_bytes} were announced. Upload the photo again.",
-            )
-        options = {
-            "declared_content_type": image.upload_content_type,
-            "max_pixels": settings.max_image_pixels,
-            "max_edge_px": settings.capture_max_edge_px,
-        }
-        header = await anyio.to_thread.run_sync(functools.partial(processing.inspect, data, **options))
-        if not admission.fits(settings, header.decode_bytes):
-            raise _too_costly(header, settings.decode_memory_budget_mb)
-        async with admission.decode_memory(settings, header.decode_bytes):
-            normalised = await anyio.to_thread.run_sync(
-                functools.partial(processing.normalise, data, **options),
-                limiter=admission.decode_threads(settings),
-            )
-    except processing.ImageRejected as rejected:
-        metrics.IMAGES_REJECTED.labels(rejected.error).inc()
-        await _reject(rt, actor, image, rejected)
-        raise ConsultcamError(rejected.detail, error=rejected.error, status=rejected.status) from rejected
-    del data
-    version = normalised.sha256[:16]
-    keys = image_key(session_id, image.id, version), thumbnail_key(session_id, image.id, version)
-    await rt.store.put(keys[0], normalised.jpeg, content_type="image/jpeg")
-    await rt.store.put(keys[1], normalised.thumbnail, content_type="image/jpeg")
-    try:
-        async with rt.unit_of_work() as uow:
-            # Both locked (session first, see consultcam.db) and re-read: a concurrent registration of the
-            # same upload, a commit claiming the session or a cancellation may have committed since.
-            session = await sessions.lock_session(uow, session_id)
-            image = await get_image(
-                uow, session_id, request.image_id, statuses=("pending", "ready"), for_update=True
-            )
-            if image.status == "ready":  # a concurrent registration of the same upload won
-                return image, False
-            sessions.require_open(session, settings)
-            now = utcnow()
-            if image.upload_expires_at <= now:  # no longer counted: is there still room for it?
-                count = await slots_in_use(uow, session_id, now, excluding=image.id)
-                if count >= settings.max_images:
-                    raise _session_full(count)
-            image.object_key, image.thumbnail_key = keys
-            image.status = "ready"
-            image.content_type = "image/jpeg"
-            image.size_bytes = len(normalised.jpeg)
-            image.width, image.height, image.sha256 = normalised.width, normalised.height, normalised.sha256
-            # A capture time outside the session's window (a wrong phone clock) is not recorded: warned.
-            image.captured_at, ignored = request.plausible_captured_at(
-                session.created_at,
-                now,
-                before=timedelta(hours=settings.capture_before_session_hours),
-                skew=timedelta(seconds=settings.capture_clock_skew_seconds),
-            )
-            image.registered_at = now
-            image.image_metadata = (
-                request.metadata.model_dump(mode="json", exclude_none=True) if request.metadata else {}
-            )
-            image.quality = {**normalised.quality, "warnings": [*normalised.quality["warnings"], *ignored]}
-            # The AI description: "disabled" unless the practice configures an endpoint, else "pending" and a
-            # job queued after the commit (issue 6). Imported here: the job module imports this one.
-            from consultcam.analysis.tasks import schedule_analysis
-
-            schedule_analysis(uow, rt, image)
-            sessions.touch(session)
-            audit.record(
-                uow.session,
-                actor,
-                "image.uploaded",
-                session_id=session_id,
-                image_id=image.id,
-                source_type=normalised.source_content_type,
-                size_bytes=image.size_bytes,
-                width=image.width,
-                height=image.height,
-            )
-            publish_after_commit(uow, rt.bus, session_id, "image.added", {"image": event_image(image, rt)})
-    finally:
-        # Whatever this attempt wrote and did not record is nobody's: a winner's keys differ unless its
-        # bytes were the same (then they are the same objects, and stay).
-        if image.object_key != keys[0]:
-            await rt.store.delete(*keys)
-    await rt.store.delete(image.upload_key)
-    metrics.IMAGES_REGISTERED.labels(image.source).inc()
-    metrics.REGISTER_SECONDS.observe(time.perf_counter() - started)
-    return image, True
-
-
-def _too_costly(header: processing.ImageHeader, budget_mb: int) -> processing.ImageRejected:
-    megapixels, needed = header.width * header.height / 1e6, header.decode_bytes / 2**20
-    return processing.ImageRejected(
-        422,
-        "ImageTooLargeToDecode",
-        f"Reading this {megapixels:.0f}-megapixel image would take about {needed:.0f} MB "
-        f"of memory, more than this server gives one photo ({budget_mb} MB). Resize it (the consultcam pages "
-        "do this for you) or send it as a JPEG, then upload it again.",
-    )
-
-
-async def _reject(
-    rt: Runtime, actor: Principal, image: ClinicalImage, rejected: processing.ImageRejected
-) -> None:
-    """Delete a rejected upload, slot and object, and audit why."""
-    async with rt.unit_of_work() as uow:
-        row = await uow.session.get(ClinicalImage, image.id)
-        if row is not None and row.status == "pending":
-            await uow.session.delete(row)
-            audit.record(
-                uow.session,
-                actor,
-                "image.rejected",
-                session_id=image.session_id,
-                image_id=image.id,
-                reason=rejected.error,
-            )
-    await rt.store.delete(image.upload_key)
 
 
 async def update_image(
@@ -483,7 +272,7 @@ async def update_image(
         image.image_metadata = {k: v for k, v in merged.items() if v is not None}
     if patch.edits is not None:
         try:
-            image.edits = processing.validate_edits(patch.edits)
+            image.edits = validate_edits(patch.edits)
         except ValueError as exc:
             raise Unprocessable(f"The edits are not valid: {exc}", error="InvalidEdits") from exc
     sessions.touch(session)
@@ -505,11 +294,11 @@ async def delete_image(
     """Delete a photo and its objects. A phone may delete only photos it uploaded. Raises 404, 409."""
     await sessions.lock_session(uow, session.id)  # a running commit may be reading this photo's object
     sessions.require_open(session, rt.settings)
-    image = await get_image(uow, session.id, image_id, statuses=("pending", "ready"))
+    image = await get_image(uow, session.id, image_id, statuses=(ImageStatus.PENDING, ImageStatus.READY))
     if isinstance(actor, Phone) and image.uploaded_by != actor.id:
         raise ResourceNotFound("No such photo from this phone.", error="ImageNotFound")
     keys = [k for k in (image.upload_key, image.object_key, image.thumbnail_key) if k]
-    await uow.session.delete(image)
+    await repository.delete(uow, image)
     sessions.touch(session)
     audit.record(uow.session, actor, "image.deleted", session_id=session.id, image_id=image_id)
     publish_after_commit(uow, rt.bus, session.id, "image.deleted", {"imageId": image_id})
@@ -522,11 +311,11 @@ async def delete_image(
 
 
 async def render_image(rt: Runtime, image: ClinicalImage) -> bytes:
-    """The stored JPEG of a ready image with its edits burned in (`processing.render`): what download, the
-    session's ZIP and the commit send. Decoding runs in a worker thread under IMAGE_WORK and the decode
-    memory budget, never on the event loop. Raises ResourceNotFound (404) when the object is no longer
-    stored, Unprocessable (422) when the stored edits cannot be applied to this photo (a crop under one pixel
-    of a tiny photo)."""
+    """The stored JPEG of a ready image with its edits burned in (`processing.render.render`): what
+    download, the session's ZIP and the commit send. Opens no transaction. Decoding runs in a worker thread
+    under IMAGE_WORK and the decode memory budget, never on the event loop. Raises ResourceNotFound (404)
+    when the object is no longer stored, Unprocessable (422) when the stored edits cannot be applied to
+    this photo (a crop under one pixel of a tiny photo)."""
     assert image.object_key
     try:
         data = await rt.store.get(image.object_key)
@@ -534,12 +323,12 @@ async def render_image(rt: Runtime, image: ClinicalImage) -> bytes:
         raise ResourceNotFound("This photo is no longer stored.", error="ImageNotFound") from exc
     if not image.edits:
         return data
-    cost = processing.render_cost(image.width or 0, image.height or 0, len(data))
+    cost = rendering.render_cost(image.width or 0, image.height or 0, len(data))
     try:
         # Admitted by memory like a registration, but never refused for load: a commit must not fail for it.
         async with admission.decode_memory(rt.settings, cost, wait=False):
             return await anyio.to_thread.run_sync(
-                processing.render, data, image.edits, limiter=admission.decode_threads(rt.settings)
+                rendering.render, data, image.edits, limiter=admission.decode_threads(rt.settings)
             )
     except ValueError as exc:
         raise Unprocessable(
@@ -549,14 +338,36 @@ async def render_image(rt: Runtime, image: ClinicalImage) -> bytes:
 
 
 async def rendered_jpeg(
-    rt: Runtime, actor: Principal, session_id: str, image_id: str
+    tx: Transactions, rt: Runtime, actor: Principal, session_id: str, image_id: str
 ) -> tuple[CaptureSession, ClinicalImage, bytes]:
-    """The JPEG with its edits burned in, for download; audited. The rendering holds no transaction (on
-    SQLite a writing one would hold every phone's and desktop's writes meanwhile). Raises 404."""
-    async with rt.unit_of_work(writes=False) as uow:
+    """The JPEG with its edits burned in, for download; audited. Reads, then audits, each in a transaction
+    of its own: the rendering holds none (on SQLite a writing one would hold every phone's and desktop's
+    writes meanwhile). Raises 404."""
+    async with tx(writes=False) as uow:
         session = await sessions.get_session(uow, session_id)
         image = await get_image(uow, session_id, image_id)
     rendered = await render_image(rt, image)
-    async with rt.unit_of_work() as uow:
+    async with tx() as uow:
         audit.record(uow.session, actor, "image.downloaded", session_id=session_id, image_id=image.id)
     return session, image, rendered
+
+
+async def sweep_unregistered_uploads(tx: Transactions, store: ObjectStore, now: datetime) -> int:
+    """The sweeper's images step: delete every upload slot never registered whose URL expired more than
+    UPLOAD_GRACE before `now`, its row and its uploaded object (if any), audited `upload.abandoned`. Each
+    slot in a transaction of its own, re-read there (it may have been registered since the listing).
+    Returns how many were deleted."""
+    async with tx(writes=False) as uow:
+        abandoned = await repository.abandoned_upload_ids(uow, now - UPLOAD_GRACE)
+    deleted = 0
+    for image_id in abandoned:
+        async with tx() as uow:
+            image = await repository.find(uow, image_id)
+            if image is not None and image.status == ImageStatus.PENDING:
+                await store.delete(image.upload_key)
+                await repository.delete(uow, image)
+                audit.record(
+                    uow.session, None, "upload.abandoned", session_id=image.session_id, image_id=image_id
+                )
+                deleted += 1
+    return deleted

@@ -7,9 +7,9 @@ It runs each domain's sweep step once, in this order, and reports what they did 
    (so the pages can show the outcome) and always by RETENTION_HOURS;
 2. commits (`consultcam.commits.lease`): a commit whose lease lapsed (its process died) is marked
    interrupted and the session reopens (issue 10);
-3. uploads (`consultcam.retention.uploads`): uploads never registered are deleted once their URL has
-   expired; then objects nothing refers to;
-4. analysis (`consultcam.analysis.tasks`): AI descriptions that never finished (a job lost with a killed
+3. uploads (`consultcam.images.service.sweep_unregistered_uploads`): uploads never registered are
+   deleted once their URL has expired; then objects nothing refers to (`consultcam.retention.uploads`);
+4. analysis (`consultcam.analysis.service`): AI descriptions that never finished (a job lost with a killed
    process) are marked failed (issue 6);
 5. sign-in (`consultcam.signin`): clinician sign-ins that ended or expired are deleted (issue 10).
 
@@ -25,11 +25,12 @@ from dataclasses import astuple, dataclass, field
 from datetime import datetime
 
 from consultcam import signin
-from consultcam.analysis.tasks import fail_stuck_analyses
+from consultcam.analysis.service import fail_stuck_analyses
 from consultcam.commits.lease import reopen_lapsed_commits
 from consultcam.db import Transactions
+from consultcam.images.service import sweep_unregistered_uploads
 from consultcam.models import utcnow
-from consultcam.retention.uploads import delete_abandoned_uploads, delete_orphan_objects
+from consultcam.retention.uploads import delete_orphan_objects
 from consultcam.runtime import Runtime
 from consultcam.sessions.sweep import sweep_sessions
 
@@ -70,7 +71,7 @@ async def _commits(tx: Transactions, rt: Runtime, now: datetime, report: SweepRe
 
 
 async def _uploads(tx: Transactions, rt: Runtime, now: datetime, report: SweepReport) -> None:
-    report.abandoned_uploads += await delete_abandoned_uploads(tx, rt.store, now)
+    report.abandoned_uploads += await sweep_unregistered_uploads(tx, rt.store, now)
 
 
 async def _orphans(tx: Transactions, rt: Runtime, now: datetime, report: SweepReport) -> None:
@@ -78,7 +79,7 @@ async def _orphans(tx: Transactions, rt: Runtime, now: datetime, report: SweepRe
 
 
 async def _analyses(tx: Transactions, rt: Runtime, now: datetime, report: SweepReport) -> None:
-    report.stuck_analyses += await fail_stuck_analyses(rt, now)
+    report.stuck_analyses += await fail_stuck_analyses(tx, rt, now)
 
 
 async def _signins(tx: Transactions, rt: Runtime, now: datetime, report: SweepReport) -> None:

@@ -17,7 +17,7 @@ from consultcam.deps import (
     UoWDep,
 )
 from consultcam.errors import NO_STORE, NotAuthenticated
-from consultcam.images import processing
+from consultcam.images.processing.formats import ACCEPTED_CONTENT_TYPES
 from consultcam.images.service import list_images
 from consultcam.kit.status import SessionStatus
 from consultcam.ratelimit import rate_limit
@@ -177,7 +177,7 @@ async def pair(
             max_images=settings.max_images,
             warn_images=WARN_IMAGES,
             max_upload_bytes=settings.max_upload_bytes,
-            accepted_types=sorted(processing.ACCEPTED_CONTENT_TYPES),
+            accepted_types=sorted(ACCEPTED_CONTENT_TYPES),
             consent_required=settings.consent_required,
             required_metadata=list(settings.required_metadata),
             phone_can_commit=settings.phone_can_commit,

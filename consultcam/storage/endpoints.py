@@ -33,7 +33,7 @@ async def put_object(key: str, request: Request) -> Response:
             f"Upload refused: {exc}. Ask for a new upload URL.", error="InvalidUploadUrl"
         ) from exc
     # The signature proves the URL is ours and unexpired; the slot must also still be waiting for its bytes.
-    await require_upload_slot(request.app.state.runtime, key)
+    await require_upload_slot(request.app.state.runtime.unit_of_work, key)
     if request.headers.get("content-type", "").split(";")[0].strip() != content_type:
         raise ConsultcamError(
             f"Send the header Content-Type: {content_type}, as the upload URL was signed for.",

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from consultcam.analysis.prompt import PROMPT_VERSION
-from consultcam.analysis.tasks import STUCK_AFTER_MIN, endpoint_host, stuck_after
+from consultcam.analysis.service import STUCK_AFTER_MIN, endpoint_host, stuck_after
 from consultcam.app import create_app
 from consultcam.models import AuditEvent, ClinicalImage, utcnow
 from consultcam.retention.sweeper import sweep

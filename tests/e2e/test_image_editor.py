@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Locator, Page, expect
 
-from consultcam.images.processing import render
+from consultcam.images.processing.render import render
 from tests.e2e.a11y import check_axe
 from tests.e2e.conftest import PHOTOS, Server, shot
 from tests.e2e.flows import add_photo, decode_jpeg

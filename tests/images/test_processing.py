@@ -13,16 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms, ImageFilter
 
-from consultcam.images.processing import (
-    ACCEPTED_CONTENT_TYPES,
-    DEFAULT_ANNOTATION_COLOR,
-    ImageRejected,
-    inspect,
-    normalise,
-    render,
-    sniff_content_type,
-    validate_edits,
-)
+from consultcam.images.processing.edits import DEFAULT_ANNOTATION_COLOR, validate_edits
+from consultcam.images.processing.formats import ACCEPTED_CONTENT_TYPES, ImageRejected, sniff_content_type
+from consultcam.images.processing.normalise import inspect, normalise
+from consultcam.images.processing.render import render
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -380,7 +374,8 @@ def test_pixel_flood_is_rejected_without_decoding(tmp_path):
     path.write_bytes(bomb)
     script = f"""
 import json, resource, time
-from consultcam.images.processing import ImageRejected, normalise
+from consultcam.images.processing.formats import ImageRejected
+from consultcam.images.processing.normalise import normalise
 data = open({str(path)!r}, "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
@@ -503,7 +498,7 @@ def test_the_decode_cost_estimate_bounds_the_memory_normalise_takes(kind, tmp_pa
     script = f"""
 import io, json
 from PIL import Image
-from consultcam.images.processing import inspect, normalise
+from consultcam.images.processing.normalise import inspect, normalise
 def status(key):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
 data = open({str(path)!r}, "rb").read()

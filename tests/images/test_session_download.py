@@ -14,8 +14,9 @@ import pytest
 from PIL import Image, ImageChops
 from sqlalchemy import select
 
-from consultcam.images import archive, processing
+from consultcam.images import archive
 from consultcam.images.archive import photo_slug, slugify
+from consultcam.images.processing import render as rendering
 from consultcam.images.service import IMAGE_WORK
 from consultcam.models import AuditEvent, ClinicalImage
 from tests.conftest import assert_error, jpeg_bytes, pair_phone, start_session, upload
@@ -88,7 +89,7 @@ async def test_the_zip_holds_every_photo_with_its_edits_burned_in(clinician, new
     stored = [await stored_jpeg(runtime, image_id) for image_id in ids]
     # The edited photo is exactly what the renderer makes of the stored original (turned, cropped, arrow).
     lesion = files["01-lesion-a-arai.jpg"][1]
-    assert pixels_equal(lesion, processing.render(stored[0], EDITS))
+    assert pixels_equal(lesion, rendering.render(stored[0], EDITS))
     with Image.open(io.BytesIO(lesion)) as picture, Image.open(io.BytesIO(stored[0])) as original:
         assert picture.format == "JPEG"
         assert original.size == (451, 300)
@@ -145,13 +146,13 @@ async def test_rendering_runs_in_a_worker_thread_under_the_image_limiter(
     clinician, monkeypatch: pytest.MonkeyPatch
 ):
     seen: list[tuple[bool, int]] = []
-    real_render = processing.render
+    real_render = rendering.render
 
     def render(jpeg: bytes, edits: Any, **kwargs: Any) -> bytes:
         seen.append((threading.current_thread() is threading.main_thread(), IMAGE_WORK.borrowed_tokens))
         return real_render(jpeg, edits, **kwargs)
 
-    monkeypatch.setattr(processing, "render", render)
+    monkeypatch.setattr(rendering, "render", render)
     session = await start_session(clinician)
     [image_id] = await add_photos(clinician, session["id"], [("cat.jpg", None)])
     patched = await clinician.patch(

@@ -1,6 +1,7 @@
-// The server's rules for a photo's `edits` (consultcam/images/processing.py `validate_edits`), restated for
-// the node tests: `editsProblems(edits)` lists every way a PATCH body's `edits` would be refused (422), []
-// when the server takes it. tests/test_js.py also feeds the model's output to the real validate_edits.
+// The server's rules for a photo's `edits` (`validate_edits`, consultcam/images/processing/edits.py),
+// restated for the node tests: `editsProblems(edits)` lists every way a PATCH body's `edits` would be refused
+// (422), [] when the server takes it. tests/test_js.py also feeds the model's output to the real
+// validate_edits.
 
 const EDIT_KEYS = new Set(["rotation", "crop", "annotations"]);
 const CROP_KEYS = ["x", "y", "width", "height"];

@@ -39,7 +39,7 @@ from consultcam.commits.connectors.fhir_commit import (
 )
 from consultcam.commits.fhir_document import document_reference_entry
 from consultcam.commits.fhir_media import bundle_entry, check_context
-from consultcam.images.processing import DOCUMENT_FORMATS
+from consultcam.images.processing.documents import DOCUMENT_FORMATS
 from consultcam.kit.http import RetryPolicy
 from consultcam.kit.oauth2 import ClientCredentials
 

@@ -12,8 +12,8 @@ import { runPool, uploadPhoto } from "./upload-queue.js";
 
 const CONCURRENCY = 2;
 const DONE_ROW_MS = 1600;
-// The server's accepted types (consultcam/images/processing.py ACCEPTED_CONTENT_TYPES) and their extensions,
-// for files whose type the browser does not know (HEIC on most desktops).
+// The server's accepted types (ACCEPTED_CONTENT_TYPES, consultcam/images/processing/formats.py) and their
+// extensions, for files whose type the browser does not know (HEIC on most desktops).
 const DEFAULT_TYPES = ["image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"];
 const EXTENSION_TYPES = { jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", webp: "image/webp", heic: "image/heic", heif: "image/heif" };
 

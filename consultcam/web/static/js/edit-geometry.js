@@ -1,6 +1,6 @@
 // Geometry of non-destructive edits, with no DOM: pure functions the editor, the viewer and the tests share.
 //
-// Three frames, all in fractions 0..1 of a width and a height (consultcam/images/processing.py
+// Three frames, all in fractions 0..1 of a width and a height (consultcam/images/processing/
 // `validate_edits` and `render` are the source of these rules):
 //   original  the stored photo as uploaded (upright, before any edit);
 //   rotated   after `rotation` (clockwise degrees, 0/90/180/270); `crop` is a rectangle in this frame;

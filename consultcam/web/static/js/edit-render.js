@@ -1,7 +1,7 @@
-// Draw a photo with its edits on a <canvas> exactly as consultcam/images/processing.py `render` burns them
-// in with Pillow: the same order (rotate, crop, annotate), the same pixel box, the same stroke, halo and
-// text sizes, the same arrowhead. The canvas is drawn at the final picture's own pixel size and scaled by
-// CSS, so what the clinician sees is what the record gets.
+// Draw a photo with its edits on a <canvas> exactly as `render` (consultcam/images/processing/render.py)
+// burns them in with Pillow: the same order (rotate, crop, annotate), the same pixel box, the same stroke,
+// halo and text sizes, the same arrowhead. The canvas is drawn at the final picture's own pixel size and
+// scaled by CSS, so what the clinician sees is what the record gets.
 
 import { DEFAULT_COLOR, cropBoxPx, normaliseRotation, pyRound, rotatedSize } from "./edit-geometry.js";
 

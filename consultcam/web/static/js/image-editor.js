@@ -1,6 +1,6 @@
 // The non-destructive edit canvas of the image viewer: rotate, crop, and annotate (arrow, circle, text),
 // then PATCH the photo's `edits`. The original is never changed; Pillow burns the edits in on download and
-// commit (consultcam/images/processing.py), and edit-render.js draws them the same way here.
+// commit (consultcam/images/processing/render.py), and edit-render.js draws them the same way here.
 //
 // This module is the dialog: it holds the tool, the selection and the text-label form, and saves or
 // cancels. The working copy and its operations are the EditModel (edit-model.js, no DOM); the drawing is

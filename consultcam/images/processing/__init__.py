@@ -1,0 +1,11 @@
+"""Clinical photo processing, one concern per module; nothing here touches storage or the database.
+
+- `formats`: the accepted types, sniffing them from magic bytes, `ImageRejected`;
+- `normalise`: verify an upload from its header (`inspect`), then decode, orient, strip and re-encode it
+  (`normalise`);
+- `edits`: the clinician's non-destructive edits and their validation (`validate_edits`);
+- `render`: burning edits into a copy for download and commit (`render`);
+- `documents`: a photo as PDF or TIFF for inboxes that take only those (`convert_for_document`).
+
+Import a name from the module that defines it; this package re-exports nothing.
+"""
