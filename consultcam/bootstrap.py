@@ -2,8 +2,8 @@
 what it needs, and nothing else does either.
 
 The web app (`app.create_app`), the worker and every CLI command start from `build_runtime`; the adapters
-are chosen by the settings' URLs through each port's registry (`storage.registry`, `events.registry`, the
-connectors' `connector_from_url`).
+are chosen by the settings' URLs through each port's registry (`storage.registry`, `events.registry`,
+`commits.connectors.registry`).
 """
 
 from __future__ import annotations
