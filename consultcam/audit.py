@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from consultcam.auth import Principal
+from consultcam.auth.principals import Principal
 from consultcam.models import AuditEvent
 
 #: Actions recorded (issue 2: created, paired, uploaded, viewed, committed, deleted, expired; issue 5:

@@ -24,7 +24,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from consultcam import config_checks as checks
-from consultcam.auth import clinician_token_weakness
+from consultcam.auth.principals import clinician_token_weakness
 from consultcam.config_checks import (
     EMR_SCHEMES,
     METADATA_FIELDS,
@@ -165,8 +165,8 @@ class Settings(BaseSettings):
         return checks.trusted_proxies(value)
 
     # -- sign-in: server-side clinician sessions, rate limits --
-    # A browser's sign-in (consultcam.signin) ends after this long without a request, and at the latest this
-    # long after signing in; POST /logout ends it at once.
+    # A browser's sign-in (consultcam.auth.signin) ends after this long without a request, and at the latest
+    # this long after signing in; POST /logout ends it at once.
     signin_idle_minutes: int = Field(120, ge=5, le=24 * 60)
     signin_max_hours: int = Field(12, ge=1, le=7 * 24)
     # Requests per client address in a sliding window (consultcam.ratelimit), as "<count>/<second|minute|
@@ -263,7 +263,7 @@ class Settings(BaseSettings):
 
     s3_endpoint_url: str = ""
     s3_sse_kms_key_id: str = ""  # SSE-KMS key (id, ARN or alias) for S3 objects; unset: SSE-S3 (AES256)
-    # Production clinician sign-in (consultcam/oidc.py): both set = OIDC bearer JWTs are verified.
+    # Production clinician sign-in (consultcam/auth/oidc.py): both set = OIDC bearer JWTs are verified.
     oidc_issuer: str = ""  # e.g. https://login.example.org/realms/practice: the exact `iss`
     oidc_audience: str = ""  # a value the token's `aud` must contain (the client id / API identifier)
     oidc_jwks_url: str = ""  # default: `jwks_uri` from <issuer>/.well-known/openid-configuration
@@ -317,7 +317,7 @@ class Settings(BaseSettings):
 
     @property
     def oidc_enabled(self) -> bool:
-        """Production clinician sign-in: OIDC bearer JWTs (consultcam/oidc.py)."""
+        """Production clinician sign-in: OIDC bearer JWTs (consultcam/auth/oidc.py)."""
         return bool(self.oidc_issuer and self.oidc_audience)
 
     # Every setting is checked here, at start, so a mistake stops the process with one line naming the

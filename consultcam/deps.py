@@ -9,13 +9,13 @@ that then fails to commit, and events go out only after the commit.
 Who is calling, in order (`authenticate_clinician`, then the phone credential):
 
 - OIDC on (`CONSULTCAM_OIDC_ISSUER` and `_AUDIENCE`) and a JWT-shaped bearer (three base64url segments):
-  verified by `consultcam.oidc`; a refused token is 401 `InvalidToken` with
+  verified by `consultcam.auth.oidc`; a refused token is 401 `InvalidToken` with
   `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3.1), an unreachable issuer 503. It is never
   tried as a phone credential (those contain no dots).
 - The embedded clinician token as a bearer: always in embedded mode; with OIDC on only when
   `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true (default false: a production deployment must not keep a
   static master token).
-- The sign-in cookie: a server-side sign-in session that still counts (`consultcam.signin`); the
+- The sign-in cookie: a server-side sign-in session that still counts (`consultcam.auth.signin`); the
   `Clinician` carries its id as `credential_id`. Its last-seen time is written after the response
   (`BackgroundTasks`), at most once a minute, in a transaction of its own.
 - Anything else is tried as a phone credential (bearer or cookie): a live one is a `Phone` (403
@@ -29,8 +29,9 @@ from typing import Annotated
 
 from fastapi import BackgroundTasks, Depends, Request
 
-from consultcam import signin
-from consultcam.auth import (
+from consultcam.auth import signin
+from consultcam.auth.oidc import OIDCVerifier, looks_like_jwt
+from consultcam.auth.principals import (
     CLINICIAN_COOKIE,
     EMBEDDED_CLINICIAN,
     PHONE_COOKIE,
@@ -40,13 +41,12 @@ from consultcam.auth import (
     bearer_token,
     is_clinician_token,
 )
+from consultcam.auth.signin import embedded_token_accepted
 from consultcam.config import Settings
 from consultcam.db import UnitOfWork
 from consultcam.errors import NotAuthenticated, NotPermitted, ResourceNotFound
-from consultcam.oidc import OIDCVerifier, looks_like_jwt
 from consultcam.runtime import Runtime
 from consultcam.sessions.service import authenticate_phone
-from consultcam.signin import embedded_token_accepted
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -113,8 +113,8 @@ async def authenticate_clinician(
     sign-in cookie), else None. The sign-in is looked up in `uow` (the request's, when it has one) or in a
     read-only transaction of its own; `background` gets the sign-in's last-seen write.
 
-    Raises `consultcam.oidc.InvalidToken` (401) when OIDC is on and a JWT-shaped bearer fails verification,
-    and `IdentityProviderUnavailable` (503) when the issuer's keys cannot be fetched.
+    Raises `consultcam.auth.oidc.InvalidToken` (401) when OIDC is on and a JWT-shaped bearer fails
+    verification, and `IdentityProviderUnavailable` (503) when the issuer's keys cannot be fetched.
     """
     bearer = bearer_token(request.headers.get("authorization"))
     embedded = embedded_token_accepted(rt.settings)

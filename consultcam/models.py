@@ -206,8 +206,8 @@ class ClinicalImage(Base):
 
 
 class SignInSession(Base):
-    """A clinician's sign-in in one browser (consultcam.signin): the browser's cookie carries a 256-bit random
-    value whose SHA-256 is `token_hash`; nothing else identifies it. It counts while not ended, before
+    """A clinician's sign-in in one browser (consultcam.auth.signin): the browser's cookie carries a 256-bit
+    random value whose SHA-256 is `token_hash`; nothing else identifies it. It counts while not ended, before
     `idle_expires_at` (pushed on by use) and `expires_at` (fixed at sign-in), and while `binding` matches
     what the server now trusts for its `method`; the sweeper deletes it once it no longer counts.
 

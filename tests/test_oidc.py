@@ -30,9 +30,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from consultcam.config import OIDC_ALGORITHMS, Settings
-from consultcam.models import AuditEvent
-from consultcam.oidc import (
+from consultcam.auth.oidc import (
     _KEY_FOR_ALGORITHM,
     REFETCH_COOLDOWN_SECONDS,
     STALE_IF_ERROR_SECONDS,
@@ -41,6 +39,8 @@ from consultcam.oidc import (
     OIDCVerifier,
     looks_like_jwt,
 )
+from consultcam.config import OIDC_ALGORITHMS, Settings
+from consultcam.models import AuditEvent
 from tests.conftest import CLINICIAN_TOKEN, PATIENT, assert_error, jpeg_bytes, pair_phone, token_of, upload
 
 AUDIENCE = "consultcam-api"

@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 from consultcam import audit, metrics
-from consultcam.auth import Phone, Principal
+from consultcam.auth.principals import Phone, Principal
 from consultcam.commits import lease, repository
 from consultcam.commits.checks import check_required_metadata
 from consultcam.commits.connectors.base import (

@@ -36,7 +36,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from consultcam import metrics
-from consultcam.auth import Phone, Principal
+from consultcam.auth.principals import Phone, Principal
 from consultcam.deps import (
     ReadSessionPrincipalDep,
     ReadUoWDep,

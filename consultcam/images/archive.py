@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 import anyio
 
 from consultcam import audit
-from consultcam.auth import Principal
+from consultcam.auth.principals import Principal
 from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.db import Transactions
 from consultcam.errors import Conflict, ResourceNotFound

@@ -18,7 +18,7 @@ import anyio
 
 from consultcam import audit, metrics
 from consultcam.analysis.service import schedule_analysis
-from consultcam.auth import Principal
+from consultcam.auth.principals import Principal
 from consultcam.db import Transactions
 from consultcam.errors import ConsultcamError, Unprocessable
 from consultcam.events.bus import publish_after_commit

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from consultcam import audit
-from consultcam.auth import Phone, Principal
+from consultcam.auth.principals import Phone, Principal
 from consultcam.db import Transactions, UnitOfWork
 from consultcam.errors import (
     Conflict,

@@ -11,7 +11,7 @@ It runs each domain's sweep step once, in this order, and reports what they did 
    deleted once their URL has expired; then objects nothing refers to (`consultcam.retention.uploads`);
 4. analysis (`consultcam.analysis.service`): AI descriptions that never finished (a job lost with a killed
    process) are marked failed (issue 6);
-5. sign-in (`consultcam.signin`): clinician sign-ins that ended or expired are deleted (issue 10).
+5. sign-in (`consultcam.auth.signin`): clinician sign-ins that ended or expired are deleted (issue 10).
 
 A step that fails is logged and named in the report's `errors`; the steps after it still run. The
 session steps handle each session in its own transaction, so one session's failure spares the others.
@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import astuple, dataclass, field
 from datetime import datetime
 
-from consultcam import signin
 from consultcam.analysis.service import fail_stuck_analyses
+from consultcam.auth import signin
 from consultcam.commits.lease import reopen_lapsed_commits
 from consultcam.db import Transactions
 from consultcam.images.service import sweep_unregistered_uploads

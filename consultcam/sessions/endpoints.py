@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from consultcam import audit
-from consultcam.auth import PHONE_COOKIE, Clinician, Phone
+from consultcam.auth.principals import PHONE_COOKIE, Clinician, Phone
 from consultcam.commits import lease as commit_lease
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import (

@@ -14,7 +14,7 @@ from datetime import timedelta
 import segno
 
 from consultcam import audit
-from consultcam.auth import Clinician, Phone, hash_secret, new_secret
+from consultcam.auth.principals import Clinician, Phone, hash_secret, new_secret
 from consultcam.db import UnitOfWork
 from consultcam.errors import Conflict, Gone, ResourceNotFound
 from consultcam.events.bus import publish_after_commit

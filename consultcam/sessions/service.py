@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 
 from consultcam import audit
-from consultcam.auth import Clinician, Phone, Principal, hash_secret
+from consultcam.auth.principals import Clinician, Phone, Principal, hash_secret
 from consultcam.commits.schemas import LastCommitOut
 from consultcam.config import WARN_IMAGES, Settings
 from consultcam.db import UnitOfWork

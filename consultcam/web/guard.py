@@ -49,7 +49,7 @@ from starlette.requests import Request, cookie_parser
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consultcam.auth import CLINICIAN_COOKIE, PHONE_COOKIE
+from consultcam.auth.principals import CLINICIAN_COOKIE, PHONE_COOKIE
 from consultcam.config import Settings
 from consultcam.web.errors import error_response
 

@@ -5,7 +5,7 @@ Pages carry no patient data in the HTML: their scripts fetch it through the API,
 authorisation as every other call. The QR URL's token is only handed to the page's script, which
 redeems it with `POST /api/pair` (a link previewer fetching the URL redeems nothing).
 
-Sign-in (`/login`, rate limited per client) starts a server-side sign-in (`consultcam.signin`) whose
+Sign-in (`/login`, rate limited per client) starts a server-side sign-in (`consultcam.auth.signin`) whose
 opaque id is the browser's cookie; `POST /logout` ends it on the server, so a copy of the cookie dies too.
 """
 
@@ -18,8 +18,8 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from consultcam import signin
-from consultcam.auth import CLINICIAN_COOKIE, EMBEDDED_CLINICIAN, Clinician, is_clinician_token
+from consultcam.auth import signin
+from consultcam.auth.principals import CLINICIAN_COOKIE, EMBEDDED_CLINICIAN, Clinician, is_clinician_token
 from consultcam.config import WARN_IMAGES
 from consultcam.deps import RuntimeDep, authenticate_clinician
 from consultcam.ratelimit import TooManyRequests, client_address, limiter

@@ -23,7 +23,7 @@ from playwright.async_api import async_playwright
 from sqlalchemy import select, update
 
 from consultcam.app import create_app
-from consultcam.auth import CLINICIAN_COOKIE
+from consultcam.auth.principals import CLINICIAN_COOKIE
 from consultcam.config import Settings
 from consultcam.models import AuditEvent, SignInSession, utcnow
 from consultcam.retention.sweeper import sweep

@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from consultcam.auth import PHONE_COOKIE
+from consultcam.auth.principals import PHONE_COOKIE
 from consultcam.config import Settings
 from consultcam.models import utcnow
 from tests.conftest import CONSENT, PATIENT, CsrfToken, jpeg_bytes, token_of, upload

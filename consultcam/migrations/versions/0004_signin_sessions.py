@@ -1,7 +1,7 @@
 """server-side clinician sign-in sessions
 
 A browser's sign-in used to be a stateless HMAC cookie that signing out only cleared in that browser: a
-copy kept working for 12 hours. Each sign-in is now a row (consultcam.signin) that the cookie names by an
+copy kept working for 12 hours. Each sign-in is now a row (consultcam.auth.signin) that the cookie names by an
 opaque random value, stored here only as its SHA-256; `POST /logout` ends it on the server, for every web
 process. Cookies made before this revision name no row, so those browsers are asked to sign in again.
 

@@ -1,12 +1,12 @@
 """Who is calling: a clinician (embedded token, a sign-in session, or an OIDC bearer JWT) or a paired phone.
 
 Embedded mode: clinicians send `Authorization: Bearer <CONSULTCAM_CLINICIAN_TOKEN>`, or carry the sign-in
-cookie that `/login` sets: an opaque random id of a server-side sign-in session (`consultcam.signin`), ended
-on the server by `POST /logout`. Production (`CONSULTCAM_OIDC_ISSUER` and `_AUDIENCE` set): clinicians send
-`Authorization: Bearer <JWT>` from the practice's identity provider, verified by `consultcam.oidc`; the
-embedded token and its sign-ins are then refused unless `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true, so a
-production deployment has no static master secret. Phones send their phone credential as a Bearer token or
-the HttpOnly cookie that `POST /api/pair` sets; it is a dot-free random string, never JWT-shaped, which is
+cookie that `/login` sets: an opaque random id of a server-side sign-in session (`consultcam.auth.signin`),
+ended on the server by `POST /logout`. Production (`CONSULTCAM_OIDC_ISSUER` and `_AUDIENCE` set): clinicians
+send `Authorization: Bearer <JWT>` from the practice's identity provider, verified by `consultcam.auth.oidc`;
+the embedded token and its sign-ins are then refused unless `CONSULTCAM_OIDC_ALLOW_EMBEDDED_TOKEN` is true,
+so a production deployment has no static master secret. Phones send their phone credential as a Bearer token
+or the HttpOnly cookie that `POST /api/pair` sets; it is a dot-free random string, never JWT-shaped, which is
 how a bearer value is told apart. Secrets are compared in constant time; phone credentials and sign-in ids
 are stored as SHA-256. The wiring (which credential is tried when) is in `consultcam.deps`.
 """
@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-#: The clinician's sign-in cookie: the opaque id of a server-side sign-in session (consultcam.signin).
+#: The clinician's sign-in cookie: the opaque id of a server-side sign-in session (consultcam.auth.signin).
 CLINICIAN_COOKIE = "consultcam_clinician"
 PHONE_COOKIE = "consultcam_phone"
 #: The shortest CONSULTCAM_CLINICIAN_TOKEN accepted (characters), and the fewest distinct characters in it.

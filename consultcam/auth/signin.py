@@ -16,7 +16,8 @@ and absolute expiry, and when it ended. So:
 
 The cookie's value is a bearer secret: never logged, never in the audit trail (which names the sign-in by
 its row id). Functions take the unit of work (they never commit), except `touch`, which runs on its own
-after a response (see `consultcam.deps`).
+after a response (see `consultcam.deps`), and `sweep`, which owns its transaction. Their SQL is
+`consultcam.auth.repository`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, cast
-
-from sqlalchemy import CursorResult, delete, or_, select, update
+from typing import Literal, cast
 
 from consultcam import audit
-from consultcam.auth import Clinician, hash_secret, new_secret
+from consultcam.auth import repository
+from consultcam.auth.principals import Clinician, hash_secret, new_secret
 from consultcam.config import Settings
 from consultcam.db import Transactions, UnitOfWork
 from consultcam.models import SignInSession, utcnow
@@ -97,20 +97,21 @@ async def start(
         raise ValueError(f"sign-in by {method} is not accepted on this server")
     now = utcnow()
     secret = new_secret()
-    row = SignInSession(
-        token_hash=hash_secret(secret),
-        method=method,
-        binding=fingerprint,
-        subject=clinician.id,
-        name=clinician.name,
-        user_agent=user_agent[:300],
-        created_at=now,
-        last_seen_at=now,
-        idle_expires_at=_idle_end(now, now + max_age(settings), settings),
-        expires_at=now + max_age(settings),
+    row = await repository.add(
+        uow.session,
+        SignInSession(
+            token_hash=hash_secret(secret),
+            method=method,
+            binding=fingerprint,
+            subject=clinician.id,
+            name=clinician.name,
+            user_agent=user_agent[:300],
+            created_at=now,
+            last_seen_at=now,
+            idle_expires_at=_idle_end(now, now + max_age(settings), settings),
+            expires_at=now + max_age(settings),
+        ),
     )
-    uow.session.add(row)
-    await uow.session.flush()
     signed_in = Clinician(id=clinician.id, name=clinician.name, credential_id=row.id)
     audit.record(uow.session, signed_in, "signin.started", signin_id=row.id, method=method)
     return secret, signed_in
@@ -131,8 +132,7 @@ async def authenticate(uow: UnitOfWork, settings: Settings, cookie: str) -> Sign
     as to a request with no cookie). Read-only: see `touch`."""
     if not _COOKIE_SHAPE.fullmatch(cookie):
         return None
-    query = select(SignInSession).where(SignInSession.token_hash == hash_secret(cookie))
-    row = (await uow.session.execute(query)).scalar_one_or_none()
+    row = await repository.by_token_hash(uow.session, hash_secret(cookie))
     now = utcnow()
     if row is None or row.ended_at is not None or min(row.idle_expires_at, row.expires_at) <= now:
         return None
@@ -152,7 +152,7 @@ async def touch(rt: Runtime, signin_id: str) -> None:
     now = utcnow()
     try:
         async with rt.unit_of_work() as uow:
-            row = await uow.session.get(SignInSession, signin_id)
+            row = await repository.get(uow.session, signin_id)
             if row is not None and row.ended_at is None and row.expires_at > now:
                 row.last_seen_at = now
                 row.idle_expires_at = _idle_end(now, row.expires_at, rt.settings)
@@ -168,14 +168,7 @@ async def end(uow: UnitOfWork, rt: Runtime, cookie: str, reason: EndReason) -> s
     if not _COOKIE_SHAPE.fullmatch(cookie):
         return None
     now = utcnow()
-    ended = (
-        await uow.session.execute(
-            update(SignInSession)
-            .where(SignInSession.token_hash == hash_secret(cookie), SignInSession.ended_at.is_(None))
-            .values(ended_at=now, end_reason=reason)
-            .returning(SignInSession.id, SignInSession.subject, SignInSession.name)
-        )
-    ).first()
+    ended = await repository.end_live(uow.session, hash_secret(cookie), now, reason)
     if ended is None:
         return None
     clinician = Clinician(id=ended.subject, name=ended.name, credential_id=ended.id)
@@ -205,13 +198,5 @@ async def sweep(tx: Transactions, now: datetime | None = None) -> int:
     expires: a sweeper running with other settings must not delete live ones."""
     now = now or utcnow()
     async with tx() as uow:
-        result = await uow.session.execute(
-            delete(SignInSession).where(
-                or_(
-                    SignInSession.ended_at.is_not(None),
-                    SignInSession.idle_expires_at <= now,
-                    SignInSession.expires_at <= now,
-                )
-            )
-        )
-    return int(cast(CursorResult[Any], result).rowcount or 0)  # a DELETE's result is a cursor's
+        deleted = await repository.delete_dead(uow.session, now)
+    return deleted

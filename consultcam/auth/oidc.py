@@ -52,7 +52,7 @@ import httpx
 import jwt
 from jwt import PyJWK
 
-from consultcam.auth import Clinician
+from consultcam.auth.principals import Clinician
 from consultcam.config import OIDC_ALGORITHMS, Settings, is_https_or_loopback
 from consultcam.errors import ConsultcamError, NotAuthenticated
 
