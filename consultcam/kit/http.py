@@ -59,6 +59,10 @@ class RetryPolicy:
     max_retry_after: float = 30.0
     give_up_on_long_retry_after: bool = False
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts counts the first try: at least 1, not {self.attempts}")
+
     def retryable(self, response: httpx.Response) -> bool:
         """A 429 or a 5xx: the server may answer differently a little later."""
         return response.status_code == 429 or response.status_code >= 500

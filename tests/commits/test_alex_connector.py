@@ -21,11 +21,12 @@ from consultcam.commits.connectors.base import CommitContext, CommitFailed, Comm
 from consultcam.commits.connectors.fhir import OAuth2ClientCredentials
 from consultcam.commits.connectors.registry import alex_credentials, connector_from_url
 from consultcam.config import Settings
+from consultcam.kit.http import RetryPolicy
 from tests.commits.factories import commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
-FAST = {"wait_initial": 0.01, "wait_max": 0.05, "attempts": 4, "timeout": 10.0}
+FAST = {"retry": RetryPolicy(attempts=4, wait_initial=0.01, wait_max=0.05), "timeout": 10.0}
 LIMIT = 1_000_000
 # Words a client stored with the code (before issue 10): never read, the note says the data file's term.
 UPPER_ARM = {

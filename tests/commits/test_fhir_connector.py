@@ -24,13 +24,14 @@ from consultcam.commits.connectors.fhir import FhirConnector, OAuth2ClientCreden
 from consultcam.commits.connectors.registry import connector_from_url
 from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM
 from consultcam.config import Settings
+from consultcam.kit.http import RetryPolicy
 from tests.commits.factories import Progress, commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
 from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 NZDT = timezone(timedelta(hours=13))
-FAST = {"wait_initial": 0.01, "wait_max": 0.05, "attempts": 4, "timeout": 5.0}
+FAST = {"retry": RetryPolicy(attempts=4, wait_initial=0.01, wait_max=0.05), "timeout": 5.0}
 ENV_NAMES = (
     "CONSULTCAM_EMR_BEARER_TOKEN",
     "CONSULTCAM_EMR_TOKEN_URL",
@@ -276,7 +277,9 @@ async def test_a_server_that_stays_down_fails_plainly_after_a_few_attempts(fhir_
     fhir_server.fail(500, times=10)
 
     with pytest.raises(CommitFailed) as failed:
-        await connector(fhir_server, attempts=3).commit(make_context(), make_items(1), Progress())
+        await connector(fhir_server, retry=RetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.05)).commit(
+            make_context(), make_items(1), Progress()
+        )
 
     assert len(fhir_server.requests("POST")) == 3
     assert "having problems" in failed.value.detail
@@ -287,7 +290,9 @@ async def test_a_server_that_stays_down_fails_plainly_after_a_few_attempts(fhir_
 async def test_an_unreachable_server_fails_plainly():
     with FhirTestServer() as server:
         base_url = server.base_url
-    dead = FhirConnector(base_url, **{**FAST, "attempts": 2})
+    dead = FhirConnector(
+        base_url, **{**FAST, "retry": RetryPolicy(attempts=2, wait_initial=0.01, wait_max=0.05)}
+    )
 
     with pytest.raises(CommitFailed) as failed:
         await dead.commit(make_context(), make_items(1), Progress())

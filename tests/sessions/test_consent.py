@@ -20,6 +20,7 @@ from consultcam.commits.connectors.base import CommitItem
 from consultcam.commits.connectors.fhir import OAuth2ClientCredentials
 from consultcam.commits.dicom import build_instance
 from consultcam.commits.fhir_media import build_media
+from consultcam.kit.http import RetryPolicy
 from consultcam.models import AuditEvent, ClinicalImage
 from tests.commits.factories import commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
@@ -253,7 +254,9 @@ async def test_medtech_alex_keeps_the_consent_after_its_site_note(monkeypatch: p
         oauth = OAuth2ClientCredentials(
             server.token_url, CLIENT_ID, CLIENT_SECRET, scope="patient/Media.write"
         )
-        alex = AlexConnector(server.base_url, oauth=oauth, wait_initial=0.01, wait_max=0.05, attempts=2)
+        alex = AlexConnector(
+            server.base_url, oauth=oauth, retry=RetryPolicy(attempts=2, wait_initial=0.01, wait_max=0.05)
+        )
         context = commit_context(consent=stored_consent(), facility_id="F2N060-D")
 
         async def no_progress(done: int, total: int) -> None:

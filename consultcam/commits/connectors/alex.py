@@ -50,9 +50,10 @@ from consultcam.commits.connectors.base import (
     preparation_failed,
     split_server_url,
 )
-from consultcam.commits.connectors.fhir import build_entries, retry_policy
+from consultcam.commits.connectors.fhir import FHIR_RETRY, build_entries
 from consultcam.commits.connectors.fhir_client import FhirClient, FhirFailure, RequestHeaders
 from consultcam.commits.connectors.fhir_commit import commit_one_by_one, failed_before_writing
+from consultcam.kit.http import RetryPolicy
 from consultcam.kit.oauth2 import ClientCredentials
 from consultcam.terminology import site_words
 from consultcam.terminology.metadata import photo_terms
@@ -98,10 +99,7 @@ class AlexConnector:
         *,
         oauth: ClientCredentials,
         timeout: float = 30.0,
-        attempts: int = 4,
-        wait_initial: float = 0.5,
-        wait_max: float = 8.0,
-        max_retry_after: float = 30.0,
+        retry: RetryPolicy = FHIR_RETRY,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if oauth is None:
@@ -109,12 +107,7 @@ class AlexConnector:
         self.client = FhirClient(
             base_url,
             oauth=oauth,
-            retry=retry_policy(
-                attempts=attempts,
-                wait_initial=wait_initial,
-                wait_max=wait_max,
-                max_retry_after=max_retry_after,
-            ),
+            retry=retry,
             timeout=timeout,
             transport=transport,
         )

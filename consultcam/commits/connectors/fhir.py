@@ -47,29 +47,20 @@ from consultcam.kit.oauth2 import ClientCredentials
 OAuth2ClientCredentials = ClientCredentials
 
 __all__ = [
+    "FHIR_RETRY",
     "RESOURCES",
     "FhirConnector",
     "FhirTarget",
     "OAuth2ClientCredentials",
     "build_entries",
     "parse_url",
-    "retry_policy",
 ]
 
 RESOURCES = ("Media", "DocumentReference")
 
-
-def retry_policy(
-    *, attempts: int = 4, wait_initial: float = 0.5, wait_max: float = 8.0, max_retry_after: float = 30.0
-) -> RetryPolicy:
-    """The retry policy of a FHIR connector: `attempts` tries in all, back-off in seconds, Retry-After
-    honoured up to `max_retry_after` seconds (capped, not given up on: the commit is waiting for it)."""
-    return RetryPolicy(
-        attempts=max(1, attempts),
-        wait_initial=wait_initial,
-        wait_max=wait_max,
-        max_retry_after=max_retry_after,
-    )
+#: A FHIR commit's retries: 4 tries, back-off 0.5–8 s, Retry-After honoured up to 30 s (capped, not given up
+#: on: the commit is waiting for it).
+FHIR_RETRY = RetryPolicy(attempts=4, wait_initial=0.5, wait_max=8.0, max_retry_after=30.0)
 
 
 class FhirConnector:
@@ -77,8 +68,8 @@ class FhirConnector:
 
     `resource` is "Media" or "DocumentReference"; `document_format` "jpeg", or "pdf"/"tiff" for a
     DocumentReference (inboxes that take only those). The transport options (`bearer_token` or `oauth`,
-    `timeout` in seconds, `attempts`, `wait_initial`/`wait_max`/`max_retry_after` in seconds, `transport`)
-    build its FhirClient. Raises ValueError for an unusable combination.
+    `timeout` in seconds, `retry` (default `FHIR_RETRY`), `transport`) build its FhirClient. Raises
+    ValueError for an unusable combination.
     """
 
     name = "fhir"
@@ -92,10 +83,7 @@ class FhirConnector:
         bearer_token: str | None = None,
         oauth: ClientCredentials | None = None,
         timeout: float = 30.0,
-        attempts: int = 4,
-        wait_initial: float = 0.5,
-        wait_max: float = 8.0,
-        max_retry_after: float = 30.0,
+        retry: RetryPolicy = FHIR_RETRY,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if resource not in RESOURCES:
@@ -106,12 +94,7 @@ class FhirConnector:
             base_url,
             bearer_token=bearer_token,
             oauth=oauth,
-            retry=retry_policy(
-                attempts=attempts,
-                wait_initial=wait_initial,
-                wait_max=wait_max,
-                max_retry_after=max_retry_after,
-            ),
+            retry=retry,
             timeout=timeout,
             transport=transport,
         )
