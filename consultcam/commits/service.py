@@ -45,7 +45,7 @@ from consultcam.models import ClinicalImage, utcnow
 from consultcam.runtime import Runtime
 from consultcam.sessions import repository as session_rows
 from consultcam.sessions import service as sessions
-from consultcam.storage.store import session_prefix
+from consultcam.storage.keys import session_prefix
 
 log = logging.getLogger(__name__)
 

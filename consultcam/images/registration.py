@@ -31,7 +31,8 @@ from consultcam.kit import jobs
 from consultcam.kit.status import ImageStatus
 from consultcam.models import ClinicalImage, utcnow
 from consultcam.sessions import service as sessions
-from consultcam.storage.store import ObjectStore, image_key, thumbnail_key
+from consultcam.storage.keys import image_key, thumbnail_key
+from consultcam.storage.store import ObjectStore
 
 if TYPE_CHECKING:
     from consultcam.config import Settings

@@ -35,7 +35,8 @@ from consultcam.images.schemas import ImageOut, ImagePatch, ImageUrls, UploadOut
 from consultcam.kit.status import ImageStatus
 from consultcam.models import CaptureSession, ClinicalImage, utcnow
 from consultcam.sessions import service as sessions
-from consultcam.storage.store import ObjectStore, parse_upload_key, upload_key
+from consultcam.storage.keys import parse_upload_key, upload_key
+from consultcam.storage.store import ObjectStore
 
 if TYPE_CHECKING:
     from consultcam.runtime import Runtime

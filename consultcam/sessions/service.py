@@ -40,7 +40,7 @@ from consultcam.sessions.schemas import (
     SessionCreate,
     SessionOut,
 )
-from consultcam.storage.store import session_prefix
+from consultcam.storage.keys import session_prefix
 
 
 def session_expires_at(session: CaptureSession, settings: Settings) -> datetime:

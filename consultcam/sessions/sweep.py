@@ -19,7 +19,7 @@ from consultcam.kit.status import SessionStatus
 from consultcam.runtime import Runtime
 from consultcam.sessions import repository
 from consultcam.sessions import service as sessions
-from consultcam.storage.store import session_prefix
+from consultcam.storage.keys import session_prefix
 
 log = logging.getLogger(__name__)
 

@@ -11,25 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-# The key scheme is part of the port's contract; its home is `keys.py` (shared by both adapters).
-from consultcam.storage.keys import (
-    image_key,
-    parse_upload_key,
-    session_prefix,
-    thumbnail_key,
-    upload_key,
-)
-
-__all__ = [
-    "ObjectStore",
-    "PresignedRequest",
-    "StoredObject",
-    "image_key",
-    "parse_upload_key",
-    "session_prefix",
-    "thumbnail_key",
-    "upload_key",
-]
+__all__ = ["ObjectStore", "PresignedRequest", "StoredObject"]
 
 
 @dataclass(frozen=True)

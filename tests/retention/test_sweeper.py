@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from consultcam.models import AuditEvent, CaptureSession, ClinicalImage, utcnow
 from consultcam.retention.sweeper import sweep
 from consultcam.sessions.sweep import ENDED_GRACE
-from consultcam.storage.store import upload_key
+from consultcam.storage.keys import upload_key
 from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
 
 
