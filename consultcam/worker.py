@@ -1,9 +1,9 @@
 """The worker: every domain's tasks, the periodic sweeper, and the loop that runs queued jobs.
 
-This is the one module that knows the task modules (`TASK_MODULES`, imported here at top level): services
-queue a job by its task name (`kit.jobs.enqueue`), and a process that runs jobs (a `consultcam worker`, or
-the web app in embedded mode, whose in-process broker runs them in place) imports this module so that every
-name is registered on taskiq's shared broker.
+This is the one module that knows the task modules (imported below, at top level: importing one registers
+its tasks): services queue a job by its task name (`kit.jobs.enqueue`), and a process that runs jobs (a
+`consultcam worker`, or the web app in embedded mode, whose in-process broker runs them in place) imports
+this module so that every name is registered on taskiq's shared broker.
 """
 
 from __future__ import annotations
@@ -14,17 +14,14 @@ import logging
 from taskiq.acks import AcknowledgeType
 from taskiq.api import run_receiver_task
 
-import consultcam.analysis.tasks  # consultcam.analysis.describe
-import consultcam.retention.tasks  # consultcam.sweep
+# Every module that registers tasks; a new task's module joins this list.
+import consultcam.analysis.tasks  # registers consultcam.analysis.describe
+import consultcam.retention.tasks  # registers consultcam.sweep
 from consultcam.kit.jobs import claim_period, enqueue
 from consultcam.retention.tasks import SWEEP_TASK
 from consultcam.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-#: Every module that registers tasks (loaded with this one).
-TASK_MODULES = (consultcam.analysis.tasks.__name__, consultcam.retention.tasks.__name__)
-
 
 async def start(runtime: Runtime) -> None:
     """Bind the runtime to its broker (tasks read it from the broker's state) and start the broker."""
