@@ -16,7 +16,7 @@ from taskiq.api import run_receiver_task
 
 # Every module that registers tasks; a new task's module joins this list.
 import consultcam.analysis.tasks  # registers consultcam.analysis.describe
-import consultcam.retention.tasks  # registers consultcam.sweep
+import consultcam.retention.tasks  # noqa: F401  registers consultcam.sweep
 from consultcam.kit.jobs import claim_period, enqueue
 from consultcam.retention.tasks import SWEEP_TASK
 from consultcam.runtime import Runtime
