@@ -156,33 +156,8 @@ def test_the_graph_reader_sees_function_level_imports_and_skips_type_checking() 
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-#: The modules whose imports part "core" of issue 11 arranged: the composition root, the ports and their
-#: adapters, the web shell. A cycle through any of them fails at once.
-CORE = (
-    "consultcam.app",
-    "consultcam.bootstrap",
-    "consultcam.cli",
-    "consultcam.config",
-    "consultcam.db",
-    "consultcam.deps",
-    "consultcam.errors",
-    "consultcam.events",
-    "consultcam.kit",
-    "consultcam.runtime",
-    "consultcam.storage",
-    "consultcam.web",
-    "consultcam.worker",
-)
-
-
 def _show(found: list[list[str]]) -> str:
     return "import cycles (break one arrow of each):\n" + "\n".join(" → ".join(cycle) for cycle in found)
-
-
-def test_no_import_cycle_through_the_composition_root_ports_or_web_shell() -> None:
-    """No cycle through the runtime, the worker, the ports and adapters, the app, the CLI or deps."""
-    found = [cycle for cycle in cycles(graph()) if any(m.startswith(CORE) for m in cycle)]
-    assert not found, _show(found)
 
 
 def test_no_import_cycle() -> None:
