@@ -39,7 +39,6 @@ __all__ = [
     "chat_request",
     "parse_answer",
     "prepare_jpeg",
-    "retry_after_seconds",
 ]
 
 log = logging.getLogger(__name__)
