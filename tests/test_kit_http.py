@@ -110,3 +110,9 @@ async def test_a_refused_token_request_says_its_status_and_error() -> None:
     async with new_client(timeout=1.0, transport=httpx.MockTransport(handle)) as client:
         with pytest.raises(TokenRefused, match=r"HTTP 401 \(invalid_client\)"):
             await tokens.token(client)
+
+
+@pytest.mark.parametrize("attempts", [0, -1])
+def test_a_policy_refuses_fewer_than_one_try(attempts: int) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        RetryPolicy(attempts=attempts)

@@ -39,7 +39,6 @@ __all__ = [
     "chat_request",
     "parse_answer",
     "prepare_jpeg",
-    "retry_after_seconds",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,21 +65,19 @@ _THINKING = re.compile(r"^\s*<think>.*?</think>\s*", re.S)  # reasoning models s
 
 class AnalysisFailed(Exception):
     """The photo could not be described. `reason` is one sentence for the clinician and the log (never the
-    API key or the photo); `retryable` is True for 429, 5xx, timeouts and connection errors; `retry_after`
-    (seconds) is what a 429 or 503 asked for; `status` the HTTP status, when there was one."""
+    API key or the photo); `retryable` is True for 429, 5xx, timeouts and connection errors; `status` the
+    HTTP status, when there was one."""
 
     def __init__(
         self,
         reason: str,
         *,
         retryable: bool = False,
-        retry_after: float | None = None,
         status: int | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
-        self.retry_after = retry_after
         self.status = status
 
 
@@ -302,7 +299,7 @@ class ChatCompletionsClient:
             )
             if too_long:
                 reason += f" It asked to wait {wait:.0f} s, longer than consultcam waits."
-            raise AnalysisFailed(reason, retryable=not too_long, retry_after=wait, status=status)
+            raise AnalysisFailed(reason, retryable=not too_long, status=status)
         if status in (401, 403):
             reason = f"The AI service refused the API key (HTTP {status}); check CONSULTCAM_AI_API_KEY."
         elif status == 404:

@@ -14,7 +14,7 @@ from fhir.resources.R4B.documentreference import DocumentReference
 from pydantic import ValidationError
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
-from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM, build_media, photo_name
+from consultcam.commits.fhir_media import build_media, conditional_create_entry, photo_name
 from consultcam.images.processing.documents import convert_for_document
 
 __all__ = ["PHOTOGRAPHIC_IMAGE", "build_document_reference", "document_reference_entry"]
@@ -74,14 +74,4 @@ def build_document_reference(context: CommitContext, item: CommitItem, fmt: str 
 
 def document_reference_entry(context: CommitContext, item: CommitItem, fmt: str = "jpeg") -> dict[str, Any]:
     """A transaction entry that creates the DocumentReference unless one with the image id exists."""
-    document = build_document_reference(context, item, fmt)
-    image_id = document["identifier"][0]["value"]
-    return {
-        "fullUrl": f"urn:uuid:{image_id}",
-        "resource": document,
-        "request": {
-            "method": "POST",
-            "url": "DocumentReference",
-            "ifNoneExist": f"identifier={IMAGE_IDENTIFIER_SYSTEM}|{image_id}",
-        },
-    }
+    return conditional_create_entry(build_document_reference(context, item, fmt))

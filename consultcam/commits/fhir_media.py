@@ -65,6 +65,7 @@ __all__ = [
     "build_transaction_bundle",
     "bundle_entry",
     "check_context",
+    "conditional_create_entry",
     "is_sctid",
     "photo_name",
     "validate_body_site",
@@ -96,14 +97,19 @@ def bundle_entry(context: CommitContext, item: CommitItem) -> dict[str, Any]:
     Shape: {fullUrl "urn:uuid:<image id>", resource Media, request {method "POST", url "Media",
     ifNoneExist "identifier=<IMAGE_IDENTIFIER_SYSTEM>|<image id>"}} (FHIR R4 http.html#ccreate).
     """
-    media = build_media(context, item)
-    image_id = media["identifier"][0]["value"]
+    return conditional_create_entry(build_media(context, item))
+
+
+def conditional_create_entry(resource: dict[str, Any]) -> dict[str, Any]:
+    """The transaction entry that creates `resource` (a Media or DocumentReference carrying the image
+    identifier first) unless one of its type with that identifier exists."""
+    image_id = resource["identifier"][0]["value"]
     return {
         "fullUrl": f"urn:uuid:{image_id}",
-        "resource": media,
+        "resource": resource,
         "request": {
             "method": "POST",
-            "url": "Media",
+            "url": resource["resourceType"],
             "ifNoneExist": f"identifier={IMAGE_IDENTIFIER_SYSTEM}|{image_id}",
         },
     }

@@ -130,7 +130,7 @@ async def send_with_retries(
     no try got an answer. Exceptions other than httpx.TransportError propagate at once.
     """
     retry_allowed = repeatable or method.upper() in IDEMPOTENT_METHODS
-    attempts = max(1, policy.attempts) if retry_allowed else 1
+    attempts = policy.attempts if retry_allowed else 1
     tries = 0
 
     def wait(state: RetryCallState) -> float:

@@ -20,10 +20,10 @@ from consultcam.analysis.ai import (
     AnalysisFailed,
     ChatCompletionsClient,
     prepare_jpeg,
-    retry_after_seconds,
 )
 from consultcam.analysis.prompt import PROMPT_VERSION, SYSTEM_PROMPT
 from consultcam.config import Settings
+from consultcam.kit.http import retry_after_seconds
 from tests.analysis.chat_server import DESCRIPTION, SERVED_MODEL, Reply, answer, check_request
 from tests.conftest import PATIENT, phone_photo
 from tests.e2e.harness import free_port

@@ -18,10 +18,10 @@ from PIL import Image
 
 from consultcam.commits.connectors.alex import ENV_NAMES, NO_FACILITY, AlexConnector, fit_jpeg, medtech
 from consultcam.commits.connectors.base import CommitContext, CommitFailed, CommitItem
-from consultcam.commits.connectors.fhir import OAuth2ClientCredentials
 from consultcam.commits.connectors.registry import alex_credentials, connector_from_url
 from consultcam.config import Settings
 from consultcam.kit.http import RetryPolicy
+from consultcam.kit.oauth2 import ClientCredentials
 from tests.commits.factories import commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
 
@@ -85,8 +85,8 @@ async def no_progress(done: int, total: int) -> None:
     pass
 
 
-def oauth(server: FhirTestServer) -> OAuth2ClientCredentials:
-    return OAuth2ClientCredentials(server.token_url, CLIENT_ID, CLIENT_SECRET, scope="patient/Media.write")
+def oauth(server: FhirTestServer) -> ClientCredentials:
+    return ClientCredentials(server.token_url, CLIENT_ID, CLIENT_SECRET, scope="patient/Media.write")
 
 
 def connector(server: FhirTestServer) -> AlexConnector:

@@ -60,3 +60,27 @@ def test_each_scheme_gets_its_connector_with_the_settings_credentials(
 def test_settings_credentials_are_trimmed_and_a_blank_one_is_unset() -> None:
     settings = Settings(emr_bearer_token=SecretStr(f"  {SECRET}  "), emr_client_secret=SecretStr("   "))
     assert fhir_credentials(settings) == (SECRET, None)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://emr.example", "unsupported EMR URL scheme 'ftp'"),
+        ("emr.example/fhir", "must look like scheme://"),
+    ],
+)
+def test_an_unknown_or_missing_scheme_is_refused(url: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=message):
+        connector_from_url(url, Settings(data_dir=tmp_path))
+
+
+def test_partial_oauth_settings_name_what_is_missing() -> None:
+    settings = Settings(emr_token_url="https://login.example/token")
+    with pytest.raises(ValueError, match="CONSULTCAM_EMR_CLIENT_ID, CONSULTCAM_EMR_CLIENT_SECRET as well"):
+        fhir_credentials(settings)
+
+
+def test_a_bad_fhir_url_is_reported_before_the_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, emr_token_url="https://login.example/token")
+    with pytest.raises(ValueError, match="must not carry a user name or password"):
+        connector_from_url("fhir+https://user:pw@emr.example/fhir", settings)

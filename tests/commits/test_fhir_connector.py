@@ -20,11 +20,12 @@ from fhir.resources.R4B.media import Media
 from PIL import Image
 
 from consultcam.commits.connectors.base import CommitContext, CommitFailed, CommitItem, ConnectorUnavailable
-from consultcam.commits.connectors.fhir import FhirConnector, OAuth2ClientCredentials
+from consultcam.commits.connectors.fhir import FhirConnector
 from consultcam.commits.connectors.registry import connector_from_url
 from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM
 from consultcam.config import Settings
 from consultcam.kit.http import RetryPolicy
+from consultcam.kit.oauth2 import ClientCredentials
 from tests.commits.factories import Progress, commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
 from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
@@ -304,8 +305,8 @@ async def test_an_unreachable_server_fails_plainly():
 # -- authentication ----------------------------------------------------------------------------------------
 
 
-def oauth(server: FhirTestServer) -> OAuth2ClientCredentials:
-    return OAuth2ClientCredentials(server.token_url, CLIENT_ID, CLIENT_SECRET, scope="system/Media.write")
+def oauth(server: FhirTestServer) -> ClientCredentials:
+    return ClientCredentials(server.token_url, CLIENT_ID, CLIENT_SECRET, scope="system/Media.write")
 
 
 async def test_oauth2_token_is_cached_across_commits(fhir_server):
@@ -336,7 +337,7 @@ async def test_oauth2_token_is_refreshed_once_on_401(fhir_server):
 
 async def test_wrong_client_secret_is_reported_without_the_secret(fhir_server):
     fhir_server.state.require_token = True
-    bad = OAuth2ClientCredentials(fhir_server.token_url, CLIENT_ID, "wrong-secret")
+    bad = ClientCredentials(fhir_server.token_url, CLIENT_ID, "wrong-secret")
 
     with pytest.raises(CommitFailed) as failed:
         await connector(fhir_server, oauth=bad).commit(make_context(), make_items(1), Progress())

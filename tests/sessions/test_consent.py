@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 
 from consultcam.commits.connectors.alex import ENV_NAMES, AlexConnector
 from consultcam.commits.connectors.base import CommitItem
-from consultcam.commits.connectors.fhir import OAuth2ClientCredentials
 from consultcam.commits.dicom import build_instance
 from consultcam.commits.fhir_media import build_media
 from consultcam.kit.http import RetryPolicy
+from consultcam.kit.oauth2 import ClientCredentials
 from consultcam.models import AuditEvent, ClinicalImage
 from tests.commits.factories import commit_context
 from tests.commits.fhir_server import CLIENT_ID, CLIENT_SECRET, FhirTestServer
@@ -251,9 +251,7 @@ async def test_medtech_alex_keeps_the_consent_after_its_site_note(monkeypatch: p
         monkeypatch.delenv(name, raising=False)
     with FhirTestServer() as server:
         server.state.require_token = True
-        oauth = OAuth2ClientCredentials(
-            server.token_url, CLIENT_ID, CLIENT_SECRET, scope="patient/Media.write"
-        )
+        oauth = ClientCredentials(server.token_url, CLIENT_ID, CLIENT_SECRET, scope="patient/Media.write")
         alex = AlexConnector(
             server.base_url, oauth=oauth, retry=RetryPolicy(attempts=2, wait_initial=0.01, wait_max=0.05)
         )

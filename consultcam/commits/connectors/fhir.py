@@ -43,15 +43,11 @@ from consultcam.images.processing.documents import DOCUMENT_FORMATS
 from consultcam.kit.http import RetryPolicy
 from consultcam.kit.oauth2 import ClientCredentials
 
-# The client credentials' home is the kit; the name here is the one the connector's callers know.
-OAuth2ClientCredentials = ClientCredentials
-
 __all__ = [
     "FHIR_RETRY",
     "RESOURCES",
     "FhirConnector",
     "FhirTarget",
-    "OAuth2ClientCredentials",
     "build_entries",
     "parse_url",
 ]

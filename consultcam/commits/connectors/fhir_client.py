@@ -53,6 +53,11 @@ class FhirFailure(Exception):
         self.outcome = outcome
         self.status = status
 
+    @property
+    def transient(self) -> bool:
+        """No answer, a 5xx or a 429: the same request may succeed later (and may have been saved)."""
+        return self.status is None or self.status >= 500 or self.status == 429
+
 
 class FhirClient:
     """How to talk to one FHIR server: `base_url` (no trailing slash), authentication, retries, timeout.

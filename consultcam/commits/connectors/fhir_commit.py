@@ -52,7 +52,7 @@ def what_to_do(failure: FhirFailure) -> str:
         return "ask the practice's IT support to check consultcam's EMR connection settings."
     if failure.status is None:
         return "check the practice's network and try again."
-    if failure.status >= 500 or failure.status == 429:
+    if failure.transient:
         return "try again in a few minutes."
     return f"correct the problem and commit again, or {ADMIN}."
 
@@ -83,7 +83,7 @@ async def commit_transaction(
         raise_for_status(response, "The patient record system refused the photos")
         results = _transaction_results(fhir, response, items)
     except FhirFailure as failure:
-        if failure.status is None or failure.status >= 500 or failure.status == 429:
+        if failure.transient:
             # No answer, or a server error: a transaction is atomic, and a repeat finds what was saved.
             tail = "Nothing was saved, or if it was, committing again will not save the photos twice"
         else:
@@ -189,7 +189,7 @@ async def _compensate(
     interrupted one), which are the record's now and stay (a retry finds them again)."""
     left = await _delete_all(fhir, created)
     failed_item = items[failed_index]
-    if failure.status is None or failure.status >= 500 or failure.status == 429:
+    if failure.transient:
         tail = "committing again will not save any photo twice"
     else:
         tail = "correct the problem and commit again, or " + ADMIN
