@@ -18,6 +18,7 @@ nothing once the photo is deleted or committed or its session is no longer open.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -74,12 +75,7 @@ def schedule_analysis(uow: UnitOfWork, settings: Settings, enqueue: Enqueue, ima
         image.analysis = {"status": AnalysisStatus.DISABLED}
         return
     image.analysis = {"status": AnalysisStatus.PENDING}
-    session_id, image_id = image.session_id, image.id
-
-    async def _queue() -> None:
-        await enqueue(DESCRIBE_TASK, session_id, image_id)
-
-    uow.after_commit(_queue)
+    uow.after_commit(functools.partial(enqueue, DESCRIBE_TASK, image.session_id, image.id))
 
 
 async def describe_image(tx: Transactions, rt: Runtime, session_id: str, image_id: str) -> str:

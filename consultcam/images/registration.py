@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from consultcam.runtime import Runtime
 
 _SLOT = (ImageStatus.PENDING, ImageStatus.READY)
+T = TypeVar("T")
 
 
 async def register_image(
@@ -159,27 +161,22 @@ async def _verified(store: ObjectStore, settings: Settings, image: ClinicalImage
             f"The stored file has {len(data) or stored.size_bytes} bytes "
             f"but {image.upload_size_bytes} were announced. Upload the photo again.",
         )
-    header = await anyio.to_thread.run_sync(
-        functools.partial(
-            inspect,
+
+    def on_upload(step: Callable[..., T]) -> Callable[[], T]:  # inspect and normalise read it alike
+        return functools.partial(
+            step,
             data,
             declared_content_type=image.upload_content_type,
             max_pixels=settings.max_image_pixels,
             max_edge_px=settings.capture_max_edge_px,
         )
-    )
+
+    header = await anyio.to_thread.run_sync(on_upload(inspect))
     if not admission.fits(settings, header.decode_bytes):
         raise _too_costly(header, settings.decode_memory_budget_mb)
     async with admission.decode_memory(settings, header.decode_bytes):
         return await anyio.to_thread.run_sync(
-            functools.partial(
-                normalise,
-                data,
-                declared_content_type=image.upload_content_type,
-                max_pixels=settings.max_image_pixels,
-                max_edge_px=settings.capture_max_edge_px,
-            ),
-            limiter=admission.decode_threads(settings),
+            on_upload(normalise), limiter=admission.decode_threads(settings)
         )
 
 

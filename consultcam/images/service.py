@@ -364,11 +364,14 @@ async def sweep_unregistered_uploads(tx: Transactions, store: ObjectStore, now: 
     for image_id in abandoned:
         async with tx() as uow:
             image = await repository.find(uow, image_id)
-            if image is not None and image.status == ImageStatus.PENDING:
-                await store.delete(image.upload_key)
-                await repository.delete(uow, image)
-                audit.record(
-                    uow.session, None, "upload.abandoned", session_id=image.session_id, image_id=image_id
-                )
-                deleted += 1
+            if image is None or image.status != ImageStatus.PENDING:
+                continue
+            await repository.delete(uow, image)
+            audit.record(
+                uow.session, None, "upload.abandoned", session_id=image.session_id, image_id=image_id
+            )
+        # After the commit, not inside the write transaction (a crash between leaves an orphan for
+        # `retention.uploads.delete_orphan_objects`).
+        await store.delete(image.upload_key)
+        deleted += 1
     return deleted
