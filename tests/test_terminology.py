@@ -17,19 +17,16 @@ import pytest
 from consultcam.commits import fhir_media
 from consultcam.images.schemas import ImageMetadata
 from consultcam.terminology import (
-    BODY_SITE_COUNT,
     LATERALITY_CODES,
-    LATERALITY_VALUES,
     LATERALITY_WORDS,
     SNOMED_CT,
     TERMINOLOGY,
-    VIEW_VALUES,
     TerminologyDataError,
-    default_data_path,
     is_snomed_concept_id,
-    load_terminology,
-    verhoeff_valid,
 )
+from consultcam.terminology.loading import default_data_path, load_terminology
+from consultcam.terminology.model import BODY_SITE_COUNT, LATERALITY_VALUES, VIEW_VALUES
+from consultcam.terminology.snomed import verhoeff_valid
 from consultcam.terminology.words import MetadataWords, metadata_words, with_side
 from tests.conftest import assert_error, jpeg_bytes, pair_phone, start_session, upload
 

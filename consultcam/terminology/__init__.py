@@ -17,24 +17,9 @@ Where things are:
 from __future__ import annotations
 
 from consultcam.terminology.current import active, use
-from consultcam.terminology.loading import (
-    TERMINOLOGY,
-    default_data_path,
-    load_extension,
-    load_terminology,
-)
-from consultcam.terminology.model import (
-    BODY_SITE_COUNT,
-    LATERALITY_VALUES,
-    MAX_EXTENSION_SITES,
-    VIEW_VALUES,
-    BodySite,
-    Laterality,
-    Terminology,
-    TerminologyDataError,
-    View,
-)
-from consultcam.terminology.snomed import SNOMED_CT, is_snomed_concept_id, verhoeff_valid
+from consultcam.terminology.loading import TERMINOLOGY, load_extension
+from consultcam.terminology.model import Terminology, TerminologyDataError
+from consultcam.terminology.snomed import SNOMED_CT, is_snomed_concept_id
 from consultcam.terminology.words import site_words
 
 #: SNOMED CT qualifier values for laterality (code, preferred term), from the data file; issue 4's Medtech
@@ -47,26 +32,17 @@ LATERALITY_CODES: dict[str, tuple[str, str]] = {
 #: The word a clinician puts before a body site ("Bilateral forearm"): 51440002's synonym "Bilateral".
 LATERALITY_WORDS: dict[str, str] = {side.value: side.display for side in TERMINOLOGY.laterality if side.code}
 
+#: What the rest of the app takes from the package; everything else is imported from its own module.
 __all__ = [
-    "BODY_SITE_COUNT",
     "LATERALITY_CODES",
-    "LATERALITY_VALUES",
     "LATERALITY_WORDS",
-    "MAX_EXTENSION_SITES",
     "SNOMED_CT",
     "TERMINOLOGY",
-    "VIEW_VALUES",
-    "BodySite",
-    "Laterality",
     "Terminology",
     "TerminologyDataError",
-    "View",
     "active",
-    "default_data_path",
     "is_snomed_concept_id",
     "load_extension",
-    "load_terminology",
     "site_words",
     "use",
-    "verhoeff_valid",
 ]

@@ -89,29 +89,32 @@ export function phoneRevoked(page, reason) {
   }
 }
 
-function wrongPatient(page) {
-  const { qr } = page;
-  qr.signedOut("wrong-patient");
-  qr.idle("Make a new code only once you are sure of the patient.");
+/** The phone left for a `reason` that needs the clinician's eye: the QR card waits for a new code, and
+ *  the `#<reason>` notice says what became of the photos already here (`photos(count)`, when any). */
+function signedOutNotice(page, reason, { hint, photos, message }) {
+  page.qr.signedOut(reason);
+  page.qr.idle(hint);
   const count = page.gallery.size;
-  setText($("#wrong-patient-photos"), count
-    ? `The ${plural(count, "photo")} already here ${count === 1 ? "was" : "were"} not deleted: check ${count === 1 ? "it shows" : "they show"} this patient before committing.`
-    : "");
-  show($("#wrong-patient"), true);
-  announce("The phone said this is not the right patient. It has been signed out.");
+  setText($(`#${reason}-photos`), count ? photos(count) : "");
+  show($(`#${reason}`), true);
+  announce(message);
+}
+
+function wrongPatient(page) {
+  signedOutNotice(page, "wrong-patient", {
+    hint: "Make a new code only once you are sure of the patient.",
+    photos: (count) => `The ${plural(count, "photo")} already here ${count === 1 ? "was" : "were"} not deleted: check ${count === 1 ? "it shows" : "they show"} this patient before committing.`,
+    message: "The phone said this is not the right patient. It has been signed out.",
+  });
 }
 
 /** The phone scanned another session's code: it left this session, which is told plainly. */
 function pairedElsewhere(page) {
-  const { qr } = page;
-  qr.signedOut("paired-elsewhere");
-  qr.idle("Make a new code when the phone for this patient is ready.");
-  const count = page.gallery.size;
-  setText($("#paired-elsewhere-photos"), count
-    ? `The ${plural(count, "photo")} it sent before ${count === 1 ? "stays" : "stay"} in this session.`
-    : "");
-  show($("#paired-elsewhere"), true);
-  announce("The phone was paired with another session and has been signed out of this one.");
+  signedOutNotice(page, "paired-elsewhere", {
+    hint: "Make a new code when the phone for this patient is ready.",
+    photos: (count) => `The ${plural(count, "photo")} it sent before ${count === 1 ? "stays" : "stay"} in this session.`,
+    message: "The phone was paired with another session and has been signed out of this one.",
+  });
 }
 
 /** "Sign phone out" in the QR card: confirmed in a dialog; a failure is shown in the dialog, reopened. */

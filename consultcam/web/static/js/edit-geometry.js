@@ -282,10 +282,6 @@ export function screenToFraction(clientX, clientY, rect, clampToUnit = true) {
   return clampToUnit ? { x: clamp(x, 0, 1), y: clamp(y, 0, 1) } : { x, y };
 }
 
-export function fractionToScreen(point, rect) {
-  return { x: rect.left + point.x * rect.width, y: rect.top + point.y * rect.height };
-}
-
 /** The scale that fits `size` (px) inside `box` (px) without cropping; never above `max`. */
 export function fitScale(size, box, max = 4) {
   if (!size.width || !size.height || !box.width || !box.height) return 1;
