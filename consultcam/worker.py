@@ -23,6 +23,7 @@ from consultcam.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+
 async def start(runtime: Runtime) -> None:
     """Bind the runtime to its broker (tasks read it from the broker's state) and start the broker."""
     runtime.broker.state.runtime = runtime
