@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, or_, select
 
 from consultcam.db import UnitOfWork
@@ -38,6 +39,19 @@ async def add(uow: UnitOfWork, image: ClinicalImage) -> None:
 async def delete(uow: UnitOfWork, image: ClinicalImage) -> None:
     """Delete the image's row (its objects are the caller's to delete, after the commit)."""
     await uow.session.delete(image)
+
+
+async def delete_if_pending(uow: UnitOfWork, image_id: str) -> tuple[str, str] | None:
+    """Delete the image's row only if it is still pending (one conditional DELETE, so a registration that
+    commits meanwhile wins: PostgreSQL re-checks the condition on the row it waited for). Returns its
+    (session id, upload key), or None when it was registered or deleted already."""
+    result = await uow.session.execute(
+        sql_delete(ClinicalImage)
+        .where(ClinicalImage.id == image_id, ClinicalImage.status == ImageStatus.PENDING)
+        .returning(ClinicalImage.session_id, ClinicalImage.upload_key)
+    )
+    row = result.one_or_none()
+    return (row.session_id, row.upload_key) if row is not None else None
 
 
 async def in_session(

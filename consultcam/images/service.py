@@ -356,22 +356,21 @@ async def rendered_jpeg(
 async def sweep_unregistered_uploads(tx: Transactions, store: ObjectStore, now: datetime) -> int:
     """The sweeper's images step: delete every upload slot never registered whose URL expired more than
     UPLOAD_GRACE before `now`, its row and its uploaded object (if any), audited `upload.abandoned`. Each
-    slot in a transaction of its own, re-read there (it may have been registered since the listing).
+    slot in a transaction of its own, deleted only if still pending (it may have been registered since).
     Returns how many were deleted."""
     async with tx(writes=False) as uow:
         abandoned = await repository.abandoned_upload_ids(uow, now - UPLOAD_GRACE)
     deleted = 0
     for image_id in abandoned:
         async with tx() as uow:
-            image = await repository.find(uow, image_id)
-            if image is None or image.status != ImageStatus.PENDING:
+            # Conditional, not read-then-delete: a late registration of this slot must not lose its row.
+            gone = await repository.delete_if_pending(uow, image_id)
+            if gone is None:
                 continue
-            await repository.delete(uow, image)
-            audit.record(
-                uow.session, None, "upload.abandoned", session_id=image.session_id, image_id=image_id
-            )
+            session_id, key = gone
+            audit.record(uow.session, None, "upload.abandoned", session_id=session_id, image_id=image_id)
         # After the commit, not inside the write transaction (a crash between leaves an orphan for
         # `retention.uploads.delete_orphan_objects`).
-        await store.delete(image.upload_key)
+        await store.delete(key)
         deleted += 1
     return deleted
