@@ -106,16 +106,15 @@ async def existing_session_ids(db: AsyncSession, session_ids: set[str]) -> set[s
 
 # --- pairing tokens -----------------------------------------------------------------------------------
 
+#: A pairing token still usable, expiry aside: neither redeemed nor superseded.
+_UNUSED_PAIRING = (PairingToken.redeemed_at.is_(None), PairingToken.superseded_at.is_(None))
+
 
 async def supersede_pairings(db: AsyncSession, session_id: str, now: datetime) -> None:
     """Mark the session's unredeemed, not yet superseded pairing tokens superseded at `now`."""
     await db.execute(
         update(PairingToken)
-        .where(
-            PairingToken.session_id == session_id,
-            PairingToken.redeemed_at.is_(None),
-            PairingToken.superseded_at.is_(None),
-        )
+        .where(PairingToken.session_id == session_id, *_UNUSED_PAIRING)
         .values(superseded_at=now)
     )
 
@@ -137,12 +136,7 @@ async def redeem_token(db: AsyncSession, token_hash: str, now: datetime) -> tupl
     redeemed = (
         await db.execute(
             update(PairingToken)
-            .where(
-                PairingToken.token_hash == token_hash,
-                PairingToken.redeemed_at.is_(None),
-                PairingToken.superseded_at.is_(None),
-                PairingToken.expires_at > now,
-            )
+            .where(PairingToken.token_hash == token_hash, *_UNUSED_PAIRING, PairingToken.expires_at > now)
             .values(redeemed_at=now)
             .returning(PairingToken.id, PairingToken.session_id)
         )
