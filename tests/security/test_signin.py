@@ -38,6 +38,8 @@ from tests.conftest import (
 )
 from tests.e2e.harness import CHROMIUM, CHROMIUM_ARGS
 
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
 CONSULTCAM = Path(sys.executable).with_name("consultcam")
 REDIS = "redis://127.0.0.1:6379/0"
 SIGN_IN_PAGE = "Sign in to consultcam"
@@ -410,6 +412,10 @@ async def test_the_first_desktop_shows_plainly_that_its_phone_went_to_another_se
             await notice.wait_for()
             assert "paired with another session" in await notice.inner_text()
             assert "paired with another session" in await page.get_by_test_id("phone-status").inner_text()
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # for a person to look at the notice
+            await page.screenshot(
+                path=str(SCREENSHOTS / "desktop-paired-elsewhere.png"), animations="disabled"
+            )
             final = first_tab.get_by_test_id("final-screen")
             await final.wait_for()
             assert "moved to another session" in await final.inner_text()
