@@ -243,11 +243,19 @@ class Settings(BaseSettings):
     alex_client_id: str = ""
     alex_client_secret: SecretStr | None = None
     alex_scope: str = ""
+    # The ALEX root for the vendor-forms launch decode (issue 12, docs/medtech.md); unset: the alex+https
+    # EMR URL without its /FHIR (`consultcam.launch.medtech.alex_root`).
+    alex_launch_url: str = ""
 
     @field_validator("emr_token_url", "alex_token_url")
     @classmethod
     def _token_endpoint(cls, value: str, info: ValidationInfo) -> str:
         return checks.token_endpoint(value, env_name(str(info.field_name)))
+
+    @field_validator("alex_launch_url")
+    @classmethod
+    def _alex_launch_url(cls, value: str) -> str:
+        return checks.alex_launch_url(value)
 
     @field_validator("emr_client_id", "alex_client_id", "emr_scope", "alex_scope")
     @classmethod

@@ -259,6 +259,19 @@ def token_endpoint(value: str, variable: str) -> str:
     return value
 
 
+def alex_launch_url(value: str) -> str:
+    """CONSULTCAM_ALEX_LAUNCH_URL: the ALEX root that decodes a Medtech launch (the bearer token is sent
+    there), so https:// (http:// only to this machine), no ?query or #fragment; the trailing / dropped.
+    Empty: not set."""
+    value = value.strip().rstrip("/")
+    if value and (not is_https_or_loopback(value) or "#" in value or "?" in value):
+        raise ValueError(
+            "CONSULTCAM_ALEX_LAUNCH_URL must be an https:// URL (http:// only to this machine) without "
+            "?query or #fragment, such as https://alexapi.medtechglobal.com"
+        )
+    return value
+
+
 def oauth2_words(value: str, variable: str, *, scope: bool) -> str:
     """A client_id (VSCHARs, RFC 6749 A.1) or a scope (NQCHAR tokens separated by spaces, §3.3), at most
     1024 characters."""

@@ -211,8 +211,9 @@ class SignInSession(Base):
     `idle_expires_at` (pushed on by use) and `expires_at` (fixed at sign-in), and while `binding` matches
     what the server now trusts for its `method`; the sweeper deletes it once it no longer counts.
 
-    `method` is how the clinician proved who they are: "embedded" (CONSULTCAM_CLINICIAN_TOKEN) or "oidc"
-    (an identity provider's authorization code flow); `subject` and `name` become the `Clinician`.
+    `method` is how the clinician proved who they are: "embedded" (CONSULTCAM_CLINICIAN_TOKEN), "oidc"
+    (an identity provider's authorization code flow) or "medtech" (a Medtech ALEX Apps launch); `subject`,
+    `name` and, for a launch, `practitioner_id` and `facility_id` become the `Clinician`.
     """
 
     __tablename__ = "signin_sessions"
@@ -233,6 +234,22 @@ class SignInSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(32))  # signed-out | replaced
+    #: The provider and facility an EMR launch bound this sign-in to (None otherwise): see `Clinician`.
+    practitioner_id: Mapped[str | None] = mapped_column(String(64))
+    facility_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class LaunchContextUse(Base):
+    """A Medtech launch context that has been used (consultcam.launch.medtech): the SHA-256 of its
+    `context` and `signature`, so the same launch URL is refused a second time (a replay), until
+    `expires_at` (when the context would be refused as too old anyway); the sweeper deletes it then. The
+    context itself is never stored."""
+
+    __tablename__ = "launch_context_uses"
+
+    context_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class AuditEvent(Base):

@@ -98,6 +98,7 @@ BAD: dict[str, dict[str, str]] = {
     "alex_client_id": {"ALEX_CLIENT_ID": "consultcam\x7f"},
     "alex_client_secret": {"ALEX_CLIENT_SECRET": f"{SECRET}\x1b[2J"},
     "alex_scope": {"ALEX_SCOPE": "patient\\Media.write"},
+    "alex_launch_url": {"ALEX_LAUNCH_URL": "http://alex.example.org"},
 }
 
 

@@ -35,12 +35,24 @@ class Clinician:
     `name` from the token's `name` claim when it has one.
 
     `credential_id` is the id of the server-side sign-in session the request came with (the browser's
-    cookie), None for a bearer token: what logout ends, and what names the streams a credential opened."""
+    cookie), None for a bearer token: what logout ends, and what names the streams a credential opened.
+
+    `practitioner_id` and `facility_id` are set when the sign-in is bound to one provider at one practice
+    (an EMR launch: Medtech's `providerId` and `facilityCode`, "medtech:<facility>:<provider>" as `id`);
+    such a clinician reaches only that provider's capture sessions at that facility (`bound`). None for
+    the embedded token and OIDC, which reach every session."""
 
     id: str
     name: str | None = None
     credential_id: str | None = None
+    practitioner_id: str | None = None
+    facility_id: str | None = None
     kind: Literal["clinician"] = "clinician"
+
+    @property
+    def bound(self) -> bool:
+        """Whether this sign-in is bound to one provider and facility (an EMR launch)."""
+        return self.practitioner_id is not None or self.facility_id is not None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Server-side clinician sign-in sessions: what a browser's sign-in cookie names, and how it ends.
 
 A sign-in starts when a clinician proves who they are in a browser: the embedded login link or form
-(`method` "embedded", proven by CONSULTCAM_CLINICIAN_TOKEN), or an identity provider's authorization code
-flow (`method` "oidc", issue 13). The browser gets an HttpOnly, SameSite=Lax cookie carrying only a 256-bit
-random value; the database keeps its SHA-256 with the clinician, when it was made and last used, its idle
-and absolute expiry, and when it ended. So:
+(`method` "embedded", proven by CONSULTCAM_CLINICIAN_TOKEN), an identity provider's authorization code
+flow (`method` "oidc", issue 13), or a Medtech ALEX Apps launch (`method` "medtech", `consultcam.launch`),
+which binds the sign-in to the launch's provider and facility. The browser gets an HttpOnly, SameSite=Lax
+cookie carrying only a 256-bit random value; the database keeps its SHA-256 with the clinician, when it was
+made and last used, its idle and absolute expiry, and when it ended. So:
 
 - `POST /logout` ends it on the server (`end`): the same cookie replayed afterwards, from any browser and on
   any web process, is refused like no cookie at all. A new sign-in in the same browser ends the old one.
@@ -22,6 +23,7 @@ after a response (see `consultcam.deps`), and `sweep`, which owns its transactio
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -39,7 +41,7 @@ from consultcam.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-Method = Literal["embedded", "oidc"]
+Method = Literal["embedded", "oidc", "medtech"]
 #: Why a sign-in ended: the clinician signed out, or signed in again in the same browser.
 EndReason = Literal["signed-out", "replaced"]
 #: A sign-in's last-seen time is written at most this often (one small write per browser per minute).
@@ -56,12 +58,17 @@ def embedded_token_accepted(settings: Settings) -> bool:
 
 def binding(settings: Settings, method: Method) -> str | None:
     """The fingerprint a sign-in made now by `method` carries, or None when the server accepts no sign-in
-    of that kind. SHA-256 hex of what the method trusts (the embedded token; the OIDC issuer and audience),
-    domain-separated; the token itself is never stored."""
+    of that kind. SHA-256 hex of what the method trusts (the embedded token; the OIDC issuer and audience;
+    the ALEX server and client a Medtech launch was decoded by), domain-separated; the token itself is never
+    stored."""
     if method == "embedded":
         if not (settings.clinician_token and embedded_token_accepted(settings)):
             return None
         material = f"consultcam:signin:embedded\0{settings.clinician_token}"
+    elif method == "medtech":
+        if not settings.emr_url.lower().startswith("alex+") or not settings.alex_client_id:
+            return None
+        material = f"consultcam:signin:medtech\0{settings.emr_url}\0{settings.alex_client_id}"
     else:
         if not settings.oidc_enabled:
             return None
@@ -105,6 +112,8 @@ async def start(
             binding=fingerprint,
             subject=clinician.id,
             name=clinician.name,
+            practitioner_id=clinician.practitioner_id,
+            facility_id=clinician.facility_id,
             user_agent=user_agent[:300],
             created_at=now,
             last_seen_at=now,
@@ -112,7 +121,7 @@ async def start(
             expires_at=now + max_age(settings),
         ),
     )
-    signed_in = Clinician(id=clinician.id, name=clinician.name, credential_id=row.id)
+    signed_in = dataclasses.replace(clinician, credential_id=row.id)
     audit.record(uow.session, signed_in, "signin.started", signin_id=row.id, method=method)
     return secret, signed_in
 
@@ -140,7 +149,13 @@ async def authenticate(uow: UnitOfWork, settings: Settings, cookie: str) -> Sign
         return None
     return SignIn(
         id=row.id,
-        clinician=Clinician(id=row.subject, name=row.name, credential_id=row.id),
+        clinician=Clinician(
+            id=row.subject,
+            name=row.name,
+            credential_id=row.id,
+            practitioner_id=row.practitioner_id,
+            facility_id=row.facility_id,
+        ),
         touch_due=now - row.last_seen_at >= TOUCH_EVERY,
     )
 
