@@ -102,12 +102,15 @@ async def test_a_launch_signs_the_gp_in_and_opens_the_patient_alex_names(
         response = await gp.get("/launch/medtech", params={"context": context, "signature": signature})
         assert response.status_code == 303, response.text
         location = response.headers["location"]
-        assert location.startswith("/sessions/") and "?" not in location
+        assert location.startswith("/sessions/")
+        assert "?" not in location
         session_id = location.removeprefix("/sessions/")
         assert response.headers["cache-control"] == "no-store"
         assert response.headers["referrer-policy"] == "no-referrer"
         cookie = response.headers["set-cookie"]
-        assert cookie.startswith(f"{CLINICIAN_COOKIE}=") and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert cookie.startswith(f"{CLINICIAN_COOKIE}=")
+        assert "HttpOnly" in cookie
+        assert "SameSite=lax" in cookie
 
         # The cookie signs the browser in: the desktop opens, and the session is the patient ALEX names.
         assert (await gp.get(location)).status_code == 200
@@ -122,7 +125,8 @@ async def test_a_launch_signs_the_gp_in_and_opens_the_patient_alex_names(
     }
     assert (body["practitionerId"], body["facilityId"]) == ("PRV123", "F2N060-E")
     today = utcnow().astimezone(medtech.PRACTICE_TIMEZONE).strftime("%Y%m%d")
-    assert body["encounterId"].startswith(f"mt-{today}-") and len(body["encounterId"]) == 32
+    assert body["encounterId"].startswith(f"mt-{today}-")
+    assert len(body["encounterId"]) == 32
 
     async with app.state.runtime.sessionmaker() as db:
         [signin] = (await db.execute(select(SignInSession))).scalars().all()
@@ -132,7 +136,8 @@ async def test_a_launch_signs_the_gp_in_and_opens_the_patient_alex_names(
     assert used.context_hash == medtech.context_hash(context, signature)
     assert used.expires_at > utcnow() + timedelta(minutes=5)
     [accepted] = await audit(app, "launch.accepted")
-    assert accepted.session_id == session_id and accepted.actor_id == "medtech:F2N060-E:PRV123"
+    assert accepted.session_id == session_id
+    assert accepted.actor_id == "medtech:F2N060-E:PRV123"
     assert accepted.detail == {
         "resumed": False,
         "facility_id": "F2N060-E",
@@ -149,7 +154,8 @@ async def test_a_launch_signs_the_gp_in_and_opens_the_patient_alex_names(
     assert calls[1]["headers"]["mt-facilityid"] == "F2N060-E"
     assert all(c["headers"]["authorization"].startswith("Bearer ") for c in calls)
     correlations = [c["headers"]["mt-correlationid"] for c in calls]
-    assert len(set(correlations)) == 2 and all(len(c) == 36 for c in correlations)
+    assert len(set(correlations)) == 2
+    assert all(len(c) == 36 for c in correlations)
 
     # Nothing secret in the server's logs (this test's own client logs the URL it asked for) or the audit
     # trail.
@@ -157,7 +163,8 @@ async def test_a_launch_signs_the_gp_in_and_opens_the_patient_alex_names(
     logged = "\n".join(r.getMessage() for r in caplog.records if "http://testserver/" not in r.getMessage())
     trail = str([e.detail for e in await audit(app, "launch.accepted")])
     for secret in (context, signature, token, alex.client_secret):
-        assert secret not in logged and secret not in trail
+        assert secret not in logged
+        assert secret not in trail
 
 
 async def test_launching_again_the_same_day_resumes_the_same_session(app: Any, alex: AlexDouble) -> None:
@@ -209,7 +216,8 @@ async def test_the_next_day_opens_a_new_encounter(app: Any, runtime: Any, alex: 
 def test_the_encounter_key_is_one_per_patient_gp_facility_and_new_zealand_day() -> None:
     before_midnight = datetime(2026, 12, 3, 10, 59, tzinfo=UTC)  # 23:59 NZDT on 3 December
     key = medtech.encounter_key("F2N060-E", "PRV123", "pat-1", before_midnight)
-    assert key.startswith("mt-20261203-") and len(key) == 32
+    assert key.startswith("mt-20261203-")
+    assert len(key) == 32
     assert key == medtech.encounter_key("F2N060-E", "PRV123", "pat-1", before_midnight - timedelta(hours=10))
     assert medtech.encounter_key(
         "F2N060-E", "PRV123", "pat-1", before_midnight + timedelta(minutes=2)
@@ -219,7 +227,8 @@ def test_the_encounter_key_is_one_per_patient_gp_facility_and_new_zealand_day() 
         medtech.encounter_key("F2N060-E", "PRV124", "pat-1", before_midnight),
         medtech.encounter_key("F2N061-E", "PRV123", "pat-1", before_midnight),
     }
-    assert len(others) == 3 and key not in others
+    assert len(others) == 3
+    assert key not in others
 
 
 # --- refused -----------------------------------------------------------------------------------------------
@@ -258,7 +267,8 @@ async def test_the_same_launch_url_twice_is_refused_and_makes_nothing_more(
         for client in (gp, other):  # the same browser reloading, or the URL copied elsewhere
             again = await launch(client, query)
             assert again.status_code == 403
-            assert 'data-reason="replayed"' in again.text and "already been used" in again.text
+            assert 'data-reason="replayed"' in again.text
+            assert "already been used" in again.text
             assert "set-cookie" not in again.headers
     assert alex.decode_count() == 1  # the cheap look-up refused it before ALEX was asked
     assert await count(app, CaptureSession) == await count(app, SignInSession) == 1
@@ -283,7 +293,8 @@ async def test_a_bad_signature_is_refused(app: Any, alex: AlexDouble) -> None:
         response = await gp.get("/launch/medtech", params={"context": context, "signature": forged})
     refused = await assert_refused(app, response, 403, "bad-signature", "Medtech could not confirm this link")
     assert "facility_id" not in refused.detail
-    assert context not in str(refused.detail) and forged not in str(refused.detail)
+    assert context not in str(refused.detail)
+    assert forged not in str(refused.detail)
 
 
 @pytest.mark.parametrize(
@@ -339,7 +350,8 @@ async def test_a_patient_alex_does_not_know_or_an_alex_failure_is_a_bad_gateway(
         await assert_refused(app, response, 502, "patient-not-found", "cannot find this patient")
         alex.fail(status=503, times=5, method="GET", path_prefix="/FHIR/Patient")
         failing = await launch(gp, alex.launch_query(patient_id=jane(alex)))
-    assert failing.status_code == 502 and 'data-reason="alex-error"' in failing.text
+    assert failing.status_code == 502
+    assert 'data-reason="alex-error"' in failing.text
     assert await count(app, CaptureSession) == await count(app, LaunchContextUse) == 0
 
 
@@ -357,7 +369,8 @@ async def test_launch_attempts_are_rate_limited_per_client(app: Any, alex: AlexD
         statuses = [(await launch(gp, "context=x")).status_code for _ in range(11)]
         assert statuses == [400] * 10 + [429]
         over = await launch(gp, alex.launch_query(patient_id=jane(alex)))
-    assert over.status_code == 429 and int(over.headers["retry-after"]) >= 1
+    assert over.status_code == 429
+    assert int(over.headers["retry-after"]) >= 1
     assert "Too many launches" in over.text
     assert alex.decode_count() == 0
 
@@ -372,7 +385,8 @@ async def test_the_sweeper_deletes_used_contexts_once_they_would_be_expired_anyw
     async with browser(app) as gp:
         assert (await launch(gp, query)).status_code == 303
     report = await sweep(runtime.unit_of_work, runtime)
-    assert report.expired_launch_contexts == 0 and not report.errors
+    assert report.expired_launch_contexts == 0
+    assert not report.errors
     assert await count(app, LaunchContextUse) == 1
     report = await sweep(runtime.unit_of_work, runtime, utcnow() + timedelta(minutes=8))
     assert report.expired_launch_contexts == 1
