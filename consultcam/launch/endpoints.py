@@ -65,7 +65,7 @@ PROBLEMS: dict[Reason | str, Problem] = {
         200,
         "info",
         "i-user-x",
-        "Open a patient in Medtech first",
+        "No patient is open in Medtech",
         "consultcam takes photos for the patient open in Medtech, and no patient was open when you "
         "clicked the icon.",
         "Open a patient in Medtech, then click the consultcam icon again.",
