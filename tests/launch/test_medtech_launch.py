@@ -331,7 +331,7 @@ async def test_alex_down_is_a_bad_gateway_and_makes_nothing(app: Any, alex: Alex
     alex.stop_answering()
     async with browser(app) as gp:
         response = await launch(gp, query)
-    await assert_refused(app, response, 502, "alex-unreachable", "cannot reach Medtech ALEX")
+    await assert_refused(app, response, 502, "alex-unreachable", "Medtech ALEX is not answering")
 
 
 async def test_alex_refusing_our_credentials_is_a_bad_gateway(settings: Settings, alex: AlexDouble) -> None:
