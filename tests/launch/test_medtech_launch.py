@@ -398,3 +398,33 @@ async def test_the_sweeper_deletes_used_contexts_once_they_would_be_expired_anyw
             runtime, parsed["context"], parsed["signature"], now=utcnow() + timedelta(minutes=8)
         )
     assert refused.value.reason == "expired"
+
+
+# --- how ALEX is asked ------------------------------------------------------------------------------------
+
+
+async def test_a_token_alex_refuses_once_is_fetched_again_and_the_launch_goes_through(
+    app: Any, alex: AlexDouble
+) -> None:
+    patient = jane(alex)
+    async with browser(app) as gp:
+        alex.fail(status=401, times=1, method="GET", path_prefix="/vendorforms/")
+        assert (await launch(gp, alex.launch_query(patient_id=patient))).status_code == 303
+        tokens = [r for r in alex.requests() if r["path"].startswith("/oauth2/")]
+        assert len(tokens) == 2  # the refused token was replaced once
+        # Refused again with the new token: ALEX does not accept our credentials.
+        alex.fail(status=401, times=2, method="GET", path_prefix="/vendorforms/")
+        refused = await launch(gp, alex.launch_query(patient_id=patient))
+    assert refused.status_code == 502
+    assert 'data-reason="alex-credentials"' in refused.text
+
+
+async def test_a_retried_request_carries_a_correlation_id_of_its_own(app: Any, alex: AlexDouble) -> None:
+    patient = jane(alex)
+    alex.fail(status=503, times=1, method="GET", path_prefix="/FHIR/Patient")
+    async with browser(app) as gp:
+        assert (await launch(gp, alex.launch_query(patient_id=patient))).status_code == 303
+    reads = [r for r in alex.requests() if r["path"].startswith("/FHIR/Patient/")]
+    assert len(reads) == 2
+    assert reads[0]["headers"]["mt-correlationid"] != reads[1]["headers"]["mt-correlationid"]
+    assert {r["headers"]["mt-facilityid"] for r in reads} == {"F2N060-E"}
