@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from tests.medtech.double import NHI_SYSTEM, AlexDouble
-from tests.medtech.wire import DECODE, FACILITY, NHI, diagnostics, document, image, post, token
+from tests.medtech.wire import DECODE, FACILITY, NHI, diagnostics, document, image, media, post, token
 
 # -- token ---------------------------------------------------------------------------------------------------
 
@@ -222,3 +223,105 @@ def test_the_two_search_shapes_alex_answers(
         f"{alex.fhir_url}/Media", params={"patient.identifier": f"{NHI_SYSTEM}|{NHI}"}, headers=auth
     )
     assert media.json()["total"] == 0
+
+
+# -- deletes and controls ------------------------------------------------------------------------------------
+
+
+def test_delete_and_refuse_deletes(
+    alex: AlexDouble, http: httpx.Client, auth: dict[str, str], patient: str
+) -> None:
+    first = post(http, alex, auth, document(patient, image("TIFF"))).json()
+    second = post(http, alex, auth, media(patient)).json()
+    alex.refuse_deletes(True)
+    refused = http.delete(f"{alex.fhir_url}/DocumentReference/{first['id']}", headers=auth)
+    assert refused.status_code == 403
+    assert "not permitted to delete" in diagnostics(refused)
+    assert alex.resources("DocumentReference") == [first]
+    alex.refuse_deletes(False)
+    for kind, rid in (("DocumentReference", first["id"]), ("Media", second["id"])):
+        assert http.delete(f"{alex.fhir_url}/{kind}/{rid}", headers=auth).status_code == 204
+        assert http.get(f"{alex.fhir_url}/{kind}/{rid}", headers=auth).status_code == 410
+        assert http.delete(f"{alex.fhir_url}/{kind}/{rid}", headers=auth).status_code == 204  # already gone
+    assert alex.resources("DocumentReference") == alex.resources("Media") == []
+    assert http.delete(f"{alex.fhir_url}/DocumentReference/0123abcd", headers=auth).status_code == 404
+    assert http.delete(f"{alex.fhir_url}/Patient/{patient}", headers=auth).status_code == 405
+
+
+def test_fail_answers_the_next_matching_calls_and_does_nothing(
+    alex: AlexDouble, http: httpx.Client, auth: dict[str, str], patient: str
+) -> None:
+    alex.fail(status=503, times=2, retry_after=7)
+    for _ in range(2):
+        failed = post(http, alex, auth, document(patient, image("TIFF")))
+        assert failed.status_code == 503
+        assert failed.headers["retry-after"] == "7"
+        assert (
+            http.get(f"{alex.fhir_url}/Patient/{patient}", headers=auth).status_code == 200
+        )  # GET: unmatched
+    assert alex.resources("DocumentReference") == []
+    assert post(http, alex, auth, document(patient, image("TIFF"))).status_code == 201
+    alex.fail(status=500, times=1, method=None, path_prefix="/FHIR/Patient")
+    unavailable = http.get(f"{alex.fhir_url}/Patient/{patient}", headers=auth)
+    assert (unavailable.status_code, "retry-after" in unavailable.headers) == (500, False)
+    alex.fail(status=429, method="POST", path_prefix="/oauth2/")
+    throttled = http.post(alex.token_url, data={"grant_type": "client_credentials"})
+    assert throttled.status_code == 429
+    token(alex, http)  # once only
+
+
+def test_requests_records_every_alex_call_without_secrets(
+    alex: AlexDouble, http: httpx.Client, patient: str
+) -> None:
+    access = token(alex, http)
+    headers = {"Authorization": f"Bearer {access}", "mt-facilityid": FACILITY, "mt-correlationid": "c-1"}
+    http.get(
+        f"{alex.fhir_url}/DocumentReference",
+        params={"patient.identifier": f"{NHI_SYSTEM}|{NHI}"},
+        headers=headers,
+    )
+    http.get(f"{alex.fhir_url}/Media", params={"patient": patient}, headers=headers)
+    http.get(f"{alex.fhir_url}/metadata")
+    alex.resources("Patient")  # controls are not recorded
+    calls = alex.requests()
+    assert [(c["method"], c["path"], c["status"]) for c in calls] == [
+        ("POST", "/oauth2/v2.0/token", 200),
+        ("GET", "/FHIR/DocumentReference", 200),
+        ("GET", "/FHIR/Media", 403),
+        ("GET", "/FHIR/metadata", 401),
+    ]
+    assert calls[1]["query"] == f"patient.identifier={NHI_SYSTEM}|{NHI}"
+    assert calls[1]["headers"]["mt-facilityid"] == FACILITY
+    assert calls[1]["headers"]["mt-correlationid"] == "c-1"
+    assert calls[1]["headers"]["authorization"] == "Bearer [redacted]"
+    assert "authorization" not in calls[3]["headers"]
+    assert access not in json.dumps(calls)
+    assert alex.client_secret not in json.dumps(calls)
+    assert alex.client_secret not in repr(alex)
+
+
+def test_stop_answering_refuses_connections_and_keeps_the_record(
+    alex: AlexDouble, http: httpx.Client, auth: dict[str, str], patient: str
+) -> None:
+    stored = post(http, alex, auth, document(patient, image("TIFF"))).json()
+    alex.stop_answering()
+    with pytest.raises(httpx.ConnectError):
+        http.get(f"{alex.fhir_url}/Patient/{patient}", headers=auth)
+    with pytest.raises(httpx.ConnectError):
+        http.post(alex.token_url, data={"grant_type": "client_credentials"})
+    assert alex.resources("DocumentReference") == [stored]
+    assert [c["path"] for c in alex.requests()] == ["/oauth2/v2.0/token", "/FHIR/DocumentReference"]
+    assert alex.decode_count() == 0
+
+
+def test_the_double_is_its_own_process_group_and_dies_with_the_handle() -> None:
+    with AlexDouble() as alex:
+        process = alex._process
+        assert process is not None
+        assert os.getpgid(process.pid) == process.pid != os.getpgid(0)
+        assert alex.emr_url == f"alex+http://127.0.0.1:{alex.root.rsplit(':', 1)[1]}/FHIR"
+        assert alex.env()["CONSULTCAM_ALEX_CLIENT_SECRET"] == alex.client_secret
+        fhir_url = alex.fhir_url
+    assert process.poll() is not None
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{fhir_url}/metadata")
