@@ -27,6 +27,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -315,6 +316,13 @@ def _redacted(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Exit when the process that started the double is gone (a test run killed hard leaves no double)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tests.medtech.alex_double", description=__doc__.split("\n")[0]
@@ -332,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     for kind in fhir.WRITABLE:  # import the models now, not during the first create
         get_fhir_model_class(kind)
     server = DoubleServer(("127.0.0.1", args.port), State(auth))
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     partial = args.ready_file.with_name(args.ready_file.name + ".partial")
     partial.write_text(str(server.server_address[1]))
     os.replace(partial, args.ready_file)
