@@ -164,13 +164,15 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _reply(self, status: int, body: Any, headers: dict[str, str]) -> None:
+        """Send `body` as JSON: FHIR JSON for a FHIR resource, plain JSON otherwise, unless headers say."""
         data = json.dumps(body).encode() if body is not None else b""
+        headers = dict(headers)
+        fhir_json = isinstance(body, dict) and "resourceType" in body
         try:
             self.send_response(status)
             if body is not None:
-                self.send_header(
-                    "Content-Type", headers.pop("Content-Type", fhir.FHIR_JSON + "; charset=utf-8")
-                )
+                default = fhir.FHIR_JSON + "; charset=utf-8" if fhir_json else _JSON
+                self.send_header("Content-Type", headers.pop("Content-Type", default))
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
@@ -203,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith(DECODE_PATH):
             if method != "GET":
                 raise Answer(405, {"error": "method_not_allowed", "message": "GET only"})
-            return 200, state.auth.decode(path.removeprefix(DECODE_PATH)), {"Content-Type": _JSON}
+            return 200, state.auth.decode(path.removeprefix(DECODE_PATH)), {}
         if not is_fhir:
             raise Answer(404, {"error": "not_found", "message": f"no ALEX endpoint at {unquote(path)}"})
         if not headers.get("mt-facilityid", "").strip():

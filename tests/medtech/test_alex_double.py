@@ -31,6 +31,8 @@ def test_token_by_form_and_by_basic(alex: AlexDouble, http: httpx.Client) -> Non
         assert answer.status_code == 200
         assert answer.json()["token_type"] == "Bearer"
         assert answer.json()["expires_in"] == 3599
+        assert answer.headers["content-type"].startswith("application/json")
+        assert answer.headers["cache-control"] == "no-store"
     assert by_form.json()["access_token"] != by_basic.json()["access_token"]
 
 
@@ -87,6 +89,7 @@ def test_decode_answers_the_launch_with_the_new_zealand_offset(
     winter = alex.launch(None, facility_code="F9Z999-A", created=datetime(2026, 7, 1, 0, 0, tzinfo=UTC))
     answer = http.get(f"{alex.root}{DECODE}/{summer[0]}/{summer[1]}", headers=bearer)
     assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/json")
     assert answer.json() == {
         "patientId": patient,
         "facilityCode": FACILITY,
@@ -164,6 +167,7 @@ def test_patient_read_and_capability_statement(
 ) -> None:
     answer = http.get(f"{alex.fhir_url}/Patient/{patient}", headers=auth)
     assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/fhir+json")
     body = answer.json()
     assert (body["resourceType"], body["id"], body["birthDate"]) == ("Patient", patient, "1980-04-02")
     assert body["identifier"] == [{"system": NHI_SYSTEM, "value": NHI}]
