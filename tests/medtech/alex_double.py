@@ -22,6 +22,7 @@ Authorization value reduced to its scheme), status}. Nothing is printed: no toke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -318,10 +319,14 @@ def _redacted(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Exit when the process that started the double is gone (a test run killed hard leaves no double)."""
+def _exit_with_parent(parent: int, ready_file: Path) -> None:
+    """Exit when the process that started the double is gone (a test run killed hard leaves no double),
+    removing the ready file and its folder when that is then empty."""
     while os.getppid() == parent:
         time.sleep(0.5)
+    with contextlib.suppress(OSError):
+        ready_file.unlink()
+        ready_file.parent.rmdir()
     os._exit(0)
 
 
@@ -342,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     for kind in fhir.WRITABLE:  # import the models now, not during the first create
         get_fhir_model_class(kind)
     server = DoubleServer(("127.0.0.1", args.port), State(auth))
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(), args.ready_file), daemon=True).start()
     partial = args.ready_file.with_name(args.ready_file.name + ".partial")
     partial.write_text(str(server.server_address[1]))
     os.replace(partial, args.ready_file)

@@ -10,7 +10,11 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -329,3 +333,30 @@ def test_the_double_is_its_own_process_group_and_dies_with_the_handle() -> None:
     assert process.poll() is not None
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{fhir_url}/metadata")
+
+
+def test_the_double_exits_when_its_starter_dies_without_cleaning_up() -> None:
+    script = (
+        "import os\nfrom tests.medtech.double import AlexDouble\n"
+        "alex = AlexDouble()\nalex.start()\nprint(alex.fhir_url, flush=True)\nos._exit(0)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    started = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,  # not stderr: the double inherits it, and run() would wait for the double
+        stderr=subprocess.DEVNULL,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    fhir_url = started.stdout.strip()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{fhir_url}/metadata", timeout=1)
+        except httpx.ConnectError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the double at {fhir_url} still answers after its starter died")
