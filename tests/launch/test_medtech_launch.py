@@ -21,6 +21,7 @@ from consultcam.app import create_app
 from consultcam.auth.principals import CLINICIAN_COOKIE
 from consultcam.config import Settings
 from consultcam.launch import medtech
+from consultcam.launch.alex_api import AlexLaunchApi
 from consultcam.models import AuditEvent, CaptureSession, LaunchContextUse, SignInSession, utcnow
 from consultcam.retention.sweeper import sweep
 from tests.conftest import CsrfToken
@@ -354,6 +355,19 @@ async def test_a_patient_alex_does_not_know_or_an_alex_failure_is_a_bad_gateway(
     assert failing.status_code == 502
     assert 'data-reason="alex-error"' in failing.text
     assert await count(app, CaptureSession) == await count(app, LaunchContextUse) == 0
+
+
+async def test_the_runtime_has_alex_for_launches_and_closes_it_at_shutdown(
+    settings: Settings, alex: AlexDouble
+) -> None:
+    async with app_for(settings) as app:
+        api = app.state.runtime.medtech_launch
+        assert isinstance(api, AlexLaunchApi)
+        assert (api.root, api.fhir_base) == (alex.root, alex.fhir_url)
+        assert alex.client_secret not in repr(api)
+    assert api._client.is_closed
+    async with app_for(settings, alex_launch_url="https://alexapiuat.medtechglobal.com") as app:
+        assert app.state.runtime.medtech_launch.root == "https://alexapiuat.medtechglobal.com"
 
 
 async def test_a_server_without_medtech_alex_says_so(settings: Settings, alex: AlexDouble) -> None:
