@@ -78,6 +78,7 @@ __all__ = [
     "describe",
     "find_filed",
     "inbox_document",
+    "next_page",
     "no_nhi_retry_refused",
 ]
 
@@ -289,7 +290,7 @@ async def find_filed(fhir: FhirSession, nhi: str | None, image_ids: Sequence[str
                 resource_id = id_of(resource) or fhir.client.resource_id(entry.get("fullUrl"))
                 if resource_id:
                     found[image_id] = resource_id
-        url = _next_page(fhir, bundle)
+        url = next_page(fhir, bundle)
     raise FhirFailure(
         "Medtech's answer to the search for photos already filed did not end",
         f"more than {MAX_PAGES} pages of results",
@@ -344,7 +345,7 @@ def _our_image_id(resource: Any) -> str | None:
     return None
 
 
-def _next_page(fhir: FhirSession, bundle: dict[str, Any]) -> str | None:
+def next_page(fhir: FhirSession, bundle: dict[str, Any]) -> str | None:
     """The Bundle's `next` link, made absolute against the base; FhirFailure when it leaves the server."""
     for link in bundle.get("link") or []:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
