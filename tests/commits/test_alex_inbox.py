@@ -24,7 +24,8 @@ from PIL import Image, ImageOps
 from skimage.metrics import structural_similarity
 
 from consultcam.commits.connectors.alex import AlexConnector
-from consultcam.commits.connectors.alex_inbox import attachment_title, describe, next_page
+from consultcam.commits.connectors.alex_inbox import attachment_title, describe
+from consultcam.commits.connectors.alex_search import next_page
 from consultcam.commits.connectors.base import CommitContext, CommitFailed, CommitItem, PatientRef
 from consultcam.commits.connectors.fhir_client import FhirFailure
 from consultcam.commits.connectors.registry import connector_from_url
