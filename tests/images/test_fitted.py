@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageOps
 from skimage.metrics import structural_similarity
 
-from consultcam.images.processing.fitted import fit_pdf, fit_tiff
+from consultcam.images.processing.fitted import fit_pdf, fit_tiff, wrap_jpeg
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 LIMIT = 1_000_000
@@ -158,3 +158,11 @@ def test_a_jpeg_that_cannot_go_in_as_it_is_is_re_encoded() -> None:
     with Image.open(io.BytesIO(flat.data)) as tiff:
         assert tiff.mode == "L"
         assert np.array_equal(np.asarray(tiff), np.asarray(Image.open(gray)))
+
+
+def test_wrap_jpeg_says_none_for_what_is_not_a_whole_baseline_jpeg() -> None:
+    jpeg = (PHOTOS / "cat.jpg").read_bytes()
+    assert wrap_jpeg(jpeg) is not None
+    for cut in (4, 20, 200, 600):
+        assert wrap_jpeg(jpeg[:cut]) is None
+    assert wrap_jpeg(b"not a jpeg at all") is None

@@ -120,7 +120,7 @@ def wrap_jpeg(jpeg: bytes) -> bytes | None:
                 return None
             icc: bytes | None = opened.info.get("icc_profile") or None
         stream, frame = _bare_stream(jpeg)
-    except (OSError, ValueError, struct.error, Image.DecompressionBombError):
+    except (OSError, ValueError, IndexError, struct.error, Image.DecompressionBombError):
         return None
     if frame is None:
         return None
