@@ -6,7 +6,6 @@ photo (SSIM ≥ 0.95), keeps the ICC profile, has the orientation applied."""
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -114,7 +113,6 @@ def test_the_icc_profile_is_kept_and_the_orientation_applied() -> None:
     assert ssim(pixels(turned.getvalue()), pixels(fitted.data)) >= 0.95
 
 
-@pytest.mark.skipif(shutil.which("tiffinfo") is None, reason="libtiff-tools (tiffinfo) is not installed")
 def test_libtiff_reads_the_tiff(tmp_path: Path) -> None:
     path = tmp_path / "photo.tiff"
     path.write_bytes(fit_tiff((PHOTOS / "coffee.jpg").read_bytes(), LIMIT).data)
