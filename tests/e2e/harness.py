@@ -73,9 +73,12 @@ class Server:
                 self.process.wait(timeout=5)
 
 
-def start_server(tmp: Path, **env: str) -> Server:
-    """Start `consultcam serve --host 127.0.0.1 --port <free>` and wait for /healthz."""
-    port = free_port()
+def start_server(tmp: Path, *, port: int | None = None, **env: str) -> Server:
+    """Start `consultcam serve --host 127.0.0.1 --port <port>` (default: a free one) and wait for /healthz.
+
+    Give `port` when something must know the server's address before it starts (e.g. the redirect URI a
+    SMART EHR double is registered with)."""
+    port = port or free_port()
     data_dir = tmp / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
