@@ -175,6 +175,12 @@ export class CommitDialog {
       setText(this.error, failureWords(err));
       show(this.error, true);
       this.confirmBtn.textContent = "Try again";
+      if (err instanceof ApiError && err.name === "LaunchExpired") {
+        // The EHR's sign-in (SMART launch) ended: only a new launch from the EHR helps, not "Try again".
+        setText($("#commit-dialog-title"), "Launch consultcam again from the EHR");
+        show(this.confirmBtn, false);
+        setText(this.cancelBtn, "Close");
+      }
       if (err instanceof ApiError && err.status === 409) this.deps.onConflict?.(err);
     }
   }
