@@ -26,7 +26,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -49,6 +49,8 @@ CLIENT_SECRET = "confidential-client-secret-for-the-ehr-double"
 #: The patient as the EHR holds it; no launch URL carries any of it.
 GIVEN, FAMILY, NHI, BIRTH_DATE, BIRTH_WORDS = "Tama", "Rangihuna", "ZZZ0024", "1980-04-02", "2 Apr 1980"
 IMAGE_ID_SYSTEM = "urn:consultcam:image-id"
+#: How the double logs a request's Authorization header: the scheme, the credential redacted.
+BEARER = "Bearer [redacted]"
 #: What the desktop says when the EHR's sign-in has expired and cannot be renewed (409 LaunchExpired).
 LAUNCH_AGAIN = (
     "The EHR's sign-in for this session has expired. Launch consultcam again from the EHR for this "
@@ -106,17 +108,6 @@ def gp_browser(browser: Browser, contexts: list[BrowserContext]) -> Page:
 def ehr_launch_url(ehr: Any, server: Server, launch: str) -> str:
     """What the EHR opens for an EHR launch: consultcam's launch URL with `iss` and `launch`."""
     return f"{server.url}/launch?{urlencode({'iss': ehr.iss, 'launch': launch})}"
-
-
-def query_of(request: dict[str, Any]) -> dict[str, str]:
-    """One logged request's query parameters, each once."""
-    query = request["query"]
-    parsed = parse_qs(query, keep_blank_values=True) if isinstance(query, str) else query
-    return {k: v[0] if isinstance(v, list) else v for k, v in parsed.items()}
-
-
-def authorize_requests(ehr: Any) -> list[dict[str, str]]:
-    return [query_of(r) for r in ehr.requests() if r["path"].endswith("/authorize")]
 
 
 def fhir_requests(ehr: Any, since: int = 0) -> list[dict[str, Any]]:
@@ -207,7 +198,7 @@ def expect_media_in_ehr(
     writes = fhir_writes(ehr, since)
     assert writes, ehr.requests()
     for write in writes:
-        assert write["headers"].get("authorization") == "Bearer", write
+        assert write["headers"].get("authorization") == BEARER, write
         assert 200 <= write["status"] < 300, write
 
 
@@ -234,7 +225,7 @@ def test_ehr_launch_commits_into_the_ehr_with_the_users_token(
 
     # What the EHR received: one authorization request for this launch, audience and PKCE, the scopes
     # consultcam needs; one code exchange with the verifier, the same redirect URI and the client's secret.
-    [authorize] = authorize_requests(ehr)
+    [authorize] = ehr.authorize_requests()
     assert authorize["client_id"] == CLIENT_ID
     assert authorize["launch"] == launch
     assert authorize["aud"] == ehr.iss
@@ -245,12 +236,12 @@ def test_ehr_launch_commits_into_the_ehr_with_the_users_token(
     assert exchange["grant_type"] == "authorization_code"
     assert exchange["code_verifier_ok"] is True
     assert exchange["redirect_uri"] == f"{server.url}/launch/callback"
-    assert exchange["client_auth"] == "basic"
+    assert exchange["client_auth"] == "client_secret_basic"
     reads = [
         r for r in fhir_requests(ehr) if r["method"] == "GET" and r["path"].endswith(f"/Patient/{patient_id}")
     ]
     assert reads, fhir_requests(ehr)
-    assert all(r["headers"].get("authorization") == "Bearer" and r["status"] == 200 for r in reads), reads
+    assert all(r["headers"].get("authorization") == BEARER and r["status"] == 200 for r in reads), reads
 
     # -- the phone pairs and sends a photo; the GP commits ---------------------------------------------------
     phone = phone_factory()
@@ -285,7 +276,7 @@ def test_standalone_launch_opens_the_patient_the_ehr_selected(
     expect(desktop.get_by_role("img", name="QR code for pairing the phone").locator("svg")).to_be_visible()
     shot(desktop, "desktop-smart-standalone")
 
-    [authorize] = authorize_requests(ehr)
+    [authorize] = ehr.authorize_requests()
     assert "launch" not in authorize
     assert authorize["aud"] == ehr.iss
     assert authorize["code_challenge_method"] == "S256"
@@ -367,6 +358,8 @@ def test_an_expired_token_at_commit_asks_to_launch_again_and_loses_nothing(
     error = desktop.locator("#commit-error")
     expect(error).to_be_visible(timeout=60_000)
     expect(error).to_have_text(LAUNCH_AGAIN)
+    expect(desktop.locator("#commit-dialog-title")).to_have_text("Launch consultcam again from the EHR")
+    expect(desktop.get_by_test_id("commit-confirm-button")).to_be_hidden()  # no "Try again": it cannot help
     expect(desktop.locator("#session-status")).to_have_attribute("data-status", "open")
     shot(desktop, "desktop-smart-launch-again")
     assert ehr.resources("Media") == []
@@ -374,7 +367,7 @@ def test_an_expired_token_at_commit_asks_to_launch_again_and_loses_nothing(
     assert [t["grant_type"] for t in ehr.token_requests()] == ["authorization_code"]  # nothing to refresh
     refused = [r for r in fhir_requests(ehr, expired_from) if r["status"] == 401]
     assert refused, fhir_requests(ehr, expired_from)  # consultcam tried with the launch's token: refused
-    assert all(r["headers"].get("authorization") == "Bearer" for r in refused), refused
+    assert all(r["headers"].get("authorization") == BEARER for r in refused), refused
     expect(desktop.get_by_test_id("gallery").locator(f'figure[data-image-id="{image_id}"]')).to_have_count(1)
 
     # The GP launches again from the EHR: the same session, the photo still there, and the commit lands.
