@@ -22,6 +22,7 @@ from consultcam.events.registry import create_bus
 from consultcam.files import PRIVATE_DIR, tighten
 from consultcam.kit.jobs import create_broker
 from consultcam.launch.alex_api import AlexLaunchApi
+from consultcam.launch.smart_api import SmartApi
 from consultcam.runtime import Runtime
 from consultcam.storage.registry import create_store
 
@@ -71,6 +72,7 @@ def build_runtime(settings: Settings) -> Runtime:
         broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),
         redis=redis,
         medtech_launch=AlexLaunchApi.from_settings(settings),
+        smart_launch=SmartApi.from_settings(settings),
     )
 
 

@@ -18,6 +18,7 @@ from consultcam.config import Settings
 from consultcam.db import UnitOfWork, unit_of_work
 from consultcam.events.bus import EventBus
 from consultcam.launch.port import MedtechLaunch
+from consultcam.launch.smart_port import SmartEhr
 from consultcam.storage.store import ObjectStore
 
 if TYPE_CHECKING:  # types only: a module that needs the runtime's type need not load taskiq or redis-py
@@ -30,7 +31,8 @@ class Runtime:
     """Everything a request or a job needs besides its own input: the settings, the database (`engine`,
     `sessionmaker`), the ports (`store`, `bus`, `connector`, `broker`), the Redis client (None in
     embedded mode) and Medtech ALEX for launches (`medtech_launch`: None unless CONSULTCAM_EMR_URL is
-    `alex+https://…`). Satisfies `db.Transactions` through `unit_of_work`."""
+    `alex+https://…`) and the SMART EHRs for launches (`smart_launch`: None unless CONSULTCAM_SMART_ISSUERS
+    is set). Satisfies `db.Transactions` through `unit_of_work`."""
 
     settings: Settings
     engine: AsyncEngine
@@ -41,6 +43,7 @@ class Runtime:
     broker: AsyncBroker
     redis: Redis | None = None
     medtech_launch: MedtechLaunch | None = None
+    smart_launch: SmartEhr | None = None
 
     def unit_of_work(self, *, writes: bool = True) -> AbstractAsyncContextManager[UnitOfWork]:
         """`async with runtime.unit_of_work() as uow:` one transaction (see `db.unit_of_work`)."""
@@ -52,6 +55,8 @@ class Runtime:
         await self.store.close()
         if self.medtech_launch is not None:
             await self.medtech_launch.close()
+        if self.smart_launch is not None:
+            await self.smart_launch.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
