@@ -23,6 +23,7 @@ from consultcam.events.registry import create_bus
 from consultcam.files import PRIVATE_DIR, tighten
 from consultcam.kit.jobs import create_broker
 from consultcam.launch.alex_api import AlexLaunchApi
+from consultcam.launch.smart_api import SmartApi
 from consultcam.runtime import Runtime
 from consultcam.storage.registry import create_store
 
@@ -73,6 +74,7 @@ def build_runtime(settings: Settings) -> Runtime:
         redis=redis,
         medtech_launch=AlexLaunchApi.from_settings(settings),
         grant_connectors=functools.partial(connector_for_grant, settings),
+        smart_launch=SmartApi.from_settings(settings),
     )
 
 

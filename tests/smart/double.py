@@ -208,6 +208,11 @@ class EhrDouble:
 
     # -- steering ------------------------------------------------------------------------------------------
 
+    def set_redirect_uri(self, uri: str) -> None:
+        """The registered redirect URI from now on (for an app whose port is known only once it serves)."""
+        self.redirect_uri = uri
+        self._control("POST", "redirect-uri", {"uri": uri})
+
     def deny_next(self, times: int = 1) -> None:
         """The next authorization(s) answer error=access_denied to the redirect URI."""
         self._control("POST", "deny", {"times": times})

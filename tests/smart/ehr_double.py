@@ -232,6 +232,9 @@ class Handler(BaseHTTPRequestHandler):
                 auth.selected_patient = given.get("patient", auth.selected_patient)
                 auth.selected_user = given.get("user", auth.selected_user)
                 return 200, {}
+            if (method, name) == ("POST", "redirect-uri"):
+                auth.redirect_uri = str(given["uri"])
+                return 200, {}
             if (method, name) == ("POST", "deny"):
                 auth.deny += int(given.get("times", 1))
                 return 200, {}
