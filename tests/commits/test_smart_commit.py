@@ -24,7 +24,7 @@ from fhir.resources.R4B.media import Media
 from sqlalchemy import text
 
 from consultcam.commits.grants import SEAL_PURPOSE, sealed_tokens
-from consultcam.kit.sealing import unseal
+from consultcam.kit.sealing import seal, unseal
 from consultcam.models import SmartGrant, utcnow
 from tests.commits.fhir_server import FhirTestServer
 from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
@@ -378,3 +378,40 @@ async def test_sessions_without_a_grant_still_use_the_practice_emr(ehr, practice
     assert response.json()["connector"] == "fhir"
     assert len(practice_emr.resources()) == 1
     assert ehr.requests() == []
+
+
+async def test_refreshed_tokens_are_kept_when_the_commit_then_fails(ehr, clinician, new_client, runtime):
+    launched = Launched(ehr)
+    session_id = await launched_session(clinician, new_client, launched)
+    await add_grant(runtime, session_id, ehr, launched, expires_at=utcnow() - timedelta(minutes=1))
+    ehr.fail(400, times=1, path_prefix="/fhir/metadata")  # after the refresh, the EHR refuses
+
+    failed = await commit(clinician, session_id)
+
+    assert failed.status_code == 502, failed.text
+    grant = await grant_row(runtime, session_id)
+    tokens = unseal(runtime.settings.secret_key, SEAL_PURPOSE, grant.sealed_tokens)
+    assert tokens["access_token"] != launched.tokens["access_token"]
+    assert tokens["refresh_token"] != launched.tokens["refresh_token"]  # the one the refresh gave
+    assert len(refreshes(ehr)) == 1
+
+    again = await commit(clinician, session_id)  # the kept token is used as it is
+
+    assert again.status_code == 200, again.text
+    assert len(refreshes(ehr)) == 1
+    assert len(ehr.resources("Media")) == 1
+
+
+async def test_a_grant_sealed_under_another_key_asks_for_a_new_launch(ehr, clinician, new_client, runtime):
+    launched = Launched(ehr)
+    session_id = await launched_session(clinician, new_client, launched)
+    await add_grant(runtime, session_id, ehr, launched)
+    async with runtime.unit_of_work() as uow:  # CONSULTCAM_SECRET changed since the launch
+        grant = await uow.session.get(SmartGrant, session_id)
+        assert grant is not None
+        grant.sealed_tokens = seal(
+            b"another-server-key-0123456789abcdef", SEAL_PURPOSE, {"access_token": "x"}
+        )
+
+    await expect_launch_expired(clinician, ehr, session_id)
+    assert refreshes(ehr) == []
