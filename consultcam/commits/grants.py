@@ -13,13 +13,21 @@ from dataclasses import replace
 from datetime import datetime
 
 from consultcam.commits import repository
-from consultcam.commits.connectors.base import CommitContext, GrantAccess, TokensRefreshed
+from consultcam.commits.connectors.base import CommitContext, Connector, GrantAccess, TokensRefreshed
 from consultcam.config import Settings
 from consultcam.db import Transactions, UnitOfWork
 from consultcam.kit.sealing import SealBroken, seal, unseal
 from consultcam.models import SmartGrant, utcnow
+from consultcam.runtime import Runtime
 
-__all__ = ["SEAL_PURPOSE", "author_from_grant", "grant_access", "sealed_tokens", "token_keeper"]
+__all__ = [
+    "SEAL_PURPOSE",
+    "author_from_grant",
+    "connector_for",
+    "grant_access",
+    "sealed_tokens",
+    "token_keeper",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,17 @@ async def grant_access(uow: UnitOfWork, settings: Settings, session_id: str) -> 
         access_expires_at=grant.access_expires_at if access else utcnow(),
         fhir_user=grant.fhir_user,
     )
+
+
+def connector_for(tx: Transactions, rt: Runtime, session_id: str, grant: GrantAccess | None) -> Connector:
+    """The connector of a commit of this session: the SMART launch's EHR (`rt.grant_connectors`) when the
+    session has a grant, else the practice's (`rt.connector`). Never the practice's for a launched session:
+    that is another record. Raises RuntimeError when the runtime cannot build a grant's connector."""
+    if grant is None:
+        return rt.connector
+    if rt.grant_connectors is None:
+        raise RuntimeError("this runtime cannot commit a SMART-launched session (no grant_connectors)")
+    return rt.grant_connectors(grant, token_keeper(tx, rt.settings, session_id))
 
 
 def sealed_tokens(settings: Settings, access_token: str, refresh_token: str | None) -> str:

@@ -37,7 +37,6 @@ from consultcam.commits.connectors.base import (
     CommitFailed,
     CommitItem,
     Connector,
-    GrantAccess,
     ImageResult,
     LaunchExpired,
     PatientRef,
@@ -196,7 +195,7 @@ async def _claim(
                 error="CommitInProgress",
             )
         grant = await grants.grant_access(uow, rt.settings, session_id)
-        connector = _connector(tx, rt, session_id, grant)
+        connector = grants.connector_for(tx, rt, session_id, grant)
         audit.record(
             uow.session,
             actor,
@@ -232,16 +231,6 @@ async def _claim(
             context = grants.author_from_grant(context, grant)
         skipped = [image.id for image in ready if image not in chosen]
     return context, attempt, list(chosen), skipped, connector
-
-
-def _connector(tx: Transactions, rt: Runtime, session_id: str, grant: GrantAccess | None) -> Connector:
-    """The connector of this commit: the SMART launch's EHR when the session has a grant, else the
-    practice's (`rt.connector`). Never the practice's for a launched session: that is another record."""
-    if grant is None:
-        return rt.connector
-    if rt.grant_connectors is None:
-        raise RuntimeError("this runtime cannot commit a SMART-launched session (no grant_connectors)")
-    return rt.grant_connectors(grant, grants.token_keeper(tx, rt.settings, session_id))
 
 
 async def _item(rt: Runtime, image: ClinicalImage) -> CommitItem:

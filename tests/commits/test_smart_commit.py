@@ -8,14 +8,10 @@ receive nothing. Grants are written straight into the database, as the launch wo
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
-import secrets
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -24,19 +20,13 @@ from fhir.resources.R4B.media import Media
 from sqlalchemy import text
 
 from consultcam.commits.grants import SEAL_PURPOSE, sealed_tokens
-from consultcam.kit.sealing import unseal
+from consultcam.kit.sealing import seal, unseal
 from consultcam.models import SmartGrant, utcnow
 from tests.commits.fhir_server import FhirTestServer
+from tests.commits.smart_launch import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Launched, issue_tokens
 from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
 from tests.smart.double import EhrDouble
 
-CLIENT_ID = "consultcam"
-CLIENT_SECRET = "smart-commit-secret-0123456789"
-REDIRECT_URI = "http://127.0.0.1:9/launch/callback"
-SCOPES = (
-    "launch openid fhirUser patient/Patient.rs patient/Encounter.rs patient/Media.c "
-    "patient/DocumentReference.c offline_access"
-)
 EXPIRED = "The EHR's sign-in for this session has expired. Launch consultcam again from the EHR"
 
 
@@ -67,58 +57,6 @@ def settings_overrides(practice_emr: FhirTestServer, client_secret: str | None) 
 
 
 # -- what the launch would have done --------------------------------------------------------------------
-
-
-class Launched:
-    """An EHR launch for one patient and encounter: the ids and the token response."""
-
-    def __init__(self, ehr: EhrDouble, *, offline: bool = True) -> None:
-        self.patient = ehr.add_patient(family="Tester", given="Mere", birth_date="1980-02-29", nhi="ZZZ0016")
-        self.encounter = ehr.add_encounter(self.patient)
-        self.user = ehr.add_practitioner()
-        self.tokens = issue_tokens(ehr, self.patient, self.encounter, self.user, offline=offline)
-
-
-def issue_tokens(ehr: EhrDouble, patient: str, encounter: str, user: str, *, offline: bool) -> dict[str, Any]:
-    """The EHR's token response for a launch, obtained as consultcam's callback would (authorization code
-    with PKCE S256, then the token endpoint)."""
-    with httpx.Client(timeout=10) as http:
-        config = http.get(f"{ehr.iss}/.well-known/smart-configuration").json()
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-        state = secrets.token_urlsafe(16)
-        scope = SCOPES if offline else SCOPES.replace(" offline_access", "")
-        answer = http.get(
-            config["authorization_endpoint"],
-            params={
-                "response_type": "code",
-                "client_id": CLIENT_ID,
-                "redirect_uri": REDIRECT_URI,
-                "scope": scope,
-                "state": state,
-                "aud": ehr.iss,
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-                "launch": ehr.new_launch(patient=patient, encounter=encounter, user=user),
-            },
-        )
-        assert answer.status_code in (302, 303), answer.text
-        query = parse_qs(urlsplit(answer.headers["location"]).query)
-        assert query["state"] == [state], query
-        form = {
-            "grant_type": "authorization_code",
-            "code": query["code"][0],
-            "redirect_uri": REDIRECT_URI,
-            "code_verifier": verifier,
-        }
-        auth = (CLIENT_ID, ehr.client_secret) if ehr.client_secret else None
-        if auth is None:
-            form["client_id"] = CLIENT_ID
-        token = http.post(config["token_endpoint"], data=form, auth=auth)
-        assert token.status_code == 200, token.text
-        body: dict[str, Any] = token.json()
-        body["token_endpoint"] = config["token_endpoint"]
-        return body
 
 
 async def add_grant(
@@ -378,3 +316,40 @@ async def test_sessions_without_a_grant_still_use_the_practice_emr(ehr, practice
     assert response.json()["connector"] == "fhir"
     assert len(practice_emr.resources()) == 1
     assert ehr.requests() == []
+
+
+async def test_refreshed_tokens_are_kept_when_the_commit_then_fails(ehr, clinician, new_client, runtime):
+    launched = Launched(ehr)
+    session_id = await launched_session(clinician, new_client, launched)
+    await add_grant(runtime, session_id, ehr, launched, expires_at=utcnow() - timedelta(minutes=1))
+    ehr.fail(400, times=1, path_prefix="/fhir/metadata")  # after the refresh, the EHR refuses
+
+    failed = await commit(clinician, session_id)
+
+    assert failed.status_code == 502, failed.text
+    grant = await grant_row(runtime, session_id)
+    tokens = unseal(runtime.settings.secret_key, SEAL_PURPOSE, grant.sealed_tokens)
+    assert tokens["access_token"] != launched.tokens["access_token"]
+    assert tokens["refresh_token"] != launched.tokens["refresh_token"]  # the one the refresh gave
+    assert len(refreshes(ehr)) == 1
+
+    again = await commit(clinician, session_id)  # the kept token is used as it is
+
+    assert again.status_code == 200, again.text
+    assert len(refreshes(ehr)) == 1
+    assert len(ehr.resources("Media")) == 1
+
+
+async def test_a_grant_sealed_under_another_key_asks_for_a_new_launch(ehr, clinician, new_client, runtime):
+    launched = Launched(ehr)
+    session_id = await launched_session(clinician, new_client, launched)
+    await add_grant(runtime, session_id, ehr, launched)
+    async with runtime.unit_of_work() as uow:  # CONSULTCAM_SECRET changed since the launch
+        grant = await uow.session.get(SmartGrant, session_id)
+        assert grant is not None
+        grant.sealed_tokens = seal(
+            b"another-server-key-0123456789abcdef", SEAL_PURPOSE, {"access_token": "x"}
+        )
+
+    await expect_launch_expired(clinician, ehr, session_id)
+    assert refreshes(ehr) == []

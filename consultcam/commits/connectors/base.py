@@ -152,9 +152,10 @@ ProgressCallback = Callable[[int, int], Awaitable[None]]
 
 @runtime_checkable
 class Connector(Protocol):
-    """A destination for commits, chosen by `CONSULTCAM_EMR_URL`."""
+    """A destination for commits, chosen by `CONSULTCAM_EMR_URL` (or, for a session a SMART launch opened,
+    by its grant: `GrantConnectors`)."""
 
-    name: str  # "export", "fhir", "alex", "dicomweb"
+    name: str  # "export", "fhir", "alex", "dicomweb", "smart"
 
     async def commit(
         self, context: CommitContext, items: Sequence[CommitItem], progress: ProgressCallback
