@@ -146,6 +146,7 @@ def send_one_photo(phone: Page, desktop: Page) -> str:
     expect(phone.get_by_test_id("patient-banner")).to_contain_text(BIRTH_WORDS)
     phone.get_by_test_id("camera-capture").click()
     expect(phone.get_by_test_id("photo-count")).to_have_text("1 photo")
+    phone.locator("#review-btn").click()
     expect(phone.locator(".photo-card").first).to_have_attribute("data-status", "ready", timeout=20_000)
     describe_photo(phone, 1, label="Fundus, left eye", side="Left", site="Eye region", view="Close-up")
     phone.get_by_test_id("upload-all").click()
@@ -308,7 +309,9 @@ def test_a_fhir_server_not_in_the_list_is_refused_and_never_contacted(
         assert urlsplit(desktop.url).path == "/launch"
         problem = desktop.get_by_test_id("launch-problem")
         expect(problem).to_be_visible()
-        expect(problem).to_contain_text("not one this consultcam is set up for")
+        expect(problem).to_have_attribute("data-reason", "unknown-issuer")
+        expect(problem).to_contain_text("consultcam does not know this patient record system")
+        expect(problem).to_contain_text("Nothing was opened.")
         shot(desktop, "launch-smart-unknown-issuer")
         # consultcam asked the stranger nothing (no discovery, no redirect to its authorize endpoint).
         assert stranger.requests() == []
@@ -329,7 +332,9 @@ def test_a_denied_authorization_shows_its_page_and_opens_nothing(
     assert urlsplit(desktop.url).path == "/launch/callback"
     problem = desktop.get_by_test_id("launch-problem")
     expect(problem).to_be_visible()
-    expect(problem).to_contain_text("did not allow")
+    expect(problem).to_have_attribute("data-reason", "denied")
+    expect(problem).to_contain_text("Access was not allowed")
+    expect(problem).to_contain_text("Nothing was opened.")
     expect(desktop.get_by_test_id("patient-banner")).to_have_count(0)
     shot(desktop, "launch-smart-denied")
     assert ehr.token_requests() == []  # no code to exchange
