@@ -312,6 +312,7 @@ def test_a_fhir_server_not_in_the_list_is_refused_and_never_contacted(
         expect(problem).to_have_attribute("data-reason", "unknown-issuer")
         expect(problem).to_contain_text("consultcam does not know this patient record system")
         expect(problem).to_contain_text("Nothing was opened.")
+        expect(desktop.locator("body")).not_to_contain_text("Medtech")  # any EHR, not Medtech's words
         shot(desktop, "launch-smart-unknown-issuer")
         # consultcam asked the stranger nothing (no discovery, no redirect to its authorize endpoint).
         assert stranger.requests() == []
@@ -336,6 +337,7 @@ def test_a_denied_authorization_shows_its_page_and_opens_nothing(
     expect(problem).to_contain_text("Access was not allowed")
     expect(problem).to_contain_text("Nothing was opened.")
     expect(desktop.get_by_test_id("patient-banner")).to_have_count(0)
+    expect(desktop.locator("body")).not_to_contain_text("Medtech")
     shot(desktop, "launch-smart-denied")
     assert ehr.token_requests() == []  # no code to exchange
     assert not any(r["path"].endswith(f"/Patient/{patient_id}") for r in ehr.requests())
