@@ -149,6 +149,7 @@ def _page(request: Request, reason: str, headers: dict[str, str] | None = None) 
     problem = PROBLEMS[reason]
     now = datetime.now(PRACTICE_TIMEZONE)
     context = {"problem": problem, "reason": reason, "when": f"{now.day} {now:%b %Y, %H:%M:%S}"}
+    context["brand_sub"] = "Clinical photography"
     return templates.TemplateResponse(
         request, "launch.html", context, status_code=problem.status, headers={**_HEADERS, **(headers or {})}
     )

@@ -5,6 +5,7 @@ trail of every refusal."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -142,8 +143,9 @@ async def assert_refused(app: Any, response: httpx.Response, status: int, reason
 
 
 async def test_an_ehr_launch_signs_the_user_in_and_opens_the_ehrs_patient_and_encounter(
-    app: Any, ehr: EhrDouble, jane: dict[str, str]
+    app: Any, ehr: EhrDouble, jane: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     async with browser(app) as gp:
         response = await launch(gp, ehr, **jane)
         assert response.status_code == 303, response.text
@@ -214,6 +216,14 @@ async def test_an_ehr_launch_signs_the_user_in_and_opens_the_ehrs_patient_and_en
         for row in await rows(app, model)
     ]
     assert tokens["access_token"] not in "\n".join(stored)
+    # Nor in the server's logs (this test's own clients log the URLs they asked for: left out).
+    logged = "\n".join(
+        r.getMessage()
+        for r in caplog.records
+        if "http://testserver/" not in r.getMessage() and "/auth/authorize?" not in r.getMessage()
+    )
+    assert tokens["access_token"] not in logged
+    assert asked["state"] not in logged
 
     [signin] = await rows(app, SignInSession)
     host = ehr.iss.split("/")[2]
@@ -367,6 +377,15 @@ async def test_the_ehr_failing_the_patient_read_opens_nothing(
     async with browser(app) as gp:
         response = await launch(gp, ehr, **jane)
     await assert_refused(app, response, 502, "ehr-error")
+
+
+async def test_an_encounter_of_another_patient_opens_nothing(
+    app: Any, ehr: EhrDouble, jane: dict[str, str]
+) -> None:
+    other = ehr.add_patient(family="Ngata", given="Aroha", birth_date="1984-03-09", nhi="ZAC5361")
+    async with browser(app) as gp:
+        response = await launch(gp, ehr, **{**jane, "encounter": ehr.add_encounter(other)})
+    await assert_refused(app, response, 502, "patient-not-found")
 
 
 async def test_malformed_requests_are_400(app: Any, ehr: EhrDouble) -> None:
