@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consultcam import metrics, openapi, worker
+from consultcam.auth.endpoints import router as auth_router
 from consultcam.bootstrap import build_runtime, check_database
 from consultcam.commits.endpoints import router as commits_router
 from consultcam.config import Settings, read_settings
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events_router,
         terminology_router,
         pages_router,
+        auth_router,
         launch_router,
     )
     for router in routers:
