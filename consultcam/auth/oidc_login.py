@@ -1,5 +1,6 @@
 """The OpenID Connect authorization code flow with PKCE, as a confidential client (issue 13): the protocol
-half, done by Authlib (`AsyncOAuth2Client`, `authlib.oidc.core.CodeIDToken`) over httpx. No web framework,
+half, done by Authlib's framework-free parts (the grant URI and token request, client authentication,
+`authlib.oidc.core.CodeIDToken`) and joserfc (its JWT library) over httpx. No web framework,
 no database: `consultcam.auth.oidc_signin` keeps the pending requests and starts the sign-in.
 
 What it does, and the rules it follows:
@@ -35,8 +36,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.oauth2.auth import ClientAuth
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -105,18 +107,12 @@ class OIDCLogin:
         """The client for CONSULTCAM_OIDC_*, or None when browser sign-in by OIDC is not configured."""
         return cls(settings) if settings.oidc_login_enabled else None
 
-    def _client(self, redirect_uri: str = "", metadata: dict[str, Any] | None = None) -> AsyncOAuth2Client:
-        methods = (metadata or {}).get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
-        method = "client_secret_post" if "client_secret_basic" not in methods else "client_secret_basic"
-        return AsyncOAuth2Client(
-            client_id=self.client_id,
-            client_secret=self._secret,
-            token_endpoint_auth_method=method,
-            redirect_uri=redirect_uri or None,
-            code_challenge_method="S256",
-            timeout=self.timeout,
-            follow_redirects=False,
-        )
+    def _client_auth(self, metadata: dict[str, Any]) -> ClientAuth:
+        """client_secret_basic unless the provider lists only client_secret_post (RFC 8414 §2: absent
+        means basic)."""
+        methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+        method = "client_secret_basic" if "client_secret_basic" in methods else "client_secret_post"
+        return ClientAuth(self.client_id, self._secret, method)
 
     async def metadata(self) -> dict[str, Any]:
         """The provider's configuration (cached). Raises ProviderUnavailable."""
@@ -154,43 +150,52 @@ class OIDCLogin:
         metadata = await self.metadata()
         offered = metadata.get("scopes_supported") or []
         scope = "openid profile" + (" fhirUser" if "fhirUser" in offered else "")
-        async with self._client(redirect_uri, metadata) as client:
-            url, _ = client.create_authorization_url(
-                metadata["authorization_endpoint"],
-                state=state,
-                code_verifier=code_verifier,
-                nonce=nonce,
-                scope=scope,
-            )
+        url = prepare_grant_uri(
+            metadata["authorization_endpoint"],
+            self.client_id,
+            "code",
+            redirect_uri=redirect_uri,
+            scope=scope,
+            state=state,
+            nonce=nonce,
+            code_challenge=create_s256_code_challenge(code_verifier),
+            code_challenge_method="S256",
+        )
         return str(url)
 
     async def exchange(self, redirect_uri: str, *, code: str, code_verifier: str, nonce: str) -> Identity:
         """Redeem `code` at the token endpoint and verify its ID Token. Raises LoginRefused,
         ProviderUnavailable."""
         metadata = await self.metadata()
-        async with self._client(redirect_uri, metadata) as client:
+        body = prepare_token_request(
+            "authorization_code", code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
+        )
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        url, headers, body = self._client_auth(metadata).prepare(
+            "POST", metadata["token_endpoint"], headers, body
+        )
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
             try:
-                token = await client.fetch_token(
-                    metadata["token_endpoint"],
-                    grant_type="authorization_code",
-                    code=code,
-                    code_verifier=code_verifier,
-                )
-            except OAuthError as exc:
-                raise LoginRefused(
-                    "token-refused",
-                    f"The identity provider refused to complete the sign-in ({exc.error}): the sign-in link "
-                    "was already used or is too old.",
-                ) from None
+                response = await client.post(url, headers=headers, content=body)
+                token = response.json()
             except (httpx.HTTPError, ValueError) as exc:
                 raise ProviderUnavailable(
                     "unreachable",
                     f"The identity provider's token endpoint could not be used ({type(exc).__name__}).",
                 ) from None
+            if not isinstance(token, dict) or response.status_code != 200 or "error" in token:
+                error = token.get("error") if isinstance(token, dict) else None
+                raise LoginRefused(
+                    "token-refused",
+                    f"The identity provider refused to complete the sign-in ({_word(error)}): the sign-in "
+                    "answer was already used, is too old, or was not made for this sign-in.",
+                )
             claims = self._verify_id_token(token, nonce)
             userinfo = metadata.get("userinfo_endpoint")
             if (claims.get("name") is None or claims.get("fhirUser") is None) and isinstance(userinfo, str):
-                claims = {**(await self._userinfo(client, userinfo, claims["sub"])), **claims}
+                access = token.get("access_token")
+                if isinstance(access, str):
+                    claims = {**(await self._userinfo(client, userinfo, access, claims["sub"])), **claims}
         subject = claims.get(self.claim)
         if isinstance(subject, int) and not isinstance(subject, bool):
             subject = str(subject)
@@ -230,9 +235,15 @@ class OIDCLogin:
             ) from None
         return dict(claims)
 
-    async def _userinfo(self, client: AsyncOAuth2Client, url: str, subject: str) -> dict[str, Any]:
+    async def _userinfo(
+        self, client: httpx.AsyncClient, url: str, access_token: str, subject: str
+    ) -> dict[str, Any]:
+        if not is_https_or_loopback(url):
+            return {}
         try:
-            response = await client.get(url)
+            response = await client.get(
+                url, headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+            )
             data = response.json() if response.status_code == 200 else {}
         except (httpx.HTTPError, ValueError):
             log.warning("OIDC: the UserInfo endpoint could not be read; signing in without a name")
@@ -276,6 +287,12 @@ class OIDCLogin:
                 f"The identity provider answered {what} with HTTP {response.status_code}, not JSON.",
             )
         return document
+
+
+def _word(value: object) -> str:
+    """An OAuth error code as safe to show (RFC 6749 §5.2 codes are %x20-21 / %x23-5B / %x5D-7E)."""
+    text = value if isinstance(value, str) else "no error code"
+    return "".join(c for c in text[:60] if c.isalnum() or c in "_- ") or "no error code"
 
 
 def _text(value: object, limit: int) -> str | None:
