@@ -25,7 +25,7 @@ import pytest
 
 IDP_DIR = Path(__file__).resolve().parents[1] / "idp"
 CLIENT_ID = "consultcam-test"
-CLIENT_SECRET = "test-client-secret-0123456789abcdefABCDEF"  # noqa: S105 (the test provider's)
+CLIENT_SECRET = "test-client-secret-0123456789abcdefABCDEF"
 NODE = shutil.which("node") or "/usr/bin/node"
 
 
@@ -60,7 +60,7 @@ async def identity_provider(
         "IDP_AUTH_METHOD": auth_method,
         "IDP_END_SESSION": "1" if end_session else "0",
     }
-    process = subprocess.Popen(  # noqa: S603 (our own script)
+    process = subprocess.Popen(
         [NODE, str(IDP_DIR / "provider.mjs")],
         cwd=IDP_DIR,
         env=env,
