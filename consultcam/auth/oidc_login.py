@@ -40,7 +40,7 @@ from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from authlib.oidc.core import CodeIDToken
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
@@ -114,10 +114,12 @@ class OIDCLogin:
         method = "client_secret_basic" if "client_secret_basic" in methods else "client_secret_post"
         return ClientAuth(self.client_id, self._secret, method)
 
-    async def metadata(self) -> dict[str, Any]:
-        """The provider's configuration (cached). Raises ProviderUnavailable."""
+    async def metadata(self, *, refresh: bool = False) -> dict[str, Any]:
+        """The provider's configuration and keys (cached; `refresh`: fetched again now). Raises
+        ProviderUnavailable."""
         async with self._lock:
-            if self._metadata is not None and time.monotonic() - self._metadata_at < self.cache_seconds:
+            fresh = time.monotonic() - self._metadata_at < self.cache_seconds
+            if self._metadata is not None and fresh and not refresh:
                 return self._metadata
             url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
             document = await self._get_json(url, "its discovery document")
@@ -190,6 +192,8 @@ class OIDCLogin:
                     f"The identity provider refused to complete the sign-in ({_word(error)}): the sign-in "
                     "answer was already used, is too old, or was not made for this sign-in.",
                 )
+            if not self._has_key_for(token.get("id_token")):
+                await self.metadata(refresh=True)  # key rotation: the provider signs with a new key
             claims = self._verify_id_token(token, nonce)
             userinfo = metadata.get("userinfo_endpoint")
             if (claims.get("name") is None or claims.get("fhirUser") is None) and isinstance(userinfo, str):
@@ -207,6 +211,16 @@ class OIDCLogin:
             fhir_user=_text(claims.get("fhirUser"), 500),
             id_token=str(token["id_token"]),
         )
+
+    def _has_key_for(self, id_token: object) -> bool:
+        """Whether the cached keys include the one the token's header names (`kid`), or it names none."""
+        if not isinstance(id_token, str) or self._keys is None:
+            return True
+        try:
+            kid = jws.extract_compact(id_token.encode()).headers().get("kid")
+        except (JoseError, ValueError):
+            return True  # malformed: verification says so
+        return kid is None or any(key.kid == kid for key in self._keys.keys)
 
     def _verify_id_token(self, token: dict[str, Any], nonce: str) -> dict[str, Any]:
         raw = token.get("id_token")

@@ -39,17 +39,22 @@ class Provider:
 
 @asynccontextmanager
 async def identity_provider(
-    app_origin: str, *, auth_method: str = "client_secret_basic", end_session: bool = True
+    app_origin: str,
+    *,
+    auth_method: str = "client_secret_basic",
+    end_session: bool = True,
+    port: int | None = None,
 ) -> AsyncIterator[Provider]:
     """Run the provider with consultcam at `app_origin` as its confidential client (redirect URI
-    {app_origin}/auth/callback, post-logout URI {app_origin}/)."""
+    {app_origin}/auth/callback, post-logout URI {app_origin}/), on `port` (default: a free one). Each
+    start makes new signing keys."""
     if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
         pytest.fail(
             "the test identity provider is not installed: run `npm ci --prefix tests/idp` (make test does)"
         )
     from tests.e2e.harness import free_port
 
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "IDP_PORT": str(port),

@@ -19,7 +19,7 @@ from consultcam.models import AuditEvent, AuthorizationRequest, CaptureSession, 
 from consultcam.retention.sweeper import sweep
 from tests.auth.conftest import Deployment, deployed
 from tests.auth.flows import sign_in, signin_rows, to_provider
-from tests.auth.idp import at_provider
+from tests.auth.idp import at_provider, identity_provider, stop
 from tests.conftest import PATIENT, assert_error
 
 # --- the round trip -------------------------------------------------------------------------------------
@@ -91,6 +91,19 @@ async def test_signing_in_lands_on_the_page_the_clinician_was_on(deployment: Dep
     ) as api:
         answer = await api.get(f"/api/sessions/{made.json()['id']}")
         assert answer.status_code == 200, answer.text
+
+
+async def test_a_provider_that_changed_its_signing_keys_is_followed(deployment: Deployment) -> None:
+    """Key rotation: the provider restarts with new keys; the next sign-in fetches them (its `kid` is not
+    among the cached ones) instead of refusing the clinician."""
+    async with deployment.browser() as client:
+        assert (await sign_in(deployment, client)).status_code == 303
+    stop(deployment.provider.process)
+    port = int(deployment.provider.issuer.rsplit(":", 1)[1])
+    async with identity_provider(deployment.origin, port=port), deployment.browser() as client:
+        landed = await sign_in(deployment, client, "/", "dr-ben")
+        assert landed.status_code == 303, landed.text[:800]
+    assert len(await signin_rows(deployment.app)) == 2
 
 
 async def test_the_return_path_is_only_ever_a_path_on_this_server(deployment: Deployment) -> None:

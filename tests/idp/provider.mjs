@@ -10,7 +10,10 @@
 //                           provider then offers only that one in its metadata
 //   IDP_END_SESSION         "0": no RP-Initiated Logout (no end_session_endpoint in the metadata)
 //
-// Prints "ready <issuer>" on stdout once it listens.
+// Every start signs with a new RSA key of a new `kid` (a restart is a key rotation). Prints
+// "ready <issuer>" on stdout once it listens.
+import { generateKeyPairSync, randomUUID } from "node:crypto";
+
 import Provider from "oidc-provider";
 
 const port = Number(process.env.IDP_PORT);
@@ -23,7 +26,15 @@ const PEOPLE = {
   "dr-ben": { name: "Dr Ben Carter" },
 };
 
+const signingKey = {
+  ...generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ format: "jwk" }),
+  kid: randomUUID(),
+  alg: "RS256",
+  use: "sig",
+};
+
 const configuration = {
+  jwks: { keys: [signingKey] },
   clients: [
     {
       client_id: process.env.IDP_CLIENT_ID,
