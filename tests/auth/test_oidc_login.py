@@ -188,6 +188,9 @@ async def test_the_sign_out_form_without_script_goes_to_the_provider_too(deploym
         answer = await client.post(deployment.origin + "/logout")
         assert answer.status_code == 303
         assert answer.headers["location"].startswith(deployment.provider.issuer + "/session/end?")
+        # Browsers hold a form's redirects to the page's CSP form-action: the provider is allowed there.
+        policy = answer.headers["content-security-policy"]
+        assert f"form-action 'self' {deployment.provider.issuer};" in policy
 
 
 async def test_logout_without_an_end_session_endpoint_is_the_plain_204(settings: Settings) -> None:
