@@ -27,6 +27,7 @@ from consultcam.commits.endpoints import router as commits_router
 from consultcam.config import Settings, read_settings
 from consultcam.events.endpoints import router as events_router
 from consultcam.images.endpoints import router as images_router
+from consultcam.launch.endpoints import router as launch_router
 from consultcam.runtime import Runtime
 from consultcam.sessions.endpoints import router as sessions_router
 from consultcam.storage.endpoints import router as storage_router
@@ -175,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events_router,
         terminology_router,
         pages_router,
+        launch_router,
     )
     for router in routers:
         app.include_router(router)

@@ -16,7 +16,8 @@ from consultcam.models import AuditEvent
 #: Actions recorded (issue 2: created, paired, uploaded, viewed, committed, deleted, expired; issue 5:
 #: consent, the session's ZIP download; issue 6: a photo sent to the AI endpoint, with the model and the
 #: endpoint's host, never the key or the photo; issue 10: a clinician's sign-in in a browser began or ended,
-#: named by its id, never its cookie).
+#: named by its id, never its cookie; issue 12: a Medtech launch accepted or refused, with the reason, never
+#: the launch context).
 ACTIONS = frozenset(
     {
         "session.created",
@@ -43,6 +44,8 @@ ACTIONS = frozenset(
         "upload.abandoned",
         "signin.started",
         "signin.ended",
+        "launch.accepted",
+        "launch.refused",
     }
 )
 

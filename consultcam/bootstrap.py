@@ -3,7 +3,7 @@ what it needs, and nothing else does either.
 
 The web app (`app.create_app`), the worker and every CLI command start from `build_runtime`; the adapters
 are chosen by the settings' URLs through each port's registry (`storage.registry`, `events.registry`,
-`commits.connectors.registry`).
+`commits.connectors.registry`); Medtech ALEX for launches (`launch.alex_api`) only with an `alex+` EMR URL.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from consultcam.db import create_engine, create_sessionmaker
 from consultcam.events.registry import create_bus
 from consultcam.files import PRIVATE_DIR, tighten
 from consultcam.kit.jobs import create_broker
+from consultcam.launch.alex_api import AlexLaunchApi
 from consultcam.runtime import Runtime
 from consultcam.storage.registry import create_store
 
@@ -69,6 +70,7 @@ def build_runtime(settings: Settings) -> Runtime:
         connector=connector_from_url(settings.emr_url, settings),
         broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),
         redis=redis,
+        medtech_launch=AlexLaunchApi.from_settings(settings),
     )
 
 

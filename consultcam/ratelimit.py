@@ -1,4 +1,5 @@
-"""Per-client rate limits on the doors anyone can knock at: `/login` and `POST /api/pair`.
+"""Per-client rate limits on the doors anyone can knock at: `/login`, `POST /api/pair` and the Medtech
+launch (`/launch/medtech`, counted apart from `/login` at the same rate).
 
 Each named limit (`LIMITS`: its setting) counts a client's requests in a sliding window (the `limits`
 library's moving window: every request of the last window counts, so there is no burst at a window's
@@ -29,11 +30,14 @@ from consultcam.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-LimitName = Literal["login", "pair"]
+LimitName = Literal["login", "pair", "launch"]
 #: Each limit, the setting holding its rate, and what the client is told when it is over.
 LIMITS: dict[LimitName, tuple[str, str]] = {
     "login": ("rate_limit_login", "Too many sign-in attempts from this computer."),
     "pair": ("rate_limit_pair", "Too many QR codes tried from this device."),
+    # A launch is a sign-in: CONSULTCAM_RATE_LIMIT_LOGIN's rate, its own count (a practice's computers
+    # may share one address; their launches should not use up the sign-in page's allowance).
+    "launch": ("rate_limit_login", "Too many consultcam launches from this computer."),
 }
 
 

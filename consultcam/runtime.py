@@ -17,6 +17,7 @@ from consultcam.commits.connectors.base import Connector
 from consultcam.config import Settings
 from consultcam.db import UnitOfWork, unit_of_work
 from consultcam.events.bus import EventBus
+from consultcam.launch.port import MedtechLaunch
 from consultcam.storage.store import ObjectStore
 
 if TYPE_CHECKING:  # types only: a module that needs the runtime's type need not load taskiq or redis-py
@@ -27,8 +28,9 @@ if TYPE_CHECKING:  # types only: a module that needs the runtime's type need not
 @dataclass
 class Runtime:
     """Everything a request or a job needs besides its own input: the settings, the database (`engine`,
-    `sessionmaker`), the ports (`store`, `bus`, `connector`, `broker`) and the Redis client (None in
-    embedded mode). Satisfies `db.Transactions` through `unit_of_work`."""
+    `sessionmaker`), the ports (`store`, `bus`, `connector`, `broker`), the Redis client (None in
+    embedded mode) and Medtech ALEX for launches (`medtech_launch`: None unless CONSULTCAM_EMR_URL is
+    `alex+https://…`). Satisfies `db.Transactions` through `unit_of_work`."""
 
     settings: Settings
     engine: AsyncEngine
@@ -38,6 +40,7 @@ class Runtime:
     connector: Connector
     broker: AsyncBroker
     redis: Redis | None = None
+    medtech_launch: MedtechLaunch | None = None
 
     def unit_of_work(self, *, writes: bool = True) -> AbstractAsyncContextManager[UnitOfWork]:
         """`async with runtime.unit_of_work() as uow:` one transaction (see `db.unit_of_work`)."""
@@ -47,6 +50,8 @@ class Runtime:
         """Release every port's connections, then the Redis pool and the database engine (at shutdown)."""
         await self.bus.close()
         await self.store.close()
+        if self.medtech_launch is not None:
+            await self.medtech_launch.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()

@@ -185,13 +185,19 @@ def _path(edges: dict[str, set[str]], start: str, goal: Callable[[str], bool]) -
     return None
 
 
-SERVICES = sorted(m for m in MODULES if m.rsplit(".", 1)[-1] in ("service", "repository"))
+#: Services by name, and those named for what they serve (the Medtech launch's rules).
+SERVICES = sorted(
+    m
+    for m in MODULES
+    if m.rsplit(".", 1)[-1] in ("service", "repository") or m == "consultcam.launch.medtech"
+)
 ADAPTERS = sorted(
     m
     for m in MODULES
     if (m.startswith("consultcam.storage.") and m != "consultcam.storage.endpoints")
     or m in ("consultcam.events.memory", "consultcam.events.redis")
     or m.startswith("consultcam.commits.connectors.")
+    or m == "consultcam.launch.alex_api"
 )
 
 

@@ -11,7 +11,9 @@ It runs each domain's sweep step once, in this order, and reports what they did 
    deleted once their URL has expired; then objects nothing refers to (`consultcam.retention.uploads`);
 4. analysis (`consultcam.analysis.service`): AI descriptions that never finished (a job lost with a killed
    process) are marked failed (issue 6);
-5. sign-in (`consultcam.auth.signin`): clinician sign-ins that ended or expired are deleted (issue 10).
+5. sign-in (`consultcam.auth.signin`): clinician sign-ins that ended or expired are deleted (issue 10);
+6. launches (`consultcam.launch.medtech`): used Medtech launch contexts past their expiry are deleted
+   (issue 12; by then the context is refused as expired anyway).
 
 A step that fails is logged and named in the report's `errors`; the steps after it still run. The
 session steps handle each session in its own transaction, so one session's failure spares the others.
@@ -29,6 +31,7 @@ from consultcam.auth import signin
 from consultcam.commits.lease import reopen_lapsed_commits
 from consultcam.db import Transactions
 from consultcam.images.service import sweep_unregistered_uploads
+from consultcam.launch import medtech
 from consultcam.models import utcnow
 from consultcam.retention.uploads import delete_orphan_objects
 from consultcam.runtime import Runtime
@@ -48,6 +51,7 @@ class SweepReport:
     orphan_objects: int = 0
     stuck_analyses: int = 0
     expired_signins: int = 0
+    expired_launch_contexts: int = 0
     errors: list[str] = field(default_factory=list)
 
     def did_something(self) -> bool:
@@ -86,6 +90,10 @@ async def _signins(tx: Transactions, rt: Runtime, now: datetime, report: SweepRe
     report.expired_signins += await signin.sweep(tx, now)
 
 
+async def _launches(tx: Transactions, rt: Runtime, now: datetime, report: SweepReport) -> None:
+    report.expired_launch_contexts += await medtech.sweep(tx, now)
+
+
 #: The steps in the order they run, each with the name its failure is reported under.
 STEPS: tuple[tuple[str, Step], ...] = (
     ("sessions", _sessions),
@@ -94,6 +102,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("orphans", _orphans),
     ("analyses", _analyses),
     ("sign-ins", _signins),
+    ("launches", _launches),
 )
 
 

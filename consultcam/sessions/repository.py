@@ -62,6 +62,24 @@ async def open_session_of_encounter(db: AsyncSession, encounter_id: str) -> Capt
     return (await db.execute(locked(query))).scalar_one_or_none()
 
 
+async def open_sessions_of_practitioner(
+    db: AsyncSession, practitioner_id: str, facility_id: str, patient_id: str
+) -> Sequence[CaptureSession]:
+    """The open sessions of one practitioner at one facility for one patient (an EMR launch resumes
+    one), most recently active first, their rows locked."""
+    query = (
+        select(CaptureSession)
+        .where(
+            CaptureSession.practitioner_id == practitioner_id,
+            CaptureSession.facility_id == facility_id,
+            CaptureSession.patient_id == patient_id,
+            CaptureSession.status == SessionStatus.OPEN,
+        )
+        .order_by(CaptureSession.last_activity_at.desc())
+    )
+    return (await db.execute(locked(query))).scalars().all()
+
+
 async def live_image_count(db: AsyncSession, session_id: str) -> int:
     """How many of the session's images are pending or ready (LIVE_IMAGE_STATUSES)."""
     query = (

@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from consultcam.auth import signin
 from consultcam.auth.principals import CLINICIAN_COOKIE, EMBEDDED_CLINICIAN, Clinician, is_clinician_token
 from consultcam.config import WARN_IMAGES
+from consultcam.db import UnitOfWork
 from consultcam.deps import RuntimeDep, authenticate_clinician
 from consultcam.ratelimit import TooManyRequests, client_address, limiter
 from consultcam.runtime import Runtime
@@ -149,20 +150,37 @@ async def _signed_in(request: Request, rt: Runtime, token: str, next_path: str) 
 
 
 async def begin_signin(
-    request: Request, rt: Runtime, clinician: Clinician, method: signin.Method, next_path: str
+    request: Request,
+    rt: Runtime,
+    clinician: Clinician,
+    method: signin.Method,
+    next_path: str,
+    *,
+    uow: UnitOfWork | None = None,
 ) -> Response:
     """Sign this browser in as `clinician`, who has just proven who they are by `method`: a new server-side
     sign-in (the browser's previous one ends: a sign-in is never handed on, against session fixation), its
     cookie (HttpOnly, SameSite=Lax, Secure over HTTPS, Max-Age CONSULTCAM_SIGNIN_MAX_HOURS), and a 303 to
-    the same-site `next_path`. The one way in for every method: the login link and form here, an OIDC
-    callback (issue 13)."""
+    the same-site `next_path`. The one way in for every method: the login link and form here, a Medtech
+    launch (`consultcam.launch.endpoints`), an OIDC callback (issue 13).
+
+    `uow`: start the sign-in in the caller's transaction (a launch commits its session and its used
+    context with it); the caller commits before returning the response. Else in a transaction of its own.
+    """
     previous = request.cookies.get(CLINICIAN_COOKIE)
-    async with rt.unit_of_work() as uow:
+    user_agent = request.headers.get("user-agent", "")
+
+    async def _start(work: UnitOfWork) -> str:
         if previous:
-            await signin.end(uow, rt, previous, "replaced")
-        cookie, _ = await signin.start(
-            uow, rt.settings, clinician, method, user_agent=request.headers.get("user-agent", "")
-        )
+            await signin.end(work, rt, previous, "replaced")
+        cookie, _ = await signin.start(work, rt.settings, clinician, method, user_agent=user_agent)
+        return cookie
+
+    if uow is None:
+        async with rt.unit_of_work() as own:
+            cookie = await _start(own)
+    else:
+        cookie = await _start(uow)
     response = RedirectResponse(_safe_next(next_path), status_code=303)
     response.set_cookie(
         CLINICIAN_COOKIE,
