@@ -1,7 +1,11 @@
 """FastAPI dependencies: the runtime, the request's unit of work, who is calling, and whether they may act
-on the path's capture session (`SessionPrincipalDep` and its read and outside-transaction forms: a phone
-reaches only its own session; every endpoint under `/api/sessions/{session_id}` that a phone may call takes
-one, clinician-only ones take `ClinicianDep`).
+on the path's capture session. Every endpoint under `/api/sessions/{session_id}` takes one session-scoped
+dependency: `SessionPrincipalDep` (a clinician or that session's phone) or `SessionClinicianDep` (clinician
+only), each also in a read-only and an outside-transaction form. They apply the one rule of who reaches a
+session (`consultcam.sessions.access`): a phone only its own, a clinician signed in by a Medtech launch only
+the sessions of their provider at their facility, any other clinician every session; out of reach is 404
+`SessionNotFound`, as if the session did not exist. `tests/security/test_launch_binding.py` walks every such
+route, so a new one cannot skip it.
 
 `UoWDep` ends before the response is sent (`scope="function"`), so a client never sees a 2xx for work
 that then fails to commit, and events go out only after the commit.
@@ -36,7 +40,6 @@ from consultcam.auth.principals import (
     EMBEDDED_CLINICIAN,
     PHONE_COOKIE,
     Clinician,
-    Phone,
     Principal,
     bearer_token,
     is_clinician_token,
@@ -44,8 +47,9 @@ from consultcam.auth.principals import (
 from consultcam.auth.signin import embedded_token_accepted
 from consultcam.config import Settings
 from consultcam.db import UnitOfWork
-from consultcam.errors import NotAuthenticated, NotPermitted, ResourceNotFound
+from consultcam.errors import NotAuthenticated, NotPermitted
 from consultcam.runtime import Runtime
+from consultcam.sessions import access
 from consultcam.sessions.service import authenticate_phone
 
 
@@ -140,26 +144,39 @@ def _sign_in_hint(settings: Settings) -> str:
     )
 
 
-async def get_clinician(request: Request, rt: RuntimeDep, background: BackgroundTasks) -> Clinician:
-    """Only a clinician passes: a paired phone gets 403 (phones never commit or edit); no credential, or one
-    that is neither the clinician's nor a live phone credential (a wrong token, a signed-out cookie), 401
-    (RFC 6750 §3.1); a refused OIDC token 401 `InvalidToken`; an unreachable OIDC issuer 503."""
-    clinician = await authenticate_clinician(request, rt, background=background)
+async def _require_clinician(
+    request: Request, rt: Runtime, uow: UnitOfWork | None, background: BackgroundTasks | None
+) -> Clinician:
+    """The clinician proven by the request, looked up in `uow` (or in a read-only transaction of its own);
+    see `get_clinician` for the refusals."""
+    clinician = await authenticate_clinician(request, rt, uow, background)
     if clinician is not None:
         return clinician
     token = bearer_token(request.headers.get("authorization")) or request.cookies.get(PHONE_COOKIE)
     if token:
-        async with rt.unit_of_work(writes=False) as uow:
-            try:
+        try:
+            if uow is None:
+                async with rt.unit_of_work(writes=False) as own:
+                    await authenticate_phone(own, token, touch=False)
+            else:
                 await authenticate_phone(uow, token, touch=False)
-            except NotAuthenticated as exc:
-                raise NotAuthenticated(
-                    "The credential sent is not valid: a wrong clinician token, or a phone that is no longer "
-                    f"paired. Sign in again: {_sign_in_hint(rt.settings)}.",
-                    error="InvalidCredential",
-                ) from exc
+        except NotAuthenticated as exc:
+            raise NotAuthenticated(
+                "The credential sent is not valid: a wrong clinician token, or a phone that is no longer "
+                f"paired. Sign in again: {_sign_in_hint(rt.settings)}.",
+                error="InvalidCredential",
+            ) from exc
         raise NotPermitted("Only the clinician at the desktop can do this.", error="ClinicianOnly")
     raise NotAuthenticated(f"Sign in first as the clinician: {_sign_in_hint(rt.settings)}.")
+
+
+async def get_clinician(request: Request, rt: RuntimeDep, background: BackgroundTasks) -> Clinician:
+    """Only a clinician passes: a paired phone gets 403 (phones never commit or edit); no credential, or one
+    that is neither the clinician's nor a live phone credential (a wrong token, a signed-out cookie), 401
+    (RFC 6750 §3.1); a refused OIDC token 401 `InvalidToken`; an unreachable OIDC issuer 503. For calls
+    that are not about one capture session (`POST /api/sessions`); those under `/api/sessions/{session_id}`
+    take `SessionClinicianDep` or one of its forms."""
+    return await _require_clinician(request, rt, None, background)
 
 
 async def _principal(
@@ -204,35 +221,93 @@ ReadPrincipalDep = Annotated[Principal, Depends(get_read_principal)]
 StandalonePrincipalDep = Annotated[Principal, Depends(get_principal_outside_transaction)]
 
 
-def authorise_session(principal: Principal, session_id: str) -> None:
-    """A phone may touch only its own session: any other answers 404 `SessionNotFound`, as if it did not
-    exist. A clinician reaches every session."""
-    if isinstance(principal, Phone) and principal.session_id != session_id:
-        raise ResourceNotFound("No such capture session.", error="SessionNotFound")
+# -- one capture session: `{session_id}` in the path -----------------------------------------------------
 
 
-async def get_session_principal(session_id: str, principal: PrincipalDep) -> Principal:
+async def authorise_session(uow: UnitOfWork, principal: Principal, session_id: str) -> None:
+    """The caller may act on session `session_id`, or 404 `SessionNotFound` as if it did not exist: a phone
+    reaches only its own session, a clinician whose sign-in is bound to a provider and facility (a Medtech
+    launch) only theirs, any other clinician every session (`consultcam.sessions.access.authorise`, which
+    reads the session's provider and facility in `uow` for a bound clinician only). The event stream
+    calls it again before every batch it sends."""
+    await access.authorise(uow, principal, session_id)
+
+
+async def get_session_principal(session_id: str, uow: UoWDep, principal: PrincipalDep) -> Principal:
     """The caller (as `get_principal`, in the request's writing transaction), authorised for the path's
     `{session_id}` (`authorise_session`)."""
-    authorise_session(principal, session_id)
+    await authorise_session(uow, principal, session_id)
     return principal
 
 
-async def get_read_session_principal(session_id: str, principal: ReadPrincipalDep) -> Principal:
+async def get_read_session_principal(
+    session_id: str, uow: ReadUoWDep, principal: ReadPrincipalDep
+) -> Principal:
     """The caller (as `get_read_principal`, in a read-only request), authorised for the path's
     `{session_id}`."""
-    authorise_session(principal, session_id)
+    await authorise_session(uow, principal, session_id)
     return principal
 
 
-async def get_standalone_session_principal(session_id: str, principal: StandalonePrincipalDep) -> Principal:
-    """The caller (as `get_principal_outside_transaction`), authorised for the path's `{session_id}`."""
-    authorise_session(principal, session_id)
+async def get_standalone_session_principal(
+    session_id: str, request: Request, rt: RuntimeDep, background: BackgroundTasks
+) -> Principal:
+    """The caller (as `get_principal_outside_transaction`), authorised for the path's `{session_id}`, both
+    in one read-only transaction of its own that ends at once."""
+    async with rt.unit_of_work(writes=False) as uow:
+        principal = await _principal(request, rt, uow, background, touch=False)
+        await authorise_session(uow, principal, session_id)
     return principal
 
 
-#: A clinician, or the phone paired with the path's `{session_id}` (any other phone: 404), for endpoints of
-#: one session. Clinician-only endpoints take `ClinicianDep`: a clinician reaches every session.
+async def get_session_clinician(
+    session_id: str, request: Request, rt: RuntimeDep, uow: UoWDep, background: BackgroundTasks
+) -> Clinician:
+    """Only a clinician (as `get_clinician`, looked up in the request's writing transaction), authorised
+    for the path's `{session_id}` (`authorise_session`: a bound sign-in reaches only its own sessions)."""
+    clinician = await _require_clinician(request, rt, uow, background)
+    await authorise_session(uow, clinician, session_id)
+    return clinician
+
+
+async def get_read_session_clinician(
+    session_id: str, request: Request, rt: RuntimeDep, uow: ReadUoWDep, background: BackgroundTasks
+) -> Clinician:
+    """`get_session_clinician` in a read-only request."""
+    clinician = await _require_clinician(request, rt, uow, background)
+    await authorise_session(uow, clinician, session_id)
+    return clinician
+
+
+async def get_standalone_session_clinician(
+    session_id: str, request: Request, rt: RuntimeDep, background: BackgroundTasks
+) -> Clinician:
+    """`get_session_clinician` in a read-only transaction of its own that ends at once, for endpoints whose
+    service runs its own transactions (download, ZIP)."""
+    async with rt.unit_of_work(writes=False) as uow:
+        clinician = await _require_clinician(request, rt, uow, background)
+        await authorise_session(uow, clinician, session_id)
+    return clinician
+
+
+#: For every endpoint under `/api/sessions/{session_id}` (tests/security/test_launch_binding.py checks that
+#: each takes one): a clinician, or the phone paired with that session (any other phone, and a bound
+#: clinician outside their provider and facility: 404), in the request's writing transaction, its read-only
+#: one, or a transaction of its own (for services that open their own).
 SessionPrincipalDep = Annotated[Principal, Depends(get_session_principal)]
 ReadSessionPrincipalDep = Annotated[Principal, Depends(get_read_session_principal)]
 StandaloneSessionPrincipalDep = Annotated[Principal, Depends(get_standalone_session_principal)]
+#: The clinician-only forms (a phone: 403 `ClinicianOnly`).
+SessionClinicianDep = Annotated[Clinician, Depends(get_session_clinician)]
+ReadSessionClinicianDep = Annotated[Clinician, Depends(get_read_session_clinician)]
+StandaloneSessionClinicianDep = Annotated[Clinician, Depends(get_standalone_session_clinician)]
+
+#: The dependencies that authorise a caller for the path's `{session_id}`.
+SESSION_AUTHORISERS = (
+    get_session_principal,
+    get_read_session_principal,
+    get_standalone_session_principal,
+    get_session_clinician,
+    get_read_session_clinician,
+    get_standalone_session_clinician,
+)

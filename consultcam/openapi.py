@@ -85,10 +85,14 @@ _CREDENTIALS: dict[Callable[..., Any], set[int]] = {
     deps.get_principal: {401, 503},
     deps.get_read_principal: {401, 503},
     deps.get_principal_outside_transaction: {401, 503},
-    # A phone of another session: 404, as if the session did not exist (`deps.authorise_session`).
+    # A phone of another session, or a bound clinician outside their provider and facility: 404, as if the
+    # session did not exist (`deps.authorise_session`).
     deps.get_session_principal: {404},
     deps.get_read_session_principal: {404},
-    deps.get_standalone_session_principal: {404},
+    deps.get_standalone_session_principal: {401, 404, 503},
+    deps.get_session_clinician: {401, 403, 404, 503},
+    deps.get_read_session_clinician: {401, 403, 404, 503},
+    deps.get_standalone_session_clinician: {401, 403, 404, 503},
 }
 
 

@@ -141,8 +141,10 @@ async def _stream(
 async def _ending(request: Request, rt: Runtime, session_id: str) -> StreamEnding | None:
     """None while the request's credential still opens this session's stream, else why not. Re-reads the
     session (an ended or deleted one says so first, even though its phones were signed out with it), then
-    authenticates the request again as `deps` does (a revoked phone credential or a signed-out clinician
-    fails). Raises (ConsultcamError 5xx, database errors) when that cannot be decided now."""
+    authenticates and authorises the request again as `deps` does (a revoked phone credential or a
+    signed-out clinician fails; so does a bound sign-in outside the session's provider and facility, by
+    the same `deps.authorise_session`). Raises (ConsultcamError 5xx, database errors) when that cannot be
+    decided now."""
     async with rt.unit_of_work(writes=False) as uow:
         try:
             session = await get_session(uow, session_id)
@@ -153,7 +155,7 @@ async def _ending(request: Request, rt: Runtime, session_id: str) -> StreamEndin
         try:
             # A fresh BackgroundTasks that is never run: a re-check is not a use of the sign-in.
             principal = await get_read_principal(request, rt, uow, BackgroundTasks())
-            authorise_session(principal, session_id)
+            await authorise_session(uow, principal, session_id)  # a launch's sign-in: its sessions only
         except ConsultcamError as exc:
             if exc.status >= 500:
                 raise

@@ -7,11 +7,12 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import StreamingResponse
 
 from consultcam.deps import (
-    ClinicianDep,
     ReadSessionPrincipalDep,
     ReadUoWDep,
     RuntimeDep,
+    SessionClinicianDep,
     SessionPrincipalDep,
+    StandaloneSessionClinicianDep,
     StandaloneSessionPrincipalDep,
     UoWDep,
 )
@@ -79,7 +80,12 @@ async def get_image(
 
 @router.patch("/images/{image_id}", response_model=ImageOut)
 async def update_image(
-    session_id: str, image_id: str, body: ImagePatch, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep
+    session_id: str,
+    image_id: str,
+    body: ImagePatch,
+    rt: RuntimeDep,
+    uow: UoWDep,
+    clinician: SessionClinicianDep,
 ) -> ImageOut:
     """Change a photo's metadata or edits (clinician only)."""
     session = await get_session(uow, session_id)
@@ -98,7 +104,9 @@ async def delete_image(
 
 
 @router.get("/images/{image_id}/download", response_class=Response)
-async def download_image(session_id: str, image_id: str, rt: RuntimeDep, clinician: ClinicianDep) -> Response:
+async def download_image(
+    session_id: str, image_id: str, rt: RuntimeDep, clinician: StandaloneSessionClinicianDep
+) -> Response:
     """The JPEG with its edits burned in, as an attachment (clinician only, never cached; `nosniff` comes
     with every response from the app's security headers)."""
     session, image, data = await service.rendered_jpeg(rt.unit_of_work, rt, clinician, session_id, image_id)
@@ -111,7 +119,9 @@ async def download_image(session_id: str, image_id: str, rt: RuntimeDep, clinici
 
 
 @router.get("/download", response_class=StreamingResponse)
-async def download_session(session_id: str, rt: RuntimeDep, clinician: ClinicianDep) -> StreamingResponse:
+async def download_session(
+    session_id: str, rt: RuntimeDep, clinician: StandaloneSessionClinicianDep
+) -> StreamingResponse:
     """Every ready photo with its edits burned in, as one ZIP attachment (clinician only, never cached;
     409 `NoPhotos` when there is none)."""
     built = await archive.session_archive(rt.unit_of_work, rt, clinician, session_id)

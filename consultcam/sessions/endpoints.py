@@ -13,6 +13,7 @@ from consultcam.config import WARN_IMAGES
 from consultcam.deps import (
     ClinicianDep,
     RuntimeDep,
+    SessionClinicianDep,
     SessionPrincipalDep,
     UoWDep,
 )
@@ -68,7 +69,7 @@ async def create_session(
 
 @router.post("/sessions/{session_id}/pairing", status_code=status.HTTP_201_CREATED, response_model=PairingOut)
 async def new_pairing(
-    session_id: str, request: Request, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep
+    session_id: str, request: Request, rt: RuntimeDep, uow: UoWDep, clinician: SessionClinicianDep
 ) -> PairingOut:
     """A new QR code; the previous unredeemed one stops working."""
     session = await service.get_session(uow, session_id)
@@ -95,7 +96,9 @@ async def get_session(
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def cancel_session(session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: ClinicianDep) -> Response:
+async def cancel_session(
+    session_id: str, rt: RuntimeDep, uow: UoWDep, clinician: SessionClinicianDep
+) -> Response:
     """Cancel: photos and their objects are deleted, the phone is signed out."""
     session = await service.get_session(uow, session_id)
     # 409 once committed

@@ -49,6 +49,16 @@ async def find_session(
     return (await db.execute(query)).scalar_one_or_none()
 
 
+async def session_owner(db: AsyncSession, session_id: str) -> tuple[str | None, str | None] | None:
+    """(practitioner_id, facility_id) of session `session_id`, or None when there is no such session: who
+    may reach it (`consultcam.sessions.access`), read without loading or locking the row."""
+    query = select(CaptureSession.practitioner_id, CaptureSession.facility_id).where(
+        CaptureSession.id == session_id
+    )
+    row = (await db.execute(query)).one_or_none()
+    return None if row is None else (row.practitioner_id, row.facility_id)
+
+
 async def lock_session_row(db: AsyncSession, session_id: str) -> None:
     """Lock the session's row without loading it (a lock taken only to keep the lock order)."""
     await db.execute(locked(select(CaptureSession.id).where(CaptureSession.id == session_id)))

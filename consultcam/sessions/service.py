@@ -24,13 +24,13 @@ from consultcam.auth.principals import Clinician, Phone, Principal, hash_secret
 from consultcam.commits.schemas import LastCommitOut
 from consultcam.config import WARN_IMAGES, Settings
 from consultcam.db import UnitOfWork
-from consultcam.errors import Conflict, NotAuthenticated, ResourceNotFound, Unprocessable
+from consultcam.errors import Conflict, NotAuthenticated, Unprocessable
 from consultcam.events.bus import publish_after_commit
 from consultcam.images.schemas import ImageOut
 from consultcam.kit.status import SessionStatus
 from consultcam.models import CaptureSession, PhoneCredential, utcnow
 from consultcam.runtime import Runtime
-from consultcam.sessions import repository
+from consultcam.sessions import access, repository
 from consultcam.sessions.schemas import (
     ConsentIn,
     ConsentOut,
@@ -104,11 +104,7 @@ async def get_session(
         uow.session, session_id, with_images=with_images, for_update=for_update
     )
     if session is None:
-        raise ResourceNotFound(
-            "No such capture session: it may have been committed, cancelled or expired. "
-            "Start a new one from the desktop.",
-            error="SessionNotFound",
-        )
+        raise access.session_not_found()
     return session
 
 
@@ -209,13 +205,16 @@ async def create_session(
     """Open a capture session for an encounter, or return the encounter's open one.
 
     Returns (session, created). Raises Conflict (409) when the encounter's open session belongs to another
-    patient: the EMR context is inconsistent and photos must not go to the wrong record. An open session
-    that has idled out is expired here (as the sweeper would) and a new one opened.
+    patient: the EMR context is inconsistent and photos must not go to the wrong record. A sign-in bound to
+    a provider and facility (a Medtech launch) opens sessions under them only (`access.bind_new_session`:
+    403 for a request naming others) and never resumes another's (409 `EncounterHeldElsewhere`). An open
+    session that has idled out is expired here (as the sweeper would) and a new one opened.
 
     Concurrent calls for one encounter (double clicks, two web processes) open one session: the partial
     unique index `uq_capture_sessions_open_encounter` (migration 0002) refuses a second open row, and the
     loser of the race resumes the winner's session.
     """
+    data = access.bind_new_session(actor, data)  # a launch's sign-in files under its provider and facility
     existing = await repository.open_session_of_encounter(uow.session, data.encounter_id)
     if existing is not None and session_expires_at(existing, rt.settings) <= utcnow():
         reason = "retention" if existing.retain_until <= utcnow() else "idle"
@@ -256,7 +255,9 @@ async def create_session(
 def _resume(
     uow: UnitOfWork, actor: Clinician, existing: CaptureSession, data: SessionCreate
 ) -> CaptureSession:
-    """Return the encounter's open session to its clinician; Conflict (409) when it is another patient's."""
+    """Return the encounter's open session to its clinician; Conflict (409) when it is out of a bound
+    sign-in's reach (`access.require_resumable`), or another patient's."""
+    access.require_resumable(actor, existing)
     if existing.patient_id != data.patient.id:
         raise Conflict(
             "This encounter already has an open capture session for a different patient. "
