@@ -208,6 +208,7 @@ async def _claim(
             facility_id=session.facility_id,
             committed_at=first_at,
             consent=session.consent,
+            attempt=attempt,
         )
         skipped = [image.id for image in ready if image not in chosen]
     return context, attempt, list(chosen), skipped

@@ -1,5 +1,6 @@
-"""The `alex` connector (Medtech ALEX) against the FHIR test server: Medtech headers, no transactions,
-the 1 MB limit, Pacific/Auckland times, site and laterality in the note, settings from the environment."""
+"""The `alex` connector's Media mode (`alex+https://…/FHIR?resource=Media`, Medtech ALEX) against the FHIR test
+server: Medtech headers, no transactions, the 1 MB limit, Pacific/Auckland times, site and laterality in the
+note, settings from the environment, the URL's options. The default, Inbox Scan, is test_alex_inbox.py."""
 
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def oauth(server: FhirTestServer) -> ClientCredentials:
 
 
 def connector(server: FhirTestServer) -> AlexConnector:
-    return AlexConnector(server.base_url, oauth=oauth(server), **FAST)
+    return AlexConnector(server.base_url, oauth=oauth(server), resource="Media", **FAST)
 
 
 def alex_requests(server: FhirTestServer) -> list[Any]:
@@ -279,9 +280,10 @@ async def test_connector_from_url_reads_the_alex_settings(alex_server, monkeypat
     for name, value in settings(alex_server).items():
         monkeypatch.setenv(name, value)
 
-    emr = connector_from_url(f"alex+http://127.0.0.1:{alex_server.port}/fhir", Settings())
+    emr = connector_from_url(f"alex+http://127.0.0.1:{alex_server.port}/fhir?resource=Media", Settings())
 
     assert isinstance(emr, AlexConnector)
+    assert emr.resource == "Media"
     assert emr.name == "alex"
     assert CLIENT_SECRET not in repr(emr)
     await emr.commit(make_context(), [make_item()], no_progress)
@@ -303,7 +305,16 @@ def test_a_missing_setting_is_named(alex_server, missing):
     [
         ("alex+http://alex.example/FHIR", "only for a local test server"),
         ("alex+https://user:s3cret@alex.example/FHIR", "user name or password"),
-        ("alex+https://alex.example/FHIR?client_secret=s3cret", "no \\?options"),
+        ("alex+https://alex.example/FHIR?client_secret=s3cret", "must not be in CONSULTCAM_EMR_URL"),
+        (
+            "alex+https://alex.example/FHIR?secret=s3cret",
+            "unknown ALEX option 'secret' in CONSULTCAM_EMR_URL",
+        ),
+        ("alex+https://alex.example/FHIR?format=jpeg", "format= in CONSULTCAM_EMR_URL must be tiff"),
+        ("alex+https://alex.example/FHIR?resource=Patient", "must be DocumentReference .* or Media"),
+        ("alex+https://alex.example/FHIR?resource=Media&format=pdf", "format= .* is for Inbox Scan"),
+        ("alex+https://alex.example/FHIR?format=pdf&format=tiff", "format= appears twice"),
+        ("alex+https://alex.example/FHIR#s3cret", "no #fragment"),
         ("fhir+https://alex.example/FHIR", "alex\\+https://"),
     ],
 )
@@ -324,3 +335,12 @@ def test_https_url_builds_the_base():
         "alex+https://alex.medtechglobal.com/FHIR/", oauth=alex_credentials(read(env))
     )
     assert emr.base_url == "https://alex.medtechglobal.com/FHIR"
+    assert (emr.resource, emr.document_format) == ("DocumentReference", "tiff")  # Inbox Scan by default
+    pdf = AlexConnector.from_url(
+        "alex+https://alex.medtechglobal.com/FHIR?format=PDF", oauth=alex_credentials(read(env))
+    )
+    assert (pdf.resource, pdf.document_format) == ("DocumentReference", "pdf")
+    media = AlexConnector.from_url(
+        "alex+https://alex.medtechglobal.com/FHIR?resource=Media", oauth=alex_credentials(read(env))
+    )
+    assert media.resource == "Media"

@@ -1,44 +1,51 @@
 """The `alex` connector: Medtech ALEX, Medtech Evolution's FHIR R4 API (`CONSULTCAM_EMR_URL=alex+https://…/FHIR`).
 
-A FhirClient configured with Medtech's policy (composed, not a FhirConnector subclass); the commit itself is
-`fhir_commit.commit_one_by_one`. The Medtech-specific values (header names, NHI system, image
-limit, time zone) are data, read from `consultcam/data/medtech.json`; body-site and laterality codes and
-words come from `consultcam/data/body-sites.json` through `consultcam.terminology`, never from a client.
+A FhirClient configured with Medtech's policy (composed, not a FhirConnector subclass). The Medtech-specific
+values (header names, NHI system, image limit, time zone) are data, read from `consultcam/data/medtech.json`;
+body-site and laterality codes and words come from `consultcam/data/body-sites.json` through
+`consultcam.terminology`, never from a client. Facts: shared/DESIGN.md, "Medtech ALEX facts".
+
+What a commit writes, chosen by the URL's options (`parse_target`):
+* default (`alex+https://…/FHIR`, or `?format=tiff`): each photo filed in the patient's **Inbox Scan** as a
+  DocumentReference with a TIFF under 1 MB (`alex_inbox.py`), where Medtech files scanned images and
+  referral forms read them;
+* `?format=pdf`: the same with the photo as a one-page PDF;
+* `?resource=Media`: a FHIR Media with the JPEG, one conditional create at a time with compensation
+  (`alex_media.py`, `fhir_commit.commit_one_by_one`): Medtech shows it only as a "View link".
 
 * Authentication: OAuth2 client credentials only, from CONSULTCAM_ALEX_TOKEN_URL, CONSULTCAM_ALEX_CLIENT_ID,
-  CONSULTCAM_ALEX_CLIENT_SECRET and CONSULTCAM_ALEX_SCOPE (all required).
+  CONSULTCAM_ALEX_CLIENT_SECRET and CONSULTCAM_ALEX_SCOPE (all required); the token is cached until shortly
+  before it expires (`consultcam.kit.oauth2`).
 * Every request to ALEX carries `mt-facilityid` (the session's facility) and a fresh `mt-correlationid`
   (uuid4); the token request goes to the identity provider and carries neither. A commit without a
   facility fails before any request.
-* No transactions are assumed, whatever the CapabilityStatement says: one conditional create per photo,
-  and compensation (deleting what this commit created) when one fails for good.
-* Media.identifier is the image id (as for every FHIR connector); the patient's NHI uses the NHI system.
-* createdDateTime (and the attachment's creation) carry the Pacific/Auckland offset.
-* Images over the limit are re-encoded to fit: JPEG quality stepped down, then the image scaled down
-  (never up); width, height, size and hash describe the bytes actually sent.
-* ALEX's inbox ignores Media.bodySite, so the label, body site words and laterality also go into the
-  first note, e.g. "Lesion A — Upper arm structure (SNOMED CT 40983000), laterality: left (7771000)".
+* No transactions are assumed, whatever the CapabilityStatement says.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import io
 import ipaddress
 import json
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
-from urllib.parse import urlunsplit
-from zoneinfo import ZoneInfo
+from urllib.parse import parse_qsl, urlunsplit
 
 import httpx
-from PIL import Image, ImageOps
 
+from consultcam.commits.connectors.alex_inbox import (
+    FORMATS,
+    InboxDocument,
+    attachment_title,
+    commit_to_inbox,
+    inbox_document,
+    no_nhi_retry_refused,
+)
+from consultcam.commits.connectors.alex_media import fit_jpeg, media_entries, site_note
 from consultcam.commits.connectors.base import (
     CommitContext,
     CommitFailed,
@@ -50,15 +57,25 @@ from consultcam.commits.connectors.base import (
     preparation_failed,
     split_server_url,
 )
-from consultcam.commits.connectors.fhir import FHIR_RETRY, build_entries
-from consultcam.commits.connectors.fhir_client import FhirClient, FhirFailure, RequestHeaders
+from consultcam.commits.connectors.fhir import FHIR_RETRY
+from consultcam.commits.connectors.fhir_client import FhirClient, FhirFailure, FhirSession, RequestHeaders
 from consultcam.commits.connectors.fhir_commit import commit_one_by_one, failed_before_writing
+from consultcam.commits.fhir_media import check_context
 from consultcam.kit.http import RetryPolicy
 from consultcam.kit.oauth2 import ClientCredentials
-from consultcam.terminology import site_words
-from consultcam.terminology.metadata import photo_terms
 
-__all__ = ["ENV_NAMES", "NO_FACILITY", "AlexConnector", "fit_jpeg", "medtech", "parse_url", "site_note"]
+__all__ = [
+    "ENV_NAMES",
+    "NO_FACILITY",
+    "RESOURCES",
+    "AlexConnector",
+    "AlexTarget",
+    "fit_jpeg",
+    "medtech",
+    "parse_target",
+    "parse_url",
+    "site_note",
+]
 
 #: The settings ALEX needs, all of them (read into `Settings.alex_*`; the registry passes them on).
 ENV_NAMES = (
@@ -68,11 +85,9 @@ ENV_NAMES = (
     "CONSULTCAM_ALEX_SCOPE",
 )
 NO_FACILITY = "This session has no facility; launch consultcam from Medtech so it knows the practice"
-
-_QUALITIES = (90, 85, 80, 75, 70, 65, 60)
-_SCALE_QUALITY = 80
-_SCALE_STEP = 0.8
-_MIN_SIDE = 64
+#: What a commit writes: DocumentReference (Inbox Scan, the default) or Media.
+RESOURCES = ("DocumentReference", "Media")
+_URL = "CONSULTCAM_EMR_URL"
 
 
 @cache
@@ -84,11 +99,13 @@ def medtech() -> dict[str, Any]:
 
 
 class AlexConnector:
-    """Commits into Medtech ALEX: a FhirClient (OAuth2 client credentials only) with Medtech's policy: one
-    Media at a time with compensation, Medtech's headers on every request, its size limit and time zone.
+    """Commits into Medtech ALEX: a FhirClient (OAuth2 client credentials only) with Medtech's policy:
+    Inbox Scan DocumentReferences (TIFF, or PDF with `document_format="pdf"`) or, with `resource="Media"`,
+    Media; one at a time with compensation, Medtech's headers on every request, its size limit and time
+    zone.
 
-    Options as for FhirConnector: `timeout`, `attempts`, `wait_initial`, `wait_max`, `max_retry_after`
-    (seconds), `transport`.
+    Options as for FhirConnector: `timeout`, `retry` (seconds), `transport`. Raises ValueError for an
+    unknown resource or format.
     """
 
     name = "alex"
@@ -98,31 +115,40 @@ class AlexConnector:
         base_url: str,
         *,
         oauth: ClientCredentials,
+        resource: str = "DocumentReference",
+        document_format: str = "tiff",
         timeout: float = 30.0,
         retry: RetryPolicy = FHIR_RETRY,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if oauth is None:
             raise ValueError("Medtech ALEX needs OAuth2 client credentials")
-        self.client = FhirClient(
-            base_url,
-            oauth=oauth,
-            retry=retry,
-            timeout=timeout,
-            transport=transport,
-        )
+        if resource not in RESOURCES:
+            raise ValueError(f"resource must be one of {', '.join(RESOURCES)}, not {resource!r}")
+        if document_format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {document_format!r}")
+        self.client = FhirClient(base_url, oauth=oauth, retry=retry, timeout=timeout, transport=transport)
         self.base_url = self.client.base_url
+        self.resource = resource
+        self.document_format = document_format
         self._data = medtech()
         self._described = False  # ALEX answered GET metadata once: it is there and signs us in
 
     def __repr__(self) -> str:  # never the token
-        return f"AlexConnector({self.base_url!r})"
+        return f"AlexConnector({self.base_url!r}, resource={self.resource!r})"
 
     @classmethod
     def from_url(cls, url: str, *, oauth: ClientCredentials, **options: Any) -> AlexConnector:
-        """The connector for an `alex+https://` URL (see `parse_url`), signing in with `oauth` (from the
+        """The connector for an `alex+https://` URL (see `parse_target`), signing in with `oauth` (from the
         CONSULTCAM_ALEX_* settings). Raises ValueError (never quoting the URL) when it is not usable."""
-        return cls(parse_url(url), oauth=oauth, **options)
+        target = parse_target(url)
+        return cls(
+            target.base_url,
+            oauth=oauth,
+            resource=target.resource,
+            document_format=target.document_format,
+            **options,
+        )
 
     # -- the port ---------------------------------------------------------------------------------------
 
@@ -138,9 +164,10 @@ class AlexConnector:
     async def commit(
         self, context: CommitContext, items: Sequence[CommitItem], progress: ProgressCallback
     ) -> list[ImageResult]:
-        """Write every photo or none, one conditional create at a time with compensation (ALEX is never
-        assumed to take transactions, whatever its CapabilityStatement says). CommitFailed before any
-        request without a valid facility, or when a photo cannot be made to fit Medtech's limit."""
+        """Write every photo or none, one at a time with compensation (ALEX is never assumed to take
+        transactions). CommitFailed before any request without a valid facility, when a photo cannot be
+        made to fit Medtech's limit, or for a retried Inbox Scan commit of a patient without an NHI
+        (`alex_inbox`)."""
         facility = (context.facility_id or "").strip()
         if not facility:
             raise CommitFailed(f"{NO_FACILITY}.", all_failed(items, NO_FACILITY))
@@ -149,17 +176,34 @@ class AlexConnector:
             raise CommitFailed(f"{problem}.", all_failed(items, problem))
         if not items:
             raise CommitFailed("There are no photos to commit. Take or choose a photo first.", [])
-        entries = await self._entries(context, items)
+        if self.resource == "Media":
+            entries = await media_entries(context, items, self._data)
+            async with self.client.session(self._headers(facility)) as fhir:
+                await self._describe(fhir, items)
+                return await commit_one_by_one(fhir, items, entries, progress, "Media")
+        if not (context.patient.nhi or "").strip() and context.attempt > 1:
+            extension = FORMATS[self.document_format][1]
+            titles = [attachment_title(i, item.metadata or {}, extension) for i, item in enumerate(items, 1)]
+            raise no_nhi_retry_refused(items, titles)
+        documents = await self._documents(context, items)
         async with self.client.session(self._headers(facility)) as fhir:
-            if not self._described:
-                try:
-                    await fhir.read_capabilities()
-                except FhirFailure as failure:
-                    raise failed_before_writing(items, failure) from None
-                self._described = True
-            return await commit_one_by_one(fhir, items, entries, progress, "Media")
+            await self._describe(fhir, items)
+            try:
+                return await commit_to_inbox(fhir, context, items, documents, progress, self.client.retry)
+            except FhirFailure as failure:  # the search before anything was written
+                raise failed_before_writing(items, failure) from None
 
     # -- Medtech's policy -------------------------------------------------------------------------------
+
+    async def _describe(self, fhir: FhirSession, items: Sequence[CommitItem]) -> None:
+        """GET metadata once per connector: ALEX is there and takes our token, before anything is written."""
+        if self._described:
+            return
+        try:
+            await fhir.read_capabilities()
+        except FhirFailure as failure:
+            raise failed_before_writing(items, failure) from None
+        self._described = True
 
     def _headers(self, facility: str | None) -> RequestHeaders:
         """The request headers ALEX wants on every request (each retry too): the facility, when there is
@@ -175,43 +219,43 @@ class AlexConnector:
 
         return headers
 
-    async def _entries(self, context: CommitContext, items: Sequence[CommitItem]) -> list[dict[str, Any]]:
-        """The Media entries in Medtech's terms (see `_prepare`), each with the site note first."""
-        prepared: list[CommitItem] = []
+    async def _documents(self, context: CommitContext, items: Sequence[CommitItem]) -> list[InboxDocument]:
+        """Every photo as an Inbox Scan DocumentReference, converted off the event loop; CommitFailed
+        listing every photo's problem (and the context's) before anything is sent."""
+        try:
+            check_context(context)
+        except ValueError as exc:
+            raise preparation_failed(items, str(exc), "Medtech") from exc
+        documents: list[InboxDocument] = []
         errors: dict[int, str] = {}
         for index, item in enumerate(items):
             try:
-                prepared.append(await asyncio.to_thread(self._prepare, item))
+                documents.append(
+                    await asyncio.to_thread(
+                        inbox_document, context, item, index + 1, self._data, self.document_format
+                    )
+                )
             except ValueError as exc:
                 errors[index] = str(exc)
-                prepared.append(item)
         if errors:
             raise preparation_failed(items, errors, "Medtech", "retake the photo or commit again")
-        entries = await build_entries(context, prepared)
-        for item, entry in zip(prepared, entries, strict=True):
-            _add_site_note(entry["resource"], item.metadata or {})
-        return entries
-
-    def _prepare(self, item: CommitItem) -> CommitItem:
-        """The item in Medtech's terms: local times in Pacific/Auckland, a JPEG under the size limit."""
-        zone = ZoneInfo(self._data["time_zone"])
-        jpeg, width, height = item.jpeg, item.width, item.height
-        limit = int(self._data["max_image_bytes"])
-        if isinstance(jpeg, bytes | bytearray) and len(jpeg) >= limit:
-            jpeg, width, height = fit_jpeg(bytes(jpeg), limit)
-        return dataclasses.replace(
-            item,
-            jpeg=jpeg,
-            width=width,
-            height=height,
-            captured_at=None if item.captured_at is None else _local(item.captured_at, zone),
-            created_at=_local(item.created_at, zone),
-        )
+        return documents
 
 
-def parse_url(url: str) -> str:
-    """The ALEX base URL of `alex+https://host/path/FHIR` (`alex+http` only to a loopback address: tests),
-    checked: no user name or password, no ?query or #fragment. Raises ValueError (never quoting the URL)."""
+@dataclass(frozen=True)
+class AlexTarget:
+    """What an `alex+https://` URL says: ALEX's FHIR base URL, what to write and the attachment format."""
+
+    base_url: str
+    resource: str = "DocumentReference"
+    document_format: str = "tiff"
+
+
+def parse_target(url: str) -> AlexTarget:
+    """`alex+https://host/path/FHIR[?resource=DocumentReference|Media][&format=tiff|pdf]` read and checked
+    (`alex+http` only to a loopback address: tests): no user name or password, no #fragment, no other
+    option, `format` only for DocumentReference. Raises ValueError naming CONSULTCAM_EMR_URL, never quoting
+    the URL or an unknown option's value (it may be a secret)."""
     scheme, parts = split_server_url(
         url,
         schemes=("alex+https", "alex+http"),
@@ -219,99 +263,43 @@ def parse_url(url: str) -> str:
         name="the ALEX URL",
         credentials_hint="use the CONSULTCAM_ALEX_CLIENT_* settings",
     )
-    if parts.query or parts.fragment:
-        raise ValueError("the ALEX URL takes no ?options or #fragment")
+    if parts.fragment:
+        raise ValueError(f"the ALEX URL in {_URL} takes no #fragment")
     if scheme == "alex+http" and not _is_loopback(parts.hostname or ""):
         raise ValueError("alex+http:// is only for a local test server; use alex+https://")
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in ("client_secret", "client_id", "token", "access_token"):
+            raise ValueError(
+                f"{key}= must not be in {_URL} (it gets logged); use the CONSULTCAM_ALEX_CLIENT_* settings"
+            )
+        if key not in ("resource", "format"):
+            raise ValueError(f"unknown ALEX option {key!r} in {_URL}; expected resource= or format=")
+        if key in options:
+            raise ValueError(f"{key}= appears twice in {_URL}")
+        options[key] = value
+    resource = options.get("resource", "DocumentReference")
+    if resource not in RESOURCES:
+        raise ValueError(
+            f"resource= in {_URL} must be DocumentReference (Inbox Scan, the default) or Media, "
+            f"not {resource[:40]!r}"
+        )
+    document_format = options.get("format", "tiff").lower()
+    if document_format not in FORMATS:
+        raise ValueError(
+            f"format= in {_URL} must be tiff (the default) or pdf: Medtech's Inbox Scan takes TIFF images "
+            f"and PDF documents only, not {options['format'][:40]!r}"
+        )
+    if "format" in options and resource == "Media":
+        raise ValueError(f"format= in {_URL} is for Inbox Scan; resource=Media sends the JPEG as it is")
     base = urlunsplit((scheme.removeprefix("alex+"), parts.netloc, parts.path.rstrip("/"), "", ""))
-    return base
+    return AlexTarget(base, resource, document_format)
 
 
-# -- pieces -----------------------------------------------------------------------------------------------
-
-
-def fit_jpeg(jpeg: bytes, limit: int) -> tuple[bytes, int, int]:
-    """Re-encode a JPEG to fewer than `limit` bytes: quality down first, then smaller (never larger).
-
-    Returns (bytes, width, height) of a baseline JPEG; the EXIF orientation is applied to the pixels, the
-    ICC profile kept. Raises ValueError when the bytes do not decode or cannot be made to fit.
-    """
-    try:
-        with Image.open(io.BytesIO(jpeg)) as opened:
-            if opened.format != "JPEG":
-                raise ValueError("the image is not a JPEG")
-            icc = opened.info.get("icc_profile")
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"the image could not be read ({type(exc).__name__})") from None
-    if image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-
-    def encode(picture: Image.Image, quality: int) -> bytes:
-        out = io.BytesIO()
-        options: dict[str, Any] = {"format": "JPEG", "quality": quality, "optimize": True}
-        if icc:
-            options["icc_profile"] = icc
-        picture.save(out, **options)
-        return out.getvalue()
-
-    for quality in _QUALITIES:
-        data = encode(image, quality)
-        if len(data) < limit:
-            return data, image.width, image.height
-    scale = 1.0
-    while True:
-        scale *= _SCALE_STEP
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        if min(size) < _MIN_SIDE:
-            raise ValueError(f"the image could not be made smaller than {limit} bytes")
-        smaller = image.resize(size, Image.Resampling.LANCZOS)
-        data = encode(smaller, _SCALE_QUALITY)
-        if len(data) < limit:
-            return data, smaller.width, smaller.height
-
-
-def site_note(metadata: Mapping[str, Any]) -> str | None:
-    """Label, body site and laterality in words, for an inbox that ignores Media.bodySite.
-
-    "Lesion A — Upper arm structure (SNOMED CT 40983000), laterality: left (7771000)"; None when there is
-    nothing to say. The site's words and the side's code and word are the data file's, looked up from the
-    stored code and value (`terminology.metadata.photo_terms`); raises ValueError for a code not listed.
-    """
-    terms = photo_terms(metadata)
-    parts: list[str] = []
-    label = metadata.get("label")
-    if isinstance(label, str) and label.strip():
-        parts.append(" ".join(label.split()))
-    where = ""
-    if terms.site is not None:
-        where = f"{site_words(terms.site.display)} (SNOMED CT {terms.site.code})"
-    if terms.side is not None:
-        laterality = f"laterality: {terms.side.display.lower()} ({terms.side.code})"
-        where = f"{where}, {laterality}" if where else laterality[:1].upper() + laterality[1:]
-    if where:
-        parts.append(where)
-    return " — ".join(parts) or None
-
-
-def _add_site_note(media: dict[str, Any], metadata: Mapping[str, Any]) -> None:
-    """Put site_note() first in Media.note, in place of the label-only note it includes."""
-    text = site_note(metadata)
-    if not text:
-        return
-    notes = list(media.get("note") or [])
-    label = metadata.get("label")
-    if notes and isinstance(label, str) and notes[0].get("text") == label.strip():
-        notes = notes[1:]
-    media["note"] = [{"text": text}, *notes]
-
-
-def _local(moment: datetime, zone: ZoneInfo) -> datetime:
-    """An aware datetime in `zone`; naive ones are read as UTC (as fhir_media does)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(zone)
+def parse_url(url: str) -> str:
+    """The ALEX FHIR base URL (`https://host/path/FHIR`, no trailing slash) of an `alex+https://` URL, its
+    options checked as `parse_target` does. Raises ValueError (never quoting the URL)."""
+    return parse_target(url).base_url
 
 
 def _is_loopback(host: str) -> bool:

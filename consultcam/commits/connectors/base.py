@@ -46,7 +46,9 @@ class PatientRef:
 class CommitContext:
     """Who and what one commit attempt is about.
 
-    `commit_id` is a uuid hex, new for every attempt; `committed_at` is an aware UTC datetime.
+    `commit_id` is a uuid hex and `committed_at` an aware UTC datetime, both the same for every attempt
+    of a session's commit (a retry writes the same thing); `attempt` counts those attempts from 1, so a
+    connector knows when an earlier attempt may already have written something (commits/service.py).
     `consent`, when recorded: {"scope": "clinical" | "teaching" | "publication",
     "givenBy": "patient" | "guardian"}.
     """
@@ -59,6 +61,7 @@ class CommitContext:
     facility_id: str | None
     committed_at: datetime
     consent: dict[str, Any] | None = None
+    attempt: int = 1
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import httpx
@@ -39,7 +39,14 @@ from consultcam.commits.connectors.fhir_client import (
 from consultcam.commits.fhir_media import assemble_transaction_bundle, photo_name
 from consultcam.kit.status import ImageCommitStatus
 
-__all__ = ["commit_one_by_one", "commit_transaction", "failed_before_writing", "what_to_do"]
+__all__ = [
+    "commit_one_by_one",
+    "commit_transaction",
+    "compensate",
+    "delete_all",
+    "failed_before_writing",
+    "what_to_do",
+]
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +145,7 @@ async def commit_one_by_one(
     resource: str,
 ) -> list[ImageResult]:
     """A conditional create of each entry's resource (of type `resource`) in turn; on a failure for good,
-    delete what this commit created and raise CommitFailed (see `_compensate`)."""
+    delete what this commit created and raise CommitFailed (see `compensate`)."""
     created: list[str] = []  # resource ids this commit made (201), to remove if a later one fails
     found: dict[int, str] = {}  # item index → resource an earlier attempt made (200): left alone
     results: list[ImageResult] = []
@@ -166,39 +173,48 @@ async def commit_one_by_one(
             else:
                 found[index] = resource_id or "an existing resource"
         except FhirFailure as failure:
-            await _compensate(fhir, items, index, failure, created, found)
+            await compensate(fhir, items, index, failure, created, found)
         results.append(ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id))
         try:
             await progress(index + 1, len(items))
         except Exception:
-            await _delete_all(fhir, created)  # all or nothing, even when progress fails
+            await delete_all(fhir, created)  # all or nothing, even when progress fails
             raise
     return results
 
 
-async def _compensate(
+async def compensate(
     fhir: FhirSession,
     items: Sequence[CommitItem],
     failed_index: int,
     failure: FhirFailure,
     created: list[str],
     found: dict[int, str],
+    *,
+    names: Mapping[str, str] | None = None,
+    unsure: str | None = None,
 ) -> NoReturn:
     """Delete what this attempt created, newest first, then raise CommitFailed saying what is left:
     resources it could not delete, and those `found` from an earlier attempt of the same commit (an
-    interrupted one), which are the record's now and stay (a retry finds them again)."""
-    left = await _delete_all(fhir, created)
+    interrupted one), which are the record's now and stay (a retry finds them again).
+
+    `names` (resource id → the title a person sees in the EMR, e.g. a DocumentReference's
+    "01-left-forearm.tiff") makes the message name each resource left behind by id and title, so the
+    practice can find and remove it. `unsure`, for a transient failure of a write whose outcome could
+    not be checked, replaces the usual "committing again will not save any photo twice"."""
+    left = await delete_all(fhir, created)
     failed_item = items[failed_index]
     if failure.transient:
-        tail = "committing again will not save any photo twice"
+        tail = unsure or "committing again will not save any photo twice"
     else:
         tail = "correct the problem and commit again, or " + ADMIN
+    remaining = ", ".join(_named(resource_id, names) for resource_id in left)
     detail = f"{failure.words}: {failure.outcome}. "
     if left:
         photos = "photo that was" if len(left) == 1 else "photos that were"
         detail += (
             f"The other photos were not saved, and {len(left)} {photos} already saved could not be "
-            f"removed: {', '.join(left)}; {ADMIN} to delete "
+            f"removed: {remaining}; {ADMIN} to delete "
             f"{'it' if len(left) == 1 else 'them'}, then commit again."
         )
     elif found:
@@ -212,7 +228,7 @@ async def _compensate(
         detail += f"Nothing was saved; {tail}."
     not_saved = f"not saved because {photo_name(failed_item)} could not be saved"
     if left:
-        not_saved += f"; photos left in the record that must be removed: {', '.join(left)}"
+        not_saved += f"; photos left in the record that must be removed: {remaining}"
 
     def why(index: int) -> str:
         if index == failed_index:
@@ -228,7 +244,13 @@ async def _compensate(
     raise CommitFailed(detail, results)
 
 
-async def _delete_all(fhir: FhirSession, created: list[str]) -> list[str]:
+def _named(resource_id: str, names: Mapping[str, str] | None) -> str:
+    """ "DocumentReference/12 (01-left-forearm.tiff)" when the resource has a title, else its id."""
+    title = (names or {}).get(resource_id)
+    return f"{resource_id} ({title})" if title else resource_id
+
+
+async def delete_all(fhir: FhirSession, created: list[str]) -> list[str]:
     """Delete `created`, newest first; returns the ids that could not be deleted, in creation order."""
     left: list[str] = []
     for resource_id in reversed(created):

@@ -45,8 +45,13 @@ def connector_from_url(url: str, settings: Settings) -> Connector:
             oauth=oauth,
         )
     if scheme in ("alex+https", "alex+http"):
-        base_url = alex.parse_url(url)
-        return AlexConnector(base_url, oauth=alex_credentials(settings))
+        where = alex.parse_target(url)  # the URL's problems first, then the settings'
+        return AlexConnector(
+            where.base_url,
+            oauth=alex_credentials(settings),
+            resource=where.resource,
+            document_format=where.document_format,
+        )
     raise ValueError(f"unsupported EMR URL scheme {scheme!r}: expected export://DIR")
 
 

@@ -5,7 +5,8 @@
   (`normalise`);
 - `edits`: the clinician's non-destructive edits and their validation (`validate_edits`);
 - `render`: burning edits into a copy for download and commit (`render`);
-- `documents`: a photo as PDF or TIFF for inboxes that take only those (`convert_for_document`).
+- `documents`: a photo as PDF or TIFF for inboxes that take only those (`convert_for_document`);
+- `fitted`: a photo as a TIFF or PDF under a byte limit, for Medtech's Inbox Scan (`fit_tiff`, `fit_pdf`).
 
 Import a name from the module that defines it; this package re-exports nothing.
 """
