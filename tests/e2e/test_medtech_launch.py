@@ -151,14 +151,20 @@ def test_launch_from_medtech_to_inbox_scan(
     assert replay is not None
     assert replay.status == 403, replay.status
     assert urlsplit(again.url).path == "/launch/medtech"
+    expect(again.get_by_test_id("launch-problem")).to_contain_text("This link has already been used")
     again.close()
-    # A new click on the icon for the same patient, same GP, same day resumes the same session.
+    # A new click on the icon for the same patient, same GP, same day resumes the same session in a new tab
+    # (its sign-in replaces the first tab's, whose live updates stop); the GP carries on there.
     resumed = desktop.context.new_page()
     fresh = alex.launch_query(patient_id=patient_id, provider_id=PROVIDER, facility_code=FACILITY)
     resumed.goto(f"{server.url}/launch/medtech?{fresh}")
     resumed.wait_for_url(re.compile(r"/sessions/[^/?#]+$"))
     assert urlsplit(resumed.url).path == f"/sessions/{session_id}"
-    resumed.close()
+    assert alex.decode_count() == 2  # the replay was refused without asking ALEX
+    desktop.close()
+    desktop = resumed
+    expect(desktop.get_by_test_id("patient-banner")).to_contain_text(NHI)
+    expect(desktop.get_by_test_id("live-status")).to_have_text("Live")
 
     # -- the phone: pairs by the QR link, shows ALEX's patient, sends a camera photo and a file ----------
     phone = phone_factory()
@@ -240,6 +246,7 @@ def test_launch_from_medtech_to_inbox_scan(
         image_id = our_image_id(document)
         assert document["status"] == "current"
         assert document["subject"]["reference"] == f"Patient/{patient_id}"
+        assert document["subject"]["identifier"] == {"system": double.NHI_SYSTEM, "value": NHI}
         assert any(a.get("reference") == f"Practitioner/{PROVIDER}" for a in document.get("author", []))
         codings = document["type"]["coding"]
         assert {"system": "http://loinc.org", "code": "72170-4"}.items() <= codings[0].items()
@@ -268,7 +275,9 @@ def test_launch_from_medtech_to_inbox_scan(
     assert "right" in second["description"].lower()
     assert "forearm" in second["description"].lower()
     assert "right" in second["content"][0]["attachment"]["title"]
-    assert "consent" in json.dumps(first).lower()
+    assert "close-up" in first["description"]
+    for document in (first, second):
+        assert "Consent to clinical photography given by the patient" in document["description"]
     # The edited photo: rotated a quarter turn clockwise, as the GP saw it, not as the phone sent it.
     rotated = decoded(base64.b64decode(second["content"][0]["attachment"]["data"]))
     upright = original.transpose(Image.Transpose.ROTATE_270)
