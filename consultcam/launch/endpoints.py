@@ -43,13 +43,15 @@ _PARAMETER = re.compile(r"[\x21-\x7e]{1,4096}")
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 _AGAIN = "Go back to Medtech and click the consultcam icon again."
+_WAIT = "Wait a minute, then click the consultcam icon in Medtech again."
 _IT = "If it happens again, ask your practice's IT support to check consultcam's Medtech set-up."
 
 
 @dataclass(frozen=True)
 class Problem:
     """How a launch page words one outcome: its status, `tone` (info, warn, error), icon, title, what
-    happened and what to do (`todo`, and numbered `steps` when it takes more than one)."""
+    happened, what to do now (`todo`, one short sentence; numbered `steps` when it takes more) and what to
+    do if that does not help (`later`)."""
 
     status: int
     tone: str
@@ -57,123 +59,89 @@ class Problem:
     title: str
     happened: str
     todo: str
+    later: str = ""
     steps: tuple[str, ...] = ()
 
 
 PROBLEMS: dict[Reason | str, Problem] = {
     "no-patient": Problem(
-        200,
-        "info",
-        "i-user-x",
-        "No patient is open in Medtech",
-        "consultcam takes photos for the patient open in Medtech, and no patient was open when you "
+        200, "info", "i-user-x", "No patient is open in Medtech",
+        happened="consultcam takes photos for the patient open in Medtech, and no patient was open when you "
         "clicked the icon.",
-        "Open a patient in Medtech, then click the consultcam icon again.",
-        (
+        todo="Open a patient in Medtech, then click the consultcam icon again.",
+        steps=(
             "In Medtech Evolution, open the patient you are seeing.",
             "Click the consultcam icon on the Medtech toolbar.",
             "Scan the QR code consultcam shows with the clinic phone.",
         ),
     ),
     "bad-request": Problem(
-        400,
-        "error",
-        "i-alert",
-        "This is not a complete Medtech link",
-        "The address that opened consultcam is missing the launch details Medtech adds, or they were cut "
-        "short (for example when the address was copied by hand).",
-        f"{_AGAIN} {_IT}",
+        400, "error", "i-alert", "This is not a complete Medtech link",
+        happened="The address that opened consultcam is missing the launch details Medtech adds, or they "
+        "were cut short (for example when the address was copied by hand). Nothing was opened.",
+        todo=_AGAIN, later=_IT,
     ),
     "bad-signature": Problem(
-        403,
-        "error",
-        "i-lock",
-        "Medtech could not confirm this link",
-        "Medtech ALEX did not recognise the launch details in this address, so consultcam cannot tell "
-        "which practice, GP or patient it is for. Nothing was opened.",
-        f"{_AGAIN} {_IT}",
+        403, "error", "i-lock", "Medtech could not confirm this link",
+        happened="Medtech ALEX did not recognise the launch details in this address, so consultcam cannot "
+        "tell which practice, GP or patient it is for. Nothing was opened.",
+        todo=_AGAIN, later=_IT,
     ),
     "expired": Problem(
-        403,
-        "warn",
-        "i-clock",
-        "This consultcam link has expired",
-        "A link from the consultcam icon works for 5 minutes, and this one is older: it may have been "
-        "opened from the browser's history or a bookmark.",
-        f"{_AGAIN} It opens a fresh link.",
+        403, "warn", "i-clock", "This consultcam link has expired",
+        happened="A link from the consultcam icon works for 5 minutes, and this one is older: it may have "
+        "been opened from the browser's history or a bookmark.",
+        todo=_AGAIN, later="Each click opens a fresh link.",
     ),
     "future": Problem(
-        403,
-        "warn",
-        "i-clock",
-        "This computer's clock looks wrong",
-        "The link from Medtech is dated more than 2 minutes ahead of consultcam's clock, so it cannot be "
-        "checked. One of the clocks is wrong.",
-        f"{_AGAIN} If it happens again, ask your practice's IT support to check the clocks.",
+        403, "warn", "i-clock", "A clock looks wrong",
+        happened="The link from Medtech is dated more than 2 minutes ahead of consultcam's clock, so it "
+        "cannot be checked: this computer's clock or the server's is wrong.",
+        todo=_AGAIN, later="If it happens again, ask your practice's IT support to check the clocks.",
     ),
     "replayed": Problem(
-        403,
-        "warn",
-        "i-refresh",
-        "This link has already been used",
-        "Each click on the consultcam icon opens consultcam once. This link was used before, perhaps by "
-        "reloading the page or going back to it.",
-        f"{_AGAIN} The patient's open session, with any photos taken so far, opens again.",
+        403, "warn", "i-refresh", "This link has already been used",
+        happened="Each click on the consultcam icon opens consultcam once. This link was used before, "
+        "perhaps by reloading the page or going back to it.",
+        todo=_AGAIN, later="The patient's open session, with any photos taken so far, opens again.",
     ),
     "not-configured": Problem(
-        404,
-        "error",
-        "i-info",
-        "consultcam is not connected to Medtech here",
-        "This consultcam server is not set up to be opened from Medtech Evolution.",
-        "Ask your practice's IT support to connect consultcam to Medtech ALEX (see consultcam's Medtech "
-        "set-up guide).",
+        404, "error", "i-info", "consultcam is not connected to Medtech here",
+        happened="This consultcam server is not set up to be opened from Medtech Evolution.",
+        todo="Ask your practice's IT support to connect consultcam to Medtech ALEX.",
+        later="They will find the steps in consultcam's Medtech set-up guide.",
     ),
     "rate-limited": Problem(
-        429,
-        "warn",
-        "i-clock",
-        "Too many launches from this computer",
-        "consultcam was opened from this computer many times in the last minute.",
-        "Wait a moment, then click the consultcam icon in Medtech again.",
+        429, "warn", "i-clock", "Too many launches from this computer",
+        happened="consultcam was opened from this computer many times in the last minute.",
+        todo="Wait a moment, then click the consultcam icon in Medtech again.",
     ),
     "alex-unreachable": Problem(
-        502,
-        "error",
-        "i-wifi-off",
-        "consultcam cannot reach Medtech ALEX",
-        "consultcam asks Medtech ALEX who the patient is before it opens, and ALEX did not answer. "
+        502, "error", "i-wifi-off", "Medtech ALEX is not answering",
+        happened="consultcam asks Medtech ALEX who the patient is before it opens, and ALEX did not answer. "
         "Nothing was opened.",
-        f"Wait a minute, then click the consultcam icon in Medtech again. {_IT}",
+        todo=_WAIT, later=_IT,
     ),
     "alex-credentials": Problem(
-        502,
-        "error",
-        "i-lock",
-        "Medtech ALEX refused consultcam",
-        "Medtech ALEX did not accept consultcam's credentials, so consultcam cannot check the patient or "
-        "file photos. Nothing was opened.",
-        "Ask your practice's IT support to check consultcam's Medtech ALEX client settings.",
+        502, "error", "i-lock", "Medtech ALEX refused consultcam",
+        happened="Medtech ALEX did not accept consultcam's credentials, so consultcam cannot check the "
+        "patient or file photos. Nothing was opened.",
+        todo="Ask your practice's IT support to check consultcam's Medtech ALEX client settings.",
     ),
     "alex-error": Problem(
-        502,
-        "error",
-        "i-alert",
-        "Medtech ALEX gave an answer consultcam cannot use",
-        "Medtech ALEX answered, but not with details consultcam can rely on (it may be busy or failing). "
-        "Nothing was opened.",
-        f"Wait a minute, then click the consultcam icon in Medtech again. {_IT}",
+        502, "error", "i-alert", "Medtech ALEX gave an answer consultcam cannot use",
+        happened="Medtech ALEX answered, but not with details consultcam can rely on (it may be busy or "
+        "failing). Nothing was opened.",
+        todo=_WAIT, later=_IT,
     ),
     "patient-not-found": Problem(
-        502,
-        "error",
-        "i-user-x",
-        "Medtech ALEX cannot find this patient",
-        "Medtech ALEX has no record of the patient open in Medtech at this practice, so consultcam cannot "
-        "open a session for them.",
-        "Check that the right patient is open in Medtech, then click the consultcam icon again. " + _IT,
+        502, "error", "i-user-x", "Medtech ALEX cannot find this patient",
+        happened="Medtech ALEX has no record of the patient open in Medtech at this practice, so consultcam "
+        "cannot open a session for them. Nothing was opened.",
+        todo="Check that the right patient is open in Medtech, then click the consultcam icon again.",
+        later=_IT,
     ),
-}
+}  # fmt: skip
 
 
 def _page(request: Request, reason: str, headers: dict[str, str] | None = None) -> Response:

@@ -1,6 +1,7 @@
 """The Medtech launch in a real Chromium against a running server (uvicorn, SQLite and PostgreSQL) and the
-ALEX test double: a launch lands on the desktop for the patient ALEX names; the no-patient and expired
-pages say what to do. Screenshots go to test-artifacts/screenshots/launch-*.png, to be looked at."""
+ALEX test double: a launch lands on the desktop for the patient ALEX names; the no-patient, expired and
+ALEX-unreachable pages say what to do. Screenshots go to test-artifacts/screenshots/launch-*.png, to be
+looked at."""
 
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ async def test_a_launch_opens_the_desktop_for_the_patient_alex_names(
         assert await clinician_cookies(page)
 
 
-async def test_the_no_patient_and_expired_pages_say_what_to_do(settings: Settings, alex: AlexDouble) -> None:
+async def test_the_no_patient_expired_and_alex_down_pages_say_what_to_do(
+    settings: Settings, alex: AlexDouble
+) -> None:
     async with medtech_browser(settings) as (origin, page):
         response = await page.goto(f"{origin}/launch/medtech?{alex.launch_query(patient_id=None)}")
         assert response is not None
@@ -84,3 +87,11 @@ async def test_the_no_patient_and_expired_pages_say_what_to_do(settings: Setting
         assert "Jane" not in await page.content()  # no patient detail on a refused launch
         await shot(page, "launch-expired")
         assert not await clinician_cookies(page)
+
+        fresh = alex.launch_query(patient_id=patient)
+        alex.stop_answering()
+        response = await page.goto(f"{origin}/launch/medtech?{fresh}")
+        assert response is not None
+        assert response.status == 502
+        await page.get_by_role("heading", name="Medtech ALEX is not answering").wait_for()
+        await shot(page, "launch-alex-unreachable")

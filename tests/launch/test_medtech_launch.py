@@ -21,6 +21,7 @@ from consultcam.app import create_app
 from consultcam.auth.principals import CLINICIAN_COOKIE
 from consultcam.config import Settings
 from consultcam.launch import medtech
+from consultcam.launch.alex_api import AlexLaunchApi
 from consultcam.models import AuditEvent, CaptureSession, LaunchContextUse, SignInSession, utcnow
 from consultcam.retention.sweeper import sweep
 from tests.conftest import CsrfToken
@@ -159,7 +160,8 @@ async def test_a_launch_signs_the_gp_in_and_opens_the_patient_alex_names(
 
     # Nothing secret in the server's logs (this test's own client logs the URL it asked for) or the audit
     # trail.
-    token = calls[0]["headers"]["authorization"].removeprefix("Bearer ")
+    token = app.state.runtime.medtech_launch._tokens._token  # the cached access token (the double redacts it)
+    assert token
     logged = "\n".join(r.getMessage() for r in caplog.records if "http://testserver/" not in r.getMessage())
     trail = str([e.detail for e in await audit(app, "launch.accepted")])
     for secret in (context, signature, token, alex.client_secret):
@@ -331,7 +333,7 @@ async def test_alex_down_is_a_bad_gateway_and_makes_nothing(app: Any, alex: Alex
     alex.stop_answering()
     async with browser(app) as gp:
         response = await launch(gp, query)
-    await assert_refused(app, response, 502, "alex-unreachable", "cannot reach Medtech ALEX")
+    await assert_refused(app, response, 502, "alex-unreachable", "Medtech ALEX is not answering")
 
 
 async def test_alex_refusing_our_credentials_is_a_bad_gateway(settings: Settings, alex: AlexDouble) -> None:
@@ -353,6 +355,19 @@ async def test_a_patient_alex_does_not_know_or_an_alex_failure_is_a_bad_gateway(
     assert failing.status_code == 502
     assert 'data-reason="alex-error"' in failing.text
     assert await count(app, CaptureSession) == await count(app, LaunchContextUse) == 0
+
+
+async def test_the_runtime_has_alex_for_launches_and_closes_it_at_shutdown(
+    settings: Settings, alex: AlexDouble
+) -> None:
+    async with app_for(settings) as app:
+        api = app.state.runtime.medtech_launch
+        assert isinstance(api, AlexLaunchApi)
+        assert (api.root, api.fhir_base) == (alex.root, alex.fhir_url)
+        assert alex.client_secret not in repr(api)
+    assert api._client.is_closed
+    async with app_for(settings, alex_launch_url="https://alexapiuat.medtechglobal.com") as app:
+        assert app.state.runtime.medtech_launch.root == "https://alexapiuat.medtechglobal.com"
 
 
 async def test_a_server_without_medtech_alex_says_so(settings: Settings, alex: AlexDouble) -> None:
@@ -398,3 +413,33 @@ async def test_the_sweeper_deletes_used_contexts_once_they_would_be_expired_anyw
             runtime, parsed["context"], parsed["signature"], now=utcnow() + timedelta(minutes=8)
         )
     assert refused.value.reason == "expired"
+
+
+# --- how ALEX is asked ------------------------------------------------------------------------------------
+
+
+async def test_a_token_alex_refuses_once_is_fetched_again_and_the_launch_goes_through(
+    app: Any, alex: AlexDouble
+) -> None:
+    patient = jane(alex)
+    async with browser(app) as gp:
+        alex.fail(status=401, times=1, method="GET", path_prefix="/vendorforms/")
+        assert (await launch(gp, alex.launch_query(patient_id=patient))).status_code == 303
+        tokens = [r for r in alex.requests() if r["path"].startswith("/oauth2/")]
+        assert len(tokens) == 2  # the refused token was replaced once
+        # Refused again with the new token: ALEX does not accept our credentials.
+        alex.fail(status=401, times=2, method="GET", path_prefix="/vendorforms/")
+        refused = await launch(gp, alex.launch_query(patient_id=patient))
+    assert refused.status_code == 502
+    assert 'data-reason="alex-credentials"' in refused.text
+
+
+async def test_a_retried_request_carries_a_correlation_id_of_its_own(app: Any, alex: AlexDouble) -> None:
+    patient = jane(alex)
+    alex.fail(status=503, times=1, method="GET", path_prefix="/FHIR/Patient")
+    async with browser(app) as gp:
+        assert (await launch(gp, alex.launch_query(patient_id=patient))).status_code == 303
+    reads = [r for r in alex.requests() if r["path"].startswith("/FHIR/Patient/")]
+    assert len(reads) == 2
+    assert reads[0]["headers"]["mt-correlationid"] != reads[1]["headers"]["mt-correlationid"]
+    assert {r["headers"]["mt-facilityid"] for r in reads} == {"F2N060-E"}

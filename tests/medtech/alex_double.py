@@ -22,6 +22,7 @@ Authorization value reduced to its scheme), status}. Nothing is printed: no toke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -164,13 +165,15 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _reply(self, status: int, body: Any, headers: dict[str, str]) -> None:
+        """Send `body` as JSON: FHIR JSON for a FHIR resource, plain JSON otherwise, unless headers say."""
         data = json.dumps(body).encode() if body is not None else b""
+        headers = dict(headers)
+        fhir_json = isinstance(body, dict) and "resourceType" in body
         try:
             self.send_response(status)
             if body is not None:
-                self.send_header(
-                    "Content-Type", headers.pop("Content-Type", fhir.FHIR_JSON + "; charset=utf-8")
-                )
+                default = fhir.FHIR_JSON + "; charset=utf-8" if fhir_json else _JSON
+                self.send_header("Content-Type", headers.pop("Content-Type", default))
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
@@ -203,7 +206,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith(DECODE_PATH):
             if method != "GET":
                 raise Answer(405, {"error": "method_not_allowed", "message": "GET only"})
-            return 200, state.auth.decode(path.removeprefix(DECODE_PATH)), {"Content-Type": _JSON}
+            return 200, state.auth.decode(path.removeprefix(DECODE_PATH)), {}
         if not is_fhir:
             raise Answer(404, {"error": "not_found", "message": f"no ALEX endpoint at {unquote(path)}"})
         if not headers.get("mt-facilityid", "").strip():
@@ -316,10 +319,14 @@ def _redacted(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Exit when the process that started the double is gone (a test run killed hard leaves no double)."""
+def _exit_with_parent(parent: int, ready_file: Path) -> None:
+    """Exit when the process that started the double is gone (a test run killed hard leaves no double),
+    removing the ready file and its folder when that is then empty."""
     while os.getppid() == parent:
         time.sleep(0.5)
+    with contextlib.suppress(OSError):
+        ready_file.unlink()
+        ready_file.parent.rmdir()
     os._exit(0)
 
 
@@ -340,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     for kind in fhir.WRITABLE:  # import the models now, not during the first create
         get_fhir_model_class(kind)
     server = DoubleServer(("127.0.0.1", args.port), State(auth))
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(), args.ready_file), daemon=True).start()
     partial = args.ready_file.with_name(args.ready_file.name + ".partial")
     partial.write_text(str(server.server_address[1]))
     os.replace(partial, args.ready_file)

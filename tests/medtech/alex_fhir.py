@@ -1,6 +1,6 @@
 """The FHIR side of the Medtech ALEX double: what ALEX's `/FHIR/...` answers, as plain functions over a store.
 
-Rules (facts: docs/DESIGN "Medtech ALEX facts", from the seeds' product's Medtech notes; issue 12):
+Rules (from what Medtech told the seeds' product, January 2026: DESIGN "Medtech ALEX facts", issue 12):
 
 * Searches: only `Patient?identifier=<system>|<value>` and `<Type>?patient.identifier=<NHI system>|<NHI>`;
   every other shape (`?identifier=`, `?patient=`, `?subject=`, extra parameters, none) → 403, as ALEX
@@ -8,6 +8,7 @@ Rules (facts: docs/DESIGN "Medtech ALEX facts", from the seeds' product's Medtec
 * `POST DocumentReference` (Inbox Scan): valid per fhir.resources (R4B), every attachment inline (no Binary),
   `image/tiff` or `application/pdf` whose bytes really are TIFF or PDF, under 1,000,000 bytes decoded; a
   `size` or `hash` given must describe those bytes (FHIR R4 Attachment: hash is the SHA-1 of the data).
+* Status in its required binding and DocumentReference.content non-empty (fhir.resources checks neither).
 * `POST Media`: `identifier` mandatory; the attachment inline, under 1,000,000 bytes, bytes as labelled.
 * `subject.reference` must be `Patient/<a known id>`. Conditional create is not supported: `If-None-Exist` is
   ignored (a retried create duplicates, so consultcam must find earlier copies itself).

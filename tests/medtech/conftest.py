@@ -21,7 +21,7 @@ def alex() -> Iterator[AlexDouble]:
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
+    with httpx.Client(timeout=30.0, trust_env=False) as client:
         yield client
 
 

@@ -112,6 +112,7 @@ class AlexDouble:
         deadline = time.monotonic() + START_TIMEOUT
         while not ready.exists():
             if process.poll() is not None:
+                self.stop()
                 raise RuntimeError(
                     f"the ALEX double exited with {process.returncode} before it was ready (see stderr)"
                 )
@@ -120,7 +121,7 @@ class AlexDouble:
                 raise RuntimeError(f"the ALEX double was not ready within {START_TIMEOUT} s")
             time.sleep(0.02)
         self.root = f"http://127.0.0.1:{int(ready.read_text())}"
-        self._http = httpx.Client(base_url=self.root, timeout=30.0)
+        self._http = httpx.Client(base_url=self.root, timeout=30.0, trust_env=False)  # no proxy for loopback
         self._control("GET", "health")
 
     def stop(self) -> None:

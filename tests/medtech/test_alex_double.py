@@ -10,7 +10,11 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -31,6 +35,8 @@ def test_token_by_form_and_by_basic(alex: AlexDouble, http: httpx.Client) -> Non
         assert answer.status_code == 200
         assert answer.json()["token_type"] == "Bearer"
         assert answer.json()["expires_in"] == 3599
+        assert answer.headers["content-type"].startswith("application/json")
+        assert answer.headers["cache-control"] == "no-store"
     assert by_form.json()["access_token"] != by_basic.json()["access_token"]
 
 
@@ -87,6 +93,7 @@ def test_decode_answers_the_launch_with_the_new_zealand_offset(
     winter = alex.launch(None, facility_code="F9Z999-A", created=datetime(2026, 7, 1, 0, 0, tzinfo=UTC))
     answer = http.get(f"{alex.root}{DECODE}/{summer[0]}/{summer[1]}", headers=bearer)
     assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/json")
     assert answer.json() == {
         "patientId": patient,
         "facilityCode": FACILITY,
@@ -164,6 +171,7 @@ def test_patient_read_and_capability_statement(
 ) -> None:
     answer = http.get(f"{alex.fhir_url}/Patient/{patient}", headers=auth)
     assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/fhir+json")
     body = answer.json()
     assert (body["resourceType"], body["id"], body["birthDate"]) == ("Patient", patient, "1980-04-02")
     assert body["identifier"] == [{"system": NHI_SYSTEM, "value": NHI}]
@@ -325,3 +333,30 @@ def test_the_double_is_its_own_process_group_and_dies_with_the_handle() -> None:
     assert process.poll() is not None
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{fhir_url}/metadata")
+
+
+def test_the_double_exits_when_its_starter_dies_without_cleaning_up() -> None:
+    script = (
+        "import os\nfrom tests.medtech.double import AlexDouble\n"
+        "alex = AlexDouble()\nalex.start()\nprint(alex.fhir_url, flush=True)\nos._exit(0)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    started = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,  # not stderr: the double inherits it, and run() would wait for the double
+        stderr=subprocess.DEVNULL,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    fhir_url = started.stdout.strip()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{fhir_url}/metadata", timeout=1)
+        except httpx.ConnectError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the double at {fhir_url} still answers after its starter died")

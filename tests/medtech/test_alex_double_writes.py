@@ -181,3 +181,16 @@ def test_media_needs_an_identifier(
         f"{alex.fhir_url}/Media", params={"patient.identifier": f"{NHI_SYSTEM}|{NHI}"}, headers=auth
     )
     assert search.json()["total"] == 1
+
+
+def test_a_chunked_body_is_read_and_limited_alike(
+    alex: AlexDouble, http: httpx.Client, auth: dict[str, str], patient: str
+) -> None:
+    headers = {**auth, "Content-Type": "application/fhir+json"}
+    body = json.dumps(document(patient, image("TIFF"))).encode()
+    pieces = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    answer = http.post(f"{alex.fhir_url}/DocumentReference", content=iter(pieces), headers=headers)
+    assert answer.status_code == 201
+    assert alex.requests()[-1]["headers"]["transfer-encoding"] == "chunked"
+    big = iter([b"{", b" " * 8_000_000, b"}"])
+    assert http.post(f"{alex.fhir_url}/DocumentReference", content=big, headers=headers).status_code == 413
