@@ -1,6 +1,6 @@
-"""The `alex` connector's Media mode (`alex+https://…/FHIR?resource=Media`, Medtech ALEX) against the FHIR test
-server: Medtech headers, no transactions, the 1 MB limit, Pacific/Auckland times, site and laterality in the
-note, settings from the environment, the URL's options. The default, Inbox Scan, is test_alex_inbox.py."""
+"""The `alex` connector's Media mode (`alex+https://…/FHIR?resource=Media`, Medtech ALEX) against the FHIR
+test server: Medtech headers, no transactions, the 1 MB limit, Pacific/Auckland times, site and laterality in
+the note, settings from the environment, the URL's options. The default, Inbox Scan, is test_alex_inbox.py."""
 
 from __future__ import annotations
 

@@ -25,7 +25,9 @@ from skimage.metrics import structural_similarity
 
 from consultcam.commits.connectors.alex import AlexConnector
 from consultcam.commits.connectors.alex_inbox import attachment_title, describe
+from consultcam.commits.connectors.alex_search import next_page
 from consultcam.commits.connectors.base import CommitContext, CommitFailed, CommitItem, PatientRef
+from consultcam.commits.connectors.fhir_client import FhirFailure
 from consultcam.commits.connectors.registry import connector_from_url
 from consultcam.config import Settings
 from consultcam.kit.http import RetryPolicy
@@ -418,3 +420,22 @@ def test_titles_are_safe_ascii_file_names():
         == "03-right-upper-arm.tiff"
     )
     assert attachment_title(100, {"label": "x" * 200}, "tiff") == f"100-{'x' * 60}.tiff"
+
+
+async def test_next_links_stay_on_the_alex_server():
+    """The search follows Bundle `next` links (the double answers in one page, so the rule is checked here):
+    a relative or same-server link is followed; one to another host is not, so the token goes nowhere else."""
+    oauth = ClientCredentials("https://login.example/token", "id", "secret", scope="s")
+    emr = AlexConnector("https://alex.example/FHIR", oauth=oauth)
+    async with emr.client.session() as fhir:
+
+        def page(url: str) -> dict[str, Any]:
+            return {"resourceType": "Bundle", "link": [{"relation": "next", "url": url}]}
+
+        assert next_page(fhir, page("DocumentReference?page=2")) == (
+            "https://alex.example/FHIR/DocumentReference?page=2"
+        )
+        assert next_page(fhir, page("https://alex.example/FHIR/DocumentReference?p=3")).endswith("p=3")
+        assert next_page(fhir, {"resourceType": "Bundle", "link": [{"relation": "self", "url": "x"}]}) is None
+        with pytest.raises(FhirFailure, match="another server"):
+            next_page(fhir, page("https://elsewhere.example/FHIR/DocumentReference?page=2"))

@@ -132,9 +132,11 @@ class RefusingConnector:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.contexts: list[Any] = []
 
     async def commit(self, context, items, progress):
         self.calls += 1
+        self.contexts.append(context)
         raise CommitFailed(
             "The record system is not answering; nothing was saved. Try again shortly.",
             all_failed(items, "not answering"),
@@ -176,6 +178,26 @@ async def test_a_failed_commit_reopens_the_session_keeps_the_photos_and_can_be_r
     assert outbox(runtime)[0].name.endswith(f"-{last['commitId']}.json")
     after = (await clinician.get(f"/api/sessions/{session['id']}")).json()["lastCommit"]
     assert (after["status"], after["attempt"], after["commitId"]) == ("committed", 2, last["commitId"])
+
+
+async def test_each_attempt_of_a_commit_tells_the_connector_its_number(
+    clinician, new_client, runtime, monkeypatch: pytest.MonkeyPatch
+):
+    """The same commit id and time on every attempt, and the attempt's number: the ALEX connector refuses a
+    retry it cannot check for duplicates (a patient without an NHI) by it."""
+    session = await start_session(clinician)
+    phone = await pair_phone(new_client, session)
+    await upload(phone, session["id"], jpeg_bytes())
+    refusing = RefusingConnector()
+    monkeypatch.setattr(runtime, "connector", refusing)
+
+    for _ in range(2):
+        failed = await clinician.post(f"/api/sessions/{session['id']}/commit", json={"all": True})
+        assert failed.status_code == 502
+
+    first, second = refusing.contexts
+    assert (first.attempt, second.attempt) == (1, 2)
+    assert (first.commit_id, first.committed_at) == (second.commit_id, second.committed_at)
 
 
 async def _as_if_killed(runtime, session_id: str, lease_left: timedelta) -> None:

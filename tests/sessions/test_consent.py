@@ -253,7 +253,10 @@ async def test_medtech_alex_keeps_the_consent_after_its_site_note(monkeypatch: p
         server.state.require_token = True
         oauth = ClientCredentials(server.token_url, CLIENT_ID, CLIENT_SECRET, scope="patient/Media.write")
         alex = AlexConnector(
-            server.base_url, oauth=oauth, retry=RetryPolicy(attempts=2, wait_initial=0.01, wait_max=0.05)
+            server.base_url,
+            oauth=oauth,
+            resource="Media",
+            retry=RetryPolicy(attempts=2, wait_initial=0.01, wait_max=0.05),
         )
         context = commit_context(consent=stored_consent(), facility_id="F2N060-D")
 

@@ -12,10 +12,10 @@ attachment: the photo as a JPEG-compressed TIFF (or a PDF), `title` "01-lesion-a
 sent. Every word comes from `consultcam.terminology`, never from a client.
 
 Never twice, without conditional create (ALEX has none) or a search ALEX refuses: before writing, the one
-search shape ALEX answers, `DocumentReference?patient.identifier=<NHI system>|<NHI>` (every `next` page, on
-the same server only), finds what an earlier attempt filed; a photo found there is reported committed with
-that resource and not written again. A POST is never repeated blindly: after a failure that may have been
-saved (no answer, 5xx, 429) the same search looks for it before the next try.
+search shape ALEX answers, `DocumentReference?patient.identifier=<NHI system>|<NHI>` (`alex_search.py`:
+every `next` page, on the same server only), finds what an earlier attempt filed; a photo found there is
+reported committed with that resource and not written again. A POST is never repeated blindly: after a
+failure that may have been saved (no answer, 5xx, 429) the same search looks for it before the next try.
 
 Without an NHI that search is impossible, so nothing can be checked: a commit's first attempt files the
 photos (nothing of it can be in Medtech yet); a later attempt is refused before anything is sent, with what
@@ -34,13 +34,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B.documentreference import DocumentReference
 from pydantic import ValidationError
 
 from consultcam.commits.connectors.alex_media import local_time
+from consultcam.commits.connectors.alex_search import find_filed
 from consultcam.commits.connectors.base import (
     CommitContext,
     CommitFailed,
@@ -76,15 +76,12 @@ __all__ = [
     "attachment_title",
     "commit_to_inbox",
     "describe",
-    "find_filed",
     "inbox_document",
     "no_nhi_retry_refused",
 ]
 
 #: Attachment formats Inbox Scan takes: format option → (MIME type, file extension).
 FORMATS = {"tiff": ("image/tiff", "tiff"), "pdf": ("application/pdf", "pdf")}
-#: Most pages of search results read before giving up (a patient's whole inbox, 20 or so to a page).
-MAX_PAGES = 100
 
 
 @dataclass(frozen=True)
@@ -259,43 +256,6 @@ async def commit_to_inbox(
     return results
 
 
-async def find_filed(fhir: FhirSession, nhi: str | None, image_ids: Sequence[str]) -> dict[str, str]:
-    """image id → "DocumentReference/<id>" for those of `image_ids` already in the patient's record, by
-    `GET DocumentReference?patient.identifier=<NHI system>|<nhi>` and its `next` pages (FHIR R4 search,
-    Bundle.link); entered-in-error ones do not count. {} without an NHI. Raises FhirFailure when ALEX
-    refuses or answers something else, or a `next` link leaves the server (the token goes nowhere else)."""
-    if not nhi:
-        return {}
-    wanted = set(image_ids)
-    query = urlencode({"patient.identifier": f"{NHI_SYSTEM}|{nhi}"})
-    url: str | None = f"{fhir.base_url}/DocumentReference?{query}"
-    found: dict[str, str] = {}
-    for _ in range(MAX_PAGES):
-        if url is None:
-            return found
-        response = await fhir.send("GET", url)
-        raise_for_status(response, "Medtech did not answer the search for photos already filed")
-        bundle = json_body(response)
-        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-            raise FhirFailure(
-                "Medtech gave an answer consultcam does not understand",
-                "the search for photos already filed did not return a Bundle",
-                status=response.status_code,
-            )
-        for entry in bundle.get("entry") or []:
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            image_id = _our_image_id(resource)
-            if image_id in wanted and image_id not in found:
-                resource_id = id_of(resource) or fhir.client.resource_id(entry.get("fullUrl"))
-                if resource_id:
-                    found[image_id] = resource_id
-        url = _next_page(fhir, bundle)
-    raise FhirFailure(
-        "Medtech's answer to the search for photos already filed did not end",
-        f"more than {MAX_PAGES} pages of results",
-    )
-
-
 async def _create(fhir: FhirSession, document: InboxDocument, nhi: str | None, retry: RetryPolicy) -> str:
     """POST the DocumentReference; "DocumentReference/<id>". After a failure that may have been saved, the
     NHI search looks for it before the next try (never a blind repeat); without an NHI it is final."""
@@ -327,36 +287,6 @@ async def _post(fhir: FhirSession, document: InboxDocument) -> str:
             status=response.status_code,
         )
     return resource_id
-
-
-def _our_image_id(resource: Any) -> str | None:
-    """The image id in a DocumentReference's identifier with our system, unless entered in error."""
-    if not isinstance(resource, dict) or resource.get("resourceType") != "DocumentReference":
-        return None
-    if resource.get("status") == "entered-in-error":
-        return None
-    for identifier in resource.get("identifier") or []:
-        if isinstance(identifier, dict) and identifier.get("system") == IMAGE_IDENTIFIER_SYSTEM:
-            try:
-                return str(uuid.UUID(str(identifier.get("value"))))
-            except ValueError:
-                return None
-    return None
-
-
-def _next_page(fhir: FhirSession, bundle: dict[str, Any]) -> str | None:
-    """The Bundle's `next` link, made absolute against the base; FhirFailure when it leaves the server."""
-    for link in bundle.get("link") or []:
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            url: str = urljoin(fhir.base_url + "/", str(link["url"]))
-            base, there = urlsplit(fhir.base_url), urlsplit(url)
-            if (there.scheme, there.netloc) != (base.scheme, base.netloc):
-                raise FhirFailure(
-                    "Medtech's search answer pointed to another server",
-                    "a next link outside the ALEX base URL was not followed",
-                )
-            return url
-    return None
 
 
 def _lower_first(words: str) -> str:
