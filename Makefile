@@ -33,8 +33,9 @@ run: install
 
 ## Browser tests need Debian's Chromium and ffmpeg (the fake camera is an MJPEG made from a real photo), and for
 ## the phone page in every engine Firefox ESR (driven over WebDriver BiDi) and WebKitGTK's WebKitWebDriver under
-## Xvfb; the DICOMweb tests need Orthanc with its DICOMweb plugin and dciodvfy (dicom3tools).
-DEBIAN_TEST_PACKAGES := chromium ffmpeg nodejs firefox-esr webkit2gtk-driver xvfb orthanc orthanc-dicomweb dicom3tools
+## Xvfb; the DICOMweb tests need Orthanc with its DICOMweb plugin and dciodvfy (dicom3tools); the Inbox Scan TIFFs are
+## read back with libtiff's tiffinfo (libtiff-tools).
+DEBIAN_TEST_PACKAGES := chromium ffmpeg nodejs firefox-esr webkit2gtk-driver xvfb orthanc orthanc-dicomweb dicom3tools libtiff-tools
 system-deps:
 	@dpkg -s $(DEBIAN_TEST_PACKAGES) >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(DEBIAN_TEST_PACKAGES) )

@@ -257,13 +257,21 @@ class Settings(BaseSettings):
     def _alex_launch_url(cls, value: str) -> str:
         return checks.alex_launch_url(value)
 
-    @field_validator("emr_client_id", "alex_client_id", "emr_scope", "alex_scope")
+    @field_validator(
+        "emr_client_id", "alex_client_id", "emr_scope", "alex_scope", "oidc_client_id", "smart_client_id"
+    )
     @classmethod
     def _oauth2_words(cls, value: str, info: ValidationInfo) -> str:
         name = str(info.field_name)
         return checks.oauth2_words(value, env_name(name), scope=name.endswith("_scope"))
 
-    @field_validator("emr_bearer_token", "emr_client_secret", "alex_client_secret")
+    @field_validator(
+        "emr_bearer_token",
+        "emr_client_secret",
+        "alex_client_secret",
+        "oidc_client_secret",
+        "smart_client_secret",
+    )
     @classmethod
     def _credential(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         name = str(info.field_name)
@@ -281,11 +289,26 @@ class Settings(BaseSettings):
     oidc_jwks_cache_seconds: int = Field(300, ge=10, le=86400)  # how long fetched keys are trusted
     oidc_http_timeout_seconds: float = Field(5.0, gt=0, le=30)  # discovery and JWKS fetches
     oidc_allow_embedded_token: bool = False  # also accept CLINICIAN_TOKEN when OIDC is on (not in production)
+    # Browser sign-in by the OIDC authorization code flow (issue 13): the confidential client registered
+    # with the issuer above; redirect URI {PUBLIC_URL}/auth/callback.
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    # SMART App Launch 2.x (issue 13): the FHIR servers allowed to launch consultcam (their `iss`, exactly;
+    # env: comma separated), the client registered with them, and whether to ask for offline_access.
+    smart_issuers: Annotated[tuple[str, ...], NoDecode] = ()
+    smart_client_id: str = ""
+    smart_client_secret: SecretStr | None = None
+    smart_offline_access: bool = False
 
-    @field_validator("oidc_algorithms", mode="before")
+    @field_validator("oidc_algorithms", "smart_issuers", mode="before")
     @classmethod
     def _split_algorithms(cls, value: object) -> object:
         return tuple(a.strip() for a in value.split(",") if a.strip()) if isinstance(value, str) else value
+
+    @field_validator("smart_issuers")
+    @classmethod
+    def _smart_issuers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return checks.smart_issuers(value)
 
     @field_validator("oidc_algorithms")
     @classmethod

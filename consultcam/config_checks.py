@@ -272,6 +272,22 @@ def alex_launch_url(value: str) -> str:
     return value
 
 
+def smart_issuers(values: tuple[str, ...]) -> tuple[str, ...]:
+    """CONSULTCAM_SMART_ISSUERS: the FHIR base URLs allowed to launch consultcam, compared exactly with a
+    launch's `iss` (SMART App Launch 2.x, "EHR launch"): each https:// (http:// only to this machine),
+    without ?query or #fragment; a trailing / is dropped, as from `iss`."""
+    checked: list[str] = []
+    for value in values:
+        url = value.strip().rstrip("/")
+        if not is_https_or_loopback(url) or "#" in url or "?" in url:
+            raise ValueError(
+                "CONSULTCAM_SMART_ISSUERS must list https:// FHIR base URLs separated by commas (http:// "
+                "only to this machine), without ?query or #fragment, such as https://ehr.example.org/fhir/R4"
+            )
+        checked.append(url)
+    return tuple(checked)
+
+
 def oauth2_words(value: str, variable: str, *, scope: bool) -> str:
     """A client_id (VSCHARs, RFC 6749 A.1) or a scope (NQCHAR tokens separated by spaces, §3.3), at most
     1024 characters."""

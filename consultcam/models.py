@@ -252,6 +252,50 @@ class LaunchContextUse(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
+class AuthorizationRequest(Base):
+    """One redirect of a browser to an authorization server, waiting for its callback (issue 13): an OIDC
+    sign-in (`purpose` "oidc") or a SMART App Launch (`purpose` "smart"). The callback finds it by the
+    SHA-256 of its `state` (RFC 6749 §10.12), refuses it after `expires_at` or once `used_at` is set (a
+    replayed callback), and reads what it must send or check (the PKCE code_verifier, RFC 7636; the OIDC
+    `nonce`; the return path; the SMART `launch`, endpoints and issuer) from `sealed`: JSON encrypted with
+    the server's key (`consultcam.kit.sealing`), never readable from the database alone. The sweeper deletes
+    it after `expires_at`."""
+
+    __tablename__ = "authorization_requests"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # oidc | smart
+    issuer: Mapped[str] = mapped_column(String(500))
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SmartGrant(Base):
+    """The access a SMART App Launch granted for one capture session (issue 13): the EHR (`issuer`, its
+    FHIR base `fhir_base`, `token_endpoint`, `client_id`), the `scope` granted, the launching user's
+    `fhir_user` (e.g. "Practitioner/123"), and the access and refresh tokens sealed with the server's key
+    (`consultcam.kit.sealing`; a token is never stored in the clear) with the access token's expiry. The
+    session's commit uses it to write back into that EHR; it goes when the session goes."""
+
+    __tablename__ = "smart_grants"
+
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("capture_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    issuer: Mapped[str] = mapped_column(String(500))
+    fhir_base: Mapped[str] = mapped_column(String(500))
+    token_endpoint: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(Text, default="")
+    fhir_user: Mapped[str | None] = mapped_column(String(500))
+    sealed_tokens: Mapped[str] = mapped_column(Text)
+    access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class AuditEvent(Base):
     """Who did what and when. Never a token, a URL signature or image bytes."""
 

@@ -99,6 +99,12 @@ BAD: dict[str, dict[str, str]] = {
     "alex_client_secret": {"ALEX_CLIENT_SECRET": f"{SECRET}\x1b[2J"},
     "alex_scope": {"ALEX_SCOPE": "patient\\Media.write"},
     "alex_launch_url": {"ALEX_LAUNCH_URL": "http://alex.example.org"},
+    "oidc_client_id": {"OIDC_CLIENT_ID": "consult\ncam"},
+    "oidc_client_secret": {"OIDC_CLIENT_SECRET": f"{SECRET}\nsecret"},
+    "smart_issuers": {"SMART_ISSUERS": "https://ehr.example.org/fhir,http://ehr.example.org/fhir"},
+    "smart_client_id": {"SMART_CLIENT_ID": "consultcam\x7f"},
+    "smart_client_secret": {"SMART_CLIENT_SECRET": f"{SECRET}\x1b[2J"},
+    "smart_offline_access": {"SMART_OFFLINE_ACCESS": "perhaps"},
 }
 
 

@@ -1,11 +1,11 @@
 """A photo as a TIFF or PDF under a byte limit (consultcam/images/processing/fitted.py), for Medtech's Inbox
-Scan: the pixel size is kept whenever it can be, the result opens with Pillow (and libtiff's tiffinfo when
-installed), looks like the photo (SSIM ≥ 0.95), keeps the ICC profile, has the orientation applied."""
+Scan: the photo's own JPEG stream goes in unchanged when it can (the same pixels), else the pixel size is kept
+whenever it can be; the result opens with Pillow (and libtiff's tiffinfo when installed), looks like the
+photo (SSIM ≥ 0.95), keeps the ICC profile, has the orientation applied."""
 
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 from skimage.metrics import structural_similarity
 
-from consultcam.images.processing.fitted import fit_pdf, fit_tiff
+from consultcam.images.processing.fitted import fit_pdf, fit_tiff, wrap_jpeg
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 LIMIT = 1_000_000
@@ -55,6 +55,10 @@ def test_every_test_photo_keeps_its_size_and_looks_the_same(name: str) -> None:
     assert back.size == original.size == (fitted.width, fitted.height)
     assert fitted.scale == 1.0
     assert ssim(original, back) >= 0.95
+    # the photo's own stream, unchanged: the same pixels, and only the TIFF's header and tags more
+    assert fitted.quality is None
+    assert np.array_equal(np.asarray(original), np.asarray(back))
+    assert len(fitted.data) - len(jpeg) < 1000
 
 
 def test_a_big_noisy_photo_is_stepped_down_until_it_fits() -> None:
@@ -67,8 +71,13 @@ def test_a_big_noisy_photo_is_stepped_down_until_it_fits() -> None:
     assert fitted.width <= 2048
     assert fitted.height <= 1536
     assert pixels(fitted.data).size == (fitted.width, fitted.height)
-    # quality first: a smaller limit takes lower quality before it takes fewer pixels
-    assert fit_tiff((PHOTOS / "fundus-left-eye.jpg").read_bytes(), 400_000).quality < 95
+    assert (fitted.width, fitted.height) == (2048, 1536)  # lower quality rather than fewer pixels
+    assert fitted.quality is not None
+    assert fitted.quality < 95
+    smaller = fit_tiff(jpeg, 300_000)  # only then fewer pixels
+    assert len(smaller.data) < 300_000
+    assert smaller.width < 2048
+    assert pixels(smaller.data).size == (smaller.width, smaller.height)
 
 
 def test_the_limit_is_strict_and_an_impossible_one_is_refused() -> None:
@@ -104,7 +113,6 @@ def test_the_icc_profile_is_kept_and_the_orientation_applied() -> None:
     assert ssim(pixels(turned.getvalue()), pixels(fitted.data)) >= 0.95
 
 
-@pytest.mark.skipif(shutil.which("tiffinfo") is None, reason="libtiff-tools (tiffinfo) is not installed")
 def test_libtiff_reads_the_tiff(tmp_path: Path) -> None:
     path = tmp_path / "photo.tiff"
     path.write_bytes(fit_tiff((PHOTOS / "coffee.jpg").read_bytes(), LIMIT).data)
@@ -113,7 +121,8 @@ def test_libtiff_reads_the_tiff(tmp_path: Path) -> None:
 
     assert "Compression Scheme: JPEG" in info.stdout
     assert "Image Width: 600 Image Length: 400" in info.stdout
-    assert "Photometric Interpretation: RGB" in info.stdout
+    assert "Photometric Interpretation: YCbCr" in info.stdout
+    assert "YCbCr Subsampling: 2, 2" in info.stdout
     assert not info.stderr.strip()
 
 
@@ -128,3 +137,30 @@ def test_the_pdf_is_one_page_of_the_photo_under_the_limit() -> None:
     big = fit_pdf(noisy_jpeg(), LIMIT)
     assert len(big.data) < LIMIT
     assert big.data.startswith(b"%PDF-")
+
+
+def test_a_jpeg_that_cannot_go_in_as_it_is_is_re_encoded() -> None:
+    """Progressive and grayscale JPEGs: the first is re-encoded (TIFF readers take baseline JPEG only), the
+    second goes in as it is (Photometric BlackIsZero)."""
+    with Image.open(PHOTOS / "coffee.jpg") as photo:
+        progressive, gray = io.BytesIO(), io.BytesIO()
+        photo.save(progressive, "JPEG", quality=90, progressive=True)
+        photo.convert("L").save(gray, "JPEG", quality=90)
+
+    fitted = fit_tiff(progressive.getvalue(), LIMIT)
+    assert fitted.quality == 95
+    assert ssim(pixels(progressive.getvalue()), pixels(fitted.data)) >= 0.95
+
+    flat = fit_tiff(gray.getvalue(), LIMIT)
+    assert flat.quality is None
+    with Image.open(io.BytesIO(flat.data)) as tiff:
+        assert tiff.mode == "L"
+        assert np.array_equal(np.asarray(tiff), np.asarray(Image.open(gray)))
+
+
+def test_wrap_jpeg_says_none_for_what_is_not_a_whole_baseline_jpeg() -> None:
+    jpeg = (PHOTOS / "cat.jpg").read_bytes()
+    assert wrap_jpeg(jpeg) is not None
+    for cut in (4, 20, 200, 600):
+        assert wrap_jpeg(jpeg[:cut]) is None
+    assert wrap_jpeg(b"not a jpeg at all") is None
