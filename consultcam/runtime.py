@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from consultcam.commits.connectors.base import Connector
+from consultcam.commits.connectors.base import Connector, GrantConnectors
 from consultcam.config import Settings
 from consultcam.db import UnitOfWork, unit_of_work
 from consultcam.events.bus import EventBus
@@ -30,9 +30,11 @@ if TYPE_CHECKING:  # types only: a module that needs the runtime's type need not
 class Runtime:
     """Everything a request or a job needs besides its own input: the settings, the database (`engine`,
     `sessionmaker`), the ports (`store`, `bus`, `connector`, `broker`), the Redis client (None in
-    embedded mode) and Medtech ALEX for launches (`medtech_launch`: None unless CONSULTCAM_EMR_URL is
-    `alex+https://…`) and the SMART EHRs for launches (`smart_launch`: None unless CONSULTCAM_SMART_ISSUERS
-    is set). Satisfies `db.Transactions` through `unit_of_work`."""
+    embedded mode), Medtech ALEX for launches (`medtech_launch`: None unless CONSULTCAM_EMR_URL is
+    `alex+https://…`), the SMART EHRs for launches (`smart_launch`: None unless CONSULTCAM_SMART_ISSUERS
+    is set) and the connector of a session opened by a SMART launch (`grant_connectors`, issue 13: None
+    where no SMART launch can happen, e.g. a runtime of fakes). Satisfies `db.Transactions` through
+    `unit_of_work`."""
 
     settings: Settings
     engine: AsyncEngine
@@ -44,6 +46,7 @@ class Runtime:
     redis: Redis | None = None
     medtech_launch: MedtechLaunch | None = None
     smart_launch: SmartEhr | None = None
+    grant_connectors: GrantConnectors | None = None
 
     def unit_of_work(self, *, writes: bool = True) -> AbstractAsyncContextManager[UnitOfWork]:
         """`async with runtime.unit_of_work() as uow:` one transaction (see `db.unit_of_work`)."""

@@ -206,11 +206,31 @@ async function load(page) {
     applySession(page, session);
     state.ready = true;
     page.markLoaded();
-    for (const event of state.buffer.splice(0)) handleEvent(page, event);
+    for (const event of withoutFinishedCommits(state.buffer.splice(0))) handleEvent(page, event);
     if (!state.ended && !state.phone) firstPairing(page);
   } catch (err) {
     fatal(page, err);
   }
+}
+
+/**
+ * The buffered events without the start and progress of a commit that also ended in the buffer. A new page's
+ * stream replays the session's history: a commit that failed before the page opened (e.g. the EHR's sign-in
+ * had expired, and the GP launched again) must not come back as a commit "from the phone". Its end is kept:
+ * the commit card shows how it ended.
+ */
+function withoutFinishedCommits(events) {
+  const skipped = new Set();
+  let started = [];
+  for (const event of events) {
+    if (event.type === "commit.started") started = [event];
+    else if (event.type === "commit.progress" && started.length) started.push(event);
+    else if (["commit.failed", "session.committed"].includes(event.type)) {
+      started.forEach((one) => skipped.add(one));
+      started = [];
+    }
+  }
+  return events.filter((event) => !skipped.has(event));
 }
 
 /** Catch up after an event-stream gap: the server's state is the truth, except for news seen since. */
