@@ -73,8 +73,8 @@ def build_runtime(settings: Settings) -> Runtime:
         broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),
         redis=redis,
         medtech_launch=AlexLaunchApi.from_settings(settings),
-        grant_connectors=functools.partial(connector_for_grant, settings),
         smart_launch=SmartApi.from_settings(settings),
+        grant_connectors=functools.partial(connector_for_grant, settings),
     )
 
 

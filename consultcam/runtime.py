@@ -45,8 +45,8 @@ class Runtime:
     broker: AsyncBroker
     redis: Redis | None = None
     medtech_launch: MedtechLaunch | None = None
-    grant_connectors: GrantConnectors | None = None
     smart_launch: SmartEhr | None = None
+    grant_connectors: GrantConnectors | None = None
 
     def unit_of_work(self, *, writes: bool = True) -> AbstractAsyncContextManager[UnitOfWork]:
         """`async with runtime.unit_of_work() as uow:` one transaction (see `db.unit_of_work`)."""

@@ -19,9 +19,11 @@ from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.media import Media
 from sqlalchemy import text
 
-from consultcam.commits.grants import SEAL_PURPOSE, sealed_tokens
+from consultcam.commits.connectors.base import GrantAccess
+from consultcam.commits.grants import SEAL_PURPOSE, author_from_grant, sealed_tokens
 from consultcam.kit.sealing import seal, unseal
 from consultcam.models import SmartGrant, utcnow
+from tests.commits.factories import commit_context
 from tests.commits.fhir_server import FhirTestServer
 from tests.commits.smart_launch import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, Launched, issue_tokens
 from tests.conftest import jpeg_bytes, pair_phone, start_session, upload
@@ -353,3 +355,30 @@ async def test_a_grant_sealed_under_another_key_asks_for_a_new_launch(ehr, clini
 
     await expect_launch_expired(clinician, ehr, session_id)
     assert refreshes(ehr) == []
+
+
+@pytest.mark.parametrize(
+    ("fhir_user", "practitioner_id", "expected"),
+    [
+        ("Practitioner/7", None, "7"),
+        ("https://ehr.example.org/fhir/Practitioner/abc-1", None, "abc-1"),
+        ("PractitionerRole/3", None, None),  # not a Practitioner: no operator rather than a wrong one
+        ("Patient/5", None, None),
+        ("Practitioner/7", "PRV123", "PRV123"),  # the session's own practitioner wins
+        (None, None, None),
+    ],
+)
+def test_the_launching_practitioner_is_the_author_when_the_session_names_none(
+    fhir_user: str | None, practitioner_id: str | None, expected: str | None
+) -> None:
+    grant = GrantAccess(
+        fhir_base="https://ehr.example.org/fhir",
+        token_endpoint="https://ehr.example.org/token",
+        client_id=CLIENT_ID,
+        access_token="a",
+        fhir_user=fhir_user,
+    )
+    context = author_from_grant(commit_context(practitioner_id=practitioner_id), grant)
+    assert context.practitioner_id == expected
+    assert "access_token" not in repr(grant)
+    assert "'a'" not in repr(grant)
