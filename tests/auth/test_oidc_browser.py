@@ -49,7 +49,7 @@ async def test_the_desktop_signs_in_at_the_provider_and_comes_back(deployment: D
 
             # "Sign out": ended here, then the provider's own sign-out page (RP-Initiated Logout).
             await page.get_by_test_id("sign-out").click()
-            await page.wait_for_url(provider + "/session/end**")
+            await page.wait_for_url(provider + "/session/end**", wait_until="commit")
             await page.get_by_role("button", name="Yes, sign me out").click()
             # Back at consultcam's post-logout URI, which, signed out everywhere, asks the provider again.
             await page.locator("input[name=login]").wait_for()
