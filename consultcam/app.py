@@ -29,6 +29,7 @@ from consultcam.config import Settings, read_settings
 from consultcam.events.endpoints import router as events_router
 from consultcam.images.endpoints import router as images_router
 from consultcam.launch.endpoints import router as launch_router
+from consultcam.launch.smart_endpoints import router as smart_launch_router
 from consultcam.runtime import Runtime
 from consultcam.sessions.endpoints import router as sessions_router
 from consultcam.storage.endpoints import router as storage_router
@@ -184,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pages_router,
         auth_router,
         launch_router,
+        smart_launch_router,
     )
     for router in routers:
         app.include_router(router)

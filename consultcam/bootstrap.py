@@ -9,19 +9,21 @@ are chosen by the settings' URLs through each port's registry (`storage.registry
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 
 from consultcam import terminology
-from consultcam.commits.connectors.registry import connector_from_url
+from consultcam.commits.connectors.registry import connector_for_grant, connector_from_url
 from consultcam.config import Settings
 from consultcam.db import create_engine, create_sessionmaker
 from consultcam.events.registry import create_bus
 from consultcam.files import PRIVATE_DIR, tighten
 from consultcam.kit.jobs import create_broker
 from consultcam.launch.alex_api import AlexLaunchApi
+from consultcam.launch.smart_api import SmartApi
 from consultcam.runtime import Runtime
 from consultcam.storage.registry import create_store
 
@@ -71,6 +73,8 @@ def build_runtime(settings: Settings) -> Runtime:
         broker=create_broker(settings.redis_url, prefix=settings.redis_prefix),
         redis=redis,
         medtech_launch=AlexLaunchApi.from_settings(settings),
+        smart_launch=SmartApi.from_settings(settings),
+        grant_connectors=functools.partial(connector_for_grant, settings),
     )
 
 

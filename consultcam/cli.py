@@ -110,8 +110,7 @@ def serve(
 
     from consultcam.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("taskiq").setLevel(logging.WARNING)  # one line per sweep is noise
+    _configure_logging()
     settings = _settings()
     use_tls = not _is_loopback(host) if tls is None else tls
     scheme = "https" if use_tls else "http"
@@ -196,6 +195,15 @@ def _preflight(settings: Settings) -> None:
         _cannot_write(exc)
 
 
+def _configure_logging() -> None:
+    """INFO to stderr for `serve` and `worker`, without the lines that are noise or say too much."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("taskiq").setLevel(logging.WARNING)  # one line per sweep is noise
+    # httpx logs each request's full URL at INFO, query included (an NHI in a FHIR search): kit/http logs
+    # its own line per answer instead, without the query.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 @app.command()
 def worker(
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
@@ -206,7 +214,7 @@ def worker(
     from consultcam.bootstrap import build_runtime
     from consultcam.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     settings = _settings()
     if not settings.redis_url:
         console.print(

@@ -185,11 +185,12 @@ def _path(edges: dict[str, set[str]], start: str, goal: Callable[[str], bool]) -
     return None
 
 
-#: Services by name, and those named for what they serve (the Medtech launch's rules).
+#: Services by name, and those named for what they serve (the Medtech and SMART launches' rules).
 SERVICES = sorted(
     m
     for m in MODULES
-    if m.rsplit(".", 1)[-1] in ("service", "repository") or m == "consultcam.launch.medtech"
+    if m.rsplit(".", 1)[-1] in ("service", "repository", "smart_repository")
+    or m in ("consultcam.launch.medtech", "consultcam.launch.smart")
 )
 ADAPTERS = sorted(
     m
@@ -197,7 +198,7 @@ ADAPTERS = sorted(
     if (m.startswith("consultcam.storage.") and m != "consultcam.storage.endpoints")
     or m in ("consultcam.events.memory", "consultcam.events.redis")
     or m.startswith("consultcam.commits.connectors.")
-    or m == "consultcam.launch.alex_api"
+    or m in ("consultcam.launch.alex_api", "consultcam.launch.smart_api")
 )
 
 

@@ -88,6 +88,37 @@ async def test_retry_after_is_waited_for_or_given_up_on_when_longer_than_the_cap
     assert (attempted.response.status_code, len(seen)) == (429, 1)
 
 
+async def test_each_answer_is_logged_with_its_support_id_and_without_the_query(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Medtech support asks for the mt-correlationid of a failed call: the log has it, and not the search
+    (an NHI) nor the token."""
+    transport, _ = scripted(503, 422)
+    caplog.set_level("INFO", logger="consultcam.kit.http")
+    async with new_client(timeout=1.0, transport=transport) as client:
+        await send_with_retries(
+            lambda: client.get(
+                "https://alex.example/FHIR/DocumentReference?patient.identifier=nhi|ZZZ0016",
+                headers={
+                    "mt-correlationid": "c0ffee00-0000-4000-8000-000000000001",
+                    "authorization": "Bearer tk",
+                },
+            ),
+            FAST,
+            method="GET",
+            label="ALEX GET /DocumentReference",
+        )
+
+    answers = [r for r in caplog.records if "answered" in r.getMessage()]
+    assert [r.getMessage() for r in answers] == [
+        "ALEX GET /DocumentReference: answered 503 (mt-correlationid c0ffee00-0000-4000-8000-000000000001)",
+        "ALEX GET /DocumentReference: answered 422 (mt-correlationid c0ffee00-0000-4000-8000-000000000001)",
+    ]
+    assert {r.levelname for r in answers} == {"WARNING"}
+    assert "ZZZ0016" not in caplog.text
+    assert "Bearer tk" not in caplog.text
+
+
 async def test_one_token_fetch_for_many_callers_and_a_new_one_for_a_stale_token() -> None:
     transport, seen = scripted(200)
     tokens = TokenCache(ClientCredentials("https://login.example/token", "id", "s3cret"), FAST)

@@ -2,10 +2,11 @@
 
 A sign-in starts when a clinician proves who they are in a browser: the embedded login link or form
 (`method` "embedded", proven by CONSULTCAM_CLINICIAN_TOKEN), an identity provider's authorization code
-flow (`method` "oidc", issue 13), or a Medtech ALEX Apps launch (`method` "medtech", `consultcam.launch`),
-which binds the sign-in to the launch's provider and facility. The browser gets an HttpOnly, SameSite=Lax
-cookie carrying only a 256-bit random value; the database keeps its SHA-256 with the clinician, when it was
-made and last used, its idle and absolute expiry, and when it ended. So:
+flow (`method` "oidc", issue 13), a Medtech ALEX Apps launch (`method` "medtech", `consultcam.launch`),
+which binds the sign-in to the launch's provider and facility, or a SMART App Launch (`method` "smart",
+`consultcam.launch.smart`), bound to the launching user's Practitioner when the EHR names one. The browser
+gets an HttpOnly, SameSite=Lax cookie carrying only a 256-bit random value; the database keeps its SHA-256
+with the clinician, when it was made and last used, its idle and absolute expiry, and when it ended. So:
 
 - `POST /logout` ends it on the server (`end`): the same cookie replayed afterwards, from any browser and on
   any web process, is refused like no cookie at all. A new sign-in in the same browser ends the old one.
@@ -41,7 +42,7 @@ from consultcam.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-Method = Literal["embedded", "oidc", "medtech"]
+Method = Literal["embedded", "oidc", "medtech", "smart"]
 #: Why a sign-in ended: the clinician signed out, or signed in again in the same browser.
 EndReason = Literal["signed-out", "replaced"]
 #: A sign-in's last-seen time is written at most this often (one small write per browser per minute).
@@ -59,8 +60,8 @@ def embedded_token_accepted(settings: Settings) -> bool:
 def binding(settings: Settings, method: Method) -> str | None:
     """The fingerprint a sign-in made now by `method` carries, or None when the server accepts no sign-in
     of that kind. SHA-256 hex of what the method trusts (the embedded token; the OIDC issuer and audience;
-    the ALEX server and client a Medtech launch was decoded by), domain-separated; the token itself is never
-    stored."""
+    the ALEX server and client a Medtech launch was decoded by; the SMART issuers and client id a SMART
+    launch was authorized under), domain-separated; the token itself is never stored."""
     if method == "embedded":
         if not (settings.clinician_token and embedded_token_accepted(settings)):
             return None
@@ -69,6 +70,11 @@ def binding(settings: Settings, method: Method) -> str | None:
         if not settings.emr_url.lower().startswith("alex+") or not settings.alex_client_id:
             return None
         material = f"consultcam:signin:medtech\0{settings.emr_url}\0{settings.alex_client_id}"
+    elif method == "smart":
+        if not settings.smart_issuers or not settings.smart_client_id:
+            return None
+        issuers = "\0".join(sorted(settings.smart_issuers))
+        material = f"consultcam:signin:smart\0{settings.smart_client_id}\0{issuers}"
     else:
         if not settings.oidc_enabled:
             return None

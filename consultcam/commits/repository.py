@@ -15,7 +15,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consultcam.kit.status import SessionStatus
-from consultcam.models import CaptureSession, ClinicalImage
+from consultcam.models import CaptureSession, ClinicalImage, SmartGrant
 
 
 async def claim_session(
@@ -92,3 +92,24 @@ def _matched(result: Result[Any]) -> int:
     if not isinstance(result, CursorResult):
         raise TypeError(f"an UPDATE gave a {type(result).__name__}, not a CursorResult")
     return result.rowcount
+
+
+async def smart_grant(db: AsyncSession, session_id: str) -> SmartGrant | None:
+    """The SMART launch's grant of the session (issue 13), or None when it was not opened by one."""
+    return await db.get(SmartGrant, session_id)
+
+
+async def store_grant_tokens(
+    db: AsyncSession,
+    session_id: str,
+    *,
+    sealed_tokens: str,
+    access_expires_at: datetime | None,
+    now: datetime,
+) -> None:
+    """Replace the grant's sealed tokens and the access token's expiry (after a refresh)."""
+    await db.execute(
+        update(SmartGrant)
+        .where(SmartGrant.session_id == session_id)
+        .values(sealed_tokens=sealed_tokens, access_expires_at=access_expires_at, updated_at=now)
+    )

@@ -12,6 +12,10 @@ and the session can be committed again. Every attempt of a session's commit carr
 and commit time, so a retry writes the same thing: the same export file, conditional creates on the
 image id (FHIR), the same SOP Instance UIDs (DICOMweb). An attempt records its outcome only while it
 still holds the session. The SQL is `consultcam.commits.repository`.
+
+A session opened by a SMART App Launch (issue 13) commits into that EHR with the launch's tokens, whatever
+CONSULTCAM_EMR_URL says: `rt.grant_connectors` builds its connector from the grant (`commits.grants`); when
+the EHR's sign-in can no longer be renewed the commit fails with 409 `LaunchExpired`, nothing written.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from PIL import Image
 
 from consultcam import audit, metrics
 from consultcam.auth.principals import Phone, Principal
-from consultcam.commits import lease, repository
+from consultcam.commits import grants, lease, repository
 from consultcam.commits.checks import check_required_metadata
 from consultcam.commits.connectors.base import (
     CommitContext,
     CommitFailed,
     CommitItem,
+    Connector,
     ImageResult,
+    LaunchExpired,
     PatientRef,
 )
 from consultcam.commits.schemas import CommitOut, CommitResultOut
@@ -53,7 +59,8 @@ log = logging.getLogger(__name__)
 async def commit_session(
     tx: Transactions, rt: Runtime, actor: Principal, session_id: str, image_ids: list[str] | None
 ) -> CommitOut:
-    """Commit the session's ready images (or `image_ids` of them) through `rt.connector`, in transactions of
+    """Commit the session's ready images (or `image_ids` of them) through `rt.connector` (or, for a session
+    a SMART launch opened, through that EHR: see the module docstring), in transactions of
     `tx` that it opens and commits itself (claim, lease renewals, outcome); `rt` gives the ports (settings,
     bus, store, connector). The clinician commits; the session's phone too when `CONSULTCAM_PHONE_CAN_COMMIT`
     is on (issue 5), with the same checks.
@@ -62,7 +69,8 @@ async def commit_session(
     Conflict 409 (not open: committing, committed, cancelled, expired), Unprocessable 422 (no photos, ids not
     in the session, or `MetadataMissing`: a photo lacks a field of `CONSULTCAM_REQUIRED_METADATA`, with
     `missing: [{imageId, fields}]`; nothing is claimed or written), UpstreamFailed 502 when the connector
-    failed: nothing was written and the session is open again.
+    failed: nothing was written and the session is open again; Conflict 409 `LaunchExpired` when the EHR's
+    sign-in of a SMART launch expired: nothing was written, the session is open, the photos are kept.
     """
     if isinstance(actor, Phone) and not rt.settings.phone_can_commit:
         raise NotPermitted(
@@ -70,7 +78,7 @@ async def commit_session(
             "Ask the clinician to commit.",
             error="PhoneCannotCommit",
         )
-    context, attempt, chosen, skipped = await _claim(tx, rt, actor, session_id, image_ids)
+    context, attempt, chosen, skipped, connector = await _claim(tx, rt, actor, session_id, image_ids)
     total = len(chosen)
 
     async def progress(done: int, _total: int) -> None:
@@ -81,19 +89,25 @@ async def commit_session(
     try:
         async with lease.Heartbeat(tx, rt.settings, session_id, context.commit_id, attempt):
             items = [await _item(rt, image) for image in chosen]
-            results = await rt.connector.commit(context, items, progress)
+            results = await connector.commit(context, items, progress)
+    except LaunchExpired as expired:
+        metrics.COMMITS.labels(connector.name, "failed").inc()
+        await _record_failure(
+            tx, rt, actor, context, attempt, expired.detail, expired.results, connector.name
+        )
+        raise Conflict(expired.detail, error="LaunchExpired") from expired
     except CommitFailed as failed:
-        metrics.COMMITS.labels(rt.connector.name, "failed").inc()
-        await _record_failure(tx, rt, actor, context, attempt, failed.detail, failed.results)
+        metrics.COMMITS.labels(connector.name, "failed").inc()
+        await _record_failure(tx, rt, actor, context, attempt, failed.detail, failed.results, connector.name)
         raise UpstreamFailed(failed.detail, error="CommitFailed") from failed
     except Unprocessable as refused:  # a photo cannot be rendered (stored edits that do not fit it)
-        metrics.COMMITS.labels(rt.connector.name, "failed").inc()
+        metrics.COMMITS.labels(connector.name, "failed").inc()
         results = [ImageResult(image.id, ImageCommitStatus.FAILED, error=refused.detail) for image in chosen]
-        await _record_failure(tx, rt, actor, context, attempt, refused.detail, results)
+        await _record_failure(tx, rt, actor, context, attempt, refused.detail, results, connector.name)
         raise
     except Exception as exc:
         log.exception("commit %s failed unexpectedly", context.commit_id)
-        metrics.COMMITS.labels(rt.connector.name, "error").inc()
+        metrics.COMMITS.labels(connector.name, "error").inc()
         detail = (
             "The photos could not be sent to the record because of an unexpected error; nothing was "
             "saved there. Try again; if it keeps happening, tell your practice IT support."
@@ -101,15 +115,15 @@ async def commit_session(
         results = [
             ImageResult(image.id, ImageCommitStatus.FAILED, error=type(exc).__name__) for image in chosen
         ]
-        await _record_failure(tx, rt, actor, context, attempt, detail, results)
+        await _record_failure(tx, rt, actor, context, attempt, detail, results, connector.name)
         raise UpstreamFailed(detail, error="CommitFailed") from exc
     all_results = results + [ImageResult(image_id, ImageCommitStatus.SKIPPED) for image_id in skipped]
-    await _record_success(tx, rt, actor, context, attempt, all_results)
-    metrics.COMMITS.labels(rt.connector.name, "committed").inc()
+    await _record_success(tx, rt, actor, context, attempt, all_results, connector.name)
+    metrics.COMMITS.labels(connector.name, "committed").inc()
     return CommitOut(
         status="committed",
         commit_id=context.commit_id,
-        connector=rt.connector.name,
+        connector=connector.name,
         results=[_result_out(r) for r in all_results],
     )
 
@@ -123,9 +137,10 @@ def _result_out(result: ImageResult) -> CommitResultOut:
 
 async def _claim(
     tx: Transactions, rt: Runtime, actor: Principal, session_id: str, image_ids: list[str] | None
-) -> tuple[CommitContext, int, list[ClinicalImage], list[str]]:
+) -> tuple[CommitContext, int, list[ClinicalImage], list[str], Connector]:
     """Transaction 1: check, then move the session open → committing under a fresh lease. Returns the
-    commit context, the attempt number, the images to send and the ids of ready images left out. The
+    commit context, the attempt number, the images to send, the ids of ready images left out and the
+    connector (the SMART launch's EHR, or `rt.connector`). The
     session row is locked first, so no photo is registered, changed or deleted between choosing the images
     and the claim (PostgreSQL). An earlier attempt whose lease lapsed is recorded as interrupted here."""
     async with tx() as uow:
@@ -179,6 +194,8 @@ async def _claim(
                 "A commit of this session is already running. Wait for it to finish.",
                 error="CommitInProgress",
             )
+        grant = await grants.grant_access(uow, rt.settings, session_id)
+        connector = grants.connector_for(tx, rt, session_id, grant)
         audit.record(
             uow.session,
             actor,
@@ -188,7 +205,7 @@ async def _claim(
             attempt=attempt,
             holder=holder,
             images=len(chosen),
-            connector=rt.connector.name,
+            connector=connector.name,
             committed_by=actor.kind,
         )
         publish_after_commit(
@@ -210,8 +227,10 @@ async def _claim(
             consent=session.consent,
             attempt=attempt,
         )
+        if grant is not None:
+            context = grants.author_from_grant(context, grant)
         skipped = [image.id for image in ready if image not in chosen]
-    return context, attempt, list(chosen), skipped
+    return context, attempt, list(chosen), skipped, connector
 
 
 async def _item(rt: Runtime, image: ClinicalImage) -> CommitItem:
@@ -252,6 +271,7 @@ async def _record_success(
     context: CommitContext,
     attempt: int,
     results: list[ImageResult],
+    connector: str,
 ) -> None:
     """Transaction 3 (success): session committed, image rows marked, temporary objects deleted after.
     Raises Conflict 409 `CommitInterrupted` when the attempt no longer holds the session (see lease)."""
@@ -277,7 +297,7 @@ async def _record_success(
             session_id=context.session_id,
             commit_id=context.commit_id,
             attempt=attempt,
-            connector=rt.connector.name,
+            connector=connector,
             committed=sum(r.status == ImageCommitStatus.COMMITTED for r in results),
             skipped=sum(r.status == ImageCommitStatus.SKIPPED for r in results),
         )
@@ -304,6 +324,7 @@ async def _record_failure(
     attempt: int,
     detail: str,
     results: list[ImageResult],
+    connector: str,
 ) -> None:
     """Transaction 3 (failure): back to open with the failure recorded on the session and each image.
     Nothing changes when the attempt no longer holds the session (a newer one decides)."""
@@ -329,7 +350,7 @@ async def _record_failure(
             session_id=context.session_id,
             commit_id=context.commit_id,
             attempt=attempt,
-            connector=rt.connector.name,
+            connector=connector,
             reason=detail[:300],
         )
         publish_after_commit(

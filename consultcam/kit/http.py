@@ -13,7 +13,10 @@ less than what the answer's Retry-After asks for (RFC 9110 §10.2.3: delay-secon
 default) or, with `give_up_on_long_retry_after`, ends the retries at once: a spent daily quota should fail
 now rather than hold a worker.
 
-Nothing here logs a header or a body: callers pass a `label` (e.g. "FHIR POST /Media") for the log lines.
+Nothing here logs a body, a URL's query (it may hold an NHI) or a credential: callers pass a `label` (e.g.
+"FHIR POST /Media") for the log lines. Every answer is logged once (INFO; WARNING from 400) with its status
+and the request's support id when it has one (`mt-correlationid`, which Medtech support asks for;
+`x-request-id`, `x-correlation-id`), so a practice can quote it.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ async def send_with_retries(
                     response = await attempt()
                 except httpx.TransportError as exc:
                     raise _Again(error=exc) from exc
+                _log_answer(label, response)
                 if policy.retryable(response) and not _asks_too_long(response, policy):
                     raise _Again(response=response)
                 return Attempted(response, tries)
@@ -177,6 +181,20 @@ async def send_with_retries(
         error = again.error if again.error is not None else httpx.TransportError("no answer")
         raise Unreachable(error, tries) from error
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: Request headers that name a request for the other side's support staff (logged; never secrets).
+SUPPORT_ID_HEADERS = ("mt-correlationid", "x-request-id", "x-correlation-id")
+
+
+def _log_answer(label: str, response: httpx.Response) -> None:
+    """One line per answer: the label, the status and the request's support id, if any."""
+    request = response.request
+    support = next(
+        (f" ({name} {request.headers[name]})" for name in SUPPORT_ID_HEADERS if name in request.headers), ""
+    )
+    level = logging.WARNING if response.status_code >= 400 else logging.INFO
+    log.log(level, "%s: answered %d%s", label, response.status_code, support)
 
 
 def _asks_too_long(response: httpx.Response, policy: RetryPolicy) -> bool:

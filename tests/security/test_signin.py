@@ -384,6 +384,43 @@ async def test_the_desktop_sign_out_button_ends_the_sign_in_on_the_server(settin
             assert_error(await thief.get(f"/api/sessions/{session['id']}"), 401)
 
 
+async def test_a_desktop_stays_live_when_the_browser_signs_in_again_in_another_tab(
+    settings: Settings,
+) -> None:
+    """A new sign-in in the same browser (the EMR's icon clicked again, opening a second tab) ends the old
+    sign-in and its streams; the first tab, which the new cookie still lets see its session, carries on
+    live: it still hears that the session was cancelled."""
+    async with running(settings) as (origin, _), clinician(origin) as desktop:
+        session = (await create_session(desktop)).json()
+        async with chromium_page(origin) as page:
+            await page.goto(f"{origin}/sessions/{session['id']}")
+            live = page.get_by_test_id("live-status").and_(page.locator("[data-state=live]"))
+            await live.wait_for()
+            [first_cookie] = [
+                c["value"] for c in await page.context.cookies() if c["name"] == CLINICIAN_COOKIE
+            ]
+
+            second_tab = await page.context.new_page()
+            await second_tab.goto(f"{origin}/login?token={CLINICIAN_TOKEN}&next=/sessions/{session['id']}")
+            await (
+                second_tab.get_by_test_id("live-status")
+                .and_(second_tab.locator("[data-state=live]"))
+                .wait_for()
+            )
+            [cookie] = [c["value"] for c in await page.context.cookies() if c["name"] == CLINICIAN_COOKIE]
+            assert cookie != first_cookie  # the first sign-in ended, and its stream with it
+            await page.wait_for_function(  # a new stream, opened with the new sign-in, is live
+                "() => window.__consultcam.events !== window.firstStream"
+                " && window.__consultcam.events.state === 'live'"
+            )
+
+            await desktop.get("/healthz")
+            assert (await desktop.delete(f"/api/sessions/{session['id']}")).status_code in (200, 204)
+            ended = page.locator("#ended-card")
+            await ended.wait_for()
+            assert "Session cancelled" in await ended.inner_text()
+
+
 async def test_the_first_desktop_shows_plainly_that_its_phone_went_to_another_session(
     settings: Settings,
 ) -> None:

@@ -20,9 +20,13 @@ __all__ = [
     "CommitItem",
     "Connector",
     "ConnectorUnavailable",
+    "GrantAccess",
+    "GrantConnectors",
     "ImageResult",
+    "LaunchExpired",
     "PatientRef",
     "ProgressCallback",
+    "TokensRefreshed",
     "all_failed",
     "preparation_failed",
     "split_server_url",
@@ -105,6 +109,39 @@ class CommitFailed(Exception):
         self.results = results
 
 
+class LaunchExpired(CommitFailed):
+    """The EHR's sign-in a SMART launch granted (issue 13) has expired and cannot be renewed (no refresh
+    token, or the EHR refused it): nothing was written; the GP must launch consultcam again from the EHR."""
+
+
+@dataclass(frozen=True)
+class GrantAccess:
+    """What a SMART App Launch granted for one capture session, opened (tokens in the clear, in memory only):
+    the EHR's FHIR base URL and token endpoint, the client id the launch used, the tokens, the access
+    token's expiry (aware UTC, None when the EHR did not say) and the launching user's `fhir_user`
+    ("Practitioner/123" or an absolute URL of one). Never logged: repr leaves the tokens out."""
+
+    fhir_base: str
+    token_endpoint: str
+    client_id: str
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    access_expires_at: datetime | None = None
+    fhir_user: str | None = None
+
+
+TokensRefreshed = Callable[[str, str | None, datetime | None], Awaitable[None]]
+"""Awaited as (access_token, refresh_token, access_expires_at) when a grant's tokens were refreshed, before
+they are used: the caller keeps them (sealed, in a transaction of its own)."""
+
+
+class GrantConnectors(Protocol):
+    """Builds the connector for a session opened by a SMART launch: it commits into the grant's EHR with
+    the grant's tokens, calling `on_refresh` with new ones (`registry.connector_for_grant`)."""
+
+    def __call__(self, grant: GrantAccess, on_refresh: TokensRefreshed) -> Connector: ...
+
+
 class ConnectorUnavailable(Exception):
     """Raised by Connector.check() when the destination cannot take a commit right now."""
 
@@ -115,9 +152,10 @@ ProgressCallback = Callable[[int, int], Awaitable[None]]
 
 @runtime_checkable
 class Connector(Protocol):
-    """A destination for commits, chosen by `CONSULTCAM_EMR_URL`."""
+    """A destination for commits, chosen by `CONSULTCAM_EMR_URL` (or, for a session a SMART launch opened,
+    by its grant: `GrantConnectors`)."""
 
-    name: str  # "export", "fhir", "alex", "dicomweb"
+    name: str  # "export", "fhir", "alex", "dicomweb", "smart"
 
     async def commit(
         self, context: CommitContext, items: Sequence[CommitItem], progress: ProgressCallback

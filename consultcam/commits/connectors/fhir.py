@@ -31,7 +31,7 @@ from consultcam.commits.connectors.base import (
     preparation_failed,
     split_server_url,
 )
-from consultcam.commits.connectors.fhir_client import FhirClient, FhirFailure
+from consultcam.commits.connectors.fhir_client import Capabilities, FhirClient, FhirFailure, TokenSource
 from consultcam.commits.connectors.fhir_commit import (
     commit_one_by_one,
     commit_transaction,
@@ -63,9 +63,11 @@ class FhirConnector:
     """Commits through a FHIR R4 REST server: one transaction, or conditional creates with compensation.
 
     `resource` is "Media" or "DocumentReference"; `document_format` "jpeg", or "pdf"/"tiff" for a
-    DocumentReference (inboxes that take only those). The transport options (`bearer_token` or `oauth`,
-    `timeout` in seconds, `retry` (default `FHIR_RETRY`), `transport`) build its FhirClient. Raises
-    ValueError for an unusable combination.
+    DocumentReference (inboxes that take only those). With `choose_resource`, the server's
+    CapabilityStatement decides instead: Media where it lists Media as creatable, else DocumentReference (a
+    SMART EHR, issue 13). The transport options (`bearer_token`, `oauth` or `tokens`, `timeout` in seconds,
+    `retry` (default `FHIR_RETRY`), `transport`) build its FhirClient. Raises ValueError for an unusable
+    combination.
     """
 
     name = "fhir"
@@ -81,6 +83,8 @@ class FhirConnector:
         timeout: float = 30.0,
         retry: RetryPolicy = FHIR_RETRY,
         transport: httpx.AsyncBaseTransport | None = None,
+        tokens: TokenSource | None = None,
+        choose_resource: bool = False,
     ) -> None:
         if resource not in RESOURCES:
             raise ValueError(f"resource must be one of {', '.join(RESOURCES)}, not {resource!r}")
@@ -93,11 +97,13 @@ class FhirConnector:
             retry=retry,
             timeout=timeout,
             transport=transport,
+            tokens=tokens,
         )
         self.base_url = self.client.base_url
         self.resource = resource
         self.document_format = document_format
-        self._supports_transaction: bool | None = None
+        self.choose_resource = choose_resource
+        self._capabilities: Capabilities | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"FhirConnector({self.base_url!r}, resource={self.resource!r})"
@@ -130,7 +136,7 @@ class FhirConnector:
         """Readiness: GET [base]/metadata answers a CapabilityStatement; ConnectorUnavailable otherwise."""
         try:
             async with self.client.session() as fhir:
-                self._supports_transaction = await fhir.read_capabilities()
+                self._capabilities = await fhir.read_capability_statement()
         except FhirFailure as failure:
             raise ConnectorUnavailable(f"FHIR server: {failure.words} ({failure.outcome})") from None
 
@@ -144,14 +150,19 @@ class FhirConnector:
         """
         if not items:
             raise CommitFailed("There are no photos to commit. Take or choose a photo first.", [])
-        entries = await build_entries(context, items, self._entry_builder())
+        # The photos' problems first, before any request; when the server chooses the resource, after
+        # its CapabilityStatement.
+        entries = None if self.choose_resource else await build_entries(context, items, self._entry_builder())
         async with self.client.session() as fhir:
             try:
-                if self._supports_transaction is None:
-                    self._supports_transaction = await fhir.read_capabilities()
+                if self._capabilities is None:
+                    self._capabilities = await fhir.read_capability_statement()
             except FhirFailure as failure:
                 raise failed_before_writing(items, failure) from None
-            if self._supports_transaction:
+            if entries is None:
+                self.resource = "Media" if "Media" in self._capabilities.creatable else "DocumentReference"
+                entries = await build_entries(context, items, self._entry_builder())
+            if self._capabilities.transaction:
                 return await commit_transaction(fhir, context, items, entries, progress)
             return await commit_one_by_one(fhir, items, entries, progress, self.resource)
 

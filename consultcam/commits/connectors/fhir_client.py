@@ -5,16 +5,18 @@ Sources: FHIR R4 RESTful API (hl7.org/fhir/R4/http.html: capabilities, Operation
 client credentials (RFC 6749 §4.4; the cache is `consultcam.kit.oauth2`), retries and Retry-After
 (`consultcam.kit.http`).
 
-Authentication is none, a static bearer token, or OAuth2 client credentials; with OAuth2 a 401 fetches a new
-token once and repeats the request once. Tokens and image bytes are never logged.
+Authentication is none, a static bearer token, OAuth2 client credentials, or another `TokenSource` (a SMART
+launch's grant, `smart.py`); with a token source a 401 fetches a new token once and repeats the request once.
+Tokens and image bytes are never logged.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,10 +26,12 @@ from consultcam.kit.oauth2 import ClientCredentials, TokenCache, TokenRefused, T
 
 __all__ = [
     "FHIR_JSON",
+    "Capabilities",
     "FhirClient",
     "FhirFailure",
     "FhirSession",
     "RequestHeaders",
+    "TokenSource",
     "id_of",
     "json_body",
     "outcome_text",
@@ -41,6 +45,23 @@ FHIR_JSON = "application/fhir+json"
 #: Headers added to every request to the FHIR server (each try too), computed per request; never to the
 #: token endpoint. ALEX uses it for its facility and correlation id.
 RequestHeaders = Callable[[], Mapping[str, str]]
+
+
+class TokenSource(Protocol):
+    """Where a FhirClient's bearer tokens come from (`kit.oauth2.TokenCache` is one): `token(http)` gives a
+    valid access token, `token(http, stale=t)` a new one when the server refused `t` (401). Raises
+    `kit.oauth2.TokenRefused` or `TokenUnreachable`."""
+
+    async def token(self, client: httpx.AsyncClient, *, stale: str | None = None) -> str: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a server's CapabilityStatement says consultcam needs to know: whether it takes a `transaction`
+    (system interaction) and the resource types it lists with the `create` interaction."""
+
+    transaction: bool
+    creatable: frozenset[str]
 
 
 class FhirFailure(Exception):
@@ -62,7 +83,8 @@ class FhirFailure(Exception):
 class FhirClient:
     """How to talk to one FHIR server: `base_url` (no trailing slash), authentication, retries, timeout.
 
-    Give at most one of `bearer_token` and `oauth`. `transport` replaces the network (tests).
+    Give at most one of `bearer_token`, `oauth` and `tokens` (any TokenSource). `transport` replaces the
+    network (tests).
     """
 
     def __init__(
@@ -74,14 +96,15 @@ class FhirClient:
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
-        if bearer_token and oauth:
-            raise ValueError("choose a static bearer token or OAuth2 client credentials, not both")
+        if sum(bool(way) for way in (bearer_token, oauth, tokens)) > 1:
+            raise ValueError("choose a static bearer token, OAuth2 client credentials or a token source")
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self._bearer = bearer_token or None
-        self._tokens = TokenCache(oauth, self.retry) if oauth else None
+        self._tokens: TokenSource | None = TokenCache(oauth, self.retry) if oauth else tokens
         self._transport = transport
 
     def __repr__(self) -> str:  # never the token
@@ -113,7 +136,7 @@ class FhirClient:
 
     @property
     def refreshes_tokens(self) -> bool:
-        """True with OAuth2: a 401 is answered by fetching a new token once."""
+        """True with a token source (OAuth2): a 401 is answered by fetching a new token once."""
         return self._tokens is not None
 
     def resource_id(self, location: Any) -> str | None:
@@ -194,6 +217,12 @@ class FhirSession:
     async def read_capabilities(self) -> bool:
         """Whether the server's CapabilityStatement (GET [base]/metadata) lists the system interaction
         `transaction`. Raises FhirFailure when it does not answer one."""
+        return (await self.read_capability_statement()).transaction
+
+    async def read_capability_statement(self) -> Capabilities:
+        """The server's CapabilityStatement (GET [base]/metadata, `rest` of mode server): the system
+        interaction `transaction`, and each `resource.type` with the `create` interaction
+        (hl7.org/fhir/R4/capabilitystatement.html). Raises FhirFailure when it does not answer one."""
         response = await self.send("GET", f"{self.base_url}/metadata")
         raise_for_status(response, "The patient record system did not describe itself")
         body = json_body(response)
@@ -203,13 +232,15 @@ class FhirSession:
                 "GET metadata did not return a CapabilityStatement",
                 status=response.status_code,
             )
+        transaction, creatable = False, set()
         for rest in body.get("rest") or []:
             if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
                 continue
-            for interaction in rest.get("interaction") or []:
-                if isinstance(interaction, dict) and interaction.get("code") == "transaction":
-                    return True
-        return False
+            transaction = transaction or "transaction" in _codes(rest.get("interaction"))
+            for resource in rest.get("resource") or []:
+                if isinstance(resource, dict) and "create" in _codes(resource.get("interaction")):
+                    creatable.add(str(resource.get("type")))
+        return Capabilities(transaction, frozenset(creatable))
 
     async def _authorised(
         self, method: str, url: str, *, json: Any, headers: Mapping[str, str] | None
@@ -294,6 +325,11 @@ def transport_words(error: httpx.TransportError | None) -> str:
     if isinstance(error, httpx.ConnectError):
         return "the connection was refused or the server was not found"
     return f"the connection failed ({type(error).__name__})"
+
+
+def _codes(interactions: Any) -> set[str]:
+    """The `code`s of a CapabilityStatement's interaction list."""
+    return {str(i.get("code")) for i in interactions or [] if isinstance(i, dict)}
 
 
 def _path(url: str) -> str:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from consultcam.commits.connectors import alex, fhir
 from consultcam.commits.connectors.alex import AlexConnector
-from consultcam.commits.connectors.base import Connector
+from consultcam.commits.connectors.base import Connector, GrantAccess, TokensRefreshed
 from consultcam.commits.connectors.dicomweb import DicomWebConnector
 from consultcam.commits.connectors.export import ExportConnector
 from consultcam.commits.connectors.fhir import FhirConnector
+from consultcam.commits.connectors.smart import SmartConnector
 from consultcam.config import Settings
 from consultcam.kit.oauth2 import ClientCredentials
 
-__all__ = ["alex_credentials", "connector_from_url", "fhir_credentials"]
+__all__ = ["alex_credentials", "connector_for_grant", "connector_from_url", "fhir_credentials"]
 
 
 def connector_from_url(url: str, settings: Settings) -> Connector:
@@ -53,6 +54,14 @@ def connector_from_url(url: str, settings: Settings) -> Connector:
             document_format=where.document_format,
         )
     raise ValueError(f"unsupported EMR URL scheme {scheme!r}: expected export://DIR")
+
+
+def connector_for_grant(settings: Settings, grant: GrantAccess, on_refresh: TokensRefreshed) -> Connector:
+    """The connector for a session opened by a SMART launch (issue 13): into the grant's EHR with its
+    tokens, whatever CONSULTCAM_EMR_URL says; a refresh authenticates as the launch did (Basic with
+    CONSULTCAM_SMART_CLIENT_SECRET when set, else the client id alone). See `connectors.smart`."""
+    secret = settings.smart_client_secret.get_secret_value() if settings.smart_client_secret else None
+    return SmartConnector(grant, on_refresh, client_secret=secret)
 
 
 def fhir_credentials(settings: Settings) -> tuple[str | None, ClientCredentials | None]:

@@ -64,7 +64,7 @@ export class CommitDialog {
     setText($("#commit-dialog-text"),
       `${plural(images.length, "photo")} will be saved to this patient's record for this consultation:`);
     const unlabelled = images.filter((image) => !image.metadata?.label).length;
-    $("#commit-dialog-facts").replaceChildren(
+    $("#commit-dialog-facts").replaceChildren(...[
       fact("Patient", patient.name || "Unnamed"),
       fact("NHI", patient.nhi || "not recorded", "mono"),
       fact("Born", patient.birthDate ? formatBirthDateWithAge(patient.birthDate) : "not recorded"),
@@ -74,7 +74,7 @@ export class CommitDialog {
         : "not recorded"),
       fact("Body sites", describeSites(images)),
       unlabelled ? fact("Labels", unlabelled === images.length ? "None labelled" : `${unlabelled} of ${images.length} without a label`) : null,
-    );
+    ].filter(Boolean)); // a fact with nothing to say is left out (replaceChildren would write "null")
     this.showStep("confirm");
     this.confirmBtn.textContent = `Commit ${plural(images.length, "photo")}`;
   }
@@ -175,6 +175,13 @@ export class CommitDialog {
       setText(this.error, failureWords(err));
       show(this.error, true);
       this.confirmBtn.textContent = "Try again";
+      if (err instanceof ApiError && err.name === "LaunchExpired") {
+        // The EHR's sign-in (SMART launch) ended: only a new launch from the EHR helps, not "Try again".
+        setText($("#commit-dialog-title"), "Launch consultcam again from the EHR");
+        show($("#commit-confirm-step"), false);
+        show(this.confirmBtn, false);
+        setText(this.cancelBtn, "Close");
+      }
       if (err instanceof ApiError && err.status === 409) this.deps.onConflict?.(err);
     }
   }

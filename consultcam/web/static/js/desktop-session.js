@@ -140,13 +140,7 @@ export function sessionPage(sessionId, config) {
       if (isNew) announce(`Photo added. ${plural(page.gallery.size, "photo")} in this session.`);
     },
   });
-  page.events = new EventStream(api.eventsUrl(sessionId), {
-    onEvent: (event) => (state.ready ? handleEvent(page, event) : state.buffer.push(event)),
-    onState: renderLive,
-    onReconnected: () => reload(page),
-    check: () => api.getSession(sessionId),
-    onFatal: (err) => fatal(page, err),
-  });
+  page.events = liveEvents(page);
   const { events, gallery, panel, upload } = page;
   window.__consultcam = { events, gallery, panel, upload, state, shownAt };
 
@@ -155,6 +149,34 @@ export function sessionPage(sessionId, config) {
   // The stream opens first and buffers, so nothing between the snapshot and the subscription is lost.
   events.start();
   load(page);
+}
+
+/** The session's event stream. When the server ends it because this browser's sign-in was replaced (the
+ * EMR's icon clicked again opens a new sign-in, which ends the old one and its streams), the page asks
+ * whether the browser, with its new sign-in, may still see this session: then it carries on live on a new
+ * stream; otherwise it says why (`fatal`). Any other end reloads, so the page shows the new state. */
+function liveEvents(page) {
+  const { sessionId, state } = page;
+  return new EventStream(api.eventsUrl(sessionId), {
+    onEvent: (event) => (state.ready ? handleEvent(page, event) : state.buffer.push(event)),
+    onState: renderLive,
+    onReconnected: () => reload(page),
+    check: () => api.getSession(sessionId),
+    onFatal: (err) => fatal(page, err),
+    onEnded: async ({ reason }) => {
+      if (reason !== "credential-revoked" || state.ended) return reload(page);
+      try {
+        await api.getSession(sessionId);
+      } catch (err) {
+        if (err instanceof ApiError && !err.retryable) fatal(page, err);
+        return undefined;
+      }
+      page.events = liveEvents(page);
+      window.__consultcam.events = page.events;
+      page.events.start();
+      return reload(page);
+    },
+  });
 }
 
 function wireButtons(page) {
@@ -184,11 +206,31 @@ async function load(page) {
     applySession(page, session);
     state.ready = true;
     page.markLoaded();
-    for (const event of state.buffer.splice(0)) handleEvent(page, event);
+    for (const event of withoutFinishedCommits(state.buffer.splice(0))) handleEvent(page, event);
     if (!state.ended && !state.phone) firstPairing(page);
   } catch (err) {
     fatal(page, err);
   }
+}
+
+/**
+ * The buffered events without the start and progress of a commit that also ended in the buffer. A new page's
+ * stream replays the session's history: a commit that failed before the page opened (e.g. the EHR's sign-in
+ * had expired, and the GP launched again) must not come back as a commit "from the phone". Its end is kept:
+ * the commit card shows how it ended.
+ */
+function withoutFinishedCommits(events) {
+  const skipped = new Set();
+  let started = [];
+  for (const event of events) {
+    if (event.type === "commit.started") started = [event];
+    else if (event.type === "commit.progress" && started.length) started.push(event);
+    else if (["commit.failed", "session.committed"].includes(event.type)) {
+      started.forEach((one) => skipped.add(one));
+      started = [];
+    }
+  }
+  return events.filter((event) => !skipped.has(event));
 }
 
 /** Catch up after an event-stream gap: the server's state is the truth, except for news seen since. */

@@ -1,0 +1,404 @@
+"""SMART App Launch 2.x (issue 13; hl7.org/fhir/smart-app-launch/app-launch.html): the rules, no HTTP here.
+
+An EHR opens `/launch?iss=…&launch=…` (EHR launch), or a user opens `/launch?iss=…` (standalone launch).
+
+`start`: the `iss` must be one of CONSULTCAM_SMART_ISSUERS, exactly (trailing / dropped): an attacker must not
+pick the EHR ("unknown-issuer"). Discovery (`{iss}/.well-known/smart-configuration`), then a pending
+`AuthorizationRequest`: the SHA-256 of a fresh `state` (RFC 6749 §10.12) and, sealed with the server's key,
+the PKCE code_verifier (RFC 7636, S256), the OpenID `nonce`, the `launch`, the endpoints and the scopes asked
+for; `STATE_LIFETIME` (10 minutes). The browser goes to the authorize endpoint with response_type=code,
+client_id, redirect_uri `{PUBLIC_URL}/launch/callback`, `scopes(...)`, state, aud=iss, code_challenge, nonce.
+
+`claim` (the callback): the state is used once (UPDATE … WHERE used_at IS NULL, committed at once, before
+anything else): unknown or tampered "bad-state", used "replayed", too old "expired". An `error` answer is
+"denied" (access_denied) or "authorize-error". `check`: the code exchange (client_secret_basic for a
+confidential client, else a public client), the id_token (signature by the server's JWKS, iss, aud = our
+client id, exp, and our nonce: "id-token-invalid"), the token's `patient` ("no-patient" without one) and
+`encounter`, the Patient and Encounter read from the EHR with the access token ("patient-not-found";
+an Encounter of another patient: "ehr-error"). `accept`, in the caller's transaction with the sign-in:
+the capture session for that encounter opened or resumed (`sessions.service.create_session`; a standalone
+launch without encounter gets a stable key per EHR, user, patient and day, `encounter_key`), the session's
+`SmartGrant` stored or replaced with the tokens sealed (`seal(key, "smart-grant", {access_token,
+refresh_token?})`), audited `launch.accepted`. A refusal creates none of them; the caller records
+`launch.refused` (`record_refusal`) with the reason, never a code, token, state or patient detail.
+
+The user signs in as `Clinician(id="smart:<iss host>:<fhirUser or sub>", practitioner_id=<the Practitioner
+id of fhirUser, else None>)`, method "smart".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
+
+from pydantic import ValidationError
+
+from consultcam import audit
+from consultcam.auth.principals import Clinician
+from consultcam.config import PRACTICE_TIMEZONE
+from consultcam.db import Transactions, UnitOfWork
+from consultcam.errors import Conflict, NotPermitted
+from consultcam.kit.sealing import SealBroken, seal, unseal
+from consultcam.launch import smart_repository as repository
+from consultcam.launch.smart_port import EhrEncounter, EhrPatient, SmartFailure, SmartServer, TokenAnswer
+from consultcam.models import CaptureSession, SmartGrant, utcnow
+from consultcam.runtime import Runtime
+from consultcam.sessions.schemas import PatientIn, SessionCreate
+from consultcam.sessions.service import create_session
+
+__all__ = [
+    "STATE_LIFETIME",
+    "Accepted",
+    "Checked",
+    "Pending",
+    "Reason",
+    "SmartRefused",
+    "accept",
+    "check",
+    "claim",
+    "clinician_of",
+    "encounter_key",
+    "record_refusal",
+    "scopes",
+    "start",
+    "state_hash",
+]
+
+STATE_LIFETIME = timedelta(minutes=10)
+#: What consultcam asks for (SMART 2.x scope syntax): read the patient and encounter, create photos.
+RESOURCE_SCOPES = (
+    "patient/Patient.rs",
+    "patient/Encounter.rs",
+    "patient/Media.c",
+    "patient/DocumentReference.c",
+)
+_V1 = {".rs": ".read", ".c": ".write"}
+_REQUEST_PURPOSE, GRANT_PURPOSE = "smart-launch", "smart-grant"
+
+#: Why a launch was refused (the audit's `reason`; the page says it in words).
+Reason = Literal[
+    "not-configured",
+    "bad-request",
+    "unknown-issuer",
+    "denied",
+    "authorize-error",
+    "bad-state",
+    "expired",
+    "replayed",
+    "no-patient",
+    "encounter-held",
+    "ehr-unreachable",
+    "ehr-error",
+    "token-refused",
+    "id-token-invalid",
+    "patient-not-found",
+]
+
+
+class SmartRefused(Exception):
+    """A launch that is not accepted; `reason` says why, `issuer` which EHR (when known)."""
+
+    def __init__(self, reason: Reason, *, issuer: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason: Reason = reason
+        self.issuer = issuer
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A claimed authorization request: the EHR (`server`), what to send and check, what was asked for."""
+
+    server: SmartServer
+    verifier: str
+    nonce: str
+    launch: str | None
+    scope: str
+    redirect_uri: str
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A launch the EHR vouched for: its tokens, the id_token's claims, the patient and encounter."""
+
+    pending: Pending
+    token: TokenAnswer
+    claims: dict[str, Any]
+    patient: EhrPatient
+    encounter: EhrEncounter | None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An accepted launch: the session opened or `resumed`, and the clinician to sign in."""
+
+    session: CaptureSession
+    clinician: Clinician
+    resumed: bool
+
+
+def state_hash(state: str) -> str:
+    """SHA-256 hex of a `state`: what `authorization_requests` keeps instead of it."""
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def uses_v1(server: SmartServer) -> bool:
+    """Whether to ask with SMART v1 scope names (`.read`/`.write`): the server lists `permission-v1` and not
+    `permission-v2`, or, listing neither, its resource scopes are all v1 names."""
+    if "permission-v2" in server.capabilities:
+        return False
+    if "permission-v1" in server.capabilities:
+        return True
+    resource = [s for s in server.scopes_supported if "/" in s and "." in s]
+    return bool(resource) and all(s.rsplit(".", 1)[1] in ("read", "write", "*") for s in resource)
+
+
+def scopes(server: SmartServer, *, standalone: bool, offline: bool) -> str:
+    """The scope parameter: `launch` (standalone: `launch/patient`), openid fhirUser, the resource scopes
+    in v2 names or, for a v1-only server, v1 names, and offline_access when configured."""
+    words = ["launch/patient" if standalone else "launch", "openid", "fhirUser"]
+    for scope in RESOURCE_SCOPES:
+        if uses_v1(server):
+            name, dot, perm = scope.rpartition(".")
+            scope = name + _V1[dot + perm]
+        words.append(scope)
+    if offline:
+        words.append("offline_access")
+    return " ".join(words)
+
+
+async def start(
+    rt: Runtime, iss: str, launch: str | None, redirect_uri: str, now: datetime | None = None
+) -> str:
+    """Check the issuer, discover, store the pending request; returns the authorize URL to send the
+    browser to. Raises SmartRefused ("not-configured", "unknown-issuer", "ehr-…")."""
+    now = now or utcnow()
+    api = rt.smart_launch
+    if api is None:
+        raise SmartRefused("not-configured")
+    iss = iss.strip().rstrip("/")
+    if iss not in rt.settings.smart_issuers:
+        raise SmartRefused("unknown-issuer", issuer=iss[:300])
+    try:
+        server = await api.discover(iss)
+    except SmartFailure as failure:
+        raise SmartRefused(failure.why, issuer=iss) from None
+    if server.code_challenge_methods and "S256" not in server.code_challenge_methods:
+        raise SmartRefused("ehr-error", issuer=iss)
+    state, verifier, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(64), secrets.token_urlsafe(32)
+    scope = scopes(server, standalone=launch is None, offline=rt.settings.smart_offline_access)
+    sealed = seal(
+        rt.settings.secret_key,
+        _REQUEST_PURPOSE,
+        {
+            "verifier": verifier,
+            "nonce": nonce,
+            "launch": launch,
+            "scope": scope,
+            "redirect_uri": redirect_uri,
+            "server": {
+                "iss": iss,
+                "authorize": server.authorization_endpoint,
+                "token": server.token_endpoint,
+                "issuer": server.issuer,
+                "jwks": server.jwks_uri,
+            },
+        },
+    )
+    async with rt.unit_of_work() as uow:
+        await repository.add_request(uow.session, state_hash(state), iss, sealed, now, now + STATE_LIFETIME)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    params = {
+        "response_type": "code",
+        "client_id": api.client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": state,
+        "aud": iss,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "nonce": nonce,
+    }
+    if launch is not None:
+        params["launch"] = launch
+    separator = "&" if "?" in server.authorization_endpoint else "?"
+    return f"{server.authorization_endpoint}{separator}{urlencode(params)}"
+
+
+async def claim(rt: Runtime, state: str, error: str | None, now: datetime | None = None) -> Pending:
+    """Use the callback's state once (committed at once) and open what was sealed with it. Raises
+    SmartRefused "bad-state", "replayed", "expired", "unknown-issuer" (no longer configured), or, for an
+    `error` callback with a good state, "denied" / "authorize-error"."""
+    now = now or utcnow()
+    digest = state_hash(state)
+    async with rt.unit_of_work() as uow:
+        claimed = await repository.claim_request(uow.session, digest, now)
+        if claimed is None:
+            row = await repository.request_of(uow.session, digest)
+            if row is None:
+                raise SmartRefused("bad-state")
+            raise SmartRefused("replayed" if row.used_at is not None else "expired", issuer=row.issuer)
+    issuer, sealed = claimed
+    if error is not None:
+        raise SmartRefused("denied" if error == "access_denied" else "authorize-error", issuer=issuer)
+    try:
+        opened = unseal(rt.settings.secret_key, _REQUEST_PURPOSE, sealed)
+        server = opened["server"]
+        pending = Pending(
+            server=SmartServer(
+                iss=server["iss"],
+                authorization_endpoint=server["authorize"],
+                token_endpoint=server["token"],
+                issuer=server["issuer"],
+                jwks_uri=server["jwks"],
+                scopes_supported=(),
+                capabilities=(),
+                code_challenge_methods=(),
+            ),
+            verifier=opened["verifier"],
+            nonce=opened["nonce"],
+            launch=opened.get("launch"),
+            scope=opened["scope"],
+            redirect_uri=opened["redirect_uri"],
+        )
+    except (SealBroken, KeyError, TypeError):
+        raise SmartRefused("bad-state", issuer=issuer) from None
+    if pending.server.iss not in rt.settings.smart_issuers:
+        raise SmartRefused("unknown-issuer", issuer=issuer)
+    return pending
+
+
+async def check(rt: Runtime, pending: Pending, code: str) -> Checked:
+    """Exchange the code, check the id_token, read the patient and encounter (outside any transaction: the
+    EHR may take seconds). Raises SmartRefused (see the module docstring)."""
+    api, iss = rt.smart_launch, pending.server.iss
+    if api is None:
+        raise SmartRefused("not-configured", issuer=iss)
+    try:
+        token = await api.exchange_code(pending.server, code, pending.verifier, pending.redirect_uri)
+        if token.id_token is None:
+            raise SmartRefused("id-token-invalid", issuer=iss)
+        claims = await api.id_token_claims(pending.server, token.id_token)
+        if not secrets.compare_digest(str(claims.get("nonce", "")), pending.nonce):
+            raise SmartRefused("id-token-invalid", issuer=iss)
+        if token.patient is None:
+            raise SmartRefused("no-patient", issuer=iss)
+        patient = await api.read_patient(iss, token.patient, token.access_token)
+        encounter = None
+        if token.encounter is not None:
+            encounter = await api.read_encounter(iss, token.encounter, token.access_token)
+            if encounter.patient_id not in (None, patient.id):
+                raise SmartRefused("ehr-error", issuer=iss)
+    except SmartFailure as failure:
+        raise SmartRefused(failure.why, issuer=iss) from None
+    return Checked(pending=pending, token=token, claims=claims, patient=patient, encounter=encounter)
+
+
+def user_of(checked: Checked) -> str:
+    """The launching user: `fhirUser` relative to the FHIR base when it is under it ("Practitioner/7"), as
+    given otherwise; the id_token's `sub` when there is no fhirUser."""
+    fhir_user = checked.claims.get("fhirUser")
+    if isinstance(fhir_user, str) and fhir_user:
+        return fhir_user.removeprefix(checked.pending.server.iss + "/")
+    return str(checked.claims.get("sub", ""))
+
+
+def clinician_of(checked: Checked) -> Clinician:
+    """The user a launch signs in (see the module docstring)."""
+    user = user_of(checked)
+    host = urlsplit(checked.pending.server.iss).netloc
+    kind, _, rid = user.rpartition("/")
+    practitioner = rid if kind.endswith("Practitioner") and _fhir_id(rid) else None
+    name = checked.claims.get("name")
+    return Clinician(
+        id=f"smart:{host}:{user}"[:200],
+        name=name if isinstance(name, str) and name else None,
+        practitioner_id=practitioner,
+    )
+
+
+def _fhir_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(c.isascii() and (c.isalnum() or c in "-.") for c in value)
+
+
+def encounter_key(iss: str, user: str, patient_id: str, now: datetime) -> str:
+    """The encounter id of a standalone launch without an encounter: one per EHR, user, patient and
+    Pacific/Auckland day: "sm-" + YYYYMMDD + "-" + 20 hex digits of SHA-256 over "iss\\0user\\0patient"
+    (a valid FHIR id that says nothing about the patient), as the Medtech launch's `encounter_key`."""
+    day = now.astimezone(PRACTICE_TIMEZONE).strftime("%Y%m%d")
+    digest = hashlib.sha256(f"{iss}\0{user}\0{patient_id}".encode()).hexdigest()
+    return f"sm-{day}-{digest[:20]}"
+
+
+async def accept(uow: UnitOfWork, rt: Runtime, checked: Checked, now: datetime | None = None) -> Accepted:
+    """Open or resume the session and store its grant, in the caller's transaction (which then starts the
+    sign-in and commits). Audited `launch.accepted`. Raises SmartRefused "encounter-held" (the encounter's
+    open session is another patient's or out of this user's reach) or "ehr-error" (the EHR's patient
+    cannot be a session's, e.g. an NHI that fails its check)."""
+    now = now or utcnow()
+    who, iss, token = clinician_of(checked), checked.pending.server.iss, checked.token
+    patient = checked.patient
+    encounter_id = (
+        checked.encounter.id
+        if checked.encounter is not None
+        else encounter_key(iss, user_of(checked), patient.id, now)
+    )
+    try:
+        data = SessionCreate(
+            encounter_id=encounter_id,
+            patient=PatientIn(
+                id=patient.id, name=patient.name, nhi=patient.nhi, birth_date=patient.birth_date
+            ),
+            practitioner_id=who.practitioner_id,
+        )
+    except ValidationError:
+        raise SmartRefused("ehr-error", issuer=iss) from None
+    try:
+        session, created = await create_session(uow, rt, who, data)
+    except (Conflict, NotPermitted):
+        raise SmartRefused("encounter-held", issuer=iss) from None
+    tokens = {"access_token": token.access_token}
+    if token.refresh_token:
+        tokens["refresh_token"] = token.refresh_token
+    fhir_user = checked.claims.get("fhirUser")
+    await repository.put_grant(
+        uow.session,
+        SmartGrant(
+            session_id=session.id,
+            issuer=iss,
+            fhir_base=iss,
+            token_endpoint=checked.pending.server.token_endpoint,
+            client_id=rt.settings.smart_client_id,
+            scope=token.scope or checked.pending.scope,
+            fhir_user=user_of(checked) if isinstance(fhir_user, str) and fhir_user else None,
+            sealed_tokens=seal(rt.settings.secret_key, GRANT_PURPOSE, tokens),
+            access_expires_at=now + timedelta(seconds=token.expires_in) if token.expires_in else None,
+            created_at=now,
+            updated_at=now,
+        ),
+    )
+    audit.record(
+        uow.session,
+        who,
+        "launch.accepted",
+        session_id=session.id,
+        resumed=not created,
+        method="smart",
+        issuer=iss,
+        standalone=checked.pending.launch is None,
+    )
+    return Accepted(session=session, clinician=who, resumed=not created)
+
+
+async def record_refusal(tx: Transactions, refused: SmartRefused, client: str) -> None:
+    """Audit `launch.refused` {reason, client, issuer?} in a transaction of its own (the launch's, if any,
+    was rolled back). Never the code, the state, a token or the patient."""
+    detail = {"reason": refused.reason, "client": client}
+    if refused.issuer:
+        detail["issuer"] = refused.issuer
+    async with tx() as uow:
+        audit.record(uow.session, None, "launch.refused", system="smart-launch", **detail)
