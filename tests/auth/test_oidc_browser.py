@@ -47,9 +47,11 @@ async def test_the_desktop_signs_in_at_the_provider_and_comes_back(deployment: D
             assert cookie["httpOnly"]
             assert cookie["sameSite"] == "Lax"
 
-            # "Sign out": ended here, then the provider's own sign-out page (RP-Initiated Logout).
+            # "Sign out": ended here, then the provider's own sign-out page (RP-Initiated Logout). The page's
+            # script answers the click (sign-out.js), once it has run.
+            await page.wait_for_load_state("load")
             await page.get_by_test_id("sign-out").click()
-            await page.wait_for_url(provider + "/session/end**")
+            await page.wait_for_url(provider + "/session/end**", wait_until="commit", timeout=30_000)
             await page.get_by_role("button", name="Yes, sign me out").click()
             # Back at consultcam's post-logout URI, which, signed out everywhere, asks the provider again.
             await page.locator("input[name=login]").wait_for()
