@@ -9,7 +9,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8443
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev system-deps lint format bench clean
+.PHONY: run test install install-dev system-deps test-idp lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,14 +34,24 @@ run: install
 ## Browser tests need Debian's Chromium and ffmpeg (the fake camera is an MJPEG made from a real photo), and for
 ## the phone page in every engine Firefox ESR (driven over WebDriver BiDi) and WebKitGTK's WebKitWebDriver under
 ## Xvfb; the DICOMweb tests need Orthanc with its DICOMweb plugin and dciodvfy (dicom3tools); the Inbox Scan TIFFs are
-## read back with libtiff's tiffinfo (libtiff-tools).
+## read back with libtiff's tiffinfo (libtiff-tools); the sign-in tests' identity provider runs on Node.
 DEBIAN_TEST_PACKAGES := chromium ffmpeg nodejs firefox-esr webkit2gtk-driver xvfb orthanc orthanc-dicomweb dicom3tools libtiff-tools
 system-deps:
 	@dpkg -s $(DEBIAN_TEST_PACKAGES) >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(DEBIAN_TEST_PACKAGES) )
 
+## The identity provider the sign-in tests run (tests/idp: oidc-provider from npm, OpenID Certified), installed
+## exactly as locked; again only when package.json or package-lock.json changed.
+IDP := tests/idp
+$(IDP)/node_modules/.installed: $(IDP)/package.json $(IDP)/package-lock.json | system-deps
+	@command -v npm >/dev/null || { echo "npm is needed for the sign-in tests' identity provider (Debian: apt-get install npm)"; exit 1; }
+	npm ci --prefix $(IDP) --no-audit --no-fund
+	touch $@
+
+test-idp: $(IDP)/node_modules/.installed
+
 ## Every test: unit, API, end-to-end in real Chromium.
-test: install-dev system-deps
+test: install-dev system-deps test-idp
 	$(BIN)/ruff check consultcam tests bench
 	$(BIN)/mypy consultcam
 	$(BIN)/pytest
@@ -60,4 +70,4 @@ bench: install-dev system-deps
 	$(BIN)/python bench/quality.py
 
 clean:
-	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache
+	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache $(IDP)/node_modules

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consultcam import metrics, openapi, worker
+from consultcam.auth.endpoints import router as auth_router
 from consultcam.bootstrap import build_runtime, check_database
 from consultcam.commits.endpoints import router as commits_router
 from consultcam.config import Settings, read_settings
@@ -34,7 +35,7 @@ from consultcam.sessions.endpoints import router as sessions_router
 from consultcam.storage.endpoints import router as storage_router
 from consultcam.terminology.endpoints import router as terminology_router
 from consultcam.web.errors import install_error_handlers
-from consultcam.web.guard import RequestGuard, page_csrf_token
+from consultcam.web.guard import RequestGuard, origin_of, page_csrf_token
 from consultcam.web.pages import router as pages_router
 from consultcam.web.pages import templates as page_templates
 from consultcam.web.proxy import TrustedProxyHeaders
@@ -44,7 +45,7 @@ STATIC_DIR = Path(__file__).parent / "web" / "static"
 
 
 def security_headers(
-    store_origin: str | None = None, frame_ancestors: Sequence[str] = ()
+    store_origin: str | None = None, frame_ancestors: Sequence[str] = (), form_origin: str | None = None
 ) -> dict[bytes, bytes]:
     """Sent with every response. Photos and patient details must never sit in a browser or proxy cache, pages
     must not leak the QR token through Referer, only this origin may use the camera, and only
@@ -59,10 +60,14 @@ def security_headers(
     `SAMEORIGIN` for `'self'` alone, and none at all for a list of origins, which it cannot express (a
     browser that knows CSP ignores it then anyway).
 
+    `form_origin`: the identity provider's origin with OIDC browser sign-in, added to `form-action`: the
+    sign-out form without script is redirected to its end-session endpoint, and browsers apply
+    `form-action` to a form's redirects too (CSP 3 §6.2.1).
+
     Raises ValueError for an origin or source that is not one plain `scheme://host[:port]` or keyword (it is
     written into the header)."""
     extra = ""
-    for value in (store_origin or "", *frame_ancestors):
+    for value in (store_origin or "", *frame_ancestors, form_origin or ""):
         if any(c in value for c in ' ;,"\r\n\t') or ("://" not in value and value not in ("", "'self'")):
             raise ValueError(f"{value!r} cannot go into a CSP.")
     if store_origin:
@@ -71,7 +76,8 @@ def security_headers(
     csp = (
         f"default-src 'self'; img-src 'self'{extra} data: blob:; media-src 'self' blob:; "
         f"worker-src 'self' blob:; connect-src 'self'{extra}; style-src 'self'; "
-        "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "script-src 'self'; object-src 'none'; base-uri 'none'; "
+        f"form-action 'self'{' ' + form_origin if form_origin else ''}; "
         f"frame-ancestors {ancestors}"
     )
     headers = {
@@ -177,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events_router,
         terminology_router,
         pages_router,
+        auth_router,
         launch_router,
         smart_launch_router,
     )
@@ -192,7 +199,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(
         SecurityHeaders,
-        headers=security_headers(runtime.store.public_origin, settings.frame_ancestors),
+        headers=security_headers(
+            runtime.store.public_origin,
+            settings.frame_ancestors,
+            origin_of(settings.oidc_issuer) if settings.oidc_login_enabled else None,
+        ),
         hsts_seconds=settings.hsts_seconds,
     )
     app.add_middleware(TrustedProxyHeaders, trusted=settings.trusted_proxies)

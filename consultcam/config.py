@@ -342,6 +342,11 @@ class Settings(BaseSettings):
                 )
         if self.oidc_issuer and not self.oidc_clinician_claim.strip():
             problems.append("CONSULTCAM_OIDC_CLINICIAN_CLAIM must name a claim, e.g. sub")
+        if self.oidc_client_id and not (self.oidc_issuer and self.oidc_client_secret):
+            problems.append(
+                "CONSULTCAM_OIDC_CLIENT_ID needs CONSULTCAM_OIDC_ISSUER, _AUDIENCE and _CLIENT_SECRET too "
+                "(consultcam signs clinicians in as a confidential client)"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -350,6 +355,12 @@ class Settings(BaseSettings):
     def oidc_enabled(self) -> bool:
         """Production clinician sign-in: OIDC bearer JWTs (consultcam/auth/oidc.py)."""
         return bool(self.oidc_issuer and self.oidc_audience)
+
+    @property
+    def oidc_login_enabled(self) -> bool:
+        """Browser sign-in by the OIDC authorization code flow (consultcam/auth/oidc_login.py): OIDC on and
+        a client registered (CONSULTCAM_OIDC_CLIENT_ID)."""
+        return self.oidc_enabled and bool(self.oidc_client_id)
 
     # Every setting is checked here, at start, so a mistake stops the process with one line naming the
     # variable (`read_settings`) rather than failing at the first request that needs it.

@@ -35,6 +35,7 @@ from fastapi import BackgroundTasks, Depends, Request
 
 from consultcam.auth import signin
 from consultcam.auth.oidc import OIDCVerifier, looks_like_jwt
+from consultcam.auth.oidc_login import OIDCLogin
 from consultcam.auth.principals import (
     CLINICIAN_COOKIE,
     EMBEDDED_CLINICIAN,
@@ -85,6 +86,18 @@ def oidc_verifier(request: Request, rt: Runtime) -> OIDCVerifier | None:
     if verifier is None:
         verifier = request.app.state.oidc_verifier = OIDCVerifier.from_settings(rt.settings)
     return verifier
+
+
+def oidc_login(request: Request, rt: Runtime) -> OIDCLogin | None:
+    """The app's OIDC sign-in client (browser sign-in by the authorization code flow), made at first use
+    and kept on `app.state` so every request shares its discovery and key cache; None when
+    CONSULTCAM_OIDC_CLIENT_ID is not set."""
+    if not rt.settings.oidc_login_enabled:
+        return None
+    login: OIDCLogin | None = getattr(request.app.state, "oidc_login", None)
+    if login is None:
+        login = request.app.state.oidc_login = OIDCLogin.from_settings(rt.settings)
+    return login
 
 
 async def _from_signin(

@@ -237,6 +237,10 @@ class SignInSession(Base):
     #: The provider and facility an EMR launch bound this sign-in to (None otherwise): see `Clinician`.
     practitioner_id: Mapped[str | None] = mapped_column(String(64))
     facility_id: Mapped[str | None] = mapped_column(String(64))
+    #: An OIDC sign-in's `fhirUser` claim ("Practitioner/123"), and its ID Token sealed with the server's key
+    #: (`consultcam.kit.sealing`) for RP-Initiated Logout's id_token_hint (migration 0007).
+    fhir_user: Mapped[str | None] = mapped_column(String(500))
+    sealed_id_token: Mapped[str | None] = mapped_column(Text)
 
 
 class LaunchContextUse(Base):

@@ -278,3 +278,15 @@ def test_the_emr_schemes_checked_with_the_settings_are_the_connectors_own(tmp_pa
     assert refused == []
     with pytest.raises(ValueError, match="unsupported EMR URL scheme"):
         connector_from_url("ftp://127.0.0.1/x", Settings(data_dir=tmp_path))
+
+
+def test_an_oidc_client_without_its_issuer_or_secret_stops_with_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONSULTCAM_OIDC_CLIENT_ID alone would send clinicians nowhere: the issuer, audience and the client
+    secret go with it (a confidential client)."""
+    env = environment(tmp_path, OIDC_CLIENT_ID="consultcam")
+    code, _, stderr = run_in_process(monkeypatch, env, "migrate")
+    assert code == 2
+    assert "CONSULTCAM_OIDC_CLIENT_ID needs CONSULTCAM_OIDC_ISSUER" in stderr
+    assert "_CLIENT_SECRET" in stderr

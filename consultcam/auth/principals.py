@@ -40,13 +40,17 @@ class Clinician:
     `practitioner_id` and `facility_id` are set when the sign-in is bound to one provider at one practice
     (an EMR launch: Medtech's `providerId` and `facilityCode`, "medtech:<facility>:<provider>" as `id`);
     such a clinician reaches only that provider's capture sessions at that facility (`bound`). None for
-    the embedded token and OIDC, which reach every session."""
+    the embedded token and OIDC, which reach every session.
+
+    `fhir_user`: the identity provider's `fhirUser` claim for an OIDC sign-in ("Practitioner/123"), which
+    does not bind the sign-in; the sessions such a clinician opens default to that practitioner."""
 
     id: str
     name: str | None = None
     credential_id: str | None = None
     practitioner_id: str | None = None
     facility_id: str | None = None
+    fhir_user: str | None = None
     kind: Literal["clinician"] = "clinician"
 
     @property

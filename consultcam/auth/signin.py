@@ -99,9 +99,11 @@ async def start(
     method: Method,
     *,
     user_agent: str = "",
+    sealed_id_token: str | None = None,
 ) -> tuple[str, Clinician]:
     """Begin a sign-in for `clinician`, proven by `method`. Returns (the cookie's value, shown only now; the
-    clinician with its `credential_id`). Audited as `signin.started`.
+    clinician with its `credential_id`). Audited as `signin.started`. `sealed_id_token`: an OIDC sign-in's
+    ID Token, sealed by the caller (`consultcam.auth.oidc_signin`), kept for logout's id_token_hint.
 
     Raises ValueError when the server accepts no sign-in by `method` (the caller checks the proof first).
     """
@@ -120,6 +122,8 @@ async def start(
             name=clinician.name,
             practitioner_id=clinician.practitioner_id,
             facility_id=clinician.facility_id,
+            fhir_user=clinician.fhir_user,
+            sealed_id_token=sealed_id_token,
             user_agent=user_agent[:300],
             created_at=now,
             last_seen_at=now,
@@ -161,6 +165,7 @@ async def authenticate(uow: UnitOfWork, settings: Settings, cookie: str) -> Sign
             credential_id=row.id,
             practitioner_id=row.practitioner_id,
             facility_id=row.facility_id,
+            fhir_user=row.fhir_user,
         ),
         touch_due=now - row.last_seen_at >= TOUCH_EVERY,
     )
@@ -179,6 +184,15 @@ async def touch(rt: Runtime, signin_id: str) -> None:
                 row.idle_expires_at = _idle_end(now, row.expires_at, rt.settings)
     except Exception:
         log.exception("sign-in %s: last-seen time not recorded", signin_id)
+
+
+async def sealed_id_token(uow: UnitOfWork, cookie: str) -> str | None:
+    """The sealed ID Token kept with the live sign-in a cookie's value names (an OIDC sign-in), else
+    None: read before `end`, for RP-Initiated Logout's id_token_hint."""
+    if not _COOKIE_SHAPE.fullmatch(cookie):
+        return None
+    row = await repository.by_token_hash(uow.session, hash_secret(cookie))
+    return row.sealed_id_token if row is not None and row.ended_at is None else None
 
 
 async def end(uow: UnitOfWork, rt: Runtime, cookie: str, reason: EndReason) -> str | None:

@@ -13,7 +13,9 @@ It runs each domain's sweep step once, in this order, and reports what they did 
    process) are marked failed (issue 6);
 5. sign-in (`consultcam.auth.signin`): clinician sign-ins that ended or expired are deleted (issue 10);
 6. launches (`consultcam.launch.medtech`): used Medtech launch contexts past their expiry are deleted
-   (issue 12; by then the context is refused as expired anyway).
+   (issue 12; by then the context is refused as expired anyway);
+7. authorization requests (`consultcam.auth.authorization_requests`): pending OIDC sign-ins and SMART
+   launches past their expiry, used or not, are deleted (issue 13).
 
 A step that fails is logged and named in the report's `errors`; the steps after it still run. The
 session steps handle each session in its own transaction, so one session's failure spares the others.
@@ -27,7 +29,7 @@ from dataclasses import astuple, dataclass, field
 from datetime import datetime
 
 from consultcam.analysis.service import fail_stuck_analyses
-from consultcam.auth import signin
+from consultcam.auth import authorization_requests, signin
 from consultcam.commits.lease import reopen_lapsed_commits
 from consultcam.db import Transactions
 from consultcam.images.service import sweep_unregistered_uploads
@@ -52,6 +54,7 @@ class SweepReport:
     stuck_analyses: int = 0
     expired_signins: int = 0
     expired_launch_contexts: int = 0
+    expired_authorization_requests: int = 0
     errors: list[str] = field(default_factory=list)
 
     def did_something(self) -> bool:
@@ -94,6 +97,10 @@ async def _launches(tx: Transactions, rt: Runtime, now: datetime, report: SweepR
     report.expired_launch_contexts += await medtech.sweep(tx, now)
 
 
+async def _authorization_requests(tx: Transactions, rt: Runtime, now: datetime, report: SweepReport) -> None:
+    report.expired_authorization_requests += await authorization_requests.sweep(tx, now)
+
+
 #: The steps in the order they run, each with the name its failure is reported under.
 STEPS: tuple[tuple[str, Step], ...] = (
     ("sessions", _sessions),
@@ -103,6 +110,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("analyses", _analyses),
     ("sign-ins", _signins),
     ("launches", _launches),
+    ("authorization requests", _authorization_requests),
 )
 
 

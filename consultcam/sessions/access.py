@@ -21,6 +21,8 @@ session is out of the clinician's reach: it is never handed over (`require_resum
 
 from __future__ import annotations
 
+import re
+
 from consultcam.auth.principals import Clinician, Phone, Principal
 from consultcam.db import UnitOfWork
 from consultcam.errors import Conflict, NotPermitted, ResourceNotFound
@@ -62,14 +64,32 @@ async def authorise(uow: UnitOfWork, principal: Principal, session_id: str) -> N
         raise session_not_found()
 
 
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def fhir_practitioner_id(fhir_user: str | None) -> str | None:
+    """The Practitioner id of an OIDC `fhirUser` claim ("Practitioner/123" or an absolute URL ending so,
+    SMART App Launch 2.x §"fhirUser"), or None for anything else (a Patient, a RelatedPerson, junk)."""
+    if not fhir_user:
+        return None
+    parts = fhir_user.rstrip("/").split("/")
+    if len(parts) < 2 or parts[-2] != "Practitioner" or not _FHIR_ID.fullmatch(parts[-1]):
+        return None
+    return parts[-1]
+
+
 def bind_new_session(clinician: Clinician, data: SessionCreate) -> SessionCreate:
     """`POST /api/sessions` as `clinician`: for a bound sign-in, `data` with the sign-in's practitioner and
-    facility (what the request left out defaults to them); unbound, `data` unchanged.
+    facility (what the request left out defaults to them); unbound, `data` unchanged except that a missing
+    practitioner defaults to the OIDC sign-in's `fhirUser` Practitioner (`fhir_practitioner_id`).
 
     Raises NotPermitted (403 `PractitionerMismatch`, `FacilityMismatch`) when a bound sign-in's request names
     another practitioner or facility: a launch signs in one GP at one practice, who may not open sessions
     filed under someone else."""
     if not clinician.bound:
+        practitioner = fhir_practitioner_id(clinician.fhir_user)
+        if data.practitioner_id is None and practitioner is not None:
+            return data.model_copy(update={"practitioner_id": practitioner})
         return data
     if data.practitioner_id is not None and data.practitioner_id != clinician.practitioner_id:
         raise NotPermitted(

@@ -7,6 +7,9 @@ redeems it with `POST /api/pair` (a link previewer fetching the URL redeems noth
 
 Sign-in (`/login`, rate limited per client) starts a server-side sign-in (`consultcam.auth.signin`) whose
 opaque id is the browser's cookie; `POST /logout` ends it on the server, so a copy of the cookie dies too.
+With CONSULTCAM_OIDC_CLIENT_ID set, a page visited without a sign-in sends the browser to the identity
+provider instead (`redirect_to_provider`; the callback is `consultcam.auth.endpoints`), and `/logout` then
+also sends it to the provider's end-session endpoint when there is one (RP-Initiated Logout 1.0).
 """
 
 from __future__ import annotations
@@ -15,20 +18,23 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from consultcam.auth import signin
+from consultcam.auth import oidc_signin, signin
+from consultcam.auth.oidc_login import OIDCLogin, ProviderUnavailable
 from consultcam.auth.principals import CLINICIAN_COOKIE, EMBEDDED_CLINICIAN, Clinician, is_clinician_token
 from consultcam.config import WARN_IMAGES
 from consultcam.db import UnitOfWork
-from consultcam.deps import RuntimeDep, authenticate_clinician
+from consultcam.deps import RuntimeDep, authenticate_clinician, oidc_login
+from consultcam.errors import NotAuthenticated
 from consultcam.ratelimit import TooManyRequests, client_address, limiter
 from consultcam.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
+#: The query-string launch's pre-fill (embedded mode only: off with OIDC or SMART, DESIGN.md).
 LAUNCH_PARAMS = (
     "encounterId",
     "patientId",
@@ -73,8 +79,16 @@ async def _desktop(
     # An OIDC bearer (added by the practice's sign-in proxy), or a sign-in cookie that still counts.
     if await authenticate_clinician(request, rt, background=background) is None:
         next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return _signin_page(request, rt, next_path, None, 401)
-    launch = {key: request.query_params[key] for key in LAUNCH_PARAMS if request.query_params.get(key)}
+        login = oidc_login(request, rt)
+        if login is None:
+            return _signin_page(request, rt, next_path, None, 401)
+        if _wants_json(request):  # a script, not a person: no redirect to follow
+            raise NotAuthenticated("Sign in first: open consultcam in the browser to sign in.")
+        return await redirect_to_provider(request, rt, login, next_path)
+    embedded = not (rt.settings.oidc_enabled or rt.settings.smart_issuers)
+    launch = {
+        key: request.query_params[key] for key in LAUNCH_PARAMS if embedded and request.query_params.get(key)
+    }
     config = {
         "maxImages": rt.settings.max_images,
         "warnImages": WARN_IMAGES,
@@ -83,6 +97,45 @@ async def _desktop(
     return templates.TemplateResponse(
         request, "desktop.html", {"session_id": session_id, "launch": launch, "config": config}
     )
+
+
+def public_base(request: Request, rt: Runtime) -> str:
+    """CONSULTCAM_PUBLIC_URL, else this request's own origin: what the identity provider redirects to."""
+    return (rt.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def problem_page(request: Request, problem: oidc_signin.SignInProblem, next_path: str = "/") -> Response:
+    """The page for a sign-in that failed: what happened (`problem`'s words), its status, and a link to
+    try again (`/auth/login?next=`)."""
+    context = {"problem": problem, "reason": problem.reason, "next": _safe_next(next_path)}
+    headers = {"Retry-After": "30"} if problem.status == 503 else None
+    return templates.TemplateResponse(
+        request, "signin_problem.html", context, status_code=problem.status, headers=headers
+    )
+
+
+async def redirect_to_provider(request: Request, rt: Runtime, login: OIDCLogin, next_path: str) -> Response:
+    """Send this browser to the identity provider to sign in, coming back to the same-site `next_path`
+    (`consultcam.auth.oidc_signin.begin`); 503 page when the provider cannot be reached."""
+    browser = request.cookies.get(oidc_signin.BROWSER_COOKIE) or oidc_signin.new_browser_value()
+    try:
+        url = await oidc_signin.begin(
+            rt, login, public_base(request, rt) + "/auth/callback", _safe_next(next_path), browser
+        )
+    except ProviderUnavailable as exc:
+        status = 503 if exc.reason == "unreachable" else 502
+        return problem_page(request, oidc_signin.SignInProblem(exc.reason, status, str(exc)), next_path)
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(
+        oidc_signin.BROWSER_COOKIE,
+        browser,
+        max_age=3600,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/auth/",
+    )
+    return response
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -157,6 +210,7 @@ async def begin_signin(
     next_path: str,
     *,
     uow: UnitOfWork | None = None,
+    sealed_id_token: str | None = None,
 ) -> Response:
     """Sign this browser in as `clinician`, who has just proven who they are by `method`: a new server-side
     sign-in (the browser's previous one ends: a sign-in is never handed on, against session fixation), its
@@ -166,6 +220,7 @@ async def begin_signin(
 
     `uow`: start the sign-in in the caller's transaction (a launch commits its session and its used
     context with it); the caller commits before returning the response. Else in a transaction of its own.
+    `sealed_id_token`: an OIDC sign-in's ID Token (sealed), kept for logout's id_token_hint.
     """
     previous = request.cookies.get(CLINICIAN_COOKIE)
     user_agent = request.headers.get("user-agent", "")
@@ -173,7 +228,9 @@ async def begin_signin(
     async def _start(work: UnitOfWork) -> str:
         if previous:
             await signin.end(work, rt, previous, "replaced")
-        cookie, _ = await signin.start(work, rt.settings, clinician, method, user_agent=user_agent)
+        cookie, _ = await signin.start(
+            work, rt.settings, clinician, method, user_agent=user_agent, sealed_id_token=sealed_id_token
+        )
         return cookie
 
     if uow is None:
@@ -212,15 +269,27 @@ async def login_form(
 @router.post("/logout")
 async def logout(request: Request, rt: RuntimeDep) -> Response:
     """Sign this browser out: its sign-in ends on the server at once (the cookie, even copied elsewhere,
-    no longer signs anything in) and the cookie is deleted. 204 for the page's script (Accept:
-    application/json), else a redirect to the sign-in page. Nothing to end is not an error."""
+    no longer signs anything in) and the cookie is deleted. Nothing to end is not an error.
+
+    After an OIDC sign-in, when the provider offers RP-Initiated Logout, the browser goes on to its
+    end-session endpoint (id_token_hint, post_logout_redirect_uri {PUBLIC_URL}/): the page's script
+    (Accept: application/json) gets 200 `{"redirect": url}` and navigates there, a plain form a 303 there.
+    Otherwise 204 for the script, a 303 to `/` for the form."""
     cookie = request.cookies.get(CLINICIAN_COOKIE)
+    sealed = None
     if cookie:
         async with rt.unit_of_work() as uow:
+            sealed = await signin.sealed_id_token(uow, cookie)
             await signin.end(uow, rt, cookie, "signed-out")
-    response: Response = (
-        Response(status_code=204) if _wants_json(request) else RedirectResponse("/", status_code=303)
-    )
+    redirect = None
+    login = oidc_login(request, rt)
+    if login is not None and sealed is not None:
+        redirect = await oidc_signin.end_session_url(rt, login, sealed, public_base(request, rt) + "/")
+    response: Response
+    if _wants_json(request):
+        response = Response(status_code=204) if redirect is None else JSONResponse({"redirect": redirect})
+    else:
+        response = RedirectResponse(redirect or "/", status_code=303)
     response.delete_cookie(
         CLINICIAN_COOKIE, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https"
     )

@@ -39,7 +39,15 @@ async def test_a_failing_step_is_reported_and_the_later_steps_still_run(
     report = await sweep(runtime.unit_of_work, runtime)
 
     assert report.errors == ["uploads: RuntimeError"]
-    assert ran == ["sessions", "commits", "orphans", "analyses", "sign-ins", "launches"]
+    assert ran == [
+        "sessions",
+        "commits",
+        "orphans",
+        "analyses",
+        "sign-ins",
+        "launches",
+        "authorization requests",
+    ]
 
 
 async def test_the_sweep_task_runs_the_sweeper_and_returns_its_report(runtime: Any) -> None:

@@ -98,7 +98,8 @@ export const api = {
   revokePhone: (sessionId, reason) =>
     request("DELETE", `${sessionPath(sessionId)}/phone${reason ? `?reason=${enc(reason)}` : ""}`),
   bodySites: () => request("GET", "/api/terminology/body-sites"),
-  /** End this computer's clinician sign-in on the server (204); the cookie is deleted too. */
+  /** End this computer's clinician sign-in on the server (204, or {redirect} to the identity provider's
+   *  end-session page after an OIDC sign-in); the cookie is deleted too. */
   signOut: () => request("POST", "/logout"),
   downloadUrl: (sessionId, imageId) => `${imagePath(sessionId, imageId)}/download`,
   sessionDownloadUrl: (sessionId) => `${sessionPath(sessionId)}/download`,

@@ -1,6 +1,8 @@
 // The desktop's "Sign out": ends this computer's sign-in on the server (POST /logout through api.js, so
-// the same headers as every other call), then shows the sign-in page. A copy of the sign-in cookie taken
-// before stops working too; without this script the form posts to /logout itself.
+// the same headers as every other call), then shows the sign-in page, or, after a sign-in through the
+// practice's identity provider, goes where the server says ({"redirect": url}: the provider's end-session
+// page, RP-Initiated Logout). A copy of the sign-in cookie taken before stops working too; without this
+// script the form posts to /logout itself.
 
 import { ApiError, api } from "./api.js";
 import { announce } from "./dom.js";
@@ -14,10 +16,10 @@ export function wireSignOut(form, { onSignedOut } = {}) {
     if (button.disabled) return;
     button.disabled = true;
     try {
-      await api.signOut();
+      const answer = await api.signOut();
       onSignedOut?.();
       announce("Signed out.");
-      window.location.replace("/"); // the sign-in page
+      window.location.replace(answer?.redirect || "/"); // the provider's end-session page, or sign-in
     } catch (err) {
       button.disabled = false;
       announce(err instanceof ApiError ? err.detail : "Could not sign out. Try again.");
