@@ -54,7 +54,10 @@ def build_document_reference(context: CommitContext, item: CommitItem, fmt: str 
         "subject": media["subject"],
         "date": media["issued"],
         "content": [{"attachment": media["content"]}],
-        "context": {"encounter": [media["encounter"]], "period": {"start": media["createdDateTime"]}},
+        "context": {
+            **({"encounter": [media["encounter"]]} if "encounter" in media else {}),
+            "period": {"start": media["createdDateTime"]},
+        },
     }
     if "operator" in media:
         document["author"] = [media["operator"]]

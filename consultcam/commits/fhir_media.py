@@ -220,7 +220,12 @@ def _media(context: CommitContext, item: CommitItem, image_id: str) -> dict[str,
             "coding": [{"system": DICOM_DCM, "code": "XC", "display": "External-camera Photography"}]
         },
         "subject": _subject(context),
-        "encounter": {"reference": f"Encounter/{context.encounter_id}"},
+        # A launch's made-up encounter key names no Encounter in the record: no reference to it.
+        **(
+            {"encounter": {"reference": f"Encounter/{context.encounter_id}"}}
+            if context.encounter_in_record
+            else {}
+        ),
         "createdDateTime": created,
         "issued": _instant(context.committed_at, "commit time"),
         "width": item.width,

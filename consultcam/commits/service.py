@@ -51,6 +51,7 @@ from consultcam.models import ClinicalImage, utcnow
 from consultcam.runtime import Runtime
 from consultcam.sessions import repository as session_rows
 from consultcam.sessions import service as sessions
+from consultcam.sessions.encounters import names_a_record_encounter
 from consultcam.storage.keys import session_prefix
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,7 @@ async def _claim(
             session_id=session.id,
             commit_id=commit_id,
             encounter_id=session.encounter_id,
+            encounter_in_record=names_a_record_encounter(session.encounter_id),
             patient=PatientRef(
                 id=session.patient_id,
                 name=session.patient_name,

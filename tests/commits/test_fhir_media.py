@@ -17,6 +17,7 @@ from fhir.resources.R4B.media import Media
 from PIL import Image
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem, PatientRef
+from consultcam.commits.fhir_document import build_document_reference
 from consultcam.commits.fhir_media import (
     IMAGE_IDENTIFIER_SYSTEM,
     NHI_SYSTEM,
@@ -25,6 +26,9 @@ from consultcam.commits.fhir_media import (
     is_sctid,
     validate_body_site,
 )
+from consultcam.launch.medtech import encounter_key as medtech_encounter_key
+from consultcam.launch.smart import encounter_key as smart_encounter_key
+from consultcam.sessions.encounters import names_a_record_encounter
 from tests.commits.factories import commit_context
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
@@ -316,3 +320,35 @@ def test_body_site_and_sctid_checks() -> None:
         assert is_sctid(valid)
     for invalid in ("7771001", "1234567", "12345", "07771000", "14975008:272741003=7771000", "abc"):
         assert not is_sctid(invalid)
+
+
+@pytest.mark.parametrize("key", ["mt-20261204-8cd0a2f318f5c00109ac", "sm-20261204-0123456789abcdef0123"])
+def test_a_launchs_made_up_encounter_key_is_never_referenced(key: str) -> None:
+    """Medtech and a SMART standalone launch give no encounter: the session's key groups the day's photos but
+    names no Encounter in the record, so neither Media nor DocumentReference points at one."""
+    context = make_context(encounter_id=key, encounter_in_record=names_a_record_encounter(key))
+
+    media = build_media(context, fundus_item())
+    document = build_document_reference(context, fundus_item())
+
+    assert "encounter" not in media
+    assert "encounter" not in document["context"]
+    assert document["context"]["period"]["start"] == media["createdDateTime"]
+    Media.model_validate(media)
+
+
+def test_an_encounter_from_the_emr_is_referenced() -> None:
+    context = make_context(encounter_in_record=names_a_record_encounter("enc-2025-0042"))
+
+    assert build_media(context, fundus_item())["encounter"] == {"reference": "Encounter/enc-2025-0042"}
+    document = build_document_reference(context, fundus_item())
+    assert document["context"]["encounter"] == [{"reference": "Encounter/enc-2025-0042"}]
+
+
+def test_both_launches_make_keys_the_commit_knows_are_made_up() -> None:
+    now = datetime(2026, 12, 3, 23, 30, tzinfo=UTC)  # 4 December in New Zealand
+
+    assert not names_a_record_encounter(medtech_encounter_key("F2N060-E", "PRV123", "14e52e16", now))
+    assert not names_a_record_encounter(
+        smart_encounter_key("https://ehr.example/fhir", "Practitioner/7", "p1", now)
+    )

@@ -54,7 +54,9 @@ class CommitContext:
     of a session's commit (a retry writes the same thing); `attempt` counts those attempts from 1, so a
     connector knows when an earlier attempt may already have written something (commits/service.py).
     `consent`, when recorded: {"scope": "clinical" | "teaching" | "publication",
-    "givenBy": "patient" | "guardian"}.
+    "givenBy": "patient" | "guardian"}. `encounter_in_record` is False when `encounter_id` is a key a
+    launch made up because the EMR gave no encounter (`consultcam.sessions.encounters`): it may group
+    photos, but a FHIR resource must not reference it.
     """
 
     session_id: str
@@ -66,6 +68,7 @@ class CommitContext:
     committed_at: datetime
     consent: dict[str, Any] | None = None
     attempt: int = 1
+    encounter_in_record: bool = True
 
 
 @dataclass(frozen=True)
