@@ -39,11 +39,12 @@ from urllib.parse import urlencode, urlsplit
 from pydantic import ValidationError
 
 from consultcam import audit
+from consultcam.auth import authorization_requests
 from consultcam.auth.principals import Clinician
 from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.db import Transactions, UnitOfWork
 from consultcam.errors import Conflict, NotPermitted
-from consultcam.kit.sealing import SealBroken, seal, unseal
+from consultcam.kit.sealing import seal
 from consultcam.launch import smart_repository as repository
 from consultcam.launch.smart_port import EhrEncounter, EhrPatient, SmartFailure, SmartServer, TokenAnswer
 from consultcam.models import CaptureSession, SmartGrant, utcnow
@@ -66,10 +67,9 @@ __all__ = [
     "record_refusal",
     "scopes",
     "start",
-    "state_hash",
 ]
 
-STATE_LIFETIME = timedelta(minutes=10)
+STATE_LIFETIME = authorization_requests.LIFETIME
 #: What consultcam asks for (SMART 2.x scope syntax): read the patient and encounter, create photos.
 RESOURCE_SCOPES = (
     "patient/Patient.rs",
@@ -78,7 +78,7 @@ RESOURCE_SCOPES = (
     "patient/DocumentReference.c",
 )
 _V1 = {".rs": ".read", ".c": ".write"}
-_REQUEST_PURPOSE, GRANT_PURPOSE = "smart-launch", "smart-grant"
+GRANT_PURPOSE = "smart-grant"
 
 #: Why a launch was refused (the audit's `reason`; the page says it in words).
 Reason = Literal[
@@ -98,6 +98,12 @@ Reason = Literal[
     "id-token-invalid",
     "patient-not-found",
 ]
+#: A state the callback could not use, as a refusal: never issued or tampered with, used, too old.
+_STATE_REFUSALS: dict[authorization_requests.Refusal, Reason] = {
+    "unknown": "bad-state",
+    "used": "replayed",
+    "expired": "expired",
+}
 
 
 class SmartRefused(Exception):
@@ -139,11 +145,6 @@ class Accepted:
     session: CaptureSession
     clinician: Clinician
     resumed: bool
-
-
-def state_hash(state: str) -> str:
-    """SHA-256 hex of a `state`: what `authorization_requests` keeps instead of it."""
-    return hashlib.sha256(state.encode()).hexdigest()
 
 
 def uses_v1(server: SmartServer) -> bool:
@@ -191,26 +192,24 @@ async def start(
         raise SmartRefused("ehr-error", issuer=iss)
     state, verifier, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(64), secrets.token_urlsafe(32)
     scope = scopes(server, standalone=launch is None, offline=rt.settings.smart_offline_access)
-    sealed = seal(
-        rt.settings.secret_key,
-        _REQUEST_PURPOSE,
-        {
-            "verifier": verifier,
-            "nonce": nonce,
-            "launch": launch,
-            "scope": scope,
-            "redirect_uri": redirect_uri,
-            "server": {
-                "iss": iss,
-                "authorize": server.authorization_endpoint,
-                "token": server.token_endpoint,
-                "issuer": server.issuer,
-                "jwks": server.jwks_uri,
-            },
+    secrets_ = {
+        "verifier": verifier,
+        "nonce": nonce,
+        "launch": launch,
+        "scope": scope,
+        "redirect_uri": redirect_uri,
+        "server": {
+            "iss": iss,
+            "authorize": server.authorization_endpoint,
+            "token": server.token_endpoint,
+            "issuer": server.issuer,
+            "jwks": server.jwks_uri,
         },
-    )
+    }
     async with rt.unit_of_work() as uow:
-        await repository.add_request(uow.session, state_hash(state), iss, sealed, now, now + STATE_LIFETIME)
+        await authorization_requests.add(
+            uow.session, rt.settings.secret_key, "smart", state, iss, secrets_, now
+        )
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     params = {
         "response_type": "code",
@@ -234,19 +233,15 @@ async def claim(rt: Runtime, state: str, error: str | None, now: datetime | None
     SmartRefused "bad-state", "replayed", "expired", "unknown-issuer" (no longer configured), or, for an
     `error` callback with a good state, "denied" / "authorize-error"."""
     now = now or utcnow()
-    digest = state_hash(state)
     async with rt.unit_of_work() as uow:
-        claimed = await repository.claim_request(uow.session, digest, now)
-        if claimed is None:
-            row = await repository.request_of(uow.session, digest)
-            if row is None:
-                raise SmartRefused("bad-state")
-            raise SmartRefused("replayed" if row.used_at is not None else "expired", issuer=row.issuer)
-    issuer, sealed = claimed
+        claimed = await authorization_requests.claim(uow.session, rt.settings.secret_key, "smart", state, now)
+    if not isinstance(claimed, authorization_requests.Claimed):
+        raise SmartRefused(_STATE_REFUSALS[claimed])
+    issuer = claimed.issuer
     if error is not None:
         raise SmartRefused("denied" if error == "access_denied" else "authorize-error", issuer=issuer)
     try:
-        opened = unseal(rt.settings.secret_key, _REQUEST_PURPOSE, sealed)
+        opened = claimed.secrets
         server = opened["server"]
         pending = Pending(
             server=SmartServer(
@@ -265,7 +260,7 @@ async def claim(rt: Runtime, state: str, error: str | None, now: datetime | None
             scope=opened["scope"],
             redirect_uri=opened["redirect_uri"],
         )
-    except (SealBroken, KeyError, TypeError):
+    except (KeyError, TypeError):
         raise SmartRefused("bad-state", issuer=issuer) from None
     if pending.server.iss not in rt.settings.smart_issuers:
         raise SmartRefused("unknown-issuer", issuer=issuer)
