@@ -17,10 +17,11 @@ import pytest
 from fhir.resources.R4B.media import Media
 from PIL import Image
 
-from consultcam.commits.connectors.alex import ENV_NAMES, NO_FACILITY, AlexConnector, fit_jpeg, medtech
+from consultcam.commits.connectors.alex import ENV_NAMES, NO_FACILITY, AlexConnector, medtech
 from consultcam.commits.connectors.base import CommitContext, CommitFailed, CommitItem
 from consultcam.commits.connectors.registry import alex_credentials, connector_from_url
 from consultcam.config import Settings
+from consultcam.images.processing.fitted import fit_jpeg
 from consultcam.kit.http import RetryPolicy
 from consultcam.kit.oauth2 import ClientCredentials
 from tests.commits.factories import commit_context
@@ -229,11 +230,14 @@ async def test_a_large_jpeg_is_recompressed_under_one_megabyte(alex_server):
 
 def test_fit_jpeg_steps_quality_then_scale_and_never_upscales():
     jpeg = big_jpeg()
-    data, width, height = fit_jpeg(jpeg, LIMIT)
+    fitted = fit_jpeg(jpeg, LIMIT)
+    data, width, height = fitted.data, fitted.width, fitted.height
+    assert fitted.content_type == "image/jpeg"
     assert len(data) < LIMIT
     assert width <= 2048
     assert height <= 1536
-    small, w, h = fit_jpeg(jpeg, 150_000)  # needs scaling down
+    scaled = fit_jpeg(jpeg, 150_000)  # needs scaling down
+    small, w, h = scaled.data, scaled.width, scaled.height
     assert len(small) < 150_000
     assert w < 2048
     assert h < 1536

@@ -45,7 +45,7 @@ from consultcam.commits.connectors.alex_inbox import (
     inbox_document,
     no_nhi_retry_refused,
 )
-from consultcam.commits.connectors.alex_media import fit_jpeg, media_entries, site_note
+from consultcam.commits.connectors.alex_media import media_entries, site_note
 from consultcam.commits.connectors.base import (
     CommitContext,
     CommitFailed,
@@ -70,7 +70,6 @@ __all__ = [
     "RESOURCES",
     "AlexConnector",
     "AlexTarget",
-    "fit_jpeg",
     "medtech",
     "parse_target",
     "parse_url",

@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from PIL import Image, ImageOps
-
 from consultcam.commits.connectors.base import CommitContext, CommitItem, preparation_failed
 from consultcam.commits.connectors.fhir import build_entries
+from consultcam.images.processing.fitted import fit_jpeg
 from consultcam.terminology import site_words
 from consultcam.terminology.metadata import photo_terms
 
-__all__ = ["fit_jpeg", "local_time", "media_entries", "site_note"]
-
-_QUALITIES = (90, 85, 80, 75, 70, 65, 60)
-_SCALE_QUALITY = 80
-_SCALE_STEP = 0.8
-_MIN_SIDE = 64
+__all__ = ["local_time", "media_entries", "site_note"]
 
 
 async def media_entries(
@@ -63,7 +56,8 @@ def _prepare(item: CommitItem, medtech: Mapping[str, Any]) -> CommitItem:
     jpeg, width, height = item.jpeg, item.width, item.height
     limit = int(medtech["max_image_bytes"])
     if isinstance(jpeg, bytes | bytearray) and len(jpeg) >= limit:
-        jpeg, width, height = fit_jpeg(bytes(jpeg), limit)
+        fitted = fit_jpeg(bytes(jpeg), limit)
+        jpeg, width, height = fitted.data, fitted.width, fitted.height
     return dataclasses.replace(
         item,
         jpeg=jpeg,
@@ -72,48 +66,6 @@ def _prepare(item: CommitItem, medtech: Mapping[str, Any]) -> CommitItem:
         captured_at=None if item.captured_at is None else local_time(item.captured_at, zone),
         created_at=local_time(item.created_at, zone),
     )
-
-
-def fit_jpeg(jpeg: bytes, limit: int) -> tuple[bytes, int, int]:
-    """Re-encode a JPEG to fewer than `limit` bytes: quality down first, then smaller (never larger).
-
-    Returns (bytes, width, height) of a baseline JPEG; the EXIF orientation is applied to the pixels, the
-    ICC profile kept. Raises ValueError when the bytes do not decode or cannot be made to fit.
-    """
-    try:
-        with Image.open(io.BytesIO(jpeg)) as opened:
-            if opened.format != "JPEG":
-                raise ValueError("the image is not a JPEG")
-            icc = opened.info.get("icc_profile")
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"the image could not be read ({type(exc).__name__})") from None
-    if image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-
-    def encode(picture: Image.Image, quality: int) -> bytes:
-        out = io.BytesIO()
-        options: dict[str, Any] = {"format": "JPEG", "quality": quality, "optimize": True}
-        if icc:
-            options["icc_profile"] = icc
-        picture.save(out, **options)
-        return out.getvalue()
-
-    for quality in _QUALITIES:
-        data = encode(image, quality)
-        if len(data) < limit:
-            return data, image.width, image.height
-    scale = 1.0
-    while True:
-        scale *= _SCALE_STEP
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        if min(size) < _MIN_SIDE:
-            raise ValueError(f"the image could not be made smaller than {limit} bytes")
-        smaller = image.resize(size, Image.Resampling.LANCZOS)
-        data = encode(smaller, _SCALE_QUALITY)
-        if len(data) < limit:
-            return data, smaller.width, smaller.height
 
 
 def site_note(metadata: Mapping[str, Any]) -> str | None:

@@ -32,7 +32,7 @@ from typing import Any
 
 from PIL import Image, ImageCms, ImageOps
 
-__all__ = ["FittedDocument", "fit_pdf", "fit_tiff", "wrap_jpeg"]
+__all__ = ["FittedDocument", "fit_jpeg", "fit_pdf", "fit_tiff", "wrap_jpeg"]
 
 QUALITIES = (95, 90, 85, 80, 75, 70, 65, 60)
 SCALE_QUALITY = 80
@@ -67,18 +67,24 @@ def fit_tiff(jpeg: bytes, limit: int) -> FittedDocument:
     if wrapped is not None and len(wrapped) < limit:
         return FittedDocument(wrapped, "image/tiff", image.width, image.height, None, 1.0)
 
+    as_jpeg = _jpeg_encoder(icc)
+
     def encode(picture: Image.Image, quality: int) -> bytes:
-        out = io.BytesIO()
-        options: dict[str, Any] = {"format": "JPEG", "quality": quality, "optimize": True}
-        if icc:
-            options["icc_profile"] = icc
-        picture.save(out, **options)
-        tiff = wrap_jpeg(out.getvalue())
+        tiff = wrap_jpeg(as_jpeg(picture, quality))
         if tiff is None:  # pragma: no cover - Pillow writes baseline YCbCr or grayscale JPEG
             raise ValueError("the re-encoded photo could not be put in a TIFF")
         return tiff
 
     return _fit(image, limit, encode, "image/tiff")
+
+
+def fit_jpeg(jpeg: bytes, limit: int) -> FittedDocument:
+    """The photo re-encoded as a baseline JPEG of fewer than `limit` bytes (for a destination with a size
+    limit that takes JPEG, e.g. ALEX's Media): its pixels with the EXIF orientation applied, the ICC profile
+    kept, quality and then size stepped down as for `fit_tiff` (never larger). Raises ValueError when `jpeg`
+    is not a readable JPEG or cannot be made to fit."""
+    image, icc = _open(jpeg)
+    return _fit(image, limit, _jpeg_encoder(icc), "image/jpeg")
 
 
 def fit_pdf(jpeg: bytes, limit: int, *, title: str = "Clinical photograph") -> FittedDocument:
@@ -214,6 +220,20 @@ def _tiff(tags: list[tuple[int, int, list[int] | bytes]], strip: bytes) -> bytes
             ifd += struct.pack("<HHII", tag, kind, count, ifd_end + len(extra))
             extra += data + b"\0" * (len(data) % 2)  # values start on a word boundary
     return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + extra + strip
+
+
+def _jpeg_encoder(icc: bytes | None) -> Callable[[Image.Image, int], bytes]:
+    """Pillow's baseline JPEG at a given quality (optimised Huffman tables), carrying `icc` when given."""
+
+    def encode(picture: Image.Image, quality: int) -> bytes:
+        out = io.BytesIO()
+        options: dict[str, Any] = {"format": "JPEG", "quality": quality, "optimize": True}
+        if icc:
+            options["icc_profile"] = icc
+        picture.save(out, **options)
+        return out.getvalue()
+
+    return encode
 
 
 def _open(jpeg: bytes) -> tuple[Image.Image, bytes | None]:
