@@ -18,7 +18,7 @@ import httpx
 
 from consultcam.kit.http import RetryPolicy, Unreachable, send_with_retries
 
-__all__ = ["ClientCredentials", "TokenCache", "TokenRefused", "TokenUnreachable"]
+__all__ = ["ClientCredentials", "TokenCache", "TokenRefused", "TokenUnreachable", "client_auth"]
 
 #: Lifetime assumed when the token endpoint does not say (`expires_in` is only RECOMMENDED, RFC 6749 §5.1).
 DEFAULT_LIFETIME_SECONDS = 300.0
@@ -94,9 +94,8 @@ class TokenCache:
         headers = {"Accept": "application/json"}
         if oauth.client_auth == "post":
             form |= {"client_id": oauth.client_id, "client_secret": oauth.client_secret}
-        else:  # §2.3.1: form-urlencode the id and the secret, then Basic
-            pair = f"{quote(oauth.client_id, safe='')}:{quote(oauth.client_secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        else:
+            headers |= client_auth(oauth.client_id, oauth.client_secret)[1]
         try:
             # A token request changes nothing on the server: safe to repeat.
             attempted = await send_with_retries(
@@ -122,6 +121,16 @@ class TokenCache:
         )
         margin = min(60.0, lifetime / 10)
         return token, time.monotonic() + lifetime - margin
+
+
+def client_auth(client_id: str, secret: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """How a client proves itself at a token endpoint, as (form fields, headers) to add to the request:
+    with a secret, HTTP Basic over the form-urlencoded id and secret (RFC 6749 §2.3.1, the method every
+    server must support); without one (a public client, §2.1), `client_id` in the form (§3.2.1)."""
+    if secret is None:
+        return {"client_id": client_id}, {}
+    pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
+    return {}, {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
 
 
 def _json(response: httpx.Response) -> Any:

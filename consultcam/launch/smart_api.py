@@ -17,7 +17,6 @@ logs a code, a token or a patient detail.
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +28,7 @@ import jwt
 
 from consultcam.config import Settings
 from consultcam.kit.http import RetryPolicy, Unreachable, new_client, send_with_retries
+from consultcam.kit.oauth2 import client_auth
 from consultcam.launch.alex_api import LAUNCH_RETRY, parse_patient
 from consultcam.launch.port import LaunchFailure
 from consultcam.launch.smart_port import (
@@ -102,11 +102,9 @@ class SmartApi:
             "code_verifier": verifier,
         }
         headers = {"Accept": "application/json"}
-        if self._secret is not None:
-            pair = f"{quote(self.client_id, safe='')}:{quote(self._secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        else:
-            form["client_id"] = self.client_id
+        extra_form, extra_headers = client_auth(self.client_id, self._secret)
+        form |= extra_form
+        headers |= extra_headers
         endpoint = server.token_endpoint
         response = await self._send(
             lambda: self._client.post(endpoint, data=form, headers=headers), "POST", "SMART token exchange"

@@ -14,11 +14,9 @@ the EHR refuses, the commit fails before writing anything with `LaunchExpired`. 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
 
 import httpx
 
@@ -35,7 +33,7 @@ from consultcam.commits.connectors.base import (
 )
 from consultcam.commits.connectors.fhir import FHIR_RETRY, FhirConnector
 from consultcam.kit.http import RetryPolicy, Unreachable, send_with_retries
-from consultcam.kit.oauth2 import TokenRefused, TokenUnreachable
+from consultcam.kit.oauth2 import TokenRefused, TokenUnreachable, client_auth
 
 __all__ = ["LAUNCH_EXPIRED", "SmartConnector", "SmartTokens"]
 
@@ -102,11 +100,9 @@ class SmartTokens:
             raise TokenRefused(401, "no refresh token was granted")
         form = {"grant_type": "refresh_token", "refresh_token": self._refresh}
         headers = {"Accept": "application/json"}
-        if self._secret is not None:
-            pair = f"{quote(self.client_id, safe='')}:{quote(self._secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        else:
-            form["client_id"] = self.client_id
+        extra_form, extra_headers = client_auth(self.client_id, self._secret)
+        form |= extra_form
+        headers |= extra_headers
         try:
             attempted = await send_with_retries(
                 lambda: client.post(self.token_endpoint, data=form, headers=headers),
