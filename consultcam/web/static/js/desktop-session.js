@@ -158,7 +158,10 @@ export function sessionPage(sessionId, config) {
 function liveEvents(page) {
   const { sessionId, state } = page;
   return new EventStream(api.eventsUrl(sessionId), {
-    onEvent: (event) => (state.ready ? handleEvent(page, event) : state.buffer.push(event)),
+    onEvent: (event) => {
+      if (!state.ready) state.buffer.push(event);
+      else if (!replaysAnEndedCommit(state.session, event)) handleEvent(page, event);
+    },
     onState: renderLive,
     onReconnected: () => reload(page),
     check: () => api.getSession(sessionId),
@@ -231,6 +234,18 @@ function withoutFinishedCommits(events) {
     }
   }
   return events.filter((event) => !skipped.has(event));
+}
+
+/**
+ * Whether `event` is the start or progress of a commit that had already ended when the page loaded the
+ * session: a new page's stream replays the session's history, and its first batch may come after the
+ * snapshot (so `withoutFinishedCommits` never saw it). Server times on both sides: the event's `at` and the
+ * snapshot's `lastCommit.endedAt`.
+ */
+function replaysAnEndedCommit(session, event) {
+  const last = session?.lastCommit;
+  if (!["commit.started", "commit.progress"].includes(event.type) || !last?.endedAt || !event.at) return false;
+  return last.status !== "running" && Date.parse(event.at) <= Date.parse(last.endedAt);
 }
 
 /** Catch up after an event-stream gap: the server's state is the truth, except for news seen since. */
