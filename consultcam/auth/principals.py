@@ -38,7 +38,8 @@ class Clinician:
     cookie), None for a bearer token: what logout ends, and what names the streams a credential opened.
 
     `practitioner_id` and `facility_id` are set when the sign-in is bound to one provider at one practice
-    (an EMR launch: Medtech's `providerId` and `facilityCode`, "medtech:<facility>:<provider>" as `id`);
+    (an EMR launch: Medtech's `providerId` and `facilityCode`, "medtech:<facility>:<provider>" as `id`; a
+    SMART launch: the Practitioner id of the id_token's `fhirUser`, no facility, "smart:<host>:<fhirUser>");
     such a clinician reaches only that provider's capture sessions at that facility (`bound`). None for
     the embedded token and OIDC, which reach every session.
 

@@ -14,7 +14,10 @@ anything else): unknown or tampered "bad-state", used "replayed", too old "expir
 "denied" (access_denied) or "authorize-error". `check`: the code exchange (client_secret_basic for a
 confidential client, else a public client), the id_token (signature by the server's JWKS, iss, aud = our
 client id, exp, and our nonce: "id-token-invalid"), the token's `patient` ("no-patient" without one) and
-`encounter`, the Patient and Encounter read from the EHR with the access token ("patient-not-found";
+`encounter`, the launching user (the id_token's `fhirUser`) a Practitioner, else "not-a-practitioner"
+(a Patient, RelatedPerson or Person, or no fhirUser: consultcam is a clinician's tool, and an unknown user
+cannot be bound to one provider), the Patient and Encounter read from the EHR with the access token
+("patient-not-found";
 an Encounter of another patient: "ehr-error"). `accept`, in the caller's transaction with the sign-in:
 the capture session for that encounter opened or resumed (`sessions.service.create_session`; a standalone
 launch without encounter gets a stable key per EHR, user, patient and day, `encounter_key`), the session's
@@ -22,8 +25,9 @@ launch without encounter gets a stable key per EHR, user, patient and day, `enco
 refresh_token?})`), audited `launch.accepted`. A refusal creates none of them; the caller records
 `launch.refused` (`record_refusal`) with the reason, never a code, token, state or patient detail.
 
-The user signs in as `Clinician(id="smart:<iss host>:<fhirUser or sub>", practitioner_id=<the Practitioner
-id of fhirUser, else None>)`, method "smart".
+The user signs in as `Clinician(id="smart:<iss host>:<fhirUser>", practitioner_id=<the Practitioner id of
+fhirUser>)`, method "smart": a bound sign-in (`consultcam.sessions.access`), which reaches only that
+practitioner's sessions and opens sessions only for them.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from consultcam.launch import smart_repository as repository
 from consultcam.launch.smart_port import EhrEncounter, EhrPatient, SmartFailure, SmartServer, TokenAnswer
 from consultcam.models import CaptureSession, SmartGrant, utcnow
 from consultcam.runtime import Runtime
+from consultcam.sessions.access import fhir_practitioner_id
 from consultcam.sessions.schemas import PatientIn, SessionCreate
 from consultcam.sessions.service import create_session
 
@@ -91,6 +96,7 @@ Reason = Literal[
     "expired",
     "replayed",
     "no-patient",
+    "not-a-practitioner",
     "encounter-held",
     "ehr-unreachable",
     "ehr-error",
@@ -280,6 +286,8 @@ async def check(rt: Runtime, pending: Pending, code: str) -> Checked:
         claims = await api.id_token_claims(pending.server, token.id_token)
         if not secrets.compare_digest(str(claims.get("nonce", "")), pending.nonce):
             raise SmartRefused("id-token-invalid", issuer=iss)
+        if practitioner_of(claims, iss) is None:
+            raise SmartRefused("not-a-practitioner", issuer=iss)
         if token.patient is None:
             raise SmartRefused("no-patient", issuer=iss)
         patient = await api.read_patient(iss, token.patient, token.access_token)
@@ -302,22 +310,28 @@ def user_of(checked: Checked) -> str:
     return str(checked.claims.get("sub", ""))
 
 
+def practitioner_of(claims: dict[str, Any], iss: str) -> str | None:
+    """The Practitioner id of the id_token's `fhirUser` ("Practitioner/7" relative to `iss`, or an absolute
+    URL ending so; SMART App Launch 2.x "fhirUser"), None for any other user or none."""
+    fhir_user = claims.get("fhirUser")
+    if not isinstance(fhir_user, str):
+        return None
+    return fhir_practitioner_id(fhir_user.removeprefix(iss + "/"))
+
+
 def clinician_of(checked: Checked) -> Clinician:
-    """The user a launch signs in (see the module docstring)."""
-    user = user_of(checked)
+    """The user a launch signs in (see the module docstring), bound to their Practitioner id (`check`
+    refused a launch without one)."""
+    practitioner = practitioner_of(checked.claims, checked.pending.server.iss)
+    if practitioner is None:
+        raise SmartRefused("not-a-practitioner", issuer=checked.pending.server.iss)
     host = urlsplit(checked.pending.server.iss).netloc
-    kind, _, rid = user.rpartition("/")
-    practitioner = rid if kind.endswith("Practitioner") and _fhir_id(rid) else None
     name = checked.claims.get("name")
     return Clinician(
-        id=f"smart:{host}:{user}"[:200],
+        id=f"smart:{host}:{user_of(checked)}"[:200],
         name=name if isinstance(name, str) and name else None,
         practitioner_id=practitioner,
     )
-
-
-def _fhir_id(value: str) -> bool:
-    return 0 < len(value) <= 64 and all(c.isascii() and (c.isalnum() or c in "-.") for c in value)
 
 
 def encounter_key(iss: str, user: str, patient_id: str, now: datetime) -> str:

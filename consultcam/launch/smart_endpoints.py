@@ -9,7 +9,8 @@ what to do, with the status a client can act on:
 | reason | status |
 |---|---|
 | iss, launch, state or code missing or malformed | 400 |
-| iss not in CONSULTCAM_SMART_ISSUERS; the user declined; state unknown, used or expired | 403 |
+| iss not in CONSULTCAM_SMART_ISSUERS; the user declined; state unknown, used or expired; the user is not a
+  Practitioner | 403 |
 | this server has no SMART set-up | 404 |
 | the encounter's open session is another patient's or out of this user's reach | 409 |
 | too many launches from this client (CONSULTCAM_RATE_LIMIT_LOGIN's rate) | 429 with Retry-After |
@@ -82,6 +83,15 @@ PROBLEMS: dict[Reason | str, Problem] = {
         happened="A sign-in must come back from the patient record system within 10 minutes, and this one "
         "did not." + _NOTHING,
         todo=_AGAIN,
+    ),
+    "not-a-practitioner": Problem(
+        403, "error", "i-user-x", "consultcam opens only for clinicians",
+        happened="The patient record system did not sign you in as a clinician (a practitioner), so "
+        "consultcam cannot tell whose photos these would be." + _NOTHING,
+        todo="Sign in to the patient record system with your own clinician account, then open consultcam "
+        "from there again.",
+        later="If you are signed in as a clinician, ask your practice's IT support to check that the record "
+        "system gives consultcam the fhirUser scope.",
     ),
     "not-configured": Problem(
         404, "error", "i-info", "consultcam is not connected to a patient record system here",

@@ -1,10 +1,11 @@
 """Who may reach a capture session: the one rule, for every call and every open event stream (issue 12).
 
 - A paired phone reaches only the session it was paired with.
-- A clinician whose sign-in is bound to one provider at one practice (`Clinician.bound`: a Medtech ALEX
-  launch, `consultcam.auth.signin` method "medtech") reaches only the capture sessions whose
-  `practitioner_id` AND `facility_id` both equal the sign-in's. DESIGN.md, "Launch and sign-in": the launch
-  signs the GP in "with a session cookie bound to that provider and facility".
+- A clinician whose sign-in is bound to one provider at one practice (`Clinician.bound`: an EMR launch,
+  `consultcam.auth.signin` method "medtech" with provider and facility, or "smart" with the fhirUser's
+  Practitioner and no facility) reaches only the capture sessions whose `practitioner_id` AND `facility_id`
+  both equal the sign-in's. DESIGN.md, "Launch and sign-in": the launch signs the GP in "with a session
+  cookie bound to that provider and facility".
 - Any other clinician (the embedded token, an OIDC sign-in or bearer) reaches every session.
 
 A session out of reach answers 404 `SessionNotFound` with the same words as one that does not exist, so a
@@ -93,16 +94,18 @@ def bind_new_session(clinician: Clinician, data: SessionCreate) -> SessionCreate
         return data
     if data.practitioner_id is not None and data.practitioner_id != clinician.practitioner_id:
         raise NotPermitted(
-            f"You are signed in from Medtech as provider {clinician.practitioner_id or '(none)'}, so a "
-            f"session cannot be opened for provider {data.practitioner_id}. Leave practitionerId out (it "
-            "defaults to yours), or have that provider launch consultcam from Medtech.",
+            f"You were signed in by your patient record system's launch as provider "
+            f"{clinician.practitioner_id or '(none)'}, so a session cannot be opened for provider "
+            f"{data.practitioner_id}. Leave practitionerId out (it defaults to yours), or have that provider "
+            "open consultcam from the patient record system.",
             error="PractitionerMismatch",
         )
     if data.facility_id is not None and data.facility_id != clinician.facility_id:
         raise NotPermitted(
-            f"You are signed in from Medtech at facility {clinician.facility_id or '(none)'}, so a session "
-            f"cannot be opened for facility {data.facility_id}. Leave facilityId out (it defaults to yours), "
-            "or launch consultcam from Medtech at that practice.",
+            f"You were signed in by your patient record system's launch at facility "
+            f"{clinician.facility_id or '(none)'}, so a session cannot be opened for facility "
+            f"{data.facility_id}. Leave facilityId out (it defaults to yours), or open consultcam from the "
+            "patient record system at that practice.",
             error="FacilityMismatch",
         )
     return data.model_copy(
@@ -118,7 +121,7 @@ def require_resumable(clinician: Clinician, existing: CaptureSession) -> None:
     if not reaches(clinician, existing.practitioner_id, existing.facility_id):
         raise Conflict(
             "This encounter already has an open capture session of another provider or practice, which "
-            "your sign-in cannot take over. Ask them to commit or cancel it, or launch consultcam from "
-            "Medtech again for your own patient.",
+            "your sign-in cannot take over. Ask them to commit or cancel it, or open consultcam from your "
+            "patient record system again for your own patient.",
             error="EncounterHeldElsewhere",
         )

@@ -28,7 +28,7 @@ from consultcam.models import (
     SmartGrant,
     utcnow,
 )
-from tests.conftest import CsrfToken
+from tests.conftest import CsrfToken, assert_error
 from tests.smart.double import EhrDouble
 
 V2_SCOPE = (
@@ -355,6 +355,39 @@ async def test_an_id_token_that_fails_a_check_opens_nothing(
         response = await launch(gp, ehr, **jane)
     await assert_refused(app, response, 502, "id-token-invalid", "could not be confirmed")
     assert not [r for r in ehr.requests() if r["path"].startswith("/fhir/Patient")]
+
+
+@pytest.mark.parametrize("user", ["Patient", "RelatedPerson/5", None], ids=["patient", "related", "none"])
+async def test_a_user_who_is_not_a_practitioner_opens_nothing(
+    app: Any, ehr: EhrDouble, jane: dict[str, str], user: str | None
+) -> None:
+    # A patient signed in to the EHR (or a user the EHR does not name) must not get a clinician's sign-in,
+    # which would reach every capture session.
+    if user == "Patient":
+        user = f"Patient/{jane['patient']}"
+    ehr.next_id_token(fhirUser=f"{ehr.iss}/{user}" if user else None)
+    async with browser(app) as gp:
+        response = await launch(gp, ehr, **jane)
+    await assert_refused(app, response, 403, "not-a-practitioner", "only for clinicians", "fhirUser scope")
+    assert not [r for r in ehr.requests() if r["path"].startswith("/fhir/Patient")]
+
+
+async def test_a_launched_user_reaches_only_their_own_sessions(
+    app: Any, ehr: EhrDouble, jane: dict[str, str], clinician: httpx.AsyncClient
+) -> None:
+    patient = {"id": "p-9", "name": "Aroha Ngata", "nhi": "ZAC5361", "birthDate": "1984-03-09"}
+    theirs = {"patient": patient, "practitionerId": "someone-else"}
+    others = await clinician.post("/api/sessions", json={"encounterId": "enc-other", **theirs})
+    assert others.status_code == 201, others.text
+    async with browser(app) as gp:
+        own = (await launch(gp, ehr, **jane)).headers["location"].removeprefix("/sessions/")
+        assert (await gp.get(f"/api/sessions/{own}")).status_code == 200
+        assert_error(await gp.get(f"/api/sessions/{others.json()['id']}"), 404, "SessionNotFound")
+        refused = await gp.post("/api/sessions", json={"encounterId": "enc-x", **theirs})
+        assert_error(refused, 403, "PractitionerMismatch", "patient record system")
+        opened = await gp.post("/api/sessions", json={"encounterId": "enc-x", "patient": patient})
+        assert opened.status_code == 201, opened.text
+        assert opened.json()["practitionerId"] == jane["user"].removeprefix("Practitioner/")
 
 
 async def test_the_ehr_down_at_launch_or_at_callback_opens_nothing(

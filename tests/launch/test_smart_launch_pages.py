@@ -81,3 +81,18 @@ async def test_an_unknown_issuer_gets_a_page_saying_what_to_do(settings: Setting
         ).wait_for()
         await shot(page, "smart-launch-unknown-issuer")
     assert ehr.requests() == []
+
+
+async def test_a_patient_signed_in_to_the_ehr_gets_a_page_saying_consultcam_is_for_clinicians(
+    settings: Settings, ehr: EhrDouble
+) -> None:
+    pid = ehr.add_patient(family="Smith", given="Jane", birth_date="1980-04-02", nhi="ZZZ0016")
+    ehr.next_id_token(fhirUser=f"{ehr.iss}/Patient/{pid}")
+    async with smart_browser(settings, ehr) as (origin, page):
+        response = await page.goto(ehr.launch_url(origin, patient=pid, encounter=ehr.add_encounter(pid)))
+        assert response is not None
+        assert response.status == 403
+        await page.get_by_role("heading", name="consultcam opens only for clinicians").wait_for()
+        assert await page.get_by_test_id("patient-banner").count() == 0
+        assert not [c for c in await page.context.cookies() if c["name"] == CLINICIAN_COOKIE]
+        await shot(page, "smart-launch-not-a-practitioner")
