@@ -9,7 +9,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8443
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev system-deps test-idp lint format bench clean
+.PHONY: run test install install-dev system-deps test-idp test-medplum lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +50,19 @@ $(IDP)/node_modules/.installed: $(IDP)/package.json $(IDP)/package-lock.json | s
 
 test-idp: $(IDP)/node_modules/.installed
 
+## The second FHIR engine the FHIR connector's tests commit into (tests/medplum: a small server of ours on
+## Medplum's @medplum/fhir-router and @medplum/core from npm), installed exactly as locked. The packages ask for
+## Node 22.18+ (npm warns, EBADENGINE); on Debian's Node 20 the tests run it with --experimental-websocket.
+MEDPLUM := tests/medplum
+$(MEDPLUM)/node_modules/.installed: $(MEDPLUM)/package.json $(MEDPLUM)/package-lock.json | system-deps
+	@command -v npm >/dev/null || { echo "npm is needed for the FHIR tests' Medplum server (Debian: apt-get install npm)"; exit 1; }
+	npm ci --prefix $(MEDPLUM) --no-audit --no-fund
+	touch $@
+
+test-medplum: $(MEDPLUM)/node_modules/.installed
+
 ## Every test: unit, API, end-to-end in real Chromium.
-test: install-dev system-deps test-idp
+test: install-dev system-deps test-idp test-medplum
 	$(BIN)/ruff check consultcam tests bench
 	$(BIN)/mypy consultcam
 	$(BIN)/pytest
@@ -70,4 +81,4 @@ bench: install-dev system-deps
 	$(BIN)/python bench/quality.py
 
 clean:
-	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache $(IDP)/node_modules
+	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache $(IDP)/node_modules $(MEDPLUM)/node_modules

@@ -1,0 +1,163 @@
+"""`MedplumServer`: the handle tests use to start, steer and read the FHIR server built on Medplum's packages.
+
+    with MedplumServer(max_request_bytes=1024 * 1024) as server:
+        ... FhirConnector(server.base_url) ...
+        server.settings(transaction=False, binary=False, refuse_write=3)
+        server.requests(), server.read("Media", id), server.search("Media", identifier=...)
+
+The server (tests/medplum/server.mjs: @medplum/fhir-router's FhirRouter and MemoryRepository, @medplum/core's
+validator) runs under Node as its own process in a new process group on a free loopback port, written to a
+ready file; the handle kills the group on exit (or at interpreter exit). `make test` installs it (`npm ci
+--prefix tests/medplum`). The Medplum packages ask for Node 22.18+; on Node 20 the one thing missing is a global
+WebSocket, which `--experimental-websocket` provides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+SERVER_DIR = Path(__file__).resolve().parents[1] / "medplum"
+NODE = shutil.which("node") or "/usr/bin/node"
+START_TIMEOUT = 60.0  # seconds: Medplum indexes every FHIR R4 StructureDefinition at start (~3 s here)
+FHIR_JSON = "application/fhir+json"
+
+__all__ = ["MedplumServer"]
+
+
+def node_flags() -> list[str]:
+    """`--experimental-websocket` on Node before 22 (Medplum's core expects a global WebSocket)."""
+    version = subprocess.run([NODE, "--version"], capture_output=True, text=True, check=True).stdout
+    major = int(version.strip().lstrip("v").split(".")[0])
+    return ["--experimental-websocket"] if major < 22 else []
+
+
+class MedplumServer:
+    """A running server: `base_url` is http://127.0.0.1:<port>/fhir; `max_request_bytes` its body limit (413
+    past it). Raises RuntimeError when it does not start, pytest.fail when it is not installed."""
+
+    def __init__(self, *, max_request_bytes: int = 1024 * 1024) -> None:
+        self.max_request_bytes = max_request_bytes
+        self.root = ""
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._http: httpx.Client | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/fhir"
+
+    def __enter__(self) -> MedplumServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if not (SERVER_DIR / "node_modules" / "@medplum" / "fhir-router").is_dir():
+            pytest.fail("the Medplum test server is not installed: run `make test-medplum` (make test does)")
+        folder = Path(tempfile.mkdtemp(prefix="medplum-server-"))
+        ready = folder / "port"
+        env = {
+            **os.environ,
+            "MEDPLUM_PORT": "0",
+            "MEDPLUM_READY_FILE": str(ready),
+            "MEDPLUM_MAX_REQUEST_BYTES": str(self.max_request_bytes),
+        }
+        process = subprocess.Popen(
+            [NODE, *node_flags(), str(SERVER_DIR / "server.mjs")],
+            cwd=SERVER_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._finalizer = weakref.finalize(self, _kill, process, folder)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (ready.exists() and ready.read_text().strip()):
+            if process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"the Medplum test server exited with {process.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the Medplum test server was not ready within {START_TIMEOUT} s")
+            time.sleep(0.05)
+        self.root = f"http://127.0.0.1:{int(ready.read_text())}"
+        self._http = httpx.Client(base_url=self.root, timeout=30.0, trust_env=False)
+
+    def stop(self) -> None:
+        """Kill the process group; idempotent."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        if self._finalizer is not None:
+            self._finalizer()
+
+    # -- switches -----------------------------------------------------------------------------------------
+
+    def settings(
+        self,
+        *,
+        transaction: bool | None = None,
+        binary: bool | None = None,
+        max_request_bytes: int | None = None,
+        refuse_write: int | None = None,
+    ) -> None:
+        """Whether the CapabilityStatement lists `transaction` (and POST / takes one) and Binary create; the
+        body limit; refuse the Nth resource write from now on with 400 (0: none)."""
+        changes = {
+            "transaction": transaction,
+            "binary": binary,
+            "maxRequestBytes": max_request_bytes,
+            "refuseWrite": refuse_write,
+        }
+        self._client().post("/_control/settings", json={k: v for k, v in changes.items() if v is not None})
+
+    # -- what it holds and saw ------------------------------------------------------------------------------
+
+    def requests(self, method: str | None = None) -> list[dict[str, Any]]:
+        """Every FHIR request so far: {method, path, bytes (body), status}."""
+        records: list[dict[str, Any]] = self._client().get("/_control/requests").json()
+        return [r for r in records if method is None or r["method"] == method]
+
+    def resources(self, kind: str) -> list[dict[str, Any]]:
+        """Every stored resource of `kind` (not deleted)."""
+        found: list[dict[str, Any]] = self._client().get("/_control/resources", params={"type": kind}).json()
+        return found
+
+    def read(self, reference: str) -> dict[str, Any]:
+        """GET [base]/<type>/<id> through the FHIR API; raises AssertionError unless 200."""
+        response = self._client().get(f"/fhir/{reference}", headers={"Accept": FHIR_JSON})
+        assert response.status_code == 200, response.text[:500]
+        resource: dict[str, Any] = response.json()
+        return resource
+
+    def search(self, kind: str, **params: str) -> list[dict[str, Any]]:
+        """GET [base]/<kind>?params through the FHIR API: the matching resources."""
+        response = self._client().get(f"/fhir/{kind}", params=params, headers={"Accept": FHIR_JSON})
+        assert response.status_code == 200, response.text[:500]
+        return [entry["resource"] for entry in response.json().get("entry") or []]
+
+    def _client(self) -> httpx.Client:
+        assert self._http is not None, "the Medplum test server is not running"
+        return self._http
+
+
+def _kill(process: subprocess.Popen[bytes], folder: Path) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
+    shutil.rmtree(folder, ignore_errors=True)
