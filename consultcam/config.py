@@ -238,6 +238,9 @@ class Settings(BaseSettings):
     emr_client_id: str = ""
     emr_client_secret: SecretStr | None = None
     emr_scope: str = ""  # optional, space separated
+    # fhir+https: the largest request body the server takes (Medplum's sample: 1 MB of JSON); a larger commit
+    # sends the photos as Binary first, or in several transactions (commits/connectors/fhir_limits.py).
+    fhir_max_request_bytes: int = Field(1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
     # alex+https (Medtech ALEX): OAuth2 client credentials, all four required.
     alex_token_url: str = ""
     alex_client_id: str = ""

@@ -8,8 +8,8 @@
 The server (tests/medplum/server.mjs: @medplum/fhir-router's FhirRouter and MemoryRepository, @medplum/core's
 validator) runs under Node as its own process in a new process group on a free loopback port, written to a
 ready file; the handle kills the group on exit (or at interpreter exit). `make test` installs it (`npm ci
---prefix tests/medplum`). The Medplum packages ask for Node 22.18+; on Node 20 the one thing missing is a global
-WebSocket, which `--experimental-websocket` provides.
+--prefix tests/medplum`). The Medplum packages ask for Node 22.18+; on Node 20 the one thing missing is a
+global WebSocket, which `--experimental-websocket` provides.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ class MedplumServer:
         while not (ready.exists() and ready.read_text().strip()):
             if process.poll() is not None:
                 self.stop()
-                raise RuntimeError(f"the Medplum test server exited with {process.returncode} before it was ready")
+                raise RuntimeError(
+                    f"the Medplum test server exited with {process.returncode} before it was ready"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the Medplum test server was not ready within {START_TIMEOUT} s")

@@ -3,7 +3,8 @@
 Composed of a `FhirClient` (the transport: base URL, authentication, retries; `fhir_client.py`), the resource
 building (`fhir_media.py` for Media, `fhir_document.py` for DocumentReference) and the two ways of writing
 all or nothing (`fhir_commit.py`): where the CapabilityStatement lists the system interaction `transaction`,
-one transaction Bundle; otherwise conditional creates with compensation.
+one transaction Bundle; otherwise conditional creates with compensation. A commit larger than the server's
+request limit sends the photos as Binary first, or in parts (`fhir_limits.py`).
 
 Retries: 5xx, 429 (waiting at least Retry-After) and timeouts/connection errors, with exponential back-off
 and jitter (`consultcam.kit.http`); a 4xx is never retried. With OAuth2, a 401 fetches a new token once and
@@ -32,11 +33,8 @@ from consultcam.commits.connectors.base import (
     split_server_url,
 )
 from consultcam.commits.connectors.fhir_client import Capabilities, FhirClient, FhirFailure, TokenSource
-from consultcam.commits.connectors.fhir_commit import (
-    commit_one_by_one,
-    commit_transaction,
-    failed_before_writing,
-)
+from consultcam.commits.connectors.fhir_commit import failed_before_writing
+from consultcam.commits.connectors.fhir_limits import DEFAULT_MAX_REQUEST_BYTES, commit_within_limit
 from consultcam.commits.fhir_document import document_reference_entry
 from consultcam.commits.fhir_media import bundle_entry, check_context
 from consultcam.images.processing.documents import DOCUMENT_FORMATS
@@ -65,7 +63,9 @@ class FhirConnector:
     `resource` is "Media" or "DocumentReference"; `document_format` "jpeg", or "pdf"/"tiff" for a
     DocumentReference (inboxes that take only those). With `choose_resource`, the server's
     CapabilityStatement decides instead: Media where it lists Media as creatable, else DocumentReference (a
-    SMART EHR, issue 13). The transport options (`bearer_token`, `oauth` or `tokens`, `timeout` in seconds,
+    SMART EHR, issue 13). `max_request_bytes` is the largest request body the server takes
+    (`CONSULTCAM_FHIR_MAX_REQUEST_BYTES`; a larger commit goes Binary first or in parts: `fhir_limits.py`).
+    The transport options (`bearer_token`, `oauth` or `tokens`, `timeout` in seconds,
     `retry` (default `FHIR_RETRY`), `transport`) build its FhirClient. Raises ValueError for an unusable
     combination.
     """
@@ -85,6 +85,7 @@ class FhirConnector:
         transport: httpx.AsyncBaseTransport | None = None,
         tokens: TokenSource | None = None,
         choose_resource: bool = False,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         if resource not in RESOURCES:
             raise ValueError(f"resource must be one of {', '.join(RESOURCES)}, not {resource!r}")
@@ -103,6 +104,7 @@ class FhirConnector:
         self.resource = resource
         self.document_format = document_format
         self.choose_resource = choose_resource
+        self.max_request_bytes = max_request_bytes
         self._capabilities: Capabilities | None = None
 
     def __repr__(self) -> str:  # never the token
@@ -162,9 +164,16 @@ class FhirConnector:
             if entries is None:
                 self.resource = "Media" if "Media" in self._capabilities.creatable else "DocumentReference"
                 entries = await build_entries(context, items, self._entry_builder())
-            if self._capabilities.transaction:
-                return await commit_transaction(fhir, context, items, entries, progress)
-            return await commit_one_by_one(fhir, items, entries, progress, self.resource)
+            return await commit_within_limit(
+                fhir,
+                context,
+                items,
+                entries,
+                progress,
+                self.resource,
+                self._capabilities,
+                self.max_request_bytes,
+            )
 
     def _entry_builder(self) -> Callable[[CommitContext, CommitItem], dict[str, Any]]:
         if self.resource == "Media":

@@ -191,18 +191,20 @@ class FhirSession:
         url: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         repeatable: bool = False,
     ) -> httpx.Response:
         """One FHIR request with the kit's retries (5xx, 429, timeouts; a POST only when `repeatable`) and,
-        with OAuth2, one token refresh on 401.
+        with OAuth2, one token refresh on 401. The body is `json` (sent as FHIR JSON) or raw `content` (with
+        the Content-Type in `headers`, e.g. a Binary's bytes: FHIR R4 binary.html#rest).
 
         Returns the final response (which may still be a 5xx or 429 after the last try); raises FhirFailure
         when the server, or its token endpoint, could not be reached or refused consultcam's sign-in.
         """
         try:
             attempted = await send_with_retries(
-                lambda: self._authorised(method, url, json=json, headers=headers),
+                lambda: self._authorised(method, url, json=json, content=content, headers=headers),
                 self.client.retry,
                 method=method,
                 repeatable=repeatable,
@@ -243,7 +245,7 @@ class FhirSession:
         return Capabilities(transaction, frozenset(creatable))
 
     async def _authorised(
-        self, method: str, url: str, *, json: Any, headers: Mapping[str, str] | None
+        self, method: str, url: str, *, json: Any, content: bytes | None, headers: Mapping[str, str] | None
     ) -> httpx.Response:
         """One try: the request with the current token; with OAuth2, once more with a new token on 401."""
         token: str | None = None
@@ -256,7 +258,9 @@ class FhirSession:
                 request_headers |= self._headers()
             if token:
                 request_headers["Authorization"] = f"Bearer {token}"
-            response = await self._http.request(method, url, json=json, headers=request_headers)
+            response = await self._http.request(
+                method, url, json=json, content=content, headers=request_headers
+            )
             if response.status_code != 401 or not self.client.refreshes_tokens or refreshed:
                 return response
             log.info("FHIR %s %s: 401, fetching a new access token once", method, _path(url))

@@ -40,17 +40,25 @@ from consultcam.commits.fhir_media import assemble_transaction_bundle, photo_nam
 from consultcam.kit.status import ImageCommitStatus
 
 __all__ = [
+    "ADMIN",
+    "RequestTooLarge",
     "commit_one_by_one",
     "commit_transaction",
     "compensate",
     "delete_all",
     "failed_before_writing",
+    "send_transaction",
     "what_to_do",
 ]
 
 log = logging.getLogger(__name__)
 
 ADMIN = "ask the practice's EMR administrator"
+
+
+class RequestTooLarge(CommitFailed):
+    """The server answered 413 (a request body larger than it takes) and nothing this attempt wrote is left:
+    the same commit in smaller requests may succeed (`fhir_limits.py`)."""
 
 
 def what_to_do(failure: FhirFailure) -> str:
@@ -86,21 +94,30 @@ async def commit_transaction(
     except ValueError as exc:
         raise preparation_failed(items, str(exc), "the patient record") from exc
     try:
-        response = await fhir.send("POST", fhir.base_url, json=bundle, repeatable=True)
-        raise_for_status(response, "The patient record system refused the photos")
-        results = _transaction_results(fhir, response, items)
+        results = await send_transaction(fhir, bundle, items)
     except FhirFailure as failure:
         if failure.transient:
             # No answer, or a server error: a transaction is atomic, and a repeat finds what was saved.
             tail = "Nothing was saved, or if it was, committing again will not save the photos twice"
         else:
             tail = "Nothing was saved"
-        raise CommitFailed(
+        refused = RequestTooLarge if failure.status == 413 else CommitFailed
+        raise refused(
             f"{failure.words}: {failure.outcome}. {tail}; {what_to_do(failure)}",
             all_failed(items, failure.outcome),
         ) from None
     await progress(len(items), len(items))
     return results
+
+
+async def send_transaction(
+    fhir: FhirSession, bundle: dict[str, Any], items: Sequence[CommitItem]
+) -> list[ImageResult]:
+    """POST the transaction `bundle` (one entry per item, in order); one "committed" result per item.
+    Raises FhirFailure with the server's words (status 413 when the body was too large for it)."""
+    response = await fhir.send("POST", fhir.base_url, json=bundle, repeatable=True)
+    raise_for_status(response, "The patient record system refused the photos")
+    return _transaction_results(fhir, response, items)
 
 
 def _transaction_results(
@@ -241,7 +258,7 @@ async def compensate(
         ImageResult(item.image_id, ImageCommitStatus.FAILED, error=why(index))
         for index, item in enumerate(items)
     ]
-    raise CommitFailed(detail, results)
+    raise (RequestTooLarge if failure.status == 413 and not left else CommitFailed)(detail, results)
 
 
 def _named(resource_id: str, names: Mapping[str, str] | None) -> str:

@@ -1,0 +1,284 @@
+"""The `fhir` connector against a second FHIR engine: a server on Medplum's router, repository and
+validator (tests/medplum/server.mjs), in both ways of writing (one transaction, conditional creates), with
+Media and with DocumentReference; and against a 1 MB request limit (Binary first, all or nothing, never
+twice)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from consultcam.commits.connectors.base import CommitFailed, CommitItem
+from consultcam.commits.connectors.fhir import FhirConnector
+from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM
+from consultcam.kit.http import RetryPolicy
+from tests.commits.factories import FOREARM, Progress, commit_context, megabyte_photo, photo_item, photo_items
+from tests.commits.medplum_server import MedplumServer
+
+FAST = {"retry": RetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.05), "timeout": 30.0}
+MODES = [pytest.param(True, id="transaction"), pytest.param(False, id="conditional-creates")]
+EYE_REGION = {"system": "http://snomed.info/sct", "code": "371398005", "display": "Eye region structure"}
+
+
+@pytest.fixture(scope="module")
+def medplum() -> Iterator[MedplumServer]:
+    """One server for the module (it takes seconds to start); each test uses fresh image ids, and resets the
+    switches it sets."""
+    with MedplumServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(medplum: MedplumServer) -> Iterator[MedplumServer]:
+    medplum.settings(transaction=True, binary=True, max_request_bytes=1024 * 1024, refuse_write=0)
+    yield medplum
+    medplum.settings(transaction=True, binary=True, max_request_bytes=1024 * 1024, refuse_write=0)
+
+
+def connector(server: MedplumServer, **options: Any) -> FhirConnector:
+    return FhirConnector(server.base_url, **{**FAST, **options})
+
+
+def found(server: MedplumServer, kind: str, item: CommitItem) -> list[dict[str, Any]]:
+    """The resources of `kind` the server finds by the photo's image identifier (FHIR search)."""
+    return server.search(kind, identifier=f"{IMAGE_IDENTIFIER_SYSTEM}|{item.image_id}")
+
+
+def attachment_bytes(server: MedplumServer, attachment: dict[str, Any]) -> bytes:
+    """The bytes an Attachment carries: inline `data`, or the Binary its `url` points at, read back."""
+    if "data" in attachment:
+        return base64.b64decode(attachment["data"])
+    binary = server.read(attachment["url"])
+    assert binary["contentType"] == attachment["contentType"]
+    return base64.b64decode(binary["data"])
+
+
+def assert_landed(server: MedplumServer, kind: str, items: list[CommitItem], results: list[Any]) -> None:
+    """Each photo is in the record once, as `kind`, with its bytes, size and SHA-1 (FHIR R4 Attachment)."""
+    for item, result in zip(items, results, strict=True):
+        resources = found(server, kind, item)
+        assert len(resources) == 1, f"{item.image_id}: {len(resources)} {kind}"
+        resource = resources[0]
+        assert result.resource_id == f"{kind}/{resource['id']}"
+        attachment = resource["content"] if kind == "Media" else resource["content"][0]["attachment"]
+        assert attachment_bytes(server, attachment) == item.jpeg
+        assert attachment["size"] == len(item.jpeg)
+        sha1 = hashlib.sha1(item.jpeg, usedforsecurity=False).digest()
+        assert base64.b64decode(attachment["hash"]) == sha1
+        assert resource["subject"]["reference"] == "Patient/pat-77"
+
+
+# -- what Medplum's validator takes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transaction", MODES)
+@pytest.mark.parametrize("resource", ["Media", "DocumentReference"])
+async def test_photos_land_in_medplum(server: MedplumServer, transaction: bool, resource: str) -> None:
+    server.settings(transaction=transaction)
+    items = photo_items(3, bodySite=FOREARM, laterality="left", view="close-up", notes="Itchy for 2 weeks")
+    items[1].metadata["bodySite"] = EYE_REGION
+    context = commit_context(consent={"scope": "teaching", "givenBy": "patient"})
+
+    results = await connector(server, resource=resource).commit(context, items, Progress())
+
+    assert [r.status for r in results] == ["committed"] * 3
+    assert_landed(server, resource, items, results)
+    written = server.requests("POST")[-3:] if not transaction else server.requests("POST")[-1:]
+    assert all(r["status"] in (200, 201) for r in written)
+
+
+@pytest.mark.parametrize("transaction", MODES)
+@pytest.mark.parametrize("fmt", ["pdf", "tiff"])
+async def test_converted_documents_land_in_medplum(
+    server: MedplumServer, fmt: str, transaction: bool
+) -> None:
+    """A TIFF is several MB: more than Medplum's validator takes inline (1 MiB of base64Binary), so it goes
+    as a Binary even where the request limit would take it."""
+    server.settings(transaction=transaction, max_request_bytes=32 * 1024 * 1024)
+    items = photo_items(2)
+
+    results = await connector(
+        server, resource="DocumentReference", document_format=fmt, max_request_bytes=32 * 1024 * 1024
+    ).commit(commit_context(), items, Progress())
+
+    assert [r.status for r in results] == ["committed"] * 2
+    for item in items:
+        (document,) = found(server, "DocumentReference", item)
+        attachment = document["content"][0]["attachment"]
+        assert attachment["contentType"] == {"pdf": "application/pdf", "tiff": "image/tiff"}[fmt]
+        assert len(attachment_bytes(server, attachment)) == attachment["size"]
+
+
+async def test_a_refused_photo_leaves_nothing_in_medplum(server: MedplumServer) -> None:
+    server.settings(transaction=False, refuse_write=2)
+    items = photo_items(3)
+
+    with pytest.raises(CommitFailed) as failed:
+        await connector(server).commit(commit_context(), items, Progress())
+
+    assert "patient is not registered" in failed.value.detail
+    assert all(found(server, "Media", item) == [] for item in items)
+
+
+# -- a 1 MB request limit ----------------------------------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def megabyte_items() -> list[bytes]:
+    return [megabyte_photo(index) for index in range(8)]
+
+
+def fresh(photos: list[bytes]) -> list[CommitItem]:
+    """The photos as new items, each made unique by a JPEG comment (COM segment) so that the Binaries of
+    one test are told from another's by their bytes."""
+    items = []
+    for index, jpeg in enumerate(photos):
+        comment = uuid.uuid4().hex.encode()
+        unique = jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+        items.append(photo_item(unique, index))
+    return items
+
+
+def ours(server: MedplumServer, kind: str, items: list[CommitItem]) -> list[dict[str, Any]]:
+    """The stored resources of `kind` that hold one of `items`' bytes (Binary) or identifiers (others)."""
+    if kind == "Binary":
+        wanted = {base64.b64encode(item.jpeg).decode() for item in items}
+        return [b for b in server.resources("Binary") if b.get("data") in wanted]
+    ids = {item.image_id for item in items}
+    return [r for r in server.resources(kind) if {i["value"] for i in r.get("identifier", [])} & ids]
+
+
+@pytest.mark.parametrize("transaction", MODES)
+async def test_eight_megabyte_photos_fit_a_1_mb_server(
+    server: MedplumServer, megabyte_items: list[bytes], transaction: bool
+) -> None:
+    server.settings(transaction=transaction)
+    items = fresh(megabyte_items)
+    assert sum(len(item.jpeg) for item in items) > 7_000_000
+    before = len(server.requests())
+
+    results = await connector(server).commit(commit_context(), items, Progress())
+
+    assert [r.status for r in results] == ["committed"] * 8
+    assert_landed(server, "Media", items, results)
+    sent = server.requests()[before:]
+    assert max(r["bytes"] for r in sent) <= MB
+    assert all(r["status"] < 400 for r in sent)
+    assert [r["path"] for r in sent if r["path"].endswith("/Binary")] == ["/fhir/Binary"] * 8
+    writes = [r for r in sent if r["method"] == "POST" and not r["path"].endswith("/Binary")]
+    assert [r["path"] for r in writes] == (["/fhir"] if transaction else ["/fhir/Media"] * 8)
+
+
+@pytest.mark.parametrize("transaction", MODES)
+async def test_a_refused_photo_after_the_binaries_leaves_nothing_behind(
+    server: MedplumServer, megabyte_items: list[bytes], transaction: bool
+) -> None:
+    server.settings(transaction=transaction, refuse_write=8 + 3)  # the third Media, after eight Binaries
+    items = fresh(megabyte_items)
+
+    with pytest.raises(CommitFailed) as failed:
+        await connector(server).commit(commit_context(), items, Progress())
+
+    assert "patient is not registered" in failed.value.detail
+    assert "Nothing was saved" in failed.value.detail
+    assert ours(server, "Media", items) == []
+    assert ours(server, "Binary", items) == []
+    deletes = server.requests("DELETE")
+    assert sum(r["path"].startswith("/fhir/Binary/") for r in deletes) >= 8
+
+
+async def test_a_refused_binary_deletes_the_binaries_before_it(
+    server: MedplumServer, megabyte_items: list[bytes]
+) -> None:
+    server.settings(refuse_write=4)
+    items = fresh(megabyte_items)
+
+    with pytest.raises(CommitFailed) as failed:
+        await connector(server).commit(commit_context(), items, Progress())
+
+    assert "Lesion D" in failed.value.detail
+    assert [r.status for r in failed.value.results] == ["failed"] * 8
+    assert ours(server, "Binary", items) == []
+    assert ours(server, "Media", items) == []
+
+
+@pytest.mark.parametrize("transaction", MODES)
+async def test_a_repeated_commit_saves_no_photo_or_binary_twice(
+    server: MedplumServer, megabyte_items: list[bytes], transaction: bool
+) -> None:
+    server.settings(transaction=transaction)
+    items, context = fresh(megabyte_items), commit_context()
+    first = await connector(server).commit(context, items, Progress())
+
+    again = await connector(server).commit(context, items, Progress())
+
+    assert [r.resource_id for r in again] == [r.resource_id for r in first]
+    assert len(ours(server, "Media", items)) == 8
+    assert len(ours(server, "Binary", items)) == 8
+
+
+async def test_a_repeat_after_an_interrupted_attempt_uploads_only_what_is_missing(
+    server: MedplumServer, megabyte_items: list[bytes]
+) -> None:
+    items, context = fresh(megabyte_items), commit_context()
+    await connector(server).commit(context, items[:3], Progress())  # what an interrupted attempt left
+    before = len(server.requests())
+
+    results = await connector(server).commit(context, items, Progress())
+
+    assert_landed(server, "Media", items, results)
+    assert len(ours(server, "Binary", items)) == 8
+    uploads = [r for r in server.requests()[before:] if r["path"] == "/fhir/Binary"]
+    assert len(uploads) == 5
+
+
+async def test_a_413_teaches_the_limit_when_the_setting_is_too_high(
+    server: MedplumServer, megabyte_items: list[bytes]
+) -> None:
+    items = fresh(megabyte_items[:3])
+    before = len(server.requests())
+
+    results = await connector(server, max_request_bytes=64 * MB).commit(commit_context(), items, Progress())
+
+    assert_landed(server, "Media", items, results)
+    statuses = [(r["path"], r["status"]) for r in server.requests()[before:] if r["method"] == "POST"]
+    assert statuses[0] == ("/fhir", 413)
+    assert statuses[1:] == [("/fhir/Binary", 201)] * 3 + [("/fhir", 200)]
+
+
+# -- a 1 MB limit and no Binary: several transactions ------------------------------------------------------
+
+
+async def test_without_binary_a_large_commit_goes_in_several_transactions(server: MedplumServer) -> None:
+    server.settings(binary=False)
+    items = photo_items(8)
+    assert sum(len(item.jpeg) for item in items) * 4 / 3 > MB
+    before = len(server.requests())
+
+    results = await connector(server).commit(commit_context(), items, Progress())
+
+    assert_landed(server, "Media", items, results)
+    transactions = [r for r in server.requests()[before:] if r["method"] == "POST"]
+    assert len(transactions) >= 2
+    assert all(r["path"] == "/fhir" and r["status"] == 200 and r["bytes"] <= MB for r in transactions)
+
+
+async def test_without_binary_a_refused_later_transaction_removes_the_earlier_ones(
+    server: MedplumServer,
+) -> None:
+    server.settings(binary=False, refuse_write=8)
+    items = photo_items(8)
+
+    with pytest.raises(CommitFailed) as failed:
+        await connector(server).commit(commit_context(), items, Progress())
+
+    assert "Nothing was saved" in failed.value.detail
+    assert ours(server, "Media", items) == []
+    assert len([r for r in server.requests("DELETE") if r["path"].startswith("/fhir/Media/")]) >= 1
