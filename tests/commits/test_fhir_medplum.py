@@ -11,7 +11,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
+from fhir.resources.R4B.media import Media
 
 from consultcam.commits.connectors.base import CommitFailed, CommitItem
 from consultcam.commits.connectors.fhir import FhirConnector
@@ -90,6 +92,72 @@ async def test_photos_land_in_medplum(server: MedplumServer, transaction: bool, 
     assert_landed(server, resource, items, results)
     written = server.requests("POST")[-3:] if not transaction else server.requests("POST")[-1:]
     assert all(r["status"] in (200, 201) for r in written)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "changes"),
+    [
+        ({"bodySite": FOREARM, "laterality": "bilateral", "view": "dermoscopy"}, {}),
+        ({"laterality": "right", "view": "overview"}, {"practitioner_id": None}),
+        ({"bodySite": FOREARM, "laterality": "not-applicable"}, {"encounter_in_record": False}),
+        (
+            {"label": "  ", "notes": "Line one\nline two"},
+            {"consent": {"scope": "clinical", "givenBy": "guardian"}},
+        ),
+    ],
+    ids=["bilateral-dermoscopy", "side-only-no-practitioner", "no-encounter", "blank-label-consent"],
+)
+@pytest.mark.parametrize("resource", ["Media", "DocumentReference"])
+async def test_every_kind_of_metadata_passes_medplums_validator(
+    server: MedplumServer, resource: str, metadata: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    items = photo_items(1, **metadata)
+    context = commit_context(**changes)
+
+    results = await connector(server, resource=resource).commit(context, items, Progress())
+
+    assert_landed(server, resource, items, results)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"status": "done"}, "did not satisfy terminology binding"),
+        ({"identifier": [{"system": "urn:consultcam:image id", "value": "x"}]}, "Invalid uri format"),
+        ({"extension": [{"url": "https://example.org/no-value"}]}, "ext-1"),
+    ],
+    ids=["status-outside-required-value-set", "uri-with-a-space", "extension-without-value"],
+)
+def test_the_server_refuses_what_medplum_refuses(
+    server: MedplumServer, change: dict[str, Any], words: str
+) -> None:
+    """The validation is live: what fhir.resources lets through, Medplum's validator refuses (400)."""
+    media = {"resourceType": "Media", "status": "completed", "content": {"contentType": "image/jpeg"}}
+    Media.model_validate({**media, **change})
+
+    response = httpx.post(
+        f"{server.base_url}/Media",
+        json={**media, **change},
+        headers={"Content-Type": "application/fhir+json"},
+    )
+
+    assert response.status_code == 400
+    assert words in response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_a_tiff_inline_is_refused_where_there_is_no_binary(server: MedplumServer) -> None:
+    """Why large attachments go as Binary: Medplum's validator takes at most 1 MiB of base64Binary."""
+    server.settings(binary=False, max_request_bytes=32 * 1024 * 1024)
+    items = photo_items(1)
+
+    with pytest.raises(CommitFailed) as failed:
+        await connector(
+            server, resource="DocumentReference", document_format="tiff", max_request_bytes=32 * 1024 * 1024
+        ).commit(commit_context(), items, Progress())
+
+    assert "base64Binary exceeds 1048576 bytes" in failed.value.detail
+    assert found(server, "DocumentReference", items[0]) == []
 
 
 @pytest.mark.parametrize("transaction", MODES)
