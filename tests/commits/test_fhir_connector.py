@@ -111,6 +111,24 @@ async def test_transaction_commit_saves_every_photo_in_one_request(fhir_server):
     assert progress.calls[-1] == (3, 3)
 
 
+async def test_a_commit_over_the_request_limit_goes_in_several_transactions(fhir_server):
+    """This server lists no Binary: past CONSULTCAM_FHIR_MAX_REQUEST_BYTES the entries are split, each
+    transaction within the limit (docs/connectors.md, "Servers with a request limit")."""
+    items, progress = make_items(4), Progress()
+    limit = 600 * 1024  # the four photos are about 670 KB as base64
+
+    results = await connector(fhir_server, max_request_bytes=limit).commit(make_context(), items, progress)
+
+    assert [r.status for r in results] == ["committed"] * 4
+    assert identifiers(fhir_server) == sorted(i.image_id for i in items)
+    transactions = fhir_server.requests("POST")
+    assert len(transactions) >= 2
+    assert all(r.path == "/" for r in transactions)
+    for media in fhir_server.resources():
+        Media.model_validate(media)
+    assert progress.calls[-1] == (4, 4)
+
+
 async def test_refused_transaction_saves_nothing_and_names_the_reason(fhir_server):
     fhir_server.state.refuse_write = 2
     items = make_items(3)

@@ -42,7 +42,13 @@ from consultcam.commits.connectors.base import (
     ProgressCallback,
     all_failed,
 )
-from consultcam.commits.connectors.fhir_client import Capabilities, FhirFailure, FhirSession, raise_for_status
+from consultcam.commits.connectors.fhir_client import (
+    Capabilities,
+    FhirFailure,
+    FhirSession,
+    json_body,
+    raise_for_status,
+)
 from consultcam.commits.connectors.fhir_commit import (
     RequestTooLarge,
     commit_one_by_one,
@@ -190,7 +196,7 @@ async def _upload(fhir: FhirSession, content: bytes, content_type: str, item: Co
     raise_for_status(response, f"The patient record system refused {photo_name(item)}")
     binary_id = fhir.client.resource_id(response.headers.get("location"))
     if binary_id is None:
-        body = response.json() if response.content else None
+        body = json_body(response)
         if isinstance(body, dict) and body.get("id"):
             binary_id = f"Binary/{body['id']}"
     if binary_id is None or not binary_id.startswith("Binary/"):
@@ -204,7 +210,9 @@ async def _upload(fhir: FhirSession, content: bytes, content_type: str, item: Co
 
 async def _already_saved(fhir: FhirSession, items: Sequence[CommitItem], resource: str) -> set[str]:
     """The image ids of `items` that already have a `resource` in the record (FHIR search by identifier, a
-    comma-separated list: search.html#token). FhirFailure when the search fails."""
+    comma-separated list: search.html#token). A server that refuses the search (4xx) is taken to hold none
+    (its conditional creates still find them: no photo twice, a Binary perhaps); CommitFailed when it cannot
+    answer (no answer, 5xx, 429 after the retries)."""
     found: set[str] = set()
     wanted = {item.image_id for item in items}
     for start in range(0, len(items), _SEARCH_CHUNK):
@@ -215,12 +223,19 @@ async def _already_saved(fhir: FhirSession, items: Sequence[CommitItem], resourc
             response = await fhir.send("GET", f"{fhir.base_url}/{resource}?identifier={values}")
             raise_for_status(response, "The patient record system could not be searched")
         except FhirFailure as failure:
+            if not failure.transient and failure.status not in (401, 403):
+                log.warning(
+                    "FHIR commit: search by identifier refused (%s): %s", failure.status, failure.outcome
+                )
+                continue
             raise CommitFailed(
                 f"{failure.words}: {failure.outcome}. Nothing was saved; {what_to_do(failure)}",
                 all_failed(items, failure.outcome),
             ) from None
-        for entry in response.json().get("entry") or []:
-            for identifier in (entry.get("resource") or {}).get("identifier") or []:
+        body = json_body(response)
+        for entry in (body.get("entry") if isinstance(body, dict) else None) or []:
+            resource_found = entry.get("resource") if isinstance(entry, dict) else None
+            for identifier in (resource_found or {}).get("identifier") or []:
                 if identifier.get("system") == IMAGE_IDENTIFIER_SYSTEM and identifier.get("value") in wanted:
                     found.add(identifier["value"])
     return found
