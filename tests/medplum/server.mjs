@@ -150,6 +150,8 @@ class ValidatingRepository extends MemoryRepository {
     }
   }
 
+  // A snapshot of the store, put back when the transaction throws. Requests that interleave with a
+  // transaction (none in the tests: a commit is sequential) would be undone with it.
   async withTransaction(callback) {
     const saved = snapshot(this);
     try {
