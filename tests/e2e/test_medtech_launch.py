@@ -140,6 +140,9 @@ def test_launch_from_medtech_to_inbox_scan(
     expect(banner).to_contain_text(GIVEN)
     expect(banner).to_contain_text(FAMILY)
     expect(banner).to_contain_text(NHI)
+    # Medtech names no encounter: the banner says so in words, not with the made-up day key.
+    expect(banner).to_contain_text("Today's consultation")
+    expect(banner).not_to_contain_text(re.compile(r"mt-\d{8}-"))
     expect(desktop.get_by_role("img", name="QR code for pairing the phone").locator("svg")).to_be_visible()
     expect(desktop.get_by_test_id("live-status")).to_have_text("Live")
     shot(desktop, "desktop-medtech-launched")
