@@ -238,6 +238,9 @@ def test_launch_from_medtech_to_inbox_scan(
     expect(result.locator(".result-item.is-ok")).to_have_count(2)
     expect(result).to_contain_text("2 photos saved to")
     expect(desktop.locator("#session-status")).to_have_text("Committed")
+    # A launched GP's next patient comes from Medtech, not from consultcam's start form.
+    expect(desktop.get_by_test_id("relaunch-hint")).to_be_visible()
+    expect(desktop.get_by_role("link", name="Start a new session")).to_have_count(0)
     shot(desktop, "desktop-medtech-committed")
     expect(phone.get_by_test_id("final-screen")).to_contain_text("Saved to the record")
 
