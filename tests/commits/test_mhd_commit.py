@@ -4,6 +4,7 @@ FHIR test server (tests/commits/fhir_server.py), and what landed read back over 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -146,6 +147,33 @@ async def test_a_repeated_commit_stores_no_second_submission_set_or_document(fhi
     again = await mhd_connector(fhir_server).commit(context, ITEMS, Progress())
     assert [r.resource_id for r in again] == [r.resource_id for r in first]
     assert len(fhir_server.resources("List")) == 1
+    assert len(fhir_server.resources("DocumentReference")) == len(ITEMS)
+
+
+async def test_a_later_attempt_finds_what_the_earlier_one_published_and_sends_nothing(fhir_server):
+    """The earlier attempt's answer was lost (a timeout): its transaction landed whole, so the retry finds
+    the SubmissionSet and sends no Binary again (a Binary has nothing ifNoneExist could search on)."""
+    context = make_context()
+    first = await mhd_connector(fhir_server).commit(context, ITEMS, Progress())
+    progress = Progress()
+    again = await mhd_connector(fhir_server).commit(dataclasses.replace(context, attempt=2), ITEMS, progress)
+    assert [(r.image_id, r.resource_id) for r in again] == [(r.image_id, r.resource_id) for r in first]
+    assert progress.calls == [(len(ITEMS), len(ITEMS))]
+    assert len(fhir_server.requests("POST")) == 1
+    assert len(fhir_server.resources("Binary")) == len(ITEMS)
+
+
+async def test_a_later_attempt_of_a_commit_that_never_landed_publishes_it(fhir_server):
+    fhir_server.state.refuse_write = 1
+    context = make_context()
+    with pytest.raises(CommitFailed):
+        await mhd_connector(fhir_server).commit(context, ITEMS, Progress())
+    fhir_server.state.refuse_write = None
+    results = await mhd_connector(fhir_server).commit(
+        dataclasses.replace(context, attempt=2), ITEMS, Progress()
+    )
+    assert [r.status for r in results] == [ImageCommitStatus.COMMITTED] * len(ITEMS)
+    assert len(fhir_server.resources("Binary")) == len(ITEMS)
     assert len(fhir_server.resources("DocumentReference")) == len(ITEMS)
 
 

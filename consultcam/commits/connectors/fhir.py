@@ -38,7 +38,12 @@ from consultcam.commits.connectors.fhir_commit import (
     commit_transaction,
     failed_before_writing,
 )
-from consultcam.commits.connectors.mhd import MHD_NEEDS_TRANSACTION, publish, refuse_without_transaction
+from consultcam.commits.connectors.mhd import (
+    MHD_NEEDS_TRANSACTION,
+    publish,
+    published_earlier,
+    refuse_without_transaction,
+)
 from consultcam.commits.fhir_document import document_reference_entry
 from consultcam.commits.fhir_media import bundle_entry, check_context
 from consultcam.commits.fhir_mhd import build_provide_bundle, document_entries
@@ -202,6 +207,9 @@ class FhirConnector:
             except FhirFailure as failure:
                 raise failed_before_writing(items, failure) from None
             refuse_without_transaction(items, self._capabilities)
+            if context.attempt > 1 and (found := await published_earlier(fhir, items, bundle)):
+                await progress(len(items), len(items))
+                return found
             return await publish(fhir, items, bundle, progress)
 
     def _entry_builder(self) -> Callable[[CommitContext, CommitItem], dict[str, Any]]:

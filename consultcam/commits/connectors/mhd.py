@@ -7,6 +7,12 @@ base URL (§2:3.65.4.1.2), which the Document Recipient processes atomically (§
 
 MHD has no other way to write: a server whose CapabilityStatement does not list the `transaction` interaction
 cannot take it, and the commit is refused before anything is sent (`MHD_NEEDS_TRANSACTION`).
+
+A later attempt of a commit (one whose earlier attempt got no answer) first looks for that commit's
+SubmissionSet (`GET List?identifier=urn:ietf:rfc:3986|urn:uuid:<commit id>`): the transaction is atomic, so
+if it is there every photo is, and nothing is sent again. Otherwise the ifNoneExist of the List and
+DocumentReferences would keep those single, but a Binary (which has nothing to search on) would be stored
+twice.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -36,7 +43,7 @@ from consultcam.commits.connectors.fhir_client import (
 from consultcam.commits.connectors.fhir_commit import what_to_do
 from consultcam.kit.status import ImageCommitStatus
 
-__all__ = ["MHD_NEEDS_TRANSACTION", "publish", "refuse_without_transaction"]
+__all__ = ["MHD_NEEDS_TRANSACTION", "publish", "published_earlier", "refuse_without_transaction"]
 
 #: Why a server without transactions cannot take an MHD commit: the words of the refusal.
 MHD_NEEDS_TRANSACTION = (
@@ -53,6 +60,38 @@ def refuse_without_transaction(items: Sequence[CommitItem], capabilities: Capabi
             "administrator to enable transactions, or to set an EMR URL without ?profile=mhd.",
             all_failed(items, MHD_NEEDS_TRANSACTION),
         )
+
+
+async def published_earlier(
+    fhir: FhirSession, items: Sequence[CommitItem], bundle: dict[str, Any]
+) -> list[ImageResult] | None:
+    """The results of an earlier attempt that published `bundle`'s SubmissionSet (found by its entryUUID), in
+    item order from its entries; None when it is not there or the server cannot say (the Bundle is then
+    sent, and its conditional creates keep the List and DocumentReferences single)."""
+    (criteria,) = [e["request"]["ifNoneExist"] for e in bundle["entry"] if e["request"]["url"] == "List"]
+    name, _, token = criteria.partition("=")
+    try:
+        response = await fhir.send("GET", f"{fhir.base_url}/List?{urlencode({name: token})}")
+    except FhirFailure:
+        return None
+    body = json_body(response) if response.status_code == 200 else None
+    found: list[dict[str, Any]] = [
+        entry["resource"]
+        for entry in (body.get("entry") or [] if isinstance(body, dict) else [])
+        if isinstance(entry, dict)
+        and isinstance(entry.get("resource"), dict)
+        and entry["resource"].get("resourceType") == "List"
+    ]
+    if len(found) != 1 or len(found[0].get("entry") or []) != len(items):
+        return None
+    results = []
+    for item, entry in zip(items, found[0]["entry"], strict=True):
+        reference = entry.get("item", {}).get("reference") if isinstance(entry, dict) else None
+        resource_id = fhir.client.resource_id(reference)
+        if resource_id is None or not resource_id.startswith("DocumentReference/"):
+            return None
+        results.append(ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id))
+    return results
 
 
 async def publish(
