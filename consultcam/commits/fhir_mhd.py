@@ -18,10 +18,10 @@ The Bundle (entry order: the SubmissionSet, one DocumentReference per photo, one
   `ihe-sourceId` extension, subject the Patient, date the commit time, source the practitioner, one entry per
   DocumentReference.
 * `DocumentReference`: masterIdentifier the document's uniqueId (`urn:oid:2.25.…` of the image id),
-  identifiers entryUUID (`urn:uuid:<image id>`) and consultcam's image id, status current, type LOINC
-  72170-4, subject, date, author, description; `content.attachment` with contentType, url (`urn:uuid:` of
-  the Binary in the Bundle), size and SHA-1 hash of the raw JPEG, title, creation, and no `data` (MHD forbids
-  it); `content.format` IHE `urn:ihe:iti:xds:2017:mimeTypeSufficient`; context with the encounter, the
+  identifiers entryUUID (a `urn:uuid:` derived from the image id) and consultcam's image id, status
+  current, type LOINC 72170-4, subject, date, author, description; `content.attachment` with
+  contentType, url (`urn:uuid:` of the Binary in the Bundle), size and SHA-1 hash of the raw JPEG, title,
+  creation, and no `data` (MHD forbids it); `content.format` IHE `urn:ihe:iti:xds:2017:mimeTypeSufficient`; context with the encounter, the
   period (capture time) and the body site as `context.event` (SNOMED CT, the data file's words: R4
   DocumentReference has no bodySite, and the eventCodeList is where XDS-I puts anatomic regions).
 * `Binary`: the JPEG (contentType, data base64), securityContext the Patient.
@@ -113,14 +113,14 @@ def document_entries(context: CommitContext, item: CommitItem) -> tuple[dict[str
     exists (ifNoneExist). Raises ValueError naming the photo (from `build_media`'s checks, or validation)."""
     media = build_media(context, item)  # checks the photo and its metadata; the record's words
     image_id = media["identifier"][0]["value"]
-    binary_url = f"urn:uuid:{uuid.uuid5(_NAMESPACE, f'binary:{image_id}')}"
+    binary_url = _derived("binary", image_id)
     attachment = {key: value for key, value in media["content"].items() if key != "data"}
     attachment["url"] = binary_url
     document: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "masterIdentifier": _unique_id(image_id),
         "identifier": [
-            {"use": "official", "system": RFC3986, "value": f"urn:uuid:{image_id}"},  # entryUUID
+            {"use": "official", "system": RFC3986, "value": _derived("entry", image_id)},  # entryUUID
             {"system": IMAGE_IDENTIFIER_SYSTEM, "value": image_id},
         ],
         "status": "current",
@@ -208,7 +208,7 @@ def _submission_set(
         submission_set["source"] = first["author"][0]
     _validate(FhirList, submission_set, "the SubmissionSet List")
     return {
-        "fullUrl": f"urn:uuid:{commit_id}",
+        "fullUrl": _derived("submissionset", commit_id),
         "resource": submission_set,
         "request": {
             "method": "POST",
@@ -224,6 +224,12 @@ def _submission_set(
 def _unique_id(image_id: str) -> dict[str, Any]:
     """IHE.MHD.UniqueIdIdentifier (MHD 4.2.x): use usual, system urn:ietf:rfc:3986, an OID urn."""
     return {"use": "usual", "system": RFC3986, "value": uuid_oid(image_id)}
+
+
+def _derived(what: str, value: Any) -> str:
+    """`urn:uuid:` of a uuid5 of `what` and `value`: the same for every attempt of a commit. An identifier's
+    value is never an entry's fullUrl, because some servers replace a fullUrl wherever its text appears."""
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, f'{what}:{value}')}"
 
 
 def _uuid(value: Any) -> uuid.UUID:

@@ -120,6 +120,16 @@ def test_full_urls_are_distinct_urn_uuids(bundle):
         uuid.UUID(full_url.removeprefix("urn:uuid:"))
 
 
+def test_no_identifier_is_an_entrys_full_url(bundle):
+    """Some servers replace a fullUrl wherever its text appears in the Bundle: an identifier (an entryUUID,
+    an ifNoneExist criterion) that equals one would be rewritten into the server's id."""
+    full_urls = {entry["fullUrl"] for entry in bundle["entry"]}
+    for entry in bundle["entry"]:
+        values = [i["value"] for i in entry["resource"].get("identifier", [])]
+        values.append(entry["request"].get("ifNoneExist", ""))
+        assert not [v for v in values if any(full_url in v for full_url in full_urls)]
+
+
 def test_every_resource_and_the_bundle_are_valid_fhir_r4(bundle):
     for entry in bundle["entry"]:
         resource = entry["resource"]
