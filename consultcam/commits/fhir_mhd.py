@@ -21,9 +21,10 @@ The Bundle (entry order: the SubmissionSet, one DocumentReference per photo, one
   identifiers entryUUID (a `urn:uuid:` derived from the image id) and consultcam's image id, status
   current, type LOINC 72170-4, subject, date, author, description; `content.attachment` with
   contentType, url (`urn:uuid:` of the Binary in the Bundle), size and SHA-1 hash of the raw JPEG, title,
-  creation, and no `data` (MHD forbids it); `content.format` IHE `urn:ihe:iti:xds:2017:mimeTypeSufficient`; context with the encounter, the
-  period (capture time) and the body site as `context.event` (SNOMED CT, the data file's words: R4
-  DocumentReference has no bodySite, and the eventCodeList is where XDS-I puts anatomic regions).
+  creation, and no `data` (MHD forbids it); `content.format` IHE `urn:ihe:iti:xds:2017:mimeTypeSufficient`;
+  context with the encounter, the period (capture time) and the body site as `context.event` (SNOMED CT,
+  the data file's words: R4 DocumentReference has no bodySite, and the eventCodeList is where XDS-I puts
+  anatomic regions).
 * `Binary`: the JPEG (contentType, data base64), securityContext the Patient.
 
 Repeated commits: ids are derived from the commit and image ids, so an attempt writes the same Bundle, and
