@@ -44,6 +44,7 @@ def connector_from_url(url: str, settings: Settings) -> Connector:
             document_format=target.document_format,
             bearer_token=bearer,
             oauth=oauth,
+            profile=target.profile,
         )
     if scheme in ("alex+https", "alex+http"):
         where = alex.parse_target(url)  # the URL's problems first, then the settings'
