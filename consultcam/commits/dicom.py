@@ -1,17 +1,22 @@
-"""One clinical photo as a DICOM VL Photographic Image (PS3.3 A.33.4), carrying the JPEG as it is.
+"""One clinical photo as a DICOM instance carrying the JPEG as it is: a VL Photographic Image (PS3.3
+A.32.4, Modality XC), or a Dermoscopic Photography Image (A.32.11, Modality DMS) for the view "dermoscopy"
+(`consultcam.commits.dicom_iods`).
 
-The JPEG is encapsulated, never re-encoded (Transfer Syntax JPEG Baseline 1.2.840.10008.1.2.4.50, or
-JPEG Extended 1.2.840.10008.1.2.4.51 for a 12-bit-capable SOF1 stream holding 8-bit data). Rows, Columns,
-Samples per Pixel and Photometric Interpretation are read from the JPEG's own frame header, so the DICOM
-header always describes the pixel data it carries (PS3.5 8.2.1): YCbCr is YBR_FULL_422 (subsampled or
-not: the VL Image module does not allow YBR_FULL), an Adobe "no transform" stream RGB, one component
-MONOCHROME2.
+The JPEG is encapsulated, never re-encoded (`consultcam.commits.dicom_jpeg`): YCbCr is YBR_FULL_422
+(subsampled or not: the VL Image module does not allow YBR_FULL), an Adobe "no transform" stream RGB, one
+component MONOCHROME2.
+
+The File Meta Information (PS3.10 7.1) is complete in the dataset itself, File Meta Information Group Length
+and Version included, so the file is conformant whoever writes it: `to_part10`, or dicomweb-client's
+STOW-RS, which writes the dataset with pydicom's default `enforce_file_format=False` (the file meta as it
+is). Archives such as Orthanc keep the Part 10 bytes they receive.
 
 Identity (PS3.5 B.2, "2.25." UUID-derived UIDs), stable so a repeated commit never makes a second copy:
 
 - Study = one encounter of one patient: uuid5(namespace, "study:<patient id>:<encounter id>"). The patient
   id is part of it so two practices' encounter "1" can never merge two patients into one study.
-- Series = one capture session: uuid5(namespace, "series:<session id>").
+- Series = one capture session and one Modality: uuid5(namespace, "series:<session id>") for XC,
+  "series:<session id>:dms" for its dermoscopy photos.
 - SOP Instance = the image: 2.25.<the image uuid as an integer>.
 
 Dates and times are local to the practice (DICOM DA/TM carry no zone), with Timezone Offset From UTC.
@@ -23,24 +28,36 @@ import io
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset, validate_file_meta
 from pydicom.encaps import encapsulate
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
+from consultcam.commits.dicom_iods import (
+    DERMOSCOPIC_PHOTOGRAPHY_IMAGE,
+    DERMOSCOPIC_PHOTOGRAPHY_IMAGE_STORAGE,
+    MANUFACTURER,
+    VL_PHOTOGRAPHIC_IMAGE,
+    VL_PHOTOGRAPHIC_IMAGE_STORAGE,
+    add_dermoscopy_modules,
+    photo_iod,
+)
+from consultcam.commits.dicom_jpeg import JPEG_BASELINE, JPEG_EXTENDED, JpegFrame, jpeg_frame
 from consultcam.commits.fhir_media import consent_statement, optional_text
 from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.sessions.nhi import is_valid_nhi
 from consultcam.terminology.metadata import UnknownTerm, photo_terms
 
 __all__ = [
+    "DERMOSCOPIC_PHOTOGRAPHY_IMAGE",
+    "DERMOSCOPIC_PHOTOGRAPHY_IMAGE_STORAGE",
     "JPEG_BASELINE",
     "JPEG_EXTENDED",
     "PRACTICE_TIMEZONE",
+    "VL_PHOTOGRAPHIC_IMAGE",
     "VL_PHOTOGRAPHIC_IMAGE_STORAGE",
     "JpegFrame",
     "build_instance",
@@ -54,12 +71,10 @@ __all__ = [
     "to_part10",
 ]
 
-VL_PHOTOGRAPHIC_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.77.1.4")
-JPEG_BASELINE = UID("1.2.840.10008.1.2.4.50")
-JPEG_EXTENDED = UID("1.2.840.10008.1.2.4.51")
 #: Fixed namespace for the uuid5-derived study and series UIDs. Never change it: UIDs must stay stable.
 UID_NAMESPACE = uuid.UUID("6f1c3a52-2b8e-5d4a-9c0e-7a1d2c3b4e5f")
-MANUFACTURER = "consultcam"
+#: File Meta Information Version (0002,0001): PS3.10 7.1, "00H 01H".
+FILE_META_VERSION = b"\x00\x01"
 
 #: Image Laterality (0020,0062) enumerated values (PS3.3 C.7.6.2): codes, not words.
 _LATERALITY = {"left": "L", "right": "R", "bilateral": "B", "not-applicable": "U"}
@@ -75,9 +90,11 @@ def study_instance_uid(patient_id: str, encounter_id: str) -> str:
     return _uid_from(uuid.uuid5(UID_NAMESPACE, f"study:{patient_id}:{encounter_id}"))
 
 
-def series_instance_uid(session_id: str) -> str:
-    """The Series Instance UID of one capture session (stable across commits)."""
-    return _uid_from(uuid.uuid5(UID_NAMESPACE, f"series:{session_id}"))
+def series_instance_uid(session_id: str, series_key: str = "") -> str:
+    """The Series Instance UID of one capture session (stable across commits): its XC photos for the
+    default `series_key` "", another Series for another key ("dms": its dermoscopy photos)."""
+    suffix = f":{series_key}" if series_key else ""
+    return _uid_from(uuid.uuid5(UID_NAMESPACE, f"series:{session_id}{suffix}"))
 
 
 def sop_instance_uid(image_id: str) -> str:
@@ -91,97 +108,6 @@ def sop_instance_uid(image_id: str) -> str:
 
 def _uid_from(value: uuid.UUID) -> str:
     return f"2.25.{value.int}"
-
-
-# -- the JPEG -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JpegFrame:
-    """What the JPEG's frame header (SOFn) says about the pixels it encodes."""
-
-    sof: int  # 0 baseline, 1 extended sequential, 2 progressive, …
-    precision: int
-    rows: int
-    columns: int
-    components: int
-    subsampled: bool  # chroma sampled below luma (4:2:0, 4:2:2, …)
-    adobe_transform: int | None  # APP14 "Adobe" transform flag: 0 = RGB/CMYK as is, 1 = YCbCr
-
-    @property
-    def transfer_syntax(self) -> UID:
-        if self.sof == 0:
-            return JPEG_BASELINE
-        if self.sof == 1 and self.precision == 8:
-            return JPEG_EXTENDED
-        raise ValueError(
-            "the photo is not a baseline JPEG (progressive or lossless JPEG cannot be stored as it is)"
-        )
-
-    @property
-    def photometric_interpretation(self) -> str:
-        if self.components == 1:
-            return "MONOCHROME2"
-        if self.components != 3:
-            raise ValueError(f"the photo has {self.components} colour channels (CMYK?); expected 3")
-        if self.adobe_transform == 0:
-            return "RGB"
-        # The VL Image module (PS3.3 C.8.12.1.1.2) allows YBR_FULL_422 but not YBR_FULL for 3 samples, so a
-        # 4:4:4 YCbCr stream is labelled YBR_FULL_422 too; JPEG decoders take the sampling from the stream.
-        return "YBR_FULL_422"
-
-
-_SOF_MARKERS = {0xC0 + n for n in range(16)} - {0xC4, 0xC8, 0xCC}
-
-
-def jpeg_frame(jpeg: bytes) -> JpegFrame:
-    """Read the frame header of a JPEG; ValueError when it is not one."""
-    if len(jpeg) < 4 or jpeg[:2] != b"\xff\xd8":
-        raise ValueError("the photo is not a JPEG file")
-    adobe: int | None = None
-    pos, end = 2, len(jpeg)
-    while pos + 4 <= end:
-        if jpeg[pos] != 0xFF:
-            raise ValueError("the photo is a damaged JPEG file (bad marker)")
-        marker = jpeg[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
-            pos += 2
-            continue
-        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
-        segment = jpeg[pos + 4 : pos + 2 + length]
-        if length < 2 or len(segment) != length - 2:
-            raise ValueError("the photo is a damaged JPEG file (truncated header)")
-        if marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12:
-            adobe = segment[11]
-        elif marker in _SOF_MARKERS:
-            if len(segment) < 6:
-                raise ValueError("the photo is a damaged JPEG file (short frame header)")
-            precision = segment[0]
-            rows = int.from_bytes(segment[1:3], "big")
-            columns = int.from_bytes(segment[3:5], "big")
-            count = segment[5]
-            specs = segment[6 : 6 + 3 * count]
-            if len(specs) != 3 * count or count == 0:
-                raise ValueError("the photo is a damaged JPEG file (bad frame header)")
-            sampling = [specs[3 * i + 1] for i in range(count)]
-            if rows == 0 or columns == 0:
-                raise ValueError("the photo's JPEG header has no image size")
-            return JpegFrame(
-                sof=marker - 0xC0,
-                precision=precision,
-                rows=rows,
-                columns=columns,
-                components=count,
-                subsampled=len(set(sampling)) > 1,
-                adobe_transform=adobe,
-            )
-        elif marker == 0xDA:
-            break
-        pos += 2 + length
-    raise ValueError("the photo is a damaged JPEG file (no frame header)")
 
 
 # -- the dataset ----------------------------------------------------------------------------------------
@@ -238,7 +164,9 @@ def build_instance(
     study_at: datetime | None = None,
     timezone: tzinfo = PRACTICE_TIMEZONE,
 ) -> FileDataset:
-    """The VL Photographic Image for one item, as a Part 10 dataset; ValueError when it cannot be made."""
+    """The DICOM instance for one item as a Part 10 dataset with complete File Meta Information: a
+    Dermoscopic Photography Image when its view is "dermoscopy", a VL Photographic Image otherwise.
+    ValueError (in words for the GP) when it cannot be made."""
     if not context.patient.id:
         raise ValueError("the patient id is missing; reopen the session from the patient's record")
     if not context.encounter_id:
@@ -253,19 +181,28 @@ def build_instance(
     study = (study_at or taken_at(item)).astimezone(timezone)
     created = _aware(context.committed_at).astimezone(timezone)
     sop_uid = sop_instance_uid(item.image_id)
+    try:
+        terms = photo_terms(metadata)  # the data file's codes and words; a client's words are never read
+    except UnknownTerm as exc:
+        raise ValueError(str(exc)) from None
+    iod = photo_iod(terms)
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = VL_PHOTOGRAPHIC_IMAGE_STORAGE
+    # Group Length is a placeholder: pydicom writes the real length whenever the element is present.
+    meta.FileMetaInformationGroupLength = 0
+    meta.FileMetaInformationVersion = FILE_META_VERSION
+    meta.MediaStorageSOPClassUID = iod.sop_class_uid
     meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = transfer_syntax
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "CONSULTCAM"
+    validate_file_meta(meta, enforce_standard=True)  # PS3.10 Table 7.1-1 Type 1 elements all present
     # pydicom takes None for a dataset made in memory rather than read from a file; its stubs do not say so.
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]
 
     # SOP Common
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: Māori names keep their macrons
-    ds.SOPClassUID = VL_PHOTOGRAPHIC_IMAGE_STORAGE
+    ds.SOPClassUID = iod.sop_class_uid
     ds.SOPInstanceUID = sop_uid
     ds.InstanceCreationDate = _da(created)
     ds.InstanceCreationTime = _tm(created)
@@ -296,10 +233,10 @@ def build_instance(
     ds.AdmissionID = _lo(context.encounter_id, "encounter id")
 
     # General Series
-    ds.Modality = "XC"
-    ds.SeriesInstanceUID = series_instance_uid(context.session_id)
-    ds.SeriesNumber = 1
-    ds.SeriesDescription = "Clinical photographs"
+    ds.Modality = iod.modality
+    ds.SeriesInstanceUID = series_instance_uid(context.session_id, iod.series_key)
+    ds.SeriesNumber = iod.series_number
+    ds.SeriesDescription = iod.series_description
 
     # General Equipment
     ds.Manufacturer = MANUFACTURER
@@ -325,10 +262,6 @@ def build_instance(
     ]
     if comments:
         ds.ImageComments = "\n".join(comments)[:10240]
-    try:
-        terms = photo_terms(metadata)  # the data file's codes and words; a client's words are never read
-    except UnknownTerm as exc:
-        raise ValueError(str(exc)) from None
     laterality = metadata.get("laterality")
     if laterality is not None:
         ds.ImageLaterality = _LATERALITY[laterality]
@@ -343,6 +276,10 @@ def build_instance(
 
     # Acquisition Context (Type 2: present, empty)
     ds.AcquisitionContextSequence = []
+
+    if iod is DERMOSCOPIC_PHOTOGRAPHY_IMAGE:  # Enhanced General Equipment, Dermoscopic Image
+        reference = _uid_from(uuid.uuid5(UID_NAMESPACE, f"frame-of-reference:{item.image_id}"))
+        add_dermoscopy_modules(ds, terms, frame_of_reference_uid=reference)
 
     # Image Pixel
     ds.SamplesPerPixel = 1 if photometric == "MONOCHROME2" else 3

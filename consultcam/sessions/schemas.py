@@ -154,11 +154,14 @@ class PhoneOut(CamelModel):
 class SessionOut(CamelModel):
     """A capture session as clinicians and its phone see it. `consent` is null until recorded;
     `consentRequired`, `requiredMetadata` and `phoneCanCommit` are the practice's settings
-    (CONSULTCAM_CONSENT_REQUIRED, _REQUIRED_METADATA, _PHONE_CAN_COMMIT), so the pages follow them."""
+    (CONSULTCAM_CONSENT_REQUIRED, _REQUIRED_METADATA, _PHONE_CAN_COMMIT), so the pages follow them.
+    `encounterInRecord` is false when `encounterId` is a launch's made-up day key, not an Encounter of the
+    record (`consultcam.sessions.encounters`): the pages then say "Today's consultation"."""
 
     id: str
     status: Literal["open", "committing", "committed", "cancelled", "expired"]
     encounter_id: str
+    encounter_in_record: bool
     patient: PatientOut
     practitioner_id: str | None
     facility_id: str | None

@@ -31,6 +31,7 @@ from consultcam.kit.status import SessionStatus
 from consultcam.models import CaptureSession, PhoneCredential, utcnow
 from consultcam.runtime import Runtime
 from consultcam.sessions import access, repository
+from consultcam.sessions.encounters import names_a_record_encounter
 from consultcam.sessions.schemas import (
     ConsentIn,
     ConsentOut,
@@ -63,6 +64,7 @@ def session_out(
         id=session.id,
         status=session.status,  # type: ignore[arg-type]
         encounter_id=session.encounter_id,
+        encounter_in_record=names_a_record_encounter(session.encounter_id),
         patient=PatientOut(
             id=session.patient_id,
             name=session.patient_name,

@@ -77,7 +77,8 @@ async def _desktop(
     request: Request, rt: RuntimeDep, background: BackgroundTasks, session_id: str | None
 ) -> Response:
     # An OIDC bearer (added by the practice's sign-in proxy), or a sign-in cookie that still counts.
-    if await authenticate_clinician(request, rt, background=background) is None:
+    clinician = await authenticate_clinician(request, rt, background=background)
+    if clinician is None:
         next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         login = oidc_login(request, rt)
         if login is None:
@@ -94,9 +95,15 @@ async def _desktop(
         "warnImages": WARN_IMAGES,
         "pairingTtlSeconds": rt.settings.pairing_ttl_seconds,
     }
-    return templates.TemplateResponse(
-        request, "desktop.html", {"session_id": session_id, "launch": launch, "config": config}
-    )
+    # Who is signed in, in the app bar; a launched (bound) GP starts the next session from the record system.
+    context = {
+        "session_id": session_id,
+        "launch": launch,
+        "config": config,
+        "signed_in_as": clinician.name,
+        "launched": clinician.bound,
+    }
+    return templates.TemplateResponse(request, "desktop.html", context)
 
 
 def public_base(request: Request, rt: Runtime) -> str:

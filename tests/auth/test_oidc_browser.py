@@ -40,6 +40,9 @@ async def test_the_desktop_signs_in_at_the_provider_and_comes_back(deployment: D
 
             await page.get_by_test_id("start-session").wait_for()
             assert page.url == deployment.origin + "/"
+            # The app bar names who is signed in: the provider's `name` claim.
+            signed_in = await page.get_by_test_id("signed-in").inner_text()
+            assert signed_in.split() == ["Signed", "in", "as", "Dr", "Aroha", "Ngata"], signed_in
             await page.screenshot(
                 path=str(SCREENSHOTS / "desktop-after-oidc-sign-in.png"), animations="disabled"
             )

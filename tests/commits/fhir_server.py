@@ -1,7 +1,8 @@
 """A small FHIR R4 server for the tests: real HTTP on a free loopback port, in a background thread.
 
 It speaks the parts of the REST API the `fhir` connector uses (hl7.org/fhir/R4/http.html): GET /metadata,
-POST / (transaction, atomic, honouring ifNoneExist), POST /{type} with If-None-Exist, GET /{type}?identifier=
+POST / (transaction, atomic, honouring ifNoneExist, references to entries' fullUrls rewritten), POST /{type}
+with If-None-Exist, GET /{type}?identifier=
 (searchset), GET and DELETE /{type}/{id}, and POST /token (OAuth2 client credentials). Every resource it
 receives is validated with fhir.resources' R4B models: 422 with an OperationOutcome when it is not valid.
 
@@ -280,6 +281,8 @@ def _transaction(state: FhirServerState, bundle: Any) -> dict[str, Any]:
     work = {kind: dict(resources) for kind, resources in state.store.items()}  # all or nothing
     saved_writes, saved_id = state.writes, state.next_id
     answers = []
+    resolved: dict[str, str] = {}  # an entry's fullUrl → "Type/id" where it was saved or found
+    created: list[str] = []
     try:
         for index, entry in enumerate(bundle.get("entry") or []):
             request = entry.get("request") or {}
@@ -297,11 +300,34 @@ def _transaction(state: FhirServerState, bundle: Any) -> dict[str, Any]:
             answers.append(
                 {"response": {"status": "201 Created" if status == 201 else "200 OK", "location": location}}
             )
+            saved = "/".join(location.split("/")[:2])
+            if isinstance(entry.get("fullUrl"), str):
+                resolved[entry["fullUrl"]] = saved
+            if status == 201:
+                created.append(saved)
     except _Answer:
         state.writes, state.next_id = saved_writes, saved_id
         raise
+    for saved in created:  # http.html#trules: references to an entry's fullUrl now name what was saved
+        kind, rid = saved.split("/")
+        work[kind][rid] = _resolve(work[kind][rid], resolved)
     state.store = work
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": answers}
+
+
+def _resolve(value: Any, resolved: dict[str, str]) -> Any:
+    """`value` with every Reference.reference and url element (an Attachment's) that is a fullUrl of the
+    transaction replaced by "Type/id" (http.html#trules); strings such as an Identifier.value stay."""
+    if isinstance(value, list):
+        return [_resolve(item, resolved) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: resolved.get(item, item)
+        if key in ("reference", "url") and isinstance(item, str)
+        else _resolve(item, resolved)
+        for key, item in value.items()
+    }
 
 
 def _searchset(state: FhirServerState, kind: str, ids: list[str]) -> dict[str, Any]:

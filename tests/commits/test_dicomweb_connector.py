@@ -1,14 +1,13 @@
 """The dicomweb connector: VL Photographic Images built from the photos as they are, stored all or nothing
-into a real Orthanc (DICOMweb plugin) and read back with QIDO-RS/WADO-RS; dciodvfy finds no error."""
+into a real Orthanc (DICOMweb plugin) and read back with QIDO-RS/WADO-RS; dciodvfy finds no error in our
+encoding nor in the file Orthanc keeps. Dermoscopy: tests/commits/test_dicom_dermoscopy.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
 
 from consultcam.commits.connectors import dicomweb as dicomweb_module
 from consultcam.commits.connectors.base import (
@@ -43,36 +41,21 @@ from consultcam.commits.dicom import (
     to_part10,
 )
 from consultcam.config import Settings
-from tests.commits.factories import PATIENT, Progress, commit_context
+from tests.commits.dicom_files import (
+    ARM,
+    PHOTOS,
+    SNOMED,
+    archived_file,
+    dciodvfy,
+    dciodvfy_file,
+    frame_of,
+    make_context,
+    make_item,
+    meta_group,
+    same_jpeg,
+)
+from tests.commits.factories import Progress
 from tests.commits.orthanc import OrthancServer, start_orthanc
-
-PHOTOS = Path(__file__).resolve().parents[1] / "photos"
-SNOMED = "http://snomed.info/sct"
-ARM = {"system": SNOMED, "code": "40983000", "display": "Left upper arm, as a client put it"}
-
-
-def make_context(**changes: Any) -> CommitContext:
-    defaults = {
-        "session_id": str(uuid.uuid4()),
-        "encounter_id": f"enc-{uuid.uuid4().hex[:8]}",
-        "patient": dataclasses.replace(PATIENT, birth_date=date(1980, 2, 29)),
-    }
-    return commit_context(**{**defaults, **changes})
-
-
-def make_item(photo: str, **metadata: Any) -> CommitItem:
-    path = PHOTOS / photo
-    with Image.open(path) as image:
-        width, height = image.size
-    return CommitItem(
-        image_id=str(uuid.uuid4()),
-        jpeg=path.read_bytes(),
-        width=width,
-        height=height,
-        captured_at=datetime(2025, 1, 15, 2, 13, 7, tzinfo=UTC),
-        created_at=datetime(2025, 1, 15, 2, 13, 9, tzinfo=UTC),
-        metadata=metadata,
-    )
 
 
 def two_items() -> list[CommitItem]:
@@ -80,28 +63,6 @@ def two_items() -> list[CommitItem]:
         make_item("fundus-left-eye.jpg", bodySite=ARM, laterality="left", label="Rash"),
         make_item("cat.jpg"),
     ]
-
-
-def dciodvfy(ds: Dataset, tmp_path: Path) -> tuple[list[str], list[str]]:
-    """(error lines, warning lines) of dciodvfy for the dataset written as a Part 10 file."""
-    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
-    path.write_bytes(to_part10(ds))
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-    lines = (run.stdout + run.stderr).splitlines()
-    return [line for line in lines if line.startswith("Error")], [
-        line for line in lines if line.startswith("Warning")
-    ]
-
-
-def frame_of(ds: Dataset) -> bytes:
-    frames = list(generate_frames(ds.PixelData, number_of_frames=1))
-    assert len(frames) == 1
-    return frames[0]
-
-
-def same_jpeg(frame: bytes, jpeg: bytes) -> bool:
-    """The encapsulated frame is the JPEG byte for byte (plus the one 0x00 that pads an odd length)."""
-    return frame == jpeg or (len(jpeg) % 2 == 1 and frame == jpeg + b"\x00")
 
 
 # -- the dataset, without Orthanc ---------------------------------------------------------------------
@@ -160,6 +121,15 @@ def test_builder_makes_a_valid_vl_photographic_image_carrying_the_jpeg(tmp_path:
     again = pydicom.dcmread(io.BytesIO(to_part10(arm)))
     assert again.SOPInstanceUID == arm.SOPInstanceUID
     assert same_jpeg(frame_of(again), items[0].jpeg)
+
+    # dicomweb-client's STOW-RS writes each dataset with pydicom's defaults (file meta as it is): same file
+    for ds in datasets:
+        sent = io.BytesIO()
+        pydicom.dcmwrite(sent, ds)
+        assert sent.getvalue() == to_part10(ds)
+        meta = pydicom.dcmread(io.BytesIO(sent.getvalue())).file_meta
+        assert meta.FileMetaInformationGroupLength == len(meta_group(sent.getvalue()))
+        assert meta.FileMetaInformationVersion == b"\x00\x01"
 
 
 def test_uids_are_stable_and_patient_scoped() -> None:
@@ -393,8 +363,15 @@ async def test_commit_into_orthanc_and_read_back(orthanc: OrthancServer, tmp_pat
         assert ds.IssuerOfPatientID == "NHI"
         assert str(ds.PatientName) == "Ngata^Aroha"
         assert ds.PatientBirthDate == "19800229"
-        errors, _ = dciodvfy(ds, tmp_path)
-        assert errors == [], errors
+        # the file as the archive keeps it, not our own encoding of what we read back
+        path = tmp_path / f"{ds.SOPInstanceUID}.archived.dcm"
+        path.write_bytes(archived_file(orthanc, ds.SOPInstanceUID))
+        verified = dciodvfy_file(path)
+        assert verified.iod == "VLPhotographicImage"
+        assert verified.errors == [], verified.errors
+        meta = pydicom.dcmread(path).file_meta
+        assert meta.FileMetaInformationVersion == b"\x00\x01"
+        assert meta.FileMetaInformationGroupLength == len(meta_group(path.read_bytes()))
     arm = stored[sop_instance_uid(items[0].image_id)]
     assert arm.AnatomicRegionSequence[0].CodeValue == "40983000"
     assert arm.AnatomicRegionSequence[0].CodingSchemeDesignator == "SCT"

@@ -350,3 +350,20 @@ async def test_without_binary_a_refused_later_transaction_removes_the_earlier_on
     assert "Nothing was saved" in failed.value.detail
     assert ours(server, "Media", items) == []
     assert len([r for r in server.requests("DELETE") if r["path"].startswith("/fhir/Media/")]) >= 1
+
+
+# -- IHE MHD into the second engine ------------------------------------------------------------------------
+
+
+async def test_an_mhd_provide_bundle_lands_in_medplum(server: MedplumServer) -> None:
+    """`?profile=mhd` (ITI-65, built by fhir_mhd.py): the SubmissionSet List, DocumentReferences and Binaries
+    pass Medplum's validator and are read back, the attachment's url resolved to the stored Binary."""
+    items = photo_items(2, bodySite=FOREARM, laterality="left")
+    emr = FhirConnector.from_url(f"fhir+{server.base_url}?profile=mhd", **FAST)
+
+    results = await emr.commit(commit_context(), items, Progress())
+
+    assert [r.status for r in results] == ["committed"] * 2
+    assert_landed(server, "DocumentReference", items, results)
+    lists = [r for r in server.resources("List") if r.get("code", {}).get("coding", [{}])[0].get("code")]
+    assert any(len(r.get("entry", [])) == 2 for r in lists)

@@ -147,6 +147,8 @@ def test_pair_capture_upload_commit(server: Server, desktop_factory, phone_facto
     expect(result.locator(".result-item").first).to_contain_text("Photo 1 · Fundus, left eye")
     expect(result.locator(".result-item").last).to_contain_text("Photo 3 · Rocket, from files")
     expect(desktop.locator("#session-status")).to_have_text("Committed")
+    # Not launched from an EMR: the next session starts here.
+    expect(desktop.get_by_role("link", name="Start a new session")).to_be_visible()
     shot(desktop, "desktop-6-committed")
 
     # The phone is told, and drops everything.

@@ -140,6 +140,9 @@ def test_launch_from_medtech_to_inbox_scan(
     expect(banner).to_contain_text(GIVEN)
     expect(banner).to_contain_text(FAMILY)
     expect(banner).to_contain_text(NHI)
+    # Medtech names no encounter: the banner says so in words, not with the made-up day key.
+    expect(banner).to_contain_text("Today's consultation")
+    expect(banner).not_to_contain_text(re.compile(r"mt-\d{8}-"))
     expect(desktop.get_by_role("img", name="QR code for pairing the phone").locator("svg")).to_be_visible()
     expect(desktop.get_by_test_id("live-status")).to_have_text("Live")
     shot(desktop, "desktop-medtech-launched")
@@ -235,6 +238,9 @@ def test_launch_from_medtech_to_inbox_scan(
     expect(result.locator(".result-item.is-ok")).to_have_count(2)
     expect(result).to_contain_text("2 photos saved to")
     expect(desktop.locator("#session-status")).to_have_text("Committed")
+    # A launched GP's next patient comes from Medtech, not from consultcam's start form.
+    expect(desktop.get_by_test_id("relaunch-hint")).to_be_visible()
+    expect(desktop.get_by_role("link", name="Start a new session")).to_have_count(0)
     shot(desktop, "desktop-medtech-committed")
     expect(phone.get_by_test_id("final-screen")).to_contain_text("Saved to the record")
 

@@ -220,6 +220,7 @@ def test_ehr_launch_commits_into_the_ehr_with_the_users_token(
     assert response.status == 200, response.status
     session_id = landed_session(desktop, patient_id, encounter_id, NHI, GIVEN, FAMILY, launch)
     expect_patient(desktop)
+    expect(desktop.get_by_test_id("patient-banner")).to_contain_text(encounter_id)  # the EHR's own encounter
     expect(desktop.get_by_role("img", name="QR code for pairing the phone").locator("svg")).to_be_visible()
     expect(desktop.get_by_test_id("live-status")).to_have_text("Live")
     shot(desktop, "desktop-smart-launched")
@@ -275,6 +276,7 @@ def test_standalone_launch_opens_the_patient_the_ehr_selected(
     landed_session(desktop, patient_id, NHI, GIVEN, FAMILY)
     expect_patient(desktop)
     expect(desktop.get_by_test_id("patient-banner")).not_to_contain_text("ZZZ0016")
+    expect(desktop.get_by_test_id("patient-banner")).to_contain_text("Today's consultation")  # no encounter
     expect(desktop.get_by_role("img", name="QR code for pairing the phone").locator("svg")).to_be_visible()
     shot(desktop, "desktop-smart-standalone")
 

@@ -1,9 +1,11 @@
-"""The `dicomweb` connector: each photo as a DICOM VL Photographic Image, stored with STOW-RS.
+"""The `dicomweb` connector: each photo as a DICOM image (VL Photographic Image, or Dermoscopic Photography
+Image for a dermoscopy photo), stored with STOW-RS.
 
 `CONSULTCAM_EMR_URL=dicomweb+http://host:port/dicom-web` (or `dicomweb+https://…`) stores into the DICOMweb
 service at `http://host:port/dicom-web`; `user:password@` in the URL is sent as HTTP Basic authentication
 and never logged. The datasets are built by `consultcam.commits.dicom` (one study per encounter, one series
-per capture session, the JPEG encapsulated as it is).
+per capture session and Modality, the JPEG encapsulated as it is, complete Part 10 File Meta Information so
+the file the archive keeps is conformant).
 
 All or nothing: the whole commit goes in one STOW-RS request. When the archive keeps some instances and
 refuses others (FailedSOPSequence), the kept ones are deleted where the archive allows it (DICOMweb has no
@@ -53,7 +55,7 @@ _FAILURE_REASONS = {
     0xA900: "the archive says the photo does not match its DICOM type",
     0xC000: "the archive could not read the photo",
     0x0110: "the archive failed while processing the photo",
-    0x0122: "the archive does not accept clinical photographs (VL Photographic Image)",
+    0x0122: "the archive does not accept this kind of DICOM photo (its SOP Class)",
     0x0124: "the archive refused it (not authorised)",
     0xA770: "the archive refused it because the photo is too large",
     0xC122: "the archive does not accept this kind of JPEG",
@@ -82,7 +84,7 @@ class _Outcome:
 
 
 class DicomWebConnector:
-    """Stores each commit as one STOW-RS request of VL Photographic Images."""
+    """Stores each commit as one STOW-RS request of VL Photographic and Dermoscopic Photography Images."""
 
     name = "dicomweb"
 

@@ -4,7 +4,9 @@ Composed of a `FhirClient` (the transport: base URL, authentication, retries; `f
 building (`fhir_media.py` for Media, `fhir_document.py` for DocumentReference) and the two ways of writing
 all or nothing (`fhir_commit.py`): where the CapabilityStatement lists the system interaction `transaction`,
 one transaction Bundle; otherwise conditional creates with compensation. A commit larger than the server's
-request limit sends the photos as Binary first, or in parts (`fhir_limits.py`).
+request limit sends the photos as Binary first, or in parts (`fhir_limits.py`). `?profile=mhd` publishes
+instead as an IHE MHD ITI-65 Provide Document Bundle (`fhir_mhd.py` builds it, `mhd.py` sends it),
+transactions only.
 
 Retries: 5xx, 429 (waiting at least Retry-After) and timeouts/connection errors, with exponential back-off
 and jitter (`consultcam.kit.http`); a 4xx is never retried. With OAuth2, a 401 fetches a new token once and
@@ -35,14 +37,22 @@ from consultcam.commits.connectors.base import (
 from consultcam.commits.connectors.fhir_client import Capabilities, FhirClient, FhirFailure, TokenSource
 from consultcam.commits.connectors.fhir_commit import failed_before_writing
 from consultcam.commits.connectors.fhir_limits import DEFAULT_MAX_REQUEST_BYTES, commit_within_limit
+from consultcam.commits.connectors.mhd import (
+    MHD_NEEDS_TRANSACTION,
+    publish,
+    published_earlier,
+    refuse_without_transaction,
+)
 from consultcam.commits.fhir_document import document_reference_entry
 from consultcam.commits.fhir_media import bundle_entry, check_context
+from consultcam.commits.fhir_mhd import build_provide_bundle, document_entries
 from consultcam.images.processing.documents import DOCUMENT_FORMATS
 from consultcam.kit.http import RetryPolicy
 from consultcam.kit.oauth2 import ClientCredentials
 
 __all__ = [
     "FHIR_RETRY",
+    "PROFILES",
     "RESOURCES",
     "FhirConnector",
     "FhirTarget",
@@ -51,6 +61,8 @@ __all__ = [
 ]
 
 RESOURCES = ("Media", "DocumentReference")
+PROFILES = ("mhd",)
+REGISTRY = "the document registry"
 
 #: A FHIR commit's retries: 4 tries, back-off 0.5–8 s, Retry-After honoured up to 30 s (capped, not given up
 #: on: the commit is waiting for it).
@@ -61,7 +73,9 @@ class FhirConnector:
     """Commits through a FHIR R4 REST server: one transaction, or conditional creates with compensation.
 
     `resource` is "Media" or "DocumentReference"; `document_format` "jpeg", or "pdf"/"tiff" for a
-    DocumentReference (inboxes that take only those). With `choose_resource`, the server's
+    DocumentReference (inboxes that take only those). `profile` "mhd" publishes each commit as an IHE MHD
+    ITI-65 Provide Document Bundle of DocumentReference and Binary (needs `resource` DocumentReference and
+    "jpeg"). With `choose_resource`, the server's
     CapabilityStatement decides instead: Media where it lists Media as creatable, else DocumentReference (a
     SMART EHR, issue 13). `max_request_bytes` is the largest request body the server takes
     (`CONSULTCAM_FHIR_MAX_REQUEST_BYTES`; a larger commit goes Binary first or in parts: `fhir_limits.py`).
@@ -86,7 +100,12 @@ class FhirConnector:
         tokens: TokenSource | None = None,
         choose_resource: bool = False,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        profile: str | None = None,
     ) -> None:
+        if profile is not None and (profile not in PROFILES or choose_resource):
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+        if profile == "mhd" and (resource != "DocumentReference" or document_format != "jpeg"):
+            raise ValueError("profile=mhd publishes JPEG DocumentReferences; leave out resource= and format=")
         if resource not in RESOURCES:
             raise ValueError(f"resource must be one of {', '.join(RESOURCES)}, not {resource!r}")
         if document_format not in DOCUMENT_FORMATS or (document_format != "jpeg" and resource == "Media"):
@@ -105,6 +124,7 @@ class FhirConnector:
         self.document_format = document_format
         self.choose_resource = choose_resource
         self.max_request_bytes = max_request_bytes
+        self.profile = profile
         self._capabilities: Capabilities | None = None
 
     def __repr__(self) -> str:  # never the token
@@ -129,18 +149,22 @@ class FhirConnector:
             document_format=target.document_format,
             bearer_token=bearer_token,
             oauth=oauth,
+            profile=target.profile,
             **options,
         )
 
     # -- the port ---------------------------------------------------------------------------------------
 
     async def check(self) -> None:
-        """Readiness: GET [base]/metadata answers a CapabilityStatement; ConnectorUnavailable otherwise."""
+        """Readiness: GET [base]/metadata answers a CapabilityStatement (listing `transaction` with
+        profile=mhd); ConnectorUnavailable otherwise."""
         try:
             async with self.client.session() as fhir:
                 self._capabilities = await fhir.read_capability_statement()
         except FhirFailure as failure:
             raise ConnectorUnavailable(f"FHIR server: {failure.words} ({failure.outcome})") from None
+        if self.profile == "mhd" and not self._capabilities.transaction:
+            raise ConnectorUnavailable(f"FHIR server: {MHD_NEEDS_TRANSACTION}")
 
     async def commit(
         self, context: CommitContext, items: Sequence[CommitItem], progress: ProgressCallback
@@ -152,6 +176,8 @@ class FhirConnector:
         """
         if not items:
             raise CommitFailed("There are no photos to commit. Take or choose a photo first.", [])
+        if self.profile == "mhd":
+            return await self._publish_mhd(context, items, progress)
         # The photos' problems first, before any request; when the server chooses the resource, after
         # its CapabilityStatement.
         entries = None if self.choose_resource else await build_entries(context, items, self._entry_builder())
@@ -174,6 +200,27 @@ class FhirConnector:
                 self._capabilities,
                 self.max_request_bytes,
             )
+
+    async def _publish_mhd(
+        self, context: CommitContext, items: Sequence[CommitItem], progress: ProgressCallback
+    ) -> list[ImageResult]:
+        try:  # the photos' problems first, before any request
+            bundle = await asyncio.to_thread(build_provide_bundle, context, items)
+        except ValueError as exc:
+            # Every photo's problem at once, as the other modes say them; else the Bundle's own problem.
+            await build_entries(context, items, lambda c, i: document_entries(c, i)[0], REGISTRY)
+            raise preparation_failed(items, str(exc), REGISTRY) from exc
+        async with self.client.session() as fhir:
+            try:
+                if self._capabilities is None:
+                    self._capabilities = await fhir.read_capability_statement()
+            except FhirFailure as failure:
+                raise failed_before_writing(items, failure) from None
+            refuse_without_transaction(items, self._capabilities)
+            if context.attempt > 1 and (found := await published_earlier(fhir, items, bundle)):
+                await progress(len(items), len(items))
+                return found
+            return await publish(fhir, items, bundle, progress)
 
     def _entry_builder(self) -> Callable[[CommitContext, CommitItem], dict[str, Any]]:
         if self.resource == "Media":
@@ -208,15 +255,18 @@ async def build_entries(
 
 @dataclass(frozen=True)
 class FhirTarget:
-    """What a `fhir+https://` URL says: the server's base URL, the resource type and the document format."""
+    """What a `fhir+https://` URL says: the server's base URL, the resource type, the document format and
+    the profile ("mhd" or None)."""
 
     base_url: str
     resource: str = "Media"
     document_format: str = "jpeg"
+    profile: str | None = None
 
 
 def parse_url(url: str) -> FhirTarget:
-    """`fhir+https://host/base[?resource=Media|DocumentReference[&format=pdf|tiff]]` (`fhir+http` too) read
+    """`fhir+https://host/base[?resource=Media|DocumentReference[&format=pdf|tiff]]` or
+    `fhir+https://host/base?profile=mhd` (IHE MHD ITI-65, DocumentReference as JPEG) (`fhir+http` too) read
     and checked: no user name or password, no token in the query, no #fragment. Raises ValueError (never
     quoting the URL)."""
     scheme, parts = split_server_url(
@@ -230,8 +280,14 @@ def parse_url(url: str) -> FhirTarget:
         raise ValueError("the FHIR server URL must not have a #fragment")
     resource = "Media"
     document_format = "jpeg"
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key == "resource":
+    profile = None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    for key, value in query:
+        if key == "profile":
+            if value.lower() not in PROFILES:
+                raise ValueError(f"profile= must be one of {', '.join(PROFILES)}, not {value!r}")
+            profile = value.lower()
+        elif key == "resource":
             if value not in RESOURCES:
                 raise ValueError(f"resource= must be one of {', '.join(RESOURCES)}, not {value!r}")
             resource = value
@@ -245,8 +301,12 @@ def parse_url(url: str) -> FhirTarget:
                 "use CONSULTCAM_EMR_BEARER_TOKEN or CONSULTCAM_EMR_CLIENT_SECRET"
             )
         else:
-            raise ValueError(f"unknown FHIR connector option {key!r}; expected resource=")
+            raise ValueError(f"unknown FHIR connector option {key!r}; expected resource= or profile=")
     base = urlunsplit((scheme.removeprefix("fhir+"), parts.netloc, parts.path.rstrip("/"), "", ""))
+    if profile == "mhd":
+        if any(key in ("resource", "format") for key, _ in query):
+            raise ValueError("profile=mhd publishes JPEG DocumentReferences; leave out resource= and format=")
+        return FhirTarget(base, "DocumentReference", "jpeg", profile)
     if document_format != "jpeg" and resource != "DocumentReference":
         raise ValueError("format=pdf or tiff needs resource=DocumentReference (a Media is an image)")
     return FhirTarget(base, resource, document_format)

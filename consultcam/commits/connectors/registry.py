@@ -45,6 +45,7 @@ def connector_from_url(url: str, settings: Settings) -> Connector:
             bearer_token=bearer,
             oauth=oauth,
             max_request_bytes=settings.fhir_max_request_bytes,
+            profile=target.profile,
         )
     if scheme in ("alex+https", "alex+http"):
         where = alex.parse_target(url)  # the URL's problems first, then the settings'

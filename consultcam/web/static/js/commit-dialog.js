@@ -68,7 +68,9 @@ export class CommitDialog {
       fact("Patient", patient.name || "Unnamed"),
       fact("NHI", patient.nhi || "not recorded", "mono"),
       fact("Born", patient.birthDate ? formatBirthDateWithAge(patient.birthDate) : "not recorded"),
-      fact("Encounter", session.encounterId || "", "mono"),
+      session.encounterInRecord === false // a launch's made-up day key means nothing to the GP
+        ? fact("Encounter", "Today's consultation")
+        : fact("Encounter", session.encounterId || "", "mono"),
       fact("Consent", consent
         ? `${CONSENT_SCOPES[consent.scope]?.title || consent.scope} (${(CONSENT_GIVERS[consent.givenBy] || "").toLowerCase() || "given"})`
         : "not recorded"),

@@ -20,8 +20,19 @@ export function renderBanner(session) {
   setText($("#pb-name"), patient.name || "Unnamed patient");
   setText($("#pb-nhi"), patient.nhi || "not recorded");
   setText($("#pb-dob"), patient.birthDate ? formatBirthDateWithAge(patient.birthDate) : "not recorded");
-  setText($("#pb-encounter"), session.encounterId || "");
+  renderEncounter($("#pb-encounter"), session);
   document.title = `${patient.name || "Photo session"} · consultcam`;
+}
+
+/** The session's encounter: its id when it names an Encounter of the record, else (a launch's made-up day
+ * key, which would mean nothing to the GP) "Today's consultation", with the key kept as the tooltip.
+ * @param {HTMLElement} element  where to write it
+ * @param {object} session  the session from the API */
+export function renderEncounter(element, session) {
+  const inRecord = session.encounterInRecord !== false;
+  setText(element, inRecord ? session.encounterId || "" : "Today's consultation");
+  element.classList.toggle("mono", inRecord);
+  element.title = inRecord ? "" : session.encounterId || "";
 }
 
 /** An open session whose last commit did not finish says so in the commit card (issue 10): interrupted

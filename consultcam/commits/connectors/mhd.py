@@ -1,0 +1,160 @@
+"""Publishing a commit as an IHE MHD Provide Document Bundle [ITI-65] (`fhir+https://…?profile=mhd`).
+
+The Document Source side of ITI-65 (profiles.ihe.net/ITI/MHD/ITI-65.html): one FHIR transaction POSTed to the
+base URL (§2:3.65.4.1.2), which the Document Recipient processes atomically (§2:3.65.4.1.3), answered by a
+`transaction-response` Bundle with one entry per request entry, in order, each with a location
+(§2:3.65.4.2.2). The Bundle itself is built by `consultcam.commits.fhir_mhd`.
+
+MHD has no other way to write: a server whose CapabilityStatement does not list the `transaction` interaction
+cannot take it, and the commit is refused before anything is sent (`MHD_NEEDS_TRANSACTION`).
+
+A later attempt of a commit (one whose earlier attempt got no answer) first looks for that commit's
+SubmissionSet (`GET List?identifier=urn:ietf:rfc:3986|urn:uuid:<commit id>`): the transaction is atomic, so
+if it is there every photo is, and nothing is sent again. Otherwise the ifNoneExist of the List and
+DocumentReferences would keep those single, but a Binary (which has nothing to search on) would be stored
+twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from consultcam.commits.connectors.base import (
+    CommitFailed,
+    CommitItem,
+    ImageResult,
+    ProgressCallback,
+    all_failed,
+)
+from consultcam.commits.connectors.fhir_client import (
+    Capabilities,
+    FhirFailure,
+    FhirSession,
+    json_body,
+    outcome_text,
+    raise_for_status,
+)
+from consultcam.commits.connectors.fhir_commit import what_to_do
+from consultcam.kit.status import ImageCommitStatus
+
+__all__ = ["MHD_NEEDS_TRANSACTION", "publish", "published_earlier", "refuse_without_transaction"]
+
+#: Why a server without transactions cannot take an MHD commit: the words of the refusal.
+MHD_NEEDS_TRANSACTION = (
+    "the patient record system does not support FHIR transactions, and publishing as IHE MHD (ITI-65 "
+    "Provide Document Bundle) needs transaction support"
+)
+
+
+def refuse_without_transaction(items: Sequence[CommitItem], capabilities: Capabilities) -> None:
+    """Raise CommitFailed (nothing sent) unless the server takes a transaction (ITI-65 §2:3.65.4.1.2)."""
+    if not capabilities.transaction:
+        raise CommitFailed(
+            f"The photos were not sent: {MHD_NEEDS_TRANSACTION}. Nothing was saved; ask the practice's EMR "
+            "administrator to enable transactions, or to set an EMR URL without ?profile=mhd.",
+            all_failed(items, MHD_NEEDS_TRANSACTION),
+        )
+
+
+async def published_earlier(
+    fhir: FhirSession, items: Sequence[CommitItem], bundle: dict[str, Any]
+) -> list[ImageResult] | None:
+    """The results of an earlier attempt that published `bundle`'s SubmissionSet (found by its entryUUID), in
+    item order from its entries; None when it is not there or the server cannot say (the Bundle is then
+    sent, and its conditional creates keep the List and DocumentReferences single)."""
+    (criteria,) = [e["request"]["ifNoneExist"] for e in bundle["entry"] if e["request"]["url"] == "List"]
+    name, _, token = criteria.partition("=")
+    try:
+        response = await fhir.send("GET", f"{fhir.base_url}/List?{urlencode({name: token})}")
+    except FhirFailure:
+        return None
+    body = json_body(response) if response.status_code == 200 else None
+    found: list[dict[str, Any]] = [
+        entry["resource"]
+        for entry in (body.get("entry") or [] if isinstance(body, dict) else [])
+        if isinstance(entry, dict)
+        and isinstance(entry.get("resource"), dict)
+        and entry["resource"].get("resourceType") == "List"
+    ]
+    if len(found) != 1 or len(found[0].get("entry") or []) != len(items):
+        return None
+    results = []
+    for item, entry in zip(items, found[0]["entry"], strict=True):
+        reference = entry.get("item", {}).get("reference") if isinstance(entry, dict) else None
+        resource_id = fhir.client.resource_id(reference)
+        if resource_id is None or not resource_id.startswith("DocumentReference/"):
+            return None
+        results.append(ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id))
+    return results
+
+
+async def publish(
+    fhir: FhirSession,
+    items: Sequence[CommitItem],
+    bundle: dict[str, Any],
+    progress: ProgressCallback,
+) -> list[ImageResult]:
+    """POST the Provide Document Bundle `bundle` (from `fhir_mhd.build_provide_bundle` for `items`) to the
+    base URL; one "committed" result per item whose resource_id is its DocumentReference on the server
+    ("DocumentReference/<id>"). Raises CommitFailed with the server's words: nothing was saved (a
+    transaction).
+    """
+    try:
+        response = await fhir.send("POST", fhir.base_url, json=bundle, repeatable=True)
+        raise_for_status(response, "The document registry refused the photos")
+        results = await asyncio.to_thread(_results, fhir, response, items, bundle)
+    except FhirFailure as failure:
+        if failure.transient:
+            tail = "Nothing was saved, or if it was, committing again will not save the photos twice"
+        else:
+            tail = "Nothing was saved"
+        raise CommitFailed(
+            f"{failure.words}: {failure.outcome}. {tail}; {what_to_do(failure)}",
+            all_failed(items, failure.outcome),
+        ) from None
+    await progress(len(items), len(items))
+    return results
+
+
+def _results(
+    fhir: FhirSession, response: httpx.Response, items: Sequence[CommitItem], bundle: dict[str, Any]
+) -> list[ImageResult]:
+    """The results from a transaction-response: ITI-65 §2:3.65.4.2.2 says one entry per request entry, in
+    order, each 200/201 with a location. FhirFailure otherwise."""
+    sent = bundle["entry"]
+    body = json_body(response)
+    answers = body.get("entry") if isinstance(body, dict) else None
+    if (
+        not isinstance(body, dict)
+        or body.get("resourceType") != "Bundle"
+        or not isinstance(answers, list)
+        or len(answers) != len(sent)
+    ):
+        raise FhirFailure(
+            "The document registry gave an answer consultcam does not understand",
+            "the transaction-response Bundle is missing or has the wrong number of entries",
+            status=response.status_code,
+        )
+    where: dict[str, str | None] = {}
+    for request, answer in zip(sent, answers, strict=True):
+        reply = answer.get("response") if isinstance(answer, dict) else None
+        status = str(reply.get("status", "")) if isinstance(reply, dict) else ""
+        if not status.startswith(("200", "201")):
+            outcome = outcome_text(reply.get("outcome") if isinstance(reply, dict) else None)
+            raise FhirFailure(
+                "The document registry did not save every photo",
+                outcome or f"entry status {status or 'missing'}",
+                status=response.status_code,
+            )
+        where[request["fullUrl"]] = fhir.client.resource_id(reply.get("location") if reply else None)
+    results = []
+    for item in items:
+        resource_id = where.get(f"urn:uuid:{uuid.UUID(item.image_id)}")
+        results.append(ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id))
+    return results
