@@ -115,14 +115,17 @@ class MedplumServer:
         binary: bool | None = None,
         max_request_bytes: int | None = None,
         refuse_write: int | None = None,
+        lose_answers: int | None = None,
     ) -> None:
         """Whether the CapabilityStatement lists `transaction` (and POST / takes one) and Binary create; the
-        body limit; refuse the Nth resource write from now on with 400 (0: none)."""
+        body limit; refuse the Nth resource write from now on with 400 (0: none); do the next `lose_answers`
+        POSTs other than Binary and answer them 503 (the answer lost on the way)."""
         changes = {
             "transaction": transaction,
             "binary": binary,
             "maxRequestBytes": max_request_bytes,
             "refuseWrite": refuse_write,
+            "loseAnswers": lose_answers,
         }
         self._client().post("/_control/settings", json={k: v for k, v in changes.items() if v is not None})
 

@@ -24,6 +24,7 @@ from tests.commits.medplum_server import MedplumServer
 
 FAST = {"retry": RetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.05), "timeout": 30.0}
 MODES = [pytest.param(True, id="transaction"), pytest.param(False, id="conditional-creates")]
+MB = 1024 * 1024
 EYE_REGION = {"system": "http://snomed.info/sct", "code": "371398005", "display": "Eye region structure"}
 
 
@@ -37,9 +38,16 @@ def medplum() -> Iterator[MedplumServer]:
 
 @pytest.fixture
 def server(medplum: MedplumServer) -> Iterator[MedplumServer]:
-    medplum.settings(transaction=True, binary=True, max_request_bytes=1024 * 1024, refuse_write=0)
+    defaults = {
+        "transaction": True,
+        "binary": True,
+        "max_request_bytes": MB,
+        "refuse_write": 0,
+        "lose_answers": 0,
+    }
+    medplum.settings(**defaults)
     yield medplum
-    medplum.settings(transaction=True, binary=True, max_request_bytes=1024 * 1024, refuse_write=0)
+    medplum.settings(**defaults)
 
 
 def connector(server: MedplumServer, **options: Any) -> FhirConnector:
@@ -195,8 +203,6 @@ async def test_a_refused_photo_leaves_nothing_in_medplum(server: MedplumServer) 
 
 # -- a 1 MB request limit ----------------------------------------------------------------------------------
 
-MB = 1024 * 1024
-
 
 @pytest.fixture(scope="module")
 def megabyte_items() -> list[bytes]:
@@ -290,6 +296,22 @@ async def test_a_repeated_commit_saves_no_photo_or_binary_twice(
     assert [r.resource_id for r in again] == [r.resource_id for r in first]
     assert len(ours(server, "Media", items)) == 8
     assert len(ours(server, "Binary", items)) == 8
+
+
+@pytest.mark.parametrize("transaction", MODES)
+async def test_a_lost_answer_is_retried_without_a_second_photo_or_binary(
+    server: MedplumServer, megabyte_items: list[bytes], transaction: bool
+) -> None:
+    server.settings(transaction=transaction, lose_answers=1)  # saved, then answered 503
+    items = fresh(megabyte_items)
+    before = len(server.requests())
+
+    results = await connector(server).commit(commit_context(), items, Progress())
+
+    assert_landed(server, "Media", items, results)
+    assert len(ours(server, "Binary", items)) == 8
+    writes = [r for r in server.requests()[before:] if r["method"] == "POST" and r["path"] != "/fhir/Binary"]
+    assert [r["status"] for r in writes[:2]] == [503, 200]
 
 
 async def test_a_repeat_after_an_interrupted_attempt_uploads_only_what_is_missing(
