@@ -27,6 +27,7 @@ identifier to find it by): it is not retried and, unreferenced, holds no photo i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -144,6 +145,8 @@ async def _binary_first(
     resource: str,
     capabilities: Capabilities,
 ) -> list[ImageResult]:
+    """Each photo's bytes as a Binary (raw POST), then the resources referring to them by one transaction
+    or conditional creates; the Binaries deleted again when anything fails for good."""
     existing = await _already_saved(fhir, items, resource)
     small: list[dict[str, Any]] = []
     uploaded: list[str] = []
@@ -163,7 +166,7 @@ async def _binary_first(
         if capabilities.transaction:
             return await commit_transaction(fhir, context, items, small, progress)
         return await commit_one_by_one(fhir, items, small, progress, resource)
-    except Exception:
+    except CommitFailed:  # nothing refers to them (not after any other error: a Media might)
         left = await delete_all(fhir, uploaded)
         if left:
             log.warning(
@@ -255,6 +258,8 @@ async def _in_batches(
     capabilities: Capabilities,
     max_request_bytes: int,
 ) -> list[ImageResult]:
+    """The entries in consecutive transactions of at most `max_request_bytes` each (an entry larger than
+    that alone); when one fails for good, delete what the earlier ones created (`compensate`)."""
     if not capabilities.transaction:  # one resource a request already
         return await commit_one_by_one(fhir, items, entries, progress, resource)
     existing = await _already_saved(fhir, items, resource)
@@ -268,8 +273,8 @@ async def _in_batches(
     found = {i: "an existing resource" for i, item in enumerate(items) if item.image_id in existing}
     for batch in batches:
         batch_items = [items[i] for i in batch]
+        bundle = await asyncio.to_thread(assemble_transaction_bundle, context, [entries[i] for i in batch])
         try:
-            bundle = assemble_transaction_bundle(context, [entries[i] for i in batch])
             answered = await send_transaction(fhir, bundle, batch_items)
         except FhirFailure as failure:
             await compensate(fhir, items, batch[0], failure, created, found)
@@ -279,5 +284,9 @@ async def _in_batches(
             elif result.resource_id:
                 created.append(result.resource_id)
         results.extend(answered)
-        await progress(len(results), len(items))
+        try:
+            await progress(len(results), len(items))
+        except Exception:
+            await delete_all(fhir, created)  # all or nothing, even when progress fails
+            raise
     return results
