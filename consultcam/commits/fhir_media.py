@@ -40,6 +40,7 @@ from fhir.resources.R4B.media import Media
 from pydantic import ValidationError
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
+from consultcam.commits.dicom_iods import photo_iod
 from consultcam.sessions.nhi import is_valid_nhi
 from consultcam.terminology import LATERALITY_CODES, SNOMED_CT, is_snomed_concept_id
 from consultcam.terminology.metadata import PhotoTerms, UnknownTerm, photo_terms
@@ -76,9 +77,10 @@ def build_media(context: CommitContext, item: CommitItem) -> dict[str, Any]:
     """One clinical image as a FHIR R4 Media resource (JSON dict), validated with fhir.resources.
 
     Shape: {resourceType "Media", identifier [{system IMAGE_IDENTIFIER_SYSTEM, value <image id>}],
-    status "completed", type photo, modality XC, view?, subject Patient (+ NHI identifier, display name),
-    encounter, createdDateTime, issued, operator?, bodySite?, width, height, content Attachment
-    {contentType "image/jpeg", data base64, size bytes, hash base64 SHA-1, title, creation}, note?}.
+    status "completed", type photo, modality XC (DMS for a dermoscopy view), view?, subject Patient (+ NHI
+    identifier, display name), encounter, createdDateTime, issued, operator?, bodySite?, width, height,
+    content Attachment {contentType "image/jpeg", data base64, size bytes, hash base64 SHA-1, title,
+    creation}, note?}.
     Raises ValueError naming the photo when the input or the result is not valid (FHIR R4 Media).
     """
     check_context(context)
@@ -215,10 +217,9 @@ def _media(context: CommitContext, item: CommitItem, image_id: str) -> dict[str,
         "identifier": [{"system": IMAGE_IDENTIFIER_SYSTEM, "value": image_id}],
         "status": "completed",
         "type": {"coding": [{"system": MEDIA_TYPE_SYSTEM, "code": "image", "display": "Image"}]},
-        # A phone photo is DICOM modality XC, the same code the dicomweb connector writes.
-        "modality": {
-            "coding": [{"system": DICOM_DCM, "code": "XC", "display": "External-camera Photography"}]
-        },
+        # The DICOM modality the dicomweb connector writes for the same photo (`dicom_iods.photo_iod`):
+        # DMS for a dermoscopy view, XC for any other phone photo (DICOM PS3.16 CID 29).
+        "modality": {"coding": [_modality(terms)]},
         "subject": _subject(context),
         # A launch's made-up encounter key names no Encounter in the record: no reference to it.
         **(
@@ -262,6 +263,15 @@ def _subject(context: CommitContext) -> dict[str, Any]:
     if patient.name and patient.name.strip():
         subject["display"] = " ".join(patient.name.split())
     return subject
+
+
+#: DICOM PS3.16 Annex D (DCM) display names of the modalities a photo can have.
+_MODALITY_DISPLAY = {"XC": "External-camera Photography", "DMS": "Dermoscopy"}
+
+
+def _modality(terms: PhotoTerms) -> dict[str, str]:
+    code = photo_iod(terms).modality
+    return {"system": DICOM_DCM, "code": code, "display": _MODALITY_DISPLAY[code]}
 
 
 def _terms(metadata: dict[str, Any]) -> PhotoTerms:

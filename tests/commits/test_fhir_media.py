@@ -176,6 +176,24 @@ def test_content_round_trips_the_exact_jpeg_bytes() -> None:
     assert content["creation"] == "2025-01-15T15:12:40+13:00"
 
 
+@pytest.mark.parametrize(
+    ("view", "modality"),
+    [("close-up", ("XC", "External-camera Photography")), ("dermoscopy", ("DMS", "Dermoscopy"))],
+)
+def test_the_modality_is_the_one_the_dicom_connector_writes(view: str, modality: tuple[str, str]) -> None:
+    media = build_media(make_context(), make_item("fundus-left-eye.jpg", metadata={"view": view}))
+    Media.model_validate(media)
+    assert media["modality"] == {
+        "coding": [
+            {
+                "system": "http://dicom.nema.org/resources/ontology/DCM",
+                "code": modality[0],
+                "display": modality[1],
+            }
+        ]
+    }
+
+
 def test_minimal_photo_without_optional_details() -> None:
     context = make_context(
         patient=PatientRef(id="pat-77", name="Aroha Ngata"), practitioner_id=None, consent=None
