@@ -1,5 +1,6 @@
 """`GET /launch?iss=…[&launch=…]` and `GET /launch/callback?code=…&state=…`: SMART App Launch 2.x from an EHR
-in CONSULTCAM_SMART_ISSUERS (the rules are `consultcam.launch.smart`).
+in CONSULTCAM_SMART_ISSUERS (the rules are `consultcam.launch.smart` and
+`consultcam.launch.smart_accept`).
 
 `/launch` sends the browser (302) to the EHR's authorize endpoint; the EHR sends it back to
 `{PUBLIC_URL}/launch/callback`. Accepted: the user's browser is signed in and sent on with a 303 to
@@ -28,7 +29,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consultcam.deps import RuntimeDep
-from consultcam.launch import smart
+from consultcam.launch import smart, smart_accept
 from consultcam.launch.pages import HEADERS, Problem, launch_page
 from consultcam.launch.smart import Reason, SmartRefused
 from consultcam.ratelimit import TooManyRequests, client_address, limiter
@@ -206,7 +207,7 @@ async def smart_callback(request: Request, rt: RuntimeDep) -> Response:
         pending = await smart.claim(rt, state, error)
         checked = await smart.check(rt, pending, code or "")
         async with rt.unit_of_work() as uow:
-            accepted = await smart.accept(uow, rt, checked)
+            accepted = await smart_accept.accept(uow, rt, checked)
             response = await begin_signin(
                 request, rt, accepted.clinician, "smart", f"/sessions/{accepted.session.id}", uow=uow
             )
