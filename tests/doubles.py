@@ -109,6 +109,28 @@ class DoubleProcess:
         if self._finalizer is not None:
             self._finalizer()  # once: kill the group, wait, remove the ready file's folder
 
+    def resources(self, resource_type: str) -> list[dict[str, Any]]:
+        """The stored resources of one type (e.g. "DocumentReference", "Media", "Patient"), oldest first;
+        after stop_answering(), what the double held when it was killed."""
+        if self._last is not None:
+            return list(self._last["resources"].get(resource_type, []))
+        found: list[dict[str, Any]] = self._control("GET", f"resources/{resource_type}")
+        return found
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every call to the service so far, in order: {method, path, query (percent-decoded), headers
+        (lower-case names; Authorization reduced to "<scheme> [redacted]"), status}. Control calls are not
+        included."""
+        return self._seen("requests")
+
+    def _seen(self, name: str) -> list[Any]:
+        """The list the control `GET /_double/{name}` answers, or what stop_answering() kept of it (under
+        `name` with "_" for "-")."""
+        if self._last is not None:
+            return list(self._last[name.replace("-", "_")])
+        found: list[Any] = self._control("GET", name)
+        return found
+
     def _control(self, method: str, name: str, body: Any = None) -> Any:
         """`METHOD /_double/{name}` with `body` as JSON; the JSON answer."""
         if self._http is None:

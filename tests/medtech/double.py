@@ -153,20 +153,7 @@ class AlexDouble(DoubleProcess):
 
     # -- what happened -------------------------------------------------------------------------------------
 
-    def resources(self, resource_type: str) -> list[dict[str, Any]]:
-        """The stored resources of one type ("DocumentReference", "Media", "Patient"), oldest first."""
-        if self._last is not None:
-            return list(self._last["resources"].get(resource_type, []))
-        found: list[dict[str, Any]] = self._control("GET", f"resources/{resource_type}")
-        return found
-
-    def requests(self) -> list[dict[str, Any]]:
-        """Every ALEX call so far, in order: {method, path, query (percent-decoded), headers (lower-case
-        names; authorization reduced to "Bearer [redacted]"), status}. Control calls are not included."""
-        if self._last is not None:
-            return list(self._last["requests"])
-        found: list[dict[str, Any]] = self._control("GET", "requests")
-        return found
+    # resources() and requests(): DoubleProcess's (ALEX's calls; Patient, DocumentReference, Media)
 
     def decode_count(self) -> int:
         """How many vendor-forms decodes were answered 200."""

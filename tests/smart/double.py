@@ -191,17 +191,7 @@ class EhrDouble(DoubleProcess):
 
     # -- what happened -------------------------------------------------------------------------------------
 
-    def resources(self, resource_type: str) -> list[dict[str, Any]]:
-        """The stored resources of one type, oldest first."""
-        if self._last is not None:
-            return list(self._last["resources"].get(resource_type, []))
-        found: list[dict[str, Any]] = self._control("GET", f"resources/{resource_type}")
-        return found
-
-    def requests(self) -> list[dict[str, Any]]:
-        """Every EHR call so far: {method, path, query, headers (lower-case; Authorization "<scheme>
-        [redacted]"), status}. Control calls are not included."""
-        return self._seen("requests")
+    # resources() and requests(): DoubleProcess's (the EHR's calls)
 
     def token_requests(self) -> list[dict[str, Any]]:
         """What /token received: {grant_type, code_verifier_ok (None for a refresh), redirect_uri,
@@ -211,9 +201,3 @@ class EhrDouble(DoubleProcess):
     def authorize_requests(self) -> list[dict[str, str]]:
         """The query parameters of every /authorize request (response_type, client_id, scope, aud, ...)."""
         return self._seen("authorize-requests")
-
-    def _seen(self, name: str) -> list[Any]:
-        if self._last is not None:
-            return list(self._last[name.replace("-", "_")])
-        found: list[Any] = self._control("GET", name)
-        return found
