@@ -364,9 +364,10 @@ async def next_event(source: httpx.Response | AsyncIterator[str], wanted: str) -
 
 
 @asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """`app` served by uvicorn on a free loopback port in this event loop; yields its http:// origin."""
-    port = free_port()
+async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """`app` served by uvicorn on loopback `port` (None: a free one; a known port for an app whose registered
+    redirect URI names it) in this event loop; yields its http:// origin."""
+    port = free_port() if port is None else port
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
     )

@@ -190,7 +190,7 @@ SERVICES = sorted(
     m
     for m in MODULES
     if m.rsplit(".", 1)[-1] in ("service", "repository", "smart_repository")
-    or m in ("consultcam.launch.medtech", "consultcam.launch.smart")
+    or m in ("consultcam.launch.medtech", "consultcam.launch.smart", "consultcam.launch.smart_accept")
 )
 ADAPTERS = sorted(
     m

@@ -21,46 +21,26 @@ no-referrer` (the app's headers; set here as well), and the context is never log
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.deps import RuntimeDep
 from consultcam.launch import medtech
 from consultcam.launch.medtech import LaunchRefused, Reason
+from consultcam.launch.pages import HEADERS, Problem, launch_page
 from consultcam.ratelimit import TooManyRequests, client_address, limiter
-from consultcam.web.pages import begin_signin, templates
+from consultcam.web.pages import begin_signin
 
 router = APIRouter(include_in_schema=False)
 
 #: What a context or signature may look like: 1 to 4096 visible ASCII characters (Medtech's are base64
 #: or hex; anything longer or with spaces did not come from Medtech).
 _PARAMETER = re.compile(r"[\x21-\x7e]{1,4096}")
-#: Sent with every launch answer (the app's middleware sends the same).
-_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 _AGAIN = "Go back to Medtech and click the consultcam icon again."
 _WAIT = "Wait a minute, then click the consultcam icon in Medtech again."
 _IT = "If it happens again, ask your practice's IT support to check consultcam's Medtech set-up."
-
-
-@dataclass(frozen=True)
-class Problem:
-    """How a launch page words one outcome: its status, `tone` (info, warn, error), icon, title, what
-    happened, what to do now (`todo`, one short sentence; numbered `steps` when it takes more) and what to
-    do if that does not help (`later`)."""
-
-    status: int
-    tone: str
-    icon: str
-    title: str
-    happened: str
-    todo: str
-    later: str = ""
-    steps: tuple[str, ...] = ()
 
 
 PROBLEMS: dict[Reason | str, Problem] = {
@@ -146,13 +126,7 @@ PROBLEMS: dict[Reason | str, Problem] = {
 
 def _page(request: Request, reason: str, headers: dict[str, str] | None = None) -> Response:
     """The launch page for `reason`, with its status, a time and the reason code for IT support."""
-    problem = PROBLEMS[reason]
-    now = datetime.now(PRACTICE_TIMEZONE)
-    when = f"{now.day} {now:%b %Y, %H:%M:%S}"
-    context = {"problem": problem, "reason": reason, "when": when}
-    return templates.TemplateResponse(
-        request, "launch.html", context, status_code=problem.status, headers={**_HEADERS, **(headers or {})}
-    )
+    return launch_page(request, PROBLEMS[reason], reason, headers)
 
 
 def _parameter(request: Request, name: str) -> str | None:
@@ -189,5 +163,5 @@ async def medtech_launch(request: Request, rt: RuntimeDep) -> Response:
     except LaunchRefused as refused:
         await medtech.record_refusal(rt.unit_of_work, refused, client)
         return _page(request, refused.reason)
-    response.headers.update(_HEADERS)
+    response.headers.update(HEADERS)
     return response

@@ -17,17 +17,11 @@ client id, exp, and our nonce: "id-token-invalid"), the token's `patient` ("no-p
 `encounter`, the launching user (the id_token's `fhirUser`) a Practitioner, else "not-a-practitioner"
 (a Patient, RelatedPerson or Person, or no fhirUser: consultcam is a clinician's tool, and an unknown user
 cannot be bound to one provider), the Patient and Encounter read from the EHR with the access token
-("patient-not-found";
-an Encounter of another patient: "ehr-error"). `accept`, in the caller's transaction with the sign-in:
-the capture session for that encounter opened or resumed (`sessions.service.create_session`; a standalone
-launch without encounter gets a stable key per EHR, user, patient and day, `encounter_key`), the session's
-`SmartGrant` stored or replaced with the tokens sealed (`seal(key, "smart-grant", {access_token,
-refresh_token?})`), audited `launch.accepted`. A refusal creates none of them; the caller records
-`launch.refused` (`record_refusal`) with the reason, never a code, token, state or patient detail.
+("patient-not-found"; an Encounter of another patient: "ehr-error").
 
-The user signs in as `Clinician(id="smart:<iss host>:<fhirUser>", practitioner_id=<the Practitioner id of
-fhirUser>)`, method "smart": a bound sign-in (`consultcam.sessions.access`), which reaches only that
-practitioner's sessions and opens sessions only for them.
+What a checked launch opens and whom it signs in (`accept`) is `consultcam.launch.smart_accept`. A refusal
+creates nothing; the caller records `launch.refused` (`record_refusal`) with the reason, never a code, token,
+state or patient detail.
 """
 
 from __future__ import annotations
@@ -36,42 +30,31 @@ import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlencode, urlsplit
-
-from pydantic import ValidationError
+from urllib.parse import urlencode
 
 from consultcam import audit
 from consultcam.auth import authorization_requests
-from consultcam.auth.principals import Clinician
-from consultcam.config import PRACTICE_TIMEZONE
-from consultcam.db import Transactions, UnitOfWork
-from consultcam.errors import Conflict, NotPermitted
-from consultcam.kit.sealing import seal
-from consultcam.launch import smart_repository as repository
+from consultcam.db import Transactions
 from consultcam.launch.smart_port import EhrEncounter, EhrPatient, SmartFailure, SmartServer, TokenAnswer
-from consultcam.models import CaptureSession, SmartGrant, utcnow
+from consultcam.models import utcnow
 from consultcam.runtime import Runtime
 from consultcam.sessions.access import fhir_practitioner_id
-from consultcam.sessions.schemas import PatientIn, SessionCreate
-from consultcam.sessions.service import create_session
 
 __all__ = [
     "STATE_LIFETIME",
-    "Accepted",
     "Checked",
     "Pending",
     "Reason",
     "SmartRefused",
-    "accept",
     "check",
     "claim",
-    "clinician_of",
-    "encounter_key",
+    "practitioner_of",
     "record_refusal",
     "scopes",
     "start",
+    "user_of",
 ]
 
 STATE_LIFETIME = authorization_requests.LIFETIME
@@ -83,7 +66,6 @@ RESOURCE_SCOPES = (
     "patient/DocumentReference.c",
 )
 _V1 = {".rs": ".read", ".c": ".write"}
-GRANT_PURPOSE = "smart-grant"
 
 #: Why a launch was refused (the audit's `reason`; the page says it in words).
 Reason = Literal[
@@ -142,15 +124,6 @@ class Checked:
     claims: dict[str, Any]
     patient: EhrPatient
     encounter: EhrEncounter | None
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """An accepted launch: the session opened or `resumed`, and the clinician to sign in."""
-
-    session: CaptureSession
-    clinician: Clinician
-    resumed: bool
 
 
 def uses_v1(server: SmartServer) -> bool:
@@ -317,90 +290,6 @@ def practitioner_of(claims: dict[str, Any], iss: str) -> str | None:
     if not isinstance(fhir_user, str):
         return None
     return fhir_practitioner_id(fhir_user.removeprefix(iss + "/"))
-
-
-def clinician_of(checked: Checked) -> Clinician:
-    """The user a launch signs in (see the module docstring), bound to their Practitioner id (`check`
-    refused a launch without one)."""
-    practitioner = practitioner_of(checked.claims, checked.pending.server.iss)
-    if practitioner is None:
-        raise SmartRefused("not-a-practitioner", issuer=checked.pending.server.iss)
-    host = urlsplit(checked.pending.server.iss).netloc
-    name = checked.claims.get("name")
-    return Clinician(
-        id=f"smart:{host}:{user_of(checked)}"[:200],
-        name=name if isinstance(name, str) and name else None,
-        practitioner_id=practitioner,
-    )
-
-
-def encounter_key(iss: str, user: str, patient_id: str, now: datetime) -> str:
-    """The encounter id of a standalone launch without an encounter: one per EHR, user, patient and
-    Pacific/Auckland day: "sm-" + YYYYMMDD + "-" + 20 hex digits of SHA-256 over "iss\\0user\\0patient"
-    (a valid FHIR id that says nothing about the patient), as the Medtech launch's `encounter_key`."""
-    day = now.astimezone(PRACTICE_TIMEZONE).strftime("%Y%m%d")
-    digest = hashlib.sha256(f"{iss}\0{user}\0{patient_id}".encode()).hexdigest()
-    return f"sm-{day}-{digest[:20]}"
-
-
-async def accept(uow: UnitOfWork, rt: Runtime, checked: Checked, now: datetime | None = None) -> Accepted:
-    """Open or resume the session and store its grant, in the caller's transaction (which then starts the
-    sign-in and commits). Audited `launch.accepted`. Raises SmartRefused "encounter-held" (the encounter's
-    open session is another patient's or out of this user's reach) or "ehr-error" (the EHR's patient
-    cannot be a session's, e.g. an NHI that fails its check)."""
-    now = now or utcnow()
-    who, iss, token = clinician_of(checked), checked.pending.server.iss, checked.token
-    patient = checked.patient
-    encounter_id = (
-        checked.encounter.id
-        if checked.encounter is not None
-        else encounter_key(iss, user_of(checked), patient.id, now)
-    )
-    try:
-        data = SessionCreate(
-            encounter_id=encounter_id,
-            patient=PatientIn(
-                id=patient.id, name=patient.name, nhi=patient.nhi, birth_date=patient.birth_date
-            ),
-            practitioner_id=who.practitioner_id,
-        )
-    except ValidationError:
-        raise SmartRefused("ehr-error", issuer=iss) from None
-    try:
-        session, created = await create_session(uow, rt, who, data)
-    except (Conflict, NotPermitted):
-        raise SmartRefused("encounter-held", issuer=iss) from None
-    tokens = {"access_token": token.access_token}
-    if token.refresh_token:
-        tokens["refresh_token"] = token.refresh_token
-    fhir_user = checked.claims.get("fhirUser")
-    await repository.put_grant(
-        uow.session,
-        SmartGrant(
-            session_id=session.id,
-            issuer=iss,
-            fhir_base=iss,
-            token_endpoint=checked.pending.server.token_endpoint,
-            client_id=rt.settings.smart_client_id,
-            scope=token.scope or checked.pending.scope,
-            fhir_user=user_of(checked) if isinstance(fhir_user, str) and fhir_user else None,
-            sealed_tokens=seal(rt.settings.secret_key, GRANT_PURPOSE, tokens),
-            access_expires_at=now + timedelta(seconds=token.expires_in) if token.expires_in else None,
-            created_at=now,
-            updated_at=now,
-        ),
-    )
-    audit.record(
-        uow.session,
-        who,
-        "launch.accepted",
-        session_id=session.id,
-        resumed=not created,
-        method="smart",
-        issuer=iss,
-        standalone=checked.pending.launch is None,
-    )
-    return Accepted(session=session, clinician=who, resumed=not created)
 
 
 async def record_refusal(tx: Transactions, refused: SmartRefused, client: str) -> None:

@@ -1,5 +1,6 @@
 """`GET /launch?iss=…[&launch=…]` and `GET /launch/callback?code=…&state=…`: SMART App Launch 2.x from an EHR
-in CONSULTCAM_SMART_ISSUERS (the rules are `consultcam.launch.smart`).
+in CONSULTCAM_SMART_ISSUERS (the rules are `consultcam.launch.smart` and
+`consultcam.launch.smart_accept`).
 
 `/launch` sends the browser (302) to the EHR's authorize endpoint; the EHR sends it back to
 `{PUBLIC_URL}/launch/callback`. Accepted: the user's browser is signed in and sent on with a 303 to
@@ -23,24 +24,21 @@ no-referrer`, and neither is logged nor audited.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from consultcam.config import PRACTICE_TIMEZONE
 from consultcam.deps import RuntimeDep
-from consultcam.launch import smart
-from consultcam.launch.endpoints import Problem
+from consultcam.launch import smart, smart_accept
+from consultcam.launch.pages import HEADERS, Problem, launch_page
 from consultcam.launch.smart import Reason, SmartRefused
 from consultcam.ratelimit import TooManyRequests, client_address, limiter
-from consultcam.web.pages import begin_signin, templates
+from consultcam.web.pages import begin_signin
 
 router = APIRouter(include_in_schema=False)
 
 _VISIBLE = re.compile(r"[\x21-\x7e]{1,4096}")
 _ERROR = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,128}")  # RFC 6749 §4.1.2.1 error codes
-_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 _AGAIN = "Go back to the patient record system and open consultcam from there again."
 _WAIT = "Wait a minute, then open consultcam from the patient record system again."
@@ -156,13 +154,7 @@ PROBLEMS: dict[Reason | str, Problem] = {
 
 def _page(request: Request, reason: str, headers: dict[str, str] | None = None) -> Response:
     """The launch page for `reason`, with its status, a time and the reason code for IT support."""
-    problem = PROBLEMS[reason]
-    now = datetime.now(PRACTICE_TIMEZONE)
-    context = {"problem": problem, "reason": reason, "when": f"{now.day} {now:%b %Y, %H:%M:%S}"}
-    context["brand_sub"] = "Clinical photography"
-    return templates.TemplateResponse(
-        request, "launch.html", context, status_code=problem.status, headers={**_HEADERS, **(headers or {})}
-    )
+    return launch_page(request, PROBLEMS[reason], reason, headers, brand_sub="Clinical photography")
 
 
 def _parameter(request: Request, name: str, shape: re.Pattern[str] = _VISIBLE) -> str | None:
@@ -197,7 +189,7 @@ async def smart_launch(request: Request, rt: RuntimeDep) -> Response:
     except SmartRefused as refused:
         await smart.record_refusal(rt.unit_of_work, refused, client)
         return _page(request, refused.reason)
-    return RedirectResponse(location, status_code=302, headers=_HEADERS)
+    return RedirectResponse(location, status_code=302, headers=HEADERS)
 
 
 @router.get("/launch/callback", response_class=HTMLResponse)
@@ -215,12 +207,12 @@ async def smart_callback(request: Request, rt: RuntimeDep) -> Response:
         pending = await smart.claim(rt, state, error)
         checked = await smart.check(rt, pending, code or "")
         async with rt.unit_of_work() as uow:
-            accepted = await smart.accept(uow, rt, checked)
+            accepted = await smart_accept.accept(uow, rt, checked)
             response = await begin_signin(
                 request, rt, accepted.clinician, "smart", f"/sessions/{accepted.session.id}", uow=uow
             )
     except SmartRefused as refused:
         await smart.record_refusal(rt.unit_of_work, refused, client)
         return _page(request, refused.reason)
-    response.headers.update(_HEADERS)
+    response.headers.update(HEADERS)
     return response

@@ -1,6 +1,6 @@
 """The SQL of SMART launches: the grants kept for sessions (`SmartGrant`). No rules here: those are
-`consultcam.launch.smart`; pending authorization requests are `consultcam.auth.authorization_requests`'s,
-shared with the OIDC sign-in."""
+`consultcam.launch.smart` and `consultcam.launch.smart_accept` (which stores the grant); pending
+authorization requests are `consultcam.auth.authorization_requests`'s, shared with the OIDC sign-in."""
 
 from __future__ import annotations
 

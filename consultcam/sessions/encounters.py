@@ -2,9 +2,9 @@
 
 Medtech ALEX launches carry no encounter, nor does a SMART standalone launch without one, so the session's
 encounter id is a stable key per patient, clinician and Pacific/Auckland day: "mt-YYYYMMDD-<20 hex>"
-(`consultcam.launch.medtech.encounter_key`) or "sm-YYYYMMDD-<20 hex>" (`consultcam.launch.smart`). Such a
-key groups the day's photos (a DICOM study, an export folder) but names no Encounter in the record, so a
-FHIR write must not reference it (`CommitContext.encounter_in_record`).
+(`consultcam.launch.medtech.encounter_key`) or "sm-YYYYMMDD-<20 hex>" (`consultcam.launch.smart_accept`).
+Such a key groups the day's photos (a DICOM study, an export folder) but names no Encounter in the record,
+so a FHIR write must not reference it (`CommitContext.encounter_in_record`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,31 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from consultcam.app import create_app
 from consultcam.config import Settings
 from tests.auth.idp import CLIENT_ID, CLIENT_SECRET, Provider, identity_provider
-from tests.conftest import CsrfToken
+from tests.conftest import CsrfToken, serving
 from tests.e2e.harness import free_port
-
-
-@asynccontextmanager
-async def serving_on(app: Any, port: int) -> AsyncIterator[str]:
-    """`app` served by uvicorn on 127.0.0.1:`port` (its registered redirect URI needs a known port)."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the test server did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def oidc_settings(settings: Settings, origin: str, issuer: str, **extra: Any) -> Settings:
@@ -75,7 +56,7 @@ async def deployed(settings: Settings, **provider_options: Any) -> AsyncIterator
     async with identity_provider(origin, **provider_options) as provider:
         configured = oidc_settings(settings, origin, provider.issuer)
         app = create_app(configured)
-        async with app.router.lifespan_context(app), serving_on(app, port):
+        async with app.router.lifespan_context(app), serving(app, port):
             yield Deployment(origin, app, configured, provider)
 
 

@@ -13,9 +13,10 @@ from sqlalchemy import select
 from consultcam.app import create_app
 from consultcam.config import Settings
 from consultcam.models import SignInSession
-from tests.auth.conftest import Deployment, deployed, oidc_settings, serving_on
+from tests.auth.conftest import Deployment, deployed, oidc_settings
 from tests.auth.flows import problem, signin_rows, to_provider, with_query
 from tests.auth.idp import at_provider, identity_provider, stop
+from tests.conftest import serving
 from tests.e2e.harness import free_port
 
 
@@ -90,7 +91,7 @@ async def test_a_provider_calling_itself_another_issuer_is_not_used(settings: Se
     async with identity_provider(origin) as provider:
         wrong = provider.issuer.replace("127.0.0.1", "localhost")
         app = create_app(oidc_settings(settings, origin, wrong))
-        async with app.router.lifespan_context(app), serving_on(app, port):
+        async with app.router.lifespan_context(app), serving(app, port):
             deployment = Deployment(origin, app, app.state.runtime.settings, provider)
             async with deployment.browser() as client:
                 answer = await client.get(origin + "/")
@@ -121,7 +122,7 @@ async def test_an_unreachable_provider_is_a_503_page_not_a_crash(settings: Setti
     origin = f"http://127.0.0.1:{port}"
     nowhere = f"http://127.0.0.1:{free_port()}"
     app = create_app(oidc_settings(settings, origin, nowhere))
-    async with app.router.lifespan_context(app), serving_on(app, port):
+    async with app.router.lifespan_context(app), serving(app, port):
         deployment = Deployment(origin, app, app.state.runtime.settings, None)  # type: ignore[arg-type]
         async with deployment.browser() as client:
             answer = await client.get(origin + "/")

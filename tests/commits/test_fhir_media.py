@@ -27,7 +27,7 @@ from consultcam.commits.fhir_media import (
     validate_body_site,
 )
 from consultcam.launch.medtech import encounter_key as medtech_encounter_key
-from consultcam.launch.smart import encounter_key as smart_encounter_key
+from consultcam.launch.smart_accept import encounter_key as smart_encounter_key
 from consultcam.sessions.encounters import names_a_record_encounter
 from tests.commits.factories import commit_context
 

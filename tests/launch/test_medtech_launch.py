@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from consultcam.app import create_app
 from consultcam.auth.principals import CLINICIAN_COOKIE
@@ -24,17 +24,10 @@ from consultcam.launch import medtech
 from consultcam.launch.alex_api import AlexLaunchApi
 from consultcam.models import AuditEvent, CaptureSession, LaunchContextUse, SignInSession, utcnow
 from consultcam.retention.sweeper import sweep
-from tests.conftest import CsrfToken
+from tests.launch.helpers import assert_refusal_page, audit, browser, count
 from tests.medtech.double import AlexDouble
 
 NO_PATIENT_WORDS = "Open a patient in Medtech"
-
-
-def browser(app: Any) -> httpx.AsyncClient:
-    """A browser with no sign-in: keeps cookies, follows no redirect."""
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver", event_hooks=CsrfToken().hooks()
-    )
 
 
 @asynccontextmanager
@@ -43,17 +36,6 @@ async def app_for(settings: Settings, **changes: Any) -> AsyncIterator[Any]:
     application = create_app(settings.model_copy(update=changes))
     async with application.router.lifespan_context(application):
         yield application
-
-
-async def count(app: Any, model: Any) -> int:
-    async with app.state.runtime.sessionmaker() as db:
-        return int((await db.execute(select(func.count()).select_from(model))).scalar_one())
-
-
-async def audit(app: Any, action: str) -> list[AuditEvent]:
-    async with app.state.runtime.sessionmaker() as db:
-        query = select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
-        return list((await db.execute(query)).scalars())
 
 
 async def sessions(app: Any) -> list[CaptureSession]:
@@ -74,20 +56,7 @@ async def assert_refused(
 ) -> AuditEvent:
     """The page for a refused launch: its status and words, never cached nor referred, no cookie, and
     nothing made (no session, sign-in or used context); returns the one `launch.refused` audit row."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("text/html")
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["referrer-policy"] == "no-referrer"
-    assert f'data-reason="{reason}"' in response.text
-    for word in words:
-        assert word in response.text, word
-    assert "set-cookie" not in response.headers
-    assert await count(app, CaptureSession) == 0
-    assert await count(app, SignInSession) == 0
-    assert await count(app, LaunchContextUse) == 0
-    [refused] = await audit(app, "launch.refused")
-    assert refused.detail["reason"] == reason
-    return refused
+    return await assert_refusal_page(app, response, status, reason, words, made=[LaunchContextUse])
 
 
 # --- accepted ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from consultcam.app import create_app
 from consultcam.auth.principals import CLINICIAN_COOKIE
@@ -23,12 +23,12 @@ from consultcam.kit.sealing import unseal
 from consultcam.models import (
     AuditEvent,
     AuthorizationRequest,
-    CaptureSession,
     SignInSession,
     SmartGrant,
     utcnow,
 )
-from tests.conftest import CsrfToken, assert_error
+from tests.conftest import assert_error
+from tests.launch.helpers import assert_refusal_page, audit, browser, count
 from tests.smart.double import EhrDouble
 
 V2_SCOPE = (
@@ -72,13 +72,6 @@ def jane(ehr: EhrDouble) -> dict[str, str]:
     return {"patient": pid, "encounter": ehr.add_encounter(pid), "user": ehr.add_practitioner()}
 
 
-def browser(app: Any) -> httpx.AsyncClient:
-    """A browser with no sign-in: keeps cookies, follows no redirect."""
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver", event_hooks=CsrfToken().hooks()
-    )
-
-
 async def to_ehr(gp: httpx.AsyncClient, query: dict[str, str]) -> str:
     """GET /launch?{query}: must be a 302 to the EHR's authorize endpoint; returns that URL."""
     response = await gp.get(f"/launch?{urlencode(query)}")
@@ -105,37 +98,15 @@ async def launch(gp: httpx.AsyncClient, ehr: EhrDouble, **context: str | None) -
     return await gp.get(await authorize(await to_ehr(gp, query)))
 
 
-async def count(app: Any, model: Any) -> int:
-    async with app.state.runtime.sessionmaker() as db:
-        return int((await db.execute(select(func.count()).select_from(model))).scalar_one())
-
-
 async def rows(app: Any, model: Any) -> list[Any]:
     async with app.state.runtime.sessionmaker() as db:
         return list((await db.execute(select(model))).scalars())
 
 
-async def audit(app: Any, action: str) -> list[AuditEvent]:
-    async with app.state.runtime.sessionmaker() as db:
-        query = select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
-        return list((await db.execute(query)).scalars())
-
-
 async def assert_refused(app: Any, response: httpx.Response, status: int, reason: str, *words: str) -> None:
-    """A refusal page: status, words, never cached, no cookie, nothing made; one `launch.refused` row."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("text/html")
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["referrer-policy"] == "no-referrer"
-    assert f'data-reason="{reason}"' in response.text
-    for word in words:
-        assert word in response.text, word
-    assert "set-cookie" not in response.headers
-    assert await count(app, CaptureSession) == 0
-    assert await count(app, SignInSession) == 0
-    assert await count(app, SmartGrant) == 0
-    [refused] = await audit(app, "launch.refused")
-    assert refused.detail["reason"] == reason
+    """A refusal page: status, words, never cached, no cookie, nothing made (no session, sign-in or SMART
+    grant); one `launch.refused` row, by the SMART launch."""
+    refused = await assert_refusal_page(app, response, status, reason, words, made=[SmartGrant])
     assert refused.actor_id == "smart-launch"
 
 

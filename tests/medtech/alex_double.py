@@ -21,23 +21,20 @@ Authorization value reduced to its scheme), status}. Nothing is printed: no toke
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
 import secrets
 import sys
 import threading
-import time
 import traceback
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, unquote_plus, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from tests.doubles import JSON, DoubleHandler, arguments, serve
 from tests.medtech import alex_fhir as fhir
 from tests.medtech.alex_fhir import Answer, outcome, refuse
 from tests.medtech.alex_launch import DECODE_PATH, TOKEN_PATH, Auth
@@ -46,7 +43,6 @@ ENV_CLIENT_ID, ENV_CLIENT_SECRET = "ALEX_DOUBLE_CLIENT_ID", "ALEX_DOUBLE_CLIENT_
 ENV_SCOPE, ENV_SIGNING_KEY = "ALEX_DOUBLE_SCOPE", "ALEX_DOUBLE_SIGNING_KEY"
 DEFAULT_CLIENT_ID, DEFAULT_SCOPE = "consultcam-test", "api://consultcam-test/.default"
 _READ_LIMIT = 64_000_000  # bytes: a larger body is not read at all (413 and the connection closed)
-_JSON = "application/json; charset=utf-8"
 
 
 @dataclass
@@ -84,24 +80,8 @@ class DoubleServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/FHIR"
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(DoubleHandler):
     server: DoubleServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # never log: paths carry launch contexts
-        pass
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
 
     def do_PATCH(self) -> None:
         self._handle("PATCH")
@@ -111,20 +91,10 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         raw = self._body()
         if url.path.startswith("/_double/"):
-            try:
-                status, body = self._control(method, url.path.removeprefix("/_double/"), raw)
-            except (ValueError, KeyError, TypeError) as exc:
-                status, body = 400, {"error": f"{type(exc).__name__}: {exc}"}
-            self._reply(status, body, {"Content-Type": _JSON})
+            self._serve_control(method, url, raw)
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
-        record: dict[str, Any] = {
-            "method": method,
-            "path": unquote(url.path),
-            "query": unquote_plus(url.query),
-            "headers": _redacted(headers),
-            "status": 0,
-        }
+        record = self._record(method, url, headers)
         try:
             with state.lock:
                 state.records.append(record)
@@ -168,21 +138,11 @@ class Handler(BaseHTTPRequestHandler):
         """Send `body` as JSON: FHIR JSON for a FHIR resource, plain JSON otherwise, unless headers say."""
         data = json.dumps(body).encode() if body is not None else b""
         headers = dict(headers)
-        fhir_json = isinstance(body, dict) and "resourceType" in body
-        try:
-            self.send_response(status)
-            if body is not None:
-                default = fhir.FHIR_JSON + "; charset=utf-8" if fhir_json else _JSON
-                self.send_header("Content-Type", headers.pop("Content-Type", default))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            pass  # the client went away
+        if body is not None:
+            fhir_json = isinstance(body, dict) and "resourceType" in body
+            default = fhir.FHIR_JSON + "; charset=utf-8" if fhir_json else JSON
+            headers = {"Content-Type": headers.pop("Content-Type", default), **headers}
+        self._send(status, data, headers)
 
     # -- ALEX ----------------------------------------------------------------------------------------------
 
@@ -312,31 +272,8 @@ class Handler(BaseHTTPRequestHandler):
         return 404, {"error": f"no control {method} /_double/{name}"}
 
 
-def _redacted(headers: dict[str, str]) -> dict[str, str]:
-    """The headers as recorded: Authorization keeps only its scheme ("Bearer [redacted]")."""
-    if "authorization" in headers:
-        headers = {**headers, "authorization": headers["authorization"].split(" ")[0] + " [redacted]"}
-    return headers
-
-
-def _exit_with_parent(parent: int, ready_file: Path) -> None:
-    """Exit when the process that started the double is gone (a test run killed hard leaves no double),
-    removing the ready file and its folder when that is then empty."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    with contextlib.suppress(OSError):
-        ready_file.unlink()
-        ready_file.parent.rmdir()
-    os._exit(0)
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.medtech.alex_double", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
-    parser.add_argument("--ready-file", type=Path, required=True, help="where to write the bound port")
-    args = parser.parse_args(argv)
+    args = arguments("python -m tests.medtech.alex_double", __doc__.split("\n")[0], argv)
     key = os.environ.get(ENV_SIGNING_KEY)
     auth = Auth(
         client_id=os.environ.get(ENV_CLIENT_ID, DEFAULT_CLIENT_ID),
@@ -346,12 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     for kind in fhir.WRITABLE:  # import the models now, not during the first create
         get_fhir_model_class(kind)
-    server = DoubleServer(("127.0.0.1", args.port), State(auth))
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(), args.ready_file), daemon=True).start()
-    partial = args.ready_file.with_name(args.ready_file.name + ".partial")
-    partial.write_text(str(server.server_address[1]))
-    os.replace(partial, args.ready_file)
-    server.serve_forever(poll_interval=0.2)
+    serve(DoubleServer(("127.0.0.1", args.port), State(auth)), args.ready_file)
 
 
 if __name__ == "__main__":

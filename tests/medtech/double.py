@@ -8,29 +8,19 @@
 
 The double runs as its own process (`python -m tests.medtech.alex_double`, tests/medtech/alex_double.py) in a
 new process group, started with this interpreter from the repository root; the handle steers it over HTTP
-(`/_double/...`) and kills the group on exit (or at interpreter exit, whatever happens). Each handle has its
-own client secret and launch-signing key, made up here and passed through the environment (never argv).
+(`/_double/...`) and kills the group on exit (or at interpreter exit, whatever happens): tests/doubles.py.
+Each handle has its own client secret and launch-signing key, made up here and passed through the environment
+(never argv).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import weakref
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
+from tests.doubles import DoubleProcess
 from tests.medtech.alex_double import (
     DEFAULT_CLIENT_ID,
     DEFAULT_SCOPE,
@@ -44,11 +34,8 @@ from tests.medtech.alex_launch import sign
 
 __all__ = ["NHI_SYSTEM", "AlexDouble", "sign"]
 
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 20.0  # seconds for the process to bind and answer
 
-
-class AlexDouble:
+class AlexDouble(DoubleProcess):
     """A running ALEX double: URLs, credentials and controls (see the module docstring).
 
     Attributes: root "http://127.0.0.1:PORT", fhir_url root + "/FHIR", emr_url "alex+http://…/FHIR",
@@ -56,81 +43,27 @@ class AlexDouble:
     key of launch signatures, for tests that forge one). Raises RuntimeError when the process does not start.
     """
 
+    module, label, folder_prefix = "tests.medtech.alex_double", "ALEX double", "alex-double-"
+
     def __init__(self, *, client_id: str = DEFAULT_CLIENT_ID, scope: str = DEFAULT_SCOPE) -> None:
+        super().__init__()
         self.client_id, self.scope = client_id, scope
         self.client_secret = secrets.token_urlsafe(24)
         self.signing_key = secrets.token_bytes(32)
-        self.root = ""
-        self._process: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
-        self._http: httpx.Client | None = None
-        self._last: dict[str, Any] | None = None  # what the double held when stop_answering() killed it
 
     def __repr__(self) -> str:  # never the secret or the key
         return f"AlexDouble(root={self.root!r}, client_id={self.client_id!r})"
 
     # -- life ----------------------------------------------------------------------------------------------
 
-    def __enter__(self) -> AlexDouble:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        """Start the process and wait until it answers (at most START_TIMEOUT seconds)."""
-        folder = Path(tempfile.mkdtemp(prefix="alex-double-"))
-        ready = folder / "port"
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
+    def _environment(self, env: dict[str, str]) -> dict[str, str]:
+        return {
+            **env,
             ENV_CLIENT_ID: self.client_id,
             ENV_CLIENT_SECRET: self.client_secret,
             ENV_SCOPE: self.scope,
             ENV_SIGNING_KEY: self.signing_key.hex(),
         }
-        command = [
-            sys.executable,
-            "-m",
-            "tests.medtech.alex_double",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-        ]
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._process = process
-        self._finalizer = weakref.finalize(self, _kill, process, folder)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ready.exists():
-            if process.poll() is not None:
-                self.stop()
-                raise RuntimeError(
-                    f"the ALEX double exited with {process.returncode} before it was ready (see stderr)"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the ALEX double was not ready within {START_TIMEOUT} s")
-            time.sleep(0.02)
-        self.root = f"http://127.0.0.1:{int(ready.read_text())}"
-        self._http = httpx.Client(base_url=self.root, timeout=30.0, trust_env=False)  # no proxy for loopback
-        self._control("GET", "health")
-
-    def stop(self) -> None:
-        """Kill the process group and wait for it; idempotent."""
-        if self._http is not None:
-            self._http.close()
-            self._http = None
-        if self._finalizer is not None:
-            self._finalizer()  # once: kill the group, wait, remove the ready file's folder
 
     def stop_answering(self) -> None:
         """Kill the double: from now on connections to it are refused (ALEX unreachable). resources(),
@@ -220,20 +153,7 @@ class AlexDouble:
 
     # -- what happened -------------------------------------------------------------------------------------
 
-    def resources(self, resource_type: str) -> list[dict[str, Any]]:
-        """The stored resources of one type ("DocumentReference", "Media", "Patient"), oldest first."""
-        if self._last is not None:
-            return list(self._last["resources"].get(resource_type, []))
-        found: list[dict[str, Any]] = self._control("GET", f"resources/{resource_type}")
-        return found
-
-    def requests(self) -> list[dict[str, Any]]:
-        """Every ALEX call so far, in order: {method, path, query (percent-decoded), headers (lower-case
-        names; authorization reduced to "Bearer [redacted]"), status}. Control calls are not included."""
-        if self._last is not None:
-            return list(self._last["requests"])
-        found: list[dict[str, Any]] = self._control("GET", "requests")
-        return found
+    # resources() and requests(): DoubleProcess's (ALEX's calls; Patient, DocumentReference, Media)
 
     def decode_count(self) -> int:
         """How many vendor-forms decodes were answered 200."""
@@ -264,20 +184,3 @@ class AlexDouble:
     def revoke_tokens(self) -> None:
         """Every access token issued so far answers 401 from now on (as after expiry)."""
         self._control("POST", "revoke-tokens", {})
-
-    def _control(self, method: str, name: str, body: Any = None) -> Any:
-        if self._http is None:
-            raise RuntimeError("the ALEX double is not running")
-        response = self._http.request(method, f"/_double/{name}", json=body)
-        if response.status_code >= 400:
-            raise RuntimeError(f"ALEX double control {name}: {response.status_code} {response.text}")
-        return response.json()
-
-
-def _kill(process: subprocess.Popen[bytes], folder: Path) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
-    shutil.rmtree(folder, ignore_errors=True)

@@ -8,39 +8,29 @@
 
 The double runs as its own process (`python -m tests.smart.ehr_double`, tests/smart/ehr_double.py) in a new
 process group, started with this interpreter from the repository root; the handle steers it over HTTP
-(`/_double/...`) and kills the group on exit (or at interpreter exit). See /work/helpers/EHR_DOUBLE.md.
+(`/_double/...`) and kills the group on exit (or at interpreter exit): tests/doubles.py. See
+/work/helpers/EHR_DOUBLE.md.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-import weakref
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
+from tests.doubles import DoubleProcess
 from tests.smart.ehr_double import ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_PERMISSION, ENV_REDIRECT_URI
 from tests.smart.ehr_fhir import NHI_SYSTEM
 
 __all__ = ["NHI_SYSTEM", "EhrDouble"]
 
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 20.0  # seconds
 
-
-class EhrDouble:
+class EhrDouble(DoubleProcess):
     """A running SMART EHR double. Attributes: root "http://127.0.0.1:PORT", iss root + "/fhir",
     client_id, client_secret (None: a public client), redirect_uri, permission ("v2", "v1" or "both": the
     scope names the server lists and accepts). Raises RuntimeError when the process does not start."""
+
+    module, label, folder_prefix = "tests.smart.ehr_double", "EHR double", "ehr-double-"
 
     def __init__(
         self,
@@ -52,31 +42,17 @@ class EhrDouble:
     ) -> None:
         if permission not in ("v2", "v1", "both"):
             raise ValueError("permission is v2, v1 or both")
+        super().__init__()
         self.client_id, self.client_secret = client_id, client_secret
         self.redirect_uri, self.permission = redirect_uri, permission
-        self.root = ""
-        self._finalizer: weakref.finalize[Any, Any] | None = None
-        self._http: httpx.Client | None = None
-        self._last: dict[str, Any] | None = None
         self._last_launch: str | None = None
 
     def __repr__(self) -> str:  # never the secret
         return f"EhrDouble(iss={self.iss!r}, client_id={self.client_id!r})"
 
-    def __enter__(self) -> EhrDouble:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        """Start the process and wait until it answers (at most START_TIMEOUT seconds)."""
-        folder = Path(tempfile.mkdtemp(prefix="ehr-double-"))
-        ready = folder / "port"
+    def _environment(self, env: dict[str, str]) -> dict[str, str]:
         env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
+            **env,
             ENV_CLIENT_ID: self.client_id,
             ENV_REDIRECT_URI: self.redirect_uri,
             ENV_PERMISSION: self.permission,
@@ -84,36 +60,7 @@ class EhrDouble:
         env.pop(ENV_CLIENT_SECRET, None)
         if self.client_secret is not None:
             env[ENV_CLIENT_SECRET] = self.client_secret
-        command = [sys.executable, "-m", "tests.smart.ehr_double", "--port", "0", "--ready-file", str(ready)]
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._finalizer = weakref.finalize(self, _kill, process, folder)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ready.exists():
-            if process.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"the EHR double exited with {process.returncode} before it was ready")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the EHR double was not ready within {START_TIMEOUT} s")
-            time.sleep(0.02)
-        self.root = f"http://127.0.0.1:{int(ready.read_text())}"
-        self._http = httpx.Client(base_url=self.root, timeout=30.0, trust_env=False)
-        self._control("GET", "health")
-
-    def stop(self) -> None:
-        """Kill the process group; idempotent."""
-        if self._http is not None:
-            self._http.close()
-            self._http = None
-        if self._finalizer is not None:
-            self._finalizer()
+        return env
 
     def stop_answering(self) -> None:
         """Kill the double (the EHR is unreachable from now on); requests(), token_requests() and
@@ -244,17 +191,7 @@ class EhrDouble:
 
     # -- what happened -------------------------------------------------------------------------------------
 
-    def resources(self, resource_type: str) -> list[dict[str, Any]]:
-        """The stored resources of one type, oldest first."""
-        if self._last is not None:
-            return list(self._last["resources"].get(resource_type, []))
-        found: list[dict[str, Any]] = self._control("GET", f"resources/{resource_type}")
-        return found
-
-    def requests(self) -> list[dict[str, Any]]:
-        """Every EHR call so far: {method, path, query, headers (lower-case; Authorization "<scheme>
-        [redacted]"), status}. Control calls are not included."""
-        return self._seen("requests")
+    # resources() and requests(): DoubleProcess's (the EHR's calls)
 
     def token_requests(self) -> list[dict[str, Any]]:
         """What /token received: {grant_type, code_verifier_ok (None for a refresh), redirect_uri,
@@ -264,26 +201,3 @@ class EhrDouble:
     def authorize_requests(self) -> list[dict[str, str]]:
         """The query parameters of every /authorize request (response_type, client_id, scope, aud, ...)."""
         return self._seen("authorize-requests")
-
-    def _seen(self, name: str) -> list[Any]:
-        if self._last is not None:
-            return list(self._last[name.replace("-", "_")])
-        found: list[Any] = self._control("GET", name)
-        return found
-
-    def _control(self, method: str, name: str, body: Any = None) -> Any:
-        if self._http is None:
-            raise RuntimeError("the EHR double is not running")
-        response = self._http.request(method, f"/_double/{name}", json=body)
-        if response.status_code >= 400:
-            raise RuntimeError(f"EHR double control {name}: {response.status_code} {response.text}")
-        return response.json()
-
-
-def _kill(process: subprocess.Popen[bytes], folder: Path) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
-    shutil.rmtree(folder, ignore_errors=True)

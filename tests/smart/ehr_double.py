@@ -14,30 +14,26 @@ headers (lower-case; Authorization reduced to its scheme), status}. Nothing is p
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
 import secrets
 import sys
 import threading
-import time
 import traceback
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, unquote_plus, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from tests.doubles import JSON, DoubleHandler, arguments, serve
 from tests.smart import ehr_fhir as fhir
 from tests.smart.ehr_auth import AUTHORIZE_PATH, JWKS_PATH, TOKEN_PATH, Auth, Redirect
 from tests.smart.ehr_fhir import Answer, refuse
 
 ENV_CLIENT_ID, ENV_CLIENT_SECRET = "EHR_DOUBLE_CLIENT_ID", "EHR_DOUBLE_CLIENT_SECRET"
 ENV_REDIRECT_URI, ENV_PERMISSION = "EHR_DOUBLE_REDIRECT_URI", "EHR_DOUBLE_PERMISSION"
-_JSON = "application/json; charset=utf-8"
 _READ_LIMIT = 64_000_000
 
 
@@ -73,24 +69,8 @@ class DoubleServer(ThreadingHTTPServer):
         return self.root + "/fhir"
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(DoubleHandler):
     server: DoubleServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # never log: queries carry codes
-        pass
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
 
     def _handle(self, method: str) -> None:
         state = self.server.state
@@ -102,20 +82,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         raw = self.rfile.read(length) if length else b""
         if url.path.startswith("/_double/"):
-            try:
-                status, body = self._control(method, url.path.removeprefix("/_double/"), raw)
-            except (ValueError, KeyError, TypeError) as exc:
-                status, body = 400, {"error": f"{type(exc).__name__}: {exc}"}
-            self._reply(status, body, {"Content-Type": _JSON})
+            self._serve_control(method, url, raw)
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
-        record: dict[str, Any] = {
-            "method": method,
-            "path": unquote(url.path),
-            "query": unquote_plus(url.query),
-            "headers": _redacted(headers),
-            "status": 0,
-        }
+        record = self._record(method, url, headers)
         extra: dict[str, str] = {}
         try:
             with state.lock:
@@ -140,20 +110,10 @@ class Handler(BaseHTTPRequestHandler):
         elif body is not None:
             data = json.dumps(body).encode()
             fhir_json = isinstance(body, dict) and "resourceType" in body
-            headers.setdefault("Content-Type", fhir.FHIR_JSON + "; charset=utf-8" if fhir_json else _JSON)
+            headers.setdefault("Content-Type", fhir.FHIR_JSON + "; charset=utf-8" if fhir_json else JSON)
         else:
             data = b""
-        try:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            pass
+        self._send(status, data, headers)
 
     # -- the EHR -------------------------------------------------------------------------------------------
 
@@ -209,7 +169,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- controls ------------------------------------------------------------------------------------------
 
-    def _control(self, method: str, name: str, raw: bytes) -> tuple[int, Any]:
+    def _control(self, method: str, name: str, raw: bytes | None) -> tuple[int, Any]:
         state, auth, store = self.server.state, self.server.state.auth, self.server.state.store
         given: dict[str, Any] = json.loads(raw) if raw else {}
         with state.lock:
@@ -275,28 +235,8 @@ def _json(raw: bytes) -> Any:
         raise refuse(400, "the body is not JSON", "structure") from None
 
 
-def _redacted(headers: dict[str, str]) -> dict[str, str]:
-    if "authorization" in headers:
-        headers = {**headers, "authorization": headers["authorization"].split(" ")[0] + " [redacted]"}
-    return headers
-
-
-def _exit_with_parent(parent: int, ready_file: Path) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    with contextlib.suppress(OSError):
-        ready_file.unlink()
-        ready_file.parent.rmdir()
-    os._exit(0)
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.smart.ehr_double", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
-    parser.add_argument("--ready-file", type=Path, required=True, help="where to write the bound port")
-    args = parser.parse_args(argv)
+    args = arguments("python -m tests.smart.ehr_double", __doc__.split("\n")[0], argv)
     auth = Auth(
         client_id=os.environ.get(ENV_CLIENT_ID, "consultcam"),
         client_secret=os.environ.get(ENV_CLIENT_SECRET) or None,
@@ -305,12 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     for kind in ("Media", "DocumentReference", "Bundle"):  # import the models now, not at the first write
         get_fhir_model_class(kind)
-    server = DoubleServer(("127.0.0.1", args.port), State(auth))
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(), args.ready_file), daemon=True).start()
-    partial = args.ready_file.with_name(args.ready_file.name + ".partial")
-    partial.write_text(str(server.server_address[1]))
-    os.replace(partial, args.ready_file)
-    server.serve_forever(poll_interval=0.2)
+    serve(DoubleServer(("127.0.0.1", args.port), State(auth)), args.ready_file)
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ function liveEvents(page) {
   return new EventStream(api.eventsUrl(sessionId), {
     onEvent: (event) => {
       if (!state.ready) state.buffer.push(event);
-      else if (!replaysAnEndedCommit(state.session, event)) handleEvent(page, event);
+      else for (const one of withoutEndedCommits(state.session, [event])) handleEvent(page, one);
     },
     onState: renderLive,
     onReconnected: () => reload(page),
@@ -209,43 +209,40 @@ async function load(page) {
     applySession(page, session);
     state.ready = true;
     page.markLoaded();
-    for (const event of withoutFinishedCommits(state.buffer.splice(0))) handleEvent(page, event);
+    for (const event of withoutEndedCommits(state.session, state.buffer.splice(0))) handleEvent(page, event);
     if (!state.ended && !state.phone) firstPairing(page);
   } catch (err) {
     fatal(page, err);
   }
 }
 
+const COMMIT_STEPS = ["commit.started", "commit.progress"];
+const COMMIT_ENDS = ["commit.failed", "session.committed"];
+
 /**
- * The buffered events without the start and progress of a commit that also ended in the buffer. A new page's
- * stream replays the session's history: a commit that failed before the page opened (e.g. the EHR's sign-in
- * had expired, and the GP launched again) must not come back as a commit "from the phone". Its end is kept:
- * the commit card shows how it ended.
+ * `events` without the start and progress of a commit that had already ended. A new page's stream replays
+ * the session's history: a commit that ended before the page opened (e.g. it failed because the EHR's sign-in
+ * had expired, and the GP launched again) must not come back as a commit "from the phone". Ended means: its
+ * end follows in `events` (the history buffered before the snapshot), or it is no later than the snapshot's
+ * last commit, which has ended (history arriving after the snapshot; server times on both sides: the event's
+ * `at` and `lastCommit.endedAt`). An end is kept: the commit card shows how it ended.
  */
-function withoutFinishedCommits(events) {
+function withoutEndedCommits(session, events) {
+  const last = session?.lastCommit;
+  const endedBySnapshot = (event) => Boolean(last?.endedAt && event.at) && last.status !== "running"
+    && Date.parse(event.at) <= Date.parse(last.endedAt);
   const skipped = new Set();
   let started = [];
   for (const event of events) {
     if (event.type === "commit.started") started = [event];
     else if (event.type === "commit.progress" && started.length) started.push(event);
-    else if (["commit.failed", "session.committed"].includes(event.type)) {
+    else if (COMMIT_ENDS.includes(event.type)) {
       started.forEach((one) => skipped.add(one));
       started = [];
     }
   }
-  return events.filter((event) => !skipped.has(event));
-}
-
-/**
- * Whether `event` is the start or progress of a commit that had already ended when the page loaded the
- * session: a new page's stream replays the session's history, and its first batch may come after the
- * snapshot (so `withoutFinishedCommits` never saw it). Server times on both sides: the event's `at` and the
- * snapshot's `lastCommit.endedAt`.
- */
-function replaysAnEndedCommit(session, event) {
-  const last = session?.lastCommit;
-  if (!["commit.started", "commit.progress"].includes(event.type) || !last?.endedAt || !event.at) return false;
-  return last.status !== "running" && Date.parse(event.at) <= Date.parse(last.endedAt);
+  const replayed = (event) => skipped.has(event) || (COMMIT_STEPS.includes(event.type) && endedBySnapshot(event));
+  return events.filter((event) => !replayed(event));
 }
 
 /** Catch up after an event-stream gap: the server's state is the truth, except for news seen since. */
