@@ -29,9 +29,9 @@ The Bundle (entry order: the SubmissionSet, one DocumentReference per photo, one
 
 Binaries outside the Bundle (`referencing_binaries`): where the Bundle is larger than the server takes in
 one request, each photo is uploaded first as a Binary of its own and the Bundle's DocumentReferences point
-at it (`Binary/<id>` on the server), with no Binary entries. ITI-65 §2:3.65.4.1.2 allows "zero or more
-Binary Resources" in the Bundle and the Minimal ProvideBundle profile's Documents slice is 0..*, so
-meta.profile stays MINIMAL_PROVIDE_BUNDLE; but the same section says "When the
+at it (`Binary/<id>` on the server), with no Binary entries and no conditional creates. ITI-65
+§2:3.65.4.1.2 allows "zero or more Binary Resources" in the Bundle and the Minimal ProvideBundle profile's
+Documents slice is 0..*, so meta.profile stays MINIMAL_PROVIDE_BUNDLE; but the same section says "When the
 DocumentReference.content.attachment.url points at a Binary Resource, the Binary Resource shall be in the
 Bundle": this variant departs from that sentence (docs/connectors.md). It is not the UnContained Reference
 Option (MHD §1:33.2.3), which is about the author, authenticator, sourcePatientInfo and List.source being
@@ -198,30 +198,29 @@ def binary_contents(bundle: dict[str, Any]) -> list[tuple[str, bytes, str]]:
     return contents
 
 
-def referencing_binaries(bundle: dict[str, Any], uploaded: Mapping[str, str | None]) -> dict[str, Any]:
+def referencing_binaries(bundle: dict[str, Any], uploaded: Mapping[str, str]) -> dict[str, Any]:
     """The Provide Document Bundle `bundle` without its Binary entries, for Binaries uploaded before it:
     `uploaded` maps each Binary entry's fullUrl to the Binary on the server ("Binary/<id>"), which becomes
     the DocumentReference's attachment.url (contentType, size, hash and title unchanged: the bytes are the
-    same), or to None for a photo whose DocumentReference an earlier attempt stored (its attachment then
-    has no url: the conditional create finds the stored one and writes nothing). `bundle` is not changed.
+    same). Every entry is a plain create (no ifNoneExist): servers bound the size of transactions with
+    conditional creates (Medplum: 8 entries), and the sender keeps it single by looking up the SubmissionSet
+    instead (`mhd_limits.py`). `bundle` is not changed.
 
     Raises ValueError when a Binary entry has no mapping, or the result is not valid FHIR R4. The departure
     from ITI-65 §2:3.65.4.1.2 this makes is in the module docstring."""
+    binaries = {entry["fullUrl"] for entry in bundle["entry"] if entry["request"]["url"] == "Binary"}
+    if not binaries <= uploaded.keys():
+        raise ValueError("a Binary of the Bundle was not uploaded")
     result = {key: value for key, value in bundle.items() if key != "entry"}
     entries = []
     for entry in bundle["entry"]:
-        if entry["request"]["url"] == "Binary":
-            if entry["fullUrl"] not in uploaded:
-                raise ValueError("a Binary of the Bundle was not uploaded")
+        if entry["fullUrl"] in binaries:
             continue
+        entry = copy.deepcopy(entry)
+        entry["request"].pop("ifNoneExist", None)
         if entry["request"]["url"] == "DocumentReference":
-            entry = copy.deepcopy(entry)
             attachment = entry["resource"]["content"][0]["attachment"]
-            url = uploaded.get(attachment["url"])
-            if url is None:
-                del attachment["url"]
-            else:
-                attachment["url"] = url
+            attachment["url"] = uploaded[attachment["url"]]
         entries.append(entry)
     result["entry"] = entries
     _validate(Bundle, result, "the MHD Provide Document Bundle")

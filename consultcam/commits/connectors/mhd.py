@@ -86,9 +86,10 @@ async def find_submission_set(
 ) -> list[ImageResult] | None:
     """As `published_earlier`, but None only when the server answered that the SubmissionSet is not there;
     FhirFailure when it cannot say (no answer, an error, or a List that does not match `items`)."""
-    (criteria,) = [e["request"]["ifNoneExist"] for e in bundle["entry"] if e["request"]["url"] == "List"]
-    name, _, token = criteria.partition("=")
-    response = await fhir.send("GET", f"{fhir.base_url}/List?{urlencode({name: token})}")
+    (submission_set,) = [e["resource"] for e in bundle["entry"] if e["request"]["url"] == "List"]
+    (entry_uuid,) = [i for i in submission_set["identifier"] if i.get("use") == "official"]
+    token = f"{entry_uuid['system']}|{entry_uuid['value']}"
+    response = await fhir.send("GET", f"{fhir.base_url}/List?{urlencode({'identifier': token})}")
     raise_for_status(response, "The document registry could not be searched")
     body = json_body(response)
     found: list[dict[str, Any]] = [
@@ -145,11 +146,12 @@ async def publish(
 
 
 async def send_provide_bundle(
-    fhir: FhirSession, items: Sequence[CommitItem], bundle: dict[str, Any]
+    fhir: FhirSession, items: Sequence[CommitItem], bundle: dict[str, Any], *, repeatable: bool = True
 ) -> list[ImageResult]:
-    """POST `bundle` (retried after no answer, a 5xx or a 429: its conditional creates make a repeat find
-    what the first one stored); one "committed" result per item. FhirFailure with the server's words."""
-    response = await fhir.send("POST", fhir.base_url, json=bundle, repeatable=True)
+    """POST `bundle`; one "committed" result per item. FhirFailure with the server's words. `repeatable`:
+    retried after no answer, a 5xx or a 429 (for a Bundle of conditional creates, which make a repeat find
+    what the first one stored); otherwise sent once."""
+    response = await fhir.send("POST", fhir.base_url, json=bundle, repeatable=repeatable)
     raise_for_status(response, "The document registry refused the photos")
     return await asyncio.to_thread(_results, fhir, response, items, bundle)
 

@@ -11,14 +11,18 @@ front of any server do too). MHD has no second way to write (one transaction a s
    `create` for Binary: **Binary first**. Each photo's bytes are POSTed raw to [base]/Binary
    (`fhir_binary.py`), then the Provide Document Bundle without Binary entries, each DocumentReference's
    attachment.url the uploaded "Binary/<id>" (size and hash unchanged: `fhir_mhd.referencing_binaries`,
-   where the departure from ITI-65 §2:3.65.4.1.2 this makes is explained). When the transaction fails for
-   good, the uploaded Binaries are deleted again (compensation); when its answer was lost, the SubmissionSet
-   is looked up first: there, the commit succeeded; not there, the Binaries are deleted; unknown, they stay
-   (unreferenced: no photo in the record) and the GP is told a repeat saves nothing twice.
+   where the departure from ITI-65 §2:3.65.4.1.2 this makes is explained). Its entries are plain creates:
+   Medplum refuses a transaction of more than 8 entries when any is a conditional create ("Transaction
+   requires strict isolation but has too many entries"), and a SubmissionSet with eight DocumentReferences
+   is nine. So it is never resent blindly: after no answer or a 5xx the SubmissionSet is looked up; there,
+   the commit succeeded; answered not there, the Bundle is sent again; unknown, the Binaries stay
+   (unreferenced: no photo in the record) and the GP is told a repeat saves nothing twice. When the
+   transaction fails for good, the uploaded Binaries are deleted again (compensation).
 3. Neither: refused before anything is sent (MHD_TOO_LARGE), saying what the administrator can do.
 
-Never twice: a later attempt first looks for the commit's SubmissionSet (`mhd.published_earlier`, in the
-connector); before uploading, photos whose DocumentReference is already in the record get no Binary.
+Never twice: before uploading anything, the commit's SubmissionSet is looked up (by its entryUUID): an
+earlier attempt that stored it stored every photo (one atomic transaction), and nothing is sent again. The
+per-photo lookup of `fhir_binary.already_saved` is not needed here for the same reason.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from consultcam.commits.connectors.base import (
     all_failed,
     preparation_failed,
 )
-from consultcam.commits.connectors.fhir_binary import UNSURE, already_saved, upload_binaries
+from consultcam.commits.connectors.fhir_binary import UNSURE, upload_binaries
 from consultcam.commits.connectors.fhir_client import Capabilities, FhirFailure, FhirSession
 from consultcam.commits.connectors.fhir_commit import ADMIN, RequestTooLarge, delete_all, what_to_do
 from consultcam.commits.connectors.fhir_limits import MAX_INLINE_BYTES, request_bytes
@@ -46,6 +50,8 @@ from consultcam.commits.fhir_mhd import binary_contents, referencing_binaries
 __all__ = ["MHD_TOO_LARGE", "publish_within_limit"]
 
 log = logging.getLogger(__name__)
+
+_SENDS = 3  # tries of the Bundle of plain creates, each after the SubmissionSet was found not stored
 
 #: Why a server without Binary create cannot take a large MHD commit: the words of the refusal.
 MHD_TOO_LARGE = (
@@ -100,53 +106,62 @@ async def _binary_first(
     contents: list[tuple[str, bytes, str]],
     progress: ProgressCallback,
 ) -> list[ImageResult]:
-    """Upload the photos as Binaries, then the Bundle referring to them; compensation as in the module
-    docstring."""
-    existing = await already_saved(fhir, items, "DocumentReference")
+    """Upload the photos as Binaries, then the Bundle referring to them; never twice and compensation as in
+    the module docstring."""
+    try:  # this Bundle has no conditional creates: what an earlier attempt stored is looked up first
+        earlier = await find_submission_set(fhir, items, bundle)
+    except FhirFailure as failure:
+        raise CommitFailed(
+            f"{failure.words}: {failure.outcome}. Nothing was saved; {what_to_do(failure)}",
+            all_failed(items, failure.outcome),
+        ) from None
+    if earlier:
+        await progress(len(items), len(items))
+        return earlier
     binary_ids = await upload_binaries(
-        fhir,
-        items,
-        (
-            None if item.image_id in existing else (content, content_type)
-            for item, (_, content, content_type) in zip(items, contents, strict=True)
-        ),
+        fhir, items, ((content, content_type) for _, content, content_type in contents)
     )
     uploaded = [binary_id for binary_id in binary_ids if binary_id is not None]
-    urls = {full_url: binary_id for (full_url, _, _), binary_id in zip(contents, binary_ids, strict=True)}
+    urls = {full_url: binary_id for (full_url, _, _), binary_id in zip(contents, uploaded, strict=True)}
     try:
         small = await asyncio.to_thread(referencing_binaries, bundle, urls)
     except ValueError as exc:
         await delete_all(fhir, uploaded)  # nothing refers to them yet
         raise preparation_failed(items, str(exc), "the document registry") from exc
-    try:
-        results = await send_provide_bundle(fhir, items, small)
-    except FhirFailure as failure:
-        results = await _undo(fhir, items, small, failure, uploaded)
+    results = await _send(fhir, items, small, uploaded)
     await progress(len(items), len(items))
     return results
 
 
-async def _undo(
-    fhir: FhirSession,
-    items: Sequence[CommitItem],
-    bundle: dict[str, Any],
-    failure: FhirFailure,
-    uploaded: list[str],
+async def _send(
+    fhir: FhirSession, items: Sequence[CommitItem], bundle: dict[str, Any], uploaded: list[str]
 ) -> list[ImageResult]:
-    """After the transaction `bundle` failed: the results when it was stored after all (an answer lost on
-    the way: the SubmissionSet is there); else the uploaded Binaries deleted when nothing can refer to them,
-    and CommitFailed saying what is left."""
-    known = not failure.transient  # a 4xx: the transaction was refused, nothing refers to the Binaries
-    if failure.transient:
+    """POST the Bundle of plain creates `bundle` (never resent blindly: a repeat would store it twice). After
+    no answer or a 5xx the SubmissionSet is looked up: there, the results; answered not there, the Bundle is
+    sent again (at most _SENDS times in all). Failing for good, CommitFailed after `_give_up`."""
+    for _ in range(_SENDS):
         try:
-            found = await find_submission_set(fhir, items, bundle)
-        except FhirFailure:
-            found = None
-        else:
+            return await send_provide_bundle(fhir, items, bundle, repeatable=False)
+        except FhirFailure as failure:
+            last = failure
+            if not failure.transient:
+                break  # refused: nothing was stored
+            try:
+                found = await find_submission_set(fhir, items, bundle)
+            except FhirFailure:
+                await _give_up(fhir, items, failure, uploaded, known=False)
             if found:
                 log.info("MHD commit: the transaction's answer was lost, but its SubmissionSet is there")
                 return found
-            known = True
+    await _give_up(fhir, items, last, uploaded, known=True)
+
+
+async def _give_up(
+    fhir: FhirSession, items: Sequence[CommitItem], failure: FhirFailure, uploaded: list[str], *, known: bool
+) -> NoReturn:
+    """CommitFailed for a transaction that failed for good; when it is `known` that nothing was stored, the
+    uploaded Binaries are deleted first (nothing refers to them). Unknown: they stay (a repeat finds the
+    SubmissionSet, or uploads anew: either way no photo twice in the record)."""
     left = await delete_all(fhir, uploaded) if known else []
     detail = f"{failure.words}: {failure.outcome}. "
     if not known:
