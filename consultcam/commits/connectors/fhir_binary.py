@@ -7,7 +7,8 @@ again as base64 (+33 %), so a commit of several photos outgrows a server's reque
 Binary's content).
 
 * `already_saved`: which photos an earlier, interrupted attempt already put in the record (search by the
-  image identifier), so they get no second Binary.
+  image identifier), so they get no second Binary (`fhir_limits.py`; MHD looks up its SubmissionSet instead,
+  which one atomic transaction stored with every photo or not at all).
 * `upload_binaries`: one Binary per photo that needs one; when one upload fails, the Binaries uploaded before
   it are deleted again and CommitFailed is raised (`fhir_commit.compensate`).
 
