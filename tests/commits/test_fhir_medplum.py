@@ -316,6 +316,24 @@ async def test_a_lost_answer_is_retried_without_a_second_photo_or_binary(
     assert [r["status"] for r in writes[:2]] == [503, 200]
 
 
+@pytest.mark.parametrize("transaction", MODES)
+async def test_every_answer_lost_keeps_the_binaries_the_stored_photos_refer_to(
+    server: MedplumServer, megabyte_items: list[bytes], transaction: bool
+) -> None:
+    """Every try of the write is stored and its answer lost: the commit fails (consultcam cannot know), but
+    the Binaries the stored resources point at are not deleted, and a repeat completes the commit with
+    every photo readable and none twice."""
+    server.settings(transaction=transaction, lose_answers=3)  # every try (FAST: 3 attempts)
+    items, context = fresh(megabyte_items), commit_context()
+    with pytest.raises(CommitFailed):
+        await connector(server).commit(context, items, Progress())
+    server.settings(lose_answers=0)
+
+    results = await connector(server).commit(context, items, Progress())
+
+    assert_landed(server, "Media", items, results)  # reads each Media's Binary back
+
+
 async def test_a_repeat_after_an_interrupted_attempt_uploads_only_what_is_missing(
     server: MedplumServer, megabyte_items: list[bytes]
 ) -> None:

@@ -151,18 +151,35 @@ async def _binary_first(
     for attachment, binary_id in zip(attachments, binary_ids, strict=True):
         if binary_id is not None:
             attachment["url"] = binary_id
-    uploaded = [binary_id for binary_id in binary_ids if binary_id is not None]
     try:
         if capabilities.transaction:
             return await commit_transaction(fhir, context, items, small, progress)
         return await commit_one_by_one(fhir, items, small, progress, resource)
-    except CommitFailed:  # nothing refers to them (not after any other error: a Media might)
-        left = await delete_all(fhir, uploaded)
-        if left:
-            log.warning(
-                "FHIR commit: %d Binary resources could not be deleted: %s", len(left), ", ".join(left)
-            )
+    except CommitFailed:  # not after any other error: a stored resource might refer to them
+        await _delete_unreferenced(fhir, items, binary_ids, resource)
         raise
+
+
+async def _delete_unreferenced(
+    fhir: FhirSession, items: Sequence[CommitItem], binary_ids: list[str | None], resource: str
+) -> None:
+    """After a failed write, delete the Binaries uploaded for photos that are not in the record. A write
+    whose answer was lost may have been stored (a whole transaction, or one conditional create), its
+    resource pointing at its Binary: those found by image identifier keep theirs, and when the search
+    cannot answer, every Binary stays (unreferenced ones hold no photo in the record)."""
+    try:
+        stored = await already_saved(fhir, items, resource)
+    except CommitFailed:
+        log.warning("FHIR commit: the record could not be searched; %d Binaries kept", len(binary_ids))
+        return
+    unreferenced = [
+        binary_id
+        for item, binary_id in zip(items, binary_ids, strict=True)
+        if binary_id is not None and item.image_id not in stored
+    ]
+    left = await delete_all(fhir, unreferenced)
+    if left:
+        log.warning("FHIR commit: %d Binary resources could not be deleted: %s", len(left), ", ".join(left))
 
 
 def _attachment(entry: dict[str, Any]) -> dict[str, Any]:
