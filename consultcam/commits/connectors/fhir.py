@@ -222,7 +222,7 @@ class FhirConnector:
                 await progress(len(items), len(items))
                 return found
             return await publish_within_limit(
-                fhir, items, bundle, progress, self._capabilities, self.max_request_bytes
+                fhir, items, bundle, progress, self._capabilities, self.max_request_bytes, context.attempt
             )
 
     def _entry_builder(self) -> Callable[[CommitContext, CommitItem], dict[str, Any]]:

@@ -68,9 +68,11 @@ async def publish_within_limit(
     progress: ProgressCallback,
     capabilities: Capabilities,
     max_request_bytes: int,
+    attempt: int = 1,
 ) -> list[ImageResult]:
     """Publish the Provide Document Bundle `bundle` (from `fhir_mhd.build_provide_bundle` for `items`) within
-    `max_request_bytes` per request (see the module docstring); one "committed" result per item, in order,
+    `max_request_bytes` per request (see the module docstring); `attempt` is the commit's attempt number
+    (`CommitContext.attempt`); one "committed" result per item, in order,
     resource_id "DocumentReference/<id>". Raises CommitFailed: nothing left in the record, or naming what
     is."""
     size = await asyncio.to_thread(request_bytes, bundle)
@@ -86,7 +88,7 @@ async def publish_within_limit(
                 _refuse_too_large(items, "it answered 413 (request entity too large)")
     elif not binary:
         _refuse_too_large(items, f"{size} bytes; the limit is {max_request_bytes}")
-    return await _binary_first(fhir, items, bundle, contents, progress)
+    return await _binary_first(fhir, items, bundle, contents, progress, attempt)
 
 
 def _refuse_too_large(items: Sequence[CommitItem], why: str) -> NoReturn:
@@ -105,16 +107,21 @@ async def _binary_first(
     bundle: dict[str, Any],
     contents: list[tuple[str, bytes, str]],
     progress: ProgressCallback,
+    attempt: int,
 ) -> list[ImageResult]:
     """Upload the photos as Binaries, then the Bundle referring to them; never twice and compensation as in
-    the module docstring."""
+    the module docstring. A registry that refuses the SubmissionSet search (4xx) is written to on a commit's
+    first attempt (nothing of it can be there yet), and refused on a later one (it might)."""
     try:  # this Bundle has no conditional creates: what an earlier attempt stored is looked up first
         earlier = await find_submission_set(fhir, items, bundle)
     except FhirFailure as failure:
-        raise CommitFailed(
-            f"{failure.words}: {failure.outcome}. Nothing was saved; {what_to_do(failure)}",
-            all_failed(items, failure.outcome),
-        ) from None
+        refused = not failure.transient and failure.status not in (401, 403)
+        if not (refused and attempt == 1):
+            raise CommitFailed(
+                f"{failure.words}: {failure.outcome}. Nothing was saved; {what_to_do(failure)}",
+                all_failed(items, failure.outcome),
+            ) from None
+        earlier = None
     if earlier:
         await progress(len(items), len(items))
         return earlier
