@@ -27,14 +27,27 @@ The Bundle (entry order: the SubmissionSet, one DocumentReference per photo, one
   anatomic regions).
 * `Binary`: the JPEG (contentType, data base64), securityContext the Patient.
 
+Binaries outside the Bundle (`referencing_binaries`): where the Bundle is larger than the server takes in
+one request, each photo is uploaded first as a Binary of its own and the Bundle's DocumentReferences point
+at it (`Binary/<id>` on the server), with no Binary entries and no conditional creates. ITI-65
+§2:3.65.4.1.2 allows "zero or more Binary Resources" in the Bundle and the Minimal ProvideBundle profile's
+Documents slice is 0..*, so meta.profile stays MINIMAL_PROVIDE_BUNDLE; but the same section says "When the
+DocumentReference.content.attachment.url points at a Binary Resource, the Binary Resource shall be in the
+Bundle": this variant departs from that sentence (docs/connectors.md). It is not the UnContained Reference
+Option (MHD §1:33.2.3), which is about the author, authenticator, sourcePatientInfo and List.source being
+references rather than contained resources; §2:3.65.4.1.2.1 says "UnContained Minimal is the same as Minimal
+Metadata".
+
 Repeated commits: ids are derived from the commit and image ids, so an attempt writes the same Bundle, and
 the SubmissionSet and DocumentReferences are conditional creates on their identifiers (`ifNoneExist`).
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fhir.resources.R4B.binary import Binary
@@ -53,8 +66,10 @@ __all__ = [
     "MINIMAL_PROVIDE_BUNDLE",
     "RFC3986",
     "SOURCE_ID_EXTENSION",
+    "binary_contents",
     "build_provide_bundle",
     "document_entries",
+    "referencing_binaries",
     "source_id_for",
     "uuid_oid",
 ]
@@ -164,6 +179,52 @@ def document_entries(context: CommitContext, item: CommitItem) -> tuple[dict[str
         },
         {"fullUrl": binary_url, "resource": binary, "request": {"method": "POST", "url": "Binary"}},
     )
+
+
+def binary_contents(bundle: dict[str, Any]) -> list[tuple[str, bytes, str]]:
+    """(the Binary entry's fullUrl, its raw bytes, its contentType) for each DocumentReference of the
+    Provide Document Bundle `bundle` (from `build_provide_bundle`), in DocumentReference (item) order: the
+    Binary each one's attachment.url points at. Raises ValueError when one points at no Binary entry."""
+    binaries = {e["fullUrl"]: e["resource"] for e in bundle["entry"] if e["request"]["url"] == "Binary"}
+    contents = []
+    for entry in bundle["entry"]:
+        if entry["request"]["url"] != "DocumentReference":
+            continue
+        url = entry["resource"]["content"][0]["attachment"].get("url")
+        if url not in binaries:
+            raise ValueError("a DocumentReference's attachment.url points at no Binary in the Bundle")
+        binary = binaries[url]
+        contents.append((url, base64.b64decode(binary["data"]), binary["contentType"]))
+    return contents
+
+
+def referencing_binaries(bundle: dict[str, Any], uploaded: Mapping[str, str]) -> dict[str, Any]:
+    """The Provide Document Bundle `bundle` without its Binary entries, for Binaries uploaded before it:
+    `uploaded` maps each Binary entry's fullUrl to the Binary on the server ("Binary/<id>"), which becomes
+    the DocumentReference's attachment.url (contentType, size, hash and title unchanged: the bytes are the
+    same). Every entry is a plain create (no ifNoneExist): servers bound the size of transactions with
+    conditional creates (Medplum: 8 entries), and the sender keeps it single by looking up the SubmissionSet
+    instead (`mhd_limits.py`). `bundle` is not changed.
+
+    Raises ValueError when a Binary entry has no mapping, or the result is not valid FHIR R4. The departure
+    from ITI-65 §2:3.65.4.1.2 this makes is in the module docstring."""
+    binaries = {entry["fullUrl"] for entry in bundle["entry"] if entry["request"]["url"] == "Binary"}
+    if not binaries <= uploaded.keys():
+        raise ValueError("a Binary of the Bundle was not uploaded")
+    result = {key: value for key, value in bundle.items() if key != "entry"}
+    entries = []
+    for entry in bundle["entry"]:
+        if entry["fullUrl"] in binaries:
+            continue
+        entry = copy.deepcopy(entry)
+        entry["request"].pop("ifNoneExist", None)
+        if entry["request"]["url"] == "DocumentReference":
+            attachment = entry["resource"]["content"][0]["attachment"]
+            attachment["url"] = uploaded[attachment["url"]]
+        entries.append(entry)
+    result["entry"] = entries
+    _validate(Bundle, result, "the MHD Provide Document Bundle")
+    return result
 
 
 def source_id_for(context: CommitContext) -> str:

@@ -116,16 +116,19 @@ class MedplumServer:
         max_request_bytes: int | None = None,
         refuse_write: int | None = None,
         lose_answers: int | None = None,
+        fail_requests: int | None = None,
     ) -> None:
         """Whether the CapabilityStatement lists `transaction` (and POST / takes one) and Binary create; the
         body limit; refuse the Nth resource write from now on with 400 (0: none); do the next `lose_answers`
-        POSTs other than Binary and answer them 503 (the answer lost on the way)."""
+        POSTs other than Binary and answer them 503 (the answer lost on the way); answer the next
+        `fail_requests` POSTs other than Binary 503 without doing them."""
         changes = {
             "transaction": transaction,
             "binary": binary,
             "maxRequestBytes": max_request_bytes,
             "refuseWrite": refuse_write,
             "loseAnswers": lose_answers,
+            "failRequests": fail_requests,
         }
         self._client().post("/_control/settings", json={k: v for k, v in changes.items() if v is not None})
 

@@ -6,6 +6,7 @@ twice)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from fhir.resources.R4B.media import Media
 
-from consultcam.commits.connectors.base import CommitFailed, CommitItem
+from consultcam.commits.connectors.base import CommitContext, CommitFailed, CommitItem
 from consultcam.commits.connectors.fhir import FhirConnector
 from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM
 from consultcam.kit.http import RetryPolicy
@@ -44,6 +45,7 @@ def server(medplum: MedplumServer) -> Iterator[MedplumServer]:
         "max_request_bytes": MB,
         "refuse_write": 0,
         "lose_answers": 0,
+        "fail_requests": 0,
     }
     medplum.settings(**defaults)
     yield medplum
@@ -314,6 +316,24 @@ async def test_a_lost_answer_is_retried_without_a_second_photo_or_binary(
     assert [r["status"] for r in writes[:2]] == [503, 200]
 
 
+@pytest.mark.parametrize("transaction", MODES)
+async def test_every_answer_lost_keeps_the_binaries_the_stored_photos_refer_to(
+    server: MedplumServer, megabyte_items: list[bytes], transaction: bool
+) -> None:
+    """Every try of the write is stored and its answer lost: the commit fails (consultcam cannot know), but
+    the Binaries the stored resources point at are not deleted, and a repeat completes the commit with
+    every photo readable and none twice."""
+    server.settings(transaction=transaction, lose_answers=3)  # every try (FAST: 3 attempts)
+    items, context = fresh(megabyte_items), commit_context()
+    with pytest.raises(CommitFailed):
+        await connector(server).commit(context, items, Progress())
+    server.settings(lose_answers=0)
+
+    results = await connector(server).commit(context, items, Progress())
+
+    assert_landed(server, "Media", items, results)  # reads each Media's Binary back
+
+
 async def test_a_repeat_after_an_interrupted_attempt_uploads_only_what_is_missing(
     server: MedplumServer, megabyte_items: list[bytes]
 ) -> None:
@@ -389,3 +409,160 @@ async def test_an_mhd_provide_bundle_lands_in_medplum(server: MedplumServer) -> 
     assert_landed(server, "DocumentReference", items, results)
     lists = [r for r in server.resources("List") if r.get("code", {}).get("coding", [{}])[0].get("code")]
     assert any(len(r.get("entry", [])) == 2 for r in lists)
+
+
+# -- IHE MHD and a 1 MB request limit ------------------------------------------------------------------------
+
+
+def mhd(server: MedplumServer, **options: Any) -> FhirConnector:
+    return FhirConnector.from_url(f"fhir+{server.base_url}?profile=mhd", **{**FAST, **options})
+
+
+def submission_sets(server: MedplumServer, context: CommitContext) -> list[dict[str, Any]]:
+    """The SubmissionSet Lists of the commit, found by their entryUUID (urn:uuid:<commit id>)."""
+    return server.search("List", identifier=f"urn:ietf:rfc:3986|urn:uuid:{uuid.UUID(context.commit_id)}")
+
+
+def assert_published(
+    server: MedplumServer, context: CommitContext, items: list[CommitItem], results: list[Any]
+) -> None:
+    """One SubmissionSet listing the eight DocumentReferences in order; each DocumentReference once, its
+    attachment.url a Binary on the server holding the photo's bytes, size and SHA-1 those of the bytes; one
+    Binary per photo (none inline as well)."""
+    assert [r.status for r in results] == ["committed"] * len(items)
+    assert_landed(server, "DocumentReference", items, results)
+    (listed,) = submission_sets(server, context)
+    assert [e["item"]["reference"] for e in listed["entry"]] == [r.resource_id for r in results]
+    for item in items:
+        (document,) = found(server, "DocumentReference", item)
+        assert document["content"][0]["attachment"]["url"].startswith("Binary/")
+    assert len(ours(server, "Binary", items)) == len(items)
+
+
+async def test_eight_megabyte_photos_publish_as_mhd_within_a_1_mb_limit(
+    server: MedplumServer, megabyte_items: list[bytes]
+) -> None:
+    """11 MB as one Provide Document Bundle does not fit: the photos go as Binaries first, then the Bundle
+    without Binary entries, its DocumentReferences pointing at them; every request within 1 MiB."""
+    items, context = fresh(megabyte_items), commit_context()
+    before = len(server.requests())
+
+    results = await mhd(server).commit(context, items, Progress())
+
+    assert_published(server, context, items, results)
+    sent = server.requests()[before:]
+    assert max(r["bytes"] for r in sent) <= MB
+    assert all(r["status"] < 400 for r in sent)
+    posts = [r["path"] for r in sent if r["method"] == "POST"]
+    assert posts == ["/fhir/Binary"] * 8 + ["/fhir"]
+
+
+async def test_an_mhd_transaction_refused_after_the_binaries_leaves_nothing_behind(
+    server: MedplumServer, megabyte_items: list[bytes]
+) -> None:
+    server.settings(refuse_write=8 + 1)  # the first write of the transaction, after eight Binaries
+    items, context = fresh(megabyte_items), commit_context()
+
+    with pytest.raises(CommitFailed) as failed:
+        await mhd(server).commit(context, items, Progress())
+
+    assert "patient is not registered" in failed.value.detail
+    assert "Nothing was saved" in failed.value.detail
+    assert [r.status for r in failed.value.results] == ["failed"] * 8
+    assert ours(server, "Binary", items) == []
+    assert ours(server, "DocumentReference", items) == []
+    assert submission_sets(server, context) == []
+    assert sum(r["path"].startswith("/fhir/Binary/") for r in server.requests("DELETE")) >= 8
+
+
+async def test_a_lost_mhd_answer_stores_nothing_twice(
+    server: MedplumServer, megabyte_items: list[bytes]
+) -> None:
+    """The transaction is stored, its answer lost (503). Its entries are plain creates, so it is not sent
+    again blindly: the SubmissionSet is looked up, found, and the commit has succeeded: one List, each
+    DocumentReference once, the eight Binaries kept."""
+    server.settings(lose_answers=1)
+    items, context = fresh(megabyte_items), commit_context()
+    before = len(server.requests())
+
+    results = await mhd(server).commit(context, items, Progress())
+    sent = server.requests()[before:]
+
+    assert_published(server, context, items, results)
+    assert [r["status"] for r in sent if r["path"] == "/fhir"] == [503]  # sent once
+    assert [r["method"] for r in sent if r["path"] == "/fhir/List"] == ["GET", "GET"]  # before, after
+
+
+@pytest.mark.parametrize("failures", [pytest.param(1, id="sent-again"), pytest.param(3, id="given-up")])
+async def test_an_mhd_transaction_not_stored_after_a_5xx_is_sent_again_after_looking(
+    server: MedplumServer, megabyte_items: list[bytes], failures: int
+) -> None:
+    """503 without storing anything: the SubmissionSet is looked up, is not there, and the Bundle is sent
+    again (at most three times); when every try fails, the Binaries are deleted and nothing is left."""
+    server.settings(fail_requests=failures)
+    items, context = fresh(megabyte_items), commit_context()
+    before = len(server.requests())
+    publishing = mhd(server).commit(context, items, Progress())
+
+    if failures == 1:
+        assert_published(server, context, items, await publishing)
+    else:
+        with pytest.raises(CommitFailed, match="Nothing was saved"):
+            await publishing
+        assert ours(server, "Binary", items) == []
+        assert submission_sets(server, context) == []
+    statuses = [r["status"] for r in server.requests()[before:] if r["path"] == "/fhir"]
+    assert statuses == ([503, 200] if failures == 1 else [503] * 3)
+
+
+async def test_a_later_mhd_attempt_finds_the_published_commit_and_sends_nothing(
+    server: MedplumServer, megabyte_items: list[bytes]
+) -> None:
+    items, context = fresh(megabyte_items), commit_context()
+    first = await mhd(server).commit(context, items, Progress())
+    before = len(server.requests())
+
+    again = await mhd(server).commit(dataclasses.replace(context, attempt=2), items, Progress())
+
+    assert [r.resource_id for r in again] == [r.resource_id for r in first]
+    assert [r for r in server.requests()[before:] if r["method"] == "POST"] == []
+    assert_published(server, context, items, again)
+
+
+async def test_mhd_without_binary_create_refuses_a_large_commit_before_sending_anything(
+    server: MedplumServer, megabyte_items: list[bytes]
+) -> None:
+    server.settings(binary=False)
+    items, context = fresh(megabyte_items), commit_context()
+    before = len(server.requests())
+
+    with pytest.raises(CommitFailed) as failed:
+        await mhd(server).commit(context, items, Progress())
+
+    detail = failed.value.detail
+    assert "Nothing was saved" in detail
+    assert "raise the registry's request limit" in detail
+    assert "allow Binary create" in detail
+    assert [r.status for r in failed.value.results] == ["failed"] * 8
+    assert [r for r in server.requests()[before:] if r["method"] != "GET"] == []
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-first", "refused"])
+async def test_a_413_to_an_mhd_bundle_teaches_the_limit(
+    server: MedplumServer, megabyte_items: list[bytes], binary: bool
+) -> None:
+    """CONSULTCAM_FHIR_MAX_REQUEST_BYTES set higher than the server takes: the 413 answer decides."""
+    server.settings(binary=binary)
+    items, context = fresh(megabyte_items[:3]), commit_context()
+    before = len(server.requests())
+    publishing = mhd(server, max_request_bytes=64 * MB).commit(context, items, Progress())
+
+    if binary:
+        assert_published(server, context, items, await publishing)
+    else:
+        with pytest.raises(CommitFailed, match="allow Binary create"):
+            await publishing
+        assert ours(server, "DocumentReference", items) == []
+    statuses = [(r["path"], r["status"]) for r in server.requests()[before:] if r["method"] == "POST"]
+    assert statuses[0] == ("/fhir", 413)
+    assert statuses[1:] == ([("/fhir/Binary", 201)] * 3 + [("/fhir", 200)] if binary else [])

@@ -21,7 +21,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from PIL import Image
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
-from consultcam.commits.fhir_mhd import build_provide_bundle, uuid_oid
+from consultcam.commits.fhir_mhd import binary_contents, build_provide_bundle, referencing_binaries, uuid_oid
 from tests.commits.factories import commit_context
 
 PHOTOS = Path(__file__).resolve().parents[1] / "photos"
@@ -309,6 +309,74 @@ def test_context_encounter_period_and_body_site_in_the_records_words(bundle):
     assert event["text"] == "Left forearm structure"
     assert "a client's own words" not in str(with_site)
     assert "event" not in without["context"]
+
+
+# -- the Binaries uploaded first: the Bundle without Binary entries (a server's request limit) -------------
+
+
+@pytest.fixture(scope="module")
+def uploaded(bundle: dict[str, Any]) -> dict[str, str]:
+    """What the connector uploaded: each Binary entry's fullUrl → the Binary on the server."""
+    return {full_url: f"Binary/b{index}" for index, (full_url, _, _) in enumerate(binary_contents(bundle))}
+
+
+@pytest.fixture(scope="module")
+def referencing(bundle: dict[str, Any], uploaded: dict[str, str]) -> dict[str, Any]:
+    return referencing_binaries(bundle, uploaded)
+
+
+def test_binary_contents_are_each_documents_raw_bytes_in_item_order(bundle):
+    """The bytes uploaded for each DocumentReference are those its attachment.url resolved to in the Bundle:
+    the photo's, unchanged (so size and hash still measure them)."""
+    contents = binary_contents(bundle)
+    assert [content for _, content, _ in contents] == [item.jpeg for item in ITEMS]
+    assert [url for url, _, _ in contents] == [
+        d["content"][0]["attachment"]["url"] for d in documents(bundle)
+    ]
+    assert {content_type for _, _, content_type in contents} == {"image/jpeg"}
+
+
+def test_referencing_bundle_has_no_binary_entries_and_is_still_a_minimal_provide_bundle(referencing):
+    """ITI-65 §2:3.65.4.1.2: "zero or more Binary Resources"; IHE.MHD.Minimal.ProvideBundle: Documents 0..*,
+    SubmissionSet 1..1, so the profile stays Minimal (UnContained is about contained author/patient,
+    §1:33.2.3, and "UnContained Minimal is the same as Minimal Metadata", §2:3.65.4.1.2.1)."""
+    kinds = [entry["resource"]["resourceType"] for entry in referencing["entry"]]
+    assert kinds == ["List"] + ["DocumentReference"] * len(ITEMS)
+    assert referencing["type"] == "transaction"
+    assert referencing["meta"]["profile"] == [f"{MHD}/StructureDefinition/IHE.MHD.Minimal.ProvideBundle"]
+    get_fhir_model_class("Bundle").model_validate(referencing)
+
+
+def test_referencing_bundle_points_each_document_at_its_uploaded_binary(bundle, referencing, uploaded):
+    """attachment.url is the server's Binary/<id> of the same bytes; contentType, size, hash, title and
+    creation unchanged; still no data (MHD: attachment.data 0..0)."""
+    before = [d["content"][0]["attachment"] for d in documents(bundle)]
+    after = [d["content"][0]["attachment"] for d in documents(referencing)]
+    for old, new in zip(before, after, strict=True):
+        assert new["url"] == uploaded[old["url"]]
+        assert {k: v for k, v in new.items() if k != "url"} == {k: v for k, v in old.items() if k != "url"}
+        assert "data" not in new
+
+
+def test_referencing_bundle_keeps_the_submission_set_and_sends_plain_creates(bundle, referencing):
+    """Everything but the Binaries and the urls is the Bundle as built: the same SubmissionSet (a later
+    attempt finds it by its entryUUID), each entry a POST create of its type (ITI-65 §2:3.65.4.1.2: a
+    transaction using "create"), but none conditional (Medplum takes at most 8 entries in a transaction
+    with a conditional create; the sender looks the SubmissionSet up instead)."""
+    assert submission_set(referencing) == submission_set(bundle)
+    assert documents(referencing)[0]["masterIdentifier"] == documents(bundle)[0]["masterIdentifier"]
+    for entry in referencing["entry"]:
+        assert entry["request"] == {"method": "POST", "url": entry["resource"]["resourceType"]}
+    assert referencing["identifier"] == bundle["identifier"]
+    assert "Binary" in [e["request"]["url"] for e in bundle["entry"]]  # the Bundle given is not changed
+    assert all("ifNoneExist" in e["request"] for e in bundle["entry"] if e["request"]["url"] != "Binary")
+
+
+def test_a_binary_not_uploaded_is_refused(bundle, uploaded):
+    """A Binary entry not uploaded is an error, never a dangling urn:uuid reference out of the Bundle."""
+    first = next(iter(uploaded))
+    with pytest.raises(ValueError, match="not uploaded"):
+        referencing_binaries(bundle, {k: v for k, v in uploaded.items() if k != first})
 
 
 # -- the ids: the same commit builds the same Bundle ----------------------------------------------------

@@ -122,6 +122,7 @@ const state = {
   maxRequestBytes: Number(process.env.MEDPLUM_MAX_REQUEST_BYTES || 1048576),
   refuseWrite: 0, // refuse the Nth resource write from now (1-based; 0: never)
   loseAnswers: 0, // the next N POSTs other than Binary are done, then answered 503 (an answer lost on the way)
+  failRequests: 0, // the next N POSTs other than Binary are answered 503 without being done (a server error)
   writes: 0,
   requests: [],
 };
@@ -232,8 +233,15 @@ async function handle(req, res) {
   const { size, body } = await readBody(req);
   const record = { method: req.method, path: url.pathname, bytes: size, status: 0 };
   if (!url.pathname.startsWith('/_control')) state.requests.push(record);
+  const fhirPost = req.method === 'POST' && !url.pathname.endsWith('/Binary') && !url.pathname.startsWith('/_control');
+  if (state.failRequests > 0 && fhirPost) {
+    state.failRequests -= 1;
+    const [status, answer] = outcome(503, 'transient', 'the server is busy');
+    record.status = status;
+    return send(res, status, answer);
+  }
   let [status, answer, headers] = await respond(req, url, body);
-  if (state.loseAnswers > 0 && req.method === 'POST' && !url.pathname.endsWith('/Binary') && !url.pathname.startsWith('/_control')) {
+  if (state.loseAnswers > 0 && fhirPost) {
     state.loseAnswers -= 1;
     [status, answer] = outcome(503, 'transient', 'the answer was lost on the way');
     headers = {};
@@ -290,7 +298,7 @@ async function control(req, url, body) {
   const command = url.pathname.slice('/_control/'.length);
   if (command === 'settings' && req.method === 'POST') {
     const changes = JSON.parse(body?.toString('utf8') || '{}');
-    for (const key of ['transaction', 'binary', 'maxRequestBytes', 'refuseWrite', 'loseAnswers']) {
+    for (const key of ['transaction', 'binary', 'maxRequestBytes', 'refuseWrite', 'loseAnswers', 'failRequests']) {
       if (key in changes) state[key] = changes[key];
     }
     if ('refuseWrite' in changes) state.writes = 0;

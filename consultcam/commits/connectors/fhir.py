@@ -5,8 +5,9 @@ building (`fhir_media.py` for Media, `fhir_document.py` for DocumentReference) a
 all or nothing (`fhir_commit.py`): where the CapabilityStatement lists the system interaction `transaction`,
 one transaction Bundle; otherwise conditional creates with compensation. A commit larger than the server's
 request limit sends the photos as Binary first, or in parts (`fhir_limits.py`). `?profile=mhd` publishes
-instead as an IHE MHD ITI-65 Provide Document Bundle (`fhir_mhd.py` builds it, `mhd.py` sends it),
-transactions only.
+instead as an IHE MHD ITI-65 Provide Document Bundle (`fhir_mhd.py` builds it, `mhd.py` sends it,
+`mhd_limits.py` uploads the photos as Binary first when it is larger than the server takes), transactions
+only.
 
 Retries: 5xx, 429 (waiting at least Retry-After) and timeouts/connection errors, with exponential back-off
 and jitter (`consultcam.kit.http`); a 4xx is never retried. With OAuth2, a 401 fetches a new token once and
@@ -39,10 +40,10 @@ from consultcam.commits.connectors.fhir_commit import failed_before_writing
 from consultcam.commits.connectors.fhir_limits import DEFAULT_MAX_REQUEST_BYTES, commit_within_limit
 from consultcam.commits.connectors.mhd import (
     MHD_NEEDS_TRANSACTION,
-    publish,
     published_earlier,
     refuse_without_transaction,
 )
+from consultcam.commits.connectors.mhd_limits import publish_within_limit
 from consultcam.commits.fhir_document import document_reference_entry
 from consultcam.commits.fhir_media import bundle_entry, check_context
 from consultcam.commits.fhir_mhd import build_provide_bundle, document_entries
@@ -220,7 +221,9 @@ class FhirConnector:
             if context.attempt > 1 and (found := await published_earlier(fhir, items, bundle)):
                 await progress(len(items), len(items))
                 return found
-            return await publish(fhir, items, bundle, progress)
+            return await publish_within_limit(
+                fhir, items, bundle, progress, self._capabilities, self.max_request_bytes, context.attempt
+            )
 
     def _entry_builder(self) -> Callable[[CommitContext, CommitItem], dict[str, Any]]:
         if self.resource == "Media":

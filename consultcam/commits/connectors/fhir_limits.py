@@ -8,11 +8,10 @@ transaction are about 11 MB. `commit_within_limit` chooses how to write:
    conditional creates (`fhir_commit.py`).
 2. It does not (known from the setting, or learnt from a 413 answer), or one attachment is larger than
    MAX_INLINE_BYTES, and the CapabilityStatement lists `create` for Binary: **Binary first**. Each
-   photo's bytes are POSTed raw to [base]/Binary (FHIR R4 binary.html#rest: a body that is not FHIR is
-   the Binary's content: no base64, no JSON limit), then the small resources, their Attachment's `url`
-   "Binary/<id>" instead of `data` (size and hash stay: the bytes are the same), in one transaction (or
-   conditional creates). When anything fails for good, the Binaries this attempt created are deleted
-   again (compensation).
+   photo's bytes are POSTed raw to [base]/Binary (`fhir_binary.py`: no base64, no JSON limit), then the
+   small resources, their Attachment's `url` "Binary/<id>" instead of `data` (size and hash stay: the
+   bytes are the same), in one transaction (or conditional creates). When anything fails for
+   good, the Binaries this attempt created are deleted again (compensation).
 3. Neither: the conditional-create entries in several transactions, each within the limit; when one
    fails, the resources the earlier ones created are deleted again.
 
@@ -32,7 +31,7 @@ import base64
 import copy
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from consultcam.commits.connectors.base import (
@@ -41,15 +40,9 @@ from consultcam.commits.connectors.base import (
     CommitItem,
     ImageResult,
     ProgressCallback,
-    all_failed,
 )
-from consultcam.commits.connectors.fhir_client import (
-    Capabilities,
-    FhirFailure,
-    FhirSession,
-    json_body,
-    raise_for_status,
-)
+from consultcam.commits.connectors.fhir_binary import already_saved, upload_binaries
+from consultcam.commits.connectors.fhir_client import Capabilities, FhirFailure, FhirSession
 from consultcam.commits.connectors.fhir_commit import (
     RequestTooLarge,
     commit_one_by_one,
@@ -57,9 +50,8 @@ from consultcam.commits.connectors.fhir_commit import (
     compensate,
     delete_all,
     send_transaction,
-    what_to_do,
 )
-from consultcam.commits.fhir_media import IMAGE_IDENTIFIER_SYSTEM, assemble_transaction_bundle, photo_name
+from consultcam.commits.fhir_media import assemble_transaction_bundle
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "MAX_INLINE_BYTES", "commit_within_limit", "request_bytes"]
 
@@ -72,7 +64,6 @@ DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 #: base64Binary of more than 1 MiB (a converted TIFF is several MB); large content belongs in a Binary.
 MAX_INLINE_BYTES = 1024 * 1024
 _BUNDLE_OVERHEAD = 1024  # the transaction Bundle around its entries: type, identifier, timestamp
-_SEARCH_CHUNK = 20  # image identifiers per search (URLs stay short)
 
 
 def request_bytes(body: Any) -> int:
@@ -145,39 +136,50 @@ async def _binary_first(
     resource: str,
     capabilities: Capabilities,
 ) -> list[ImageResult]:
-    """Each photo's bytes as a Binary (raw POST), then the resources referring to them by one transaction
-    or conditional creates; the Binaries deleted again when anything fails for good."""
-    existing = await _already_saved(fhir, items, resource)
-    small: list[dict[str, Any]] = []
-    uploaded: list[str] = []
-    for index, (item, original) in enumerate(zip(items, entries, strict=True)):
-        entry = copy.deepcopy(original)
-        attachment = _attachment(entry)
-        content = base64.b64decode(attachment.pop("data"))
-        if item.image_id not in existing:
-            try:
-                binary_id = await _upload(fhir, content, attachment["contentType"], item)
-            except FhirFailure as failure:
-                await compensate(fhir, items, index, failure, uploaded, {}, unsure=_UNSURE)
-            uploaded.append(binary_id)
+    """Each photo's bytes as a Binary (raw POST, `fhir_binary.py`), then the resources referring to them by
+    one transaction or conditional creates; the Binaries deleted again when anything fails for good."""
+    existing = await already_saved(fhir, items, resource)
+    small = [copy.deepcopy(entry) for entry in entries]
+    attachments = [_attachment(entry) for entry in small]
+
+    def contents() -> Iterator[tuple[bytes, str] | None]:
+        for item, attachment in zip(items, attachments, strict=True):
+            content = base64.b64decode(attachment.pop("data"))
+            yield None if item.image_id in existing else (content, attachment["contentType"])
+
+    binary_ids = await upload_binaries(fhir, items, contents())
+    for attachment, binary_id in zip(attachments, binary_ids, strict=True):
+        if binary_id is not None:
             attachment["url"] = binary_id
-        small.append(entry)
     try:
         if capabilities.transaction:
             return await commit_transaction(fhir, context, items, small, progress)
         return await commit_one_by_one(fhir, items, small, progress, resource)
-    except CommitFailed:  # nothing refers to them (not after any other error: a Media might)
-        left = await delete_all(fhir, uploaded)
-        if left:
-            log.warning(
-                "FHIR commit: %d Binary resources could not be deleted: %s", len(left), ", ".join(left)
-            )
+    except CommitFailed:  # not after any other error: a stored resource might refer to them
+        await _delete_unreferenced(fhir, items, binary_ids, resource)
         raise
 
 
-_UNSURE = (
-    "committing again will not save any photo twice (a copy of the image may stay on the server, unused)"
-)
+async def _delete_unreferenced(
+    fhir: FhirSession, items: Sequence[CommitItem], binary_ids: list[str | None], resource: str
+) -> None:
+    """After a failed write, delete the Binaries uploaded for photos that are not in the record. A write
+    whose answer was lost may have been stored (a whole transaction, or one conditional create), its
+    resource pointing at its Binary: those found by image identifier keep theirs, and when the search
+    cannot answer, every Binary stays (unreferenced ones hold no photo in the record)."""
+    try:
+        stored = await already_saved(fhir, items, resource)
+    except CommitFailed:
+        log.warning("FHIR commit: the record could not be searched; %d Binaries kept", len(binary_ids))
+        return
+    unreferenced = [
+        binary_id
+        for item, binary_id in zip(items, binary_ids, strict=True)
+        if binary_id is not None and item.image_id not in stored
+    ]
+    left = await delete_all(fhir, unreferenced)
+    if left:
+        log.warning("FHIR commit: %d Binary resources could not be deleted: %s", len(left), ", ".join(left))
 
 
 def _attachment(entry: dict[str, Any]) -> dict[str, Any]:
@@ -188,60 +190,6 @@ def _attachment(entry: dict[str, Any]) -> dict[str, Any]:
     else:
         attachment = resource["content"]
     return attachment
-
-
-async def _upload(fhir: FhirSession, content: bytes, content_type: str, item: CommitItem) -> str:
-    """POST the bytes to [base]/Binary; "Binary/<id>" from the Location. FhirFailure otherwise (never retried
-    once sent: a Binary cannot be found again by an identifier)."""
-    response = await fhir.send(
-        "POST", f"{fhir.base_url}/Binary", content=content, headers={"Content-Type": content_type}
-    )
-    raise_for_status(response, f"The patient record system refused {photo_name(item)}")
-    binary_id = fhir.client.resource_id(response.headers.get("location"))
-    if binary_id is None:
-        body = json_body(response)
-        if isinstance(body, dict) and body.get("id"):
-            binary_id = f"Binary/{body['id']}"
-    if binary_id is None or not binary_id.startswith("Binary/"):
-        raise FhirFailure(
-            "The patient record system saved a photo without saying where",
-            f"{response.status_code} to POST Binary without a Location header",
-            status=response.status_code,
-        )
-    return binary_id
-
-
-async def _already_saved(fhir: FhirSession, items: Sequence[CommitItem], resource: str) -> set[str]:
-    """The image ids of `items` that already have a `resource` in the record (FHIR search by identifier, a
-    comma-separated list: search.html#token). A server that refuses the search (4xx) is taken to hold none
-    (its conditional creates still find them: no photo twice, a Binary perhaps); CommitFailed when it cannot
-    answer (no answer, 5xx, 429 after the retries)."""
-    found: set[str] = set()
-    wanted = {item.image_id for item in items}
-    for start in range(0, len(items), _SEARCH_CHUNK):
-        values = ",".join(
-            f"{IMAGE_IDENTIFIER_SYSTEM}|{i.image_id}" for i in items[start : start + _SEARCH_CHUNK]
-        )
-        try:
-            response = await fhir.send("GET", f"{fhir.base_url}/{resource}?identifier={values}")
-            raise_for_status(response, "The patient record system could not be searched")
-        except FhirFailure as failure:
-            if not failure.transient and failure.status not in (401, 403):
-                log.warning(
-                    "FHIR commit: search by identifier refused (%s): %s", failure.status, failure.outcome
-                )
-                continue
-            raise CommitFailed(
-                f"{failure.words}: {failure.outcome}. Nothing was saved; {what_to_do(failure)}",
-                all_failed(items, failure.outcome),
-            ) from None
-        body = json_body(response)
-        for entry in (body.get("entry") if isinstance(body, dict) else None) or []:
-            resource_found = entry.get("resource") if isinstance(entry, dict) else None
-            for identifier in (resource_found or {}).get("identifier") or []:
-                if identifier.get("system") == IMAGE_IDENTIFIER_SYSTEM and identifier.get("value") in wanted:
-                    found.add(identifier["value"])
-    return found
 
 
 # -- several transactions -----------------------------------------------------------------------------------
@@ -262,7 +210,7 @@ async def _in_batches(
     that alone); when one fails for good, delete what the earlier ones created (`compensate`)."""
     if not capabilities.transaction:  # one resource a request already
         return await commit_one_by_one(fhir, items, entries, progress, resource)
-    existing = await _already_saved(fhir, items, resource)
+    existing = await already_saved(fhir, items, resource)
     batches: list[list[int]] = [[]]
     for index, size in enumerate(sizes):
         if batches[-1] and sum(sizes[i] for i in batches[-1]) + size + _BUNDLE_OVERHEAD > max_request_bytes:

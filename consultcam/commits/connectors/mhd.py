@@ -40,10 +40,17 @@ from consultcam.commits.connectors.fhir_client import (
     outcome_text,
     raise_for_status,
 )
-from consultcam.commits.connectors.fhir_commit import what_to_do
+from consultcam.commits.connectors.fhir_commit import RequestTooLarge, what_to_do
 from consultcam.kit.status import ImageCommitStatus
 
-__all__ = ["MHD_NEEDS_TRANSACTION", "publish", "published_earlier", "refuse_without_transaction"]
+__all__ = [
+    "MHD_NEEDS_TRANSACTION",
+    "find_submission_set",
+    "publish",
+    "published_earlier",
+    "refuse_without_transaction",
+    "send_provide_bundle",
+]
 
 #: Why a server without transactions cannot take an MHD commit: the words of the refusal.
 MHD_NEEDS_TRANSACTION = (
@@ -68,13 +75,23 @@ async def published_earlier(
     """The results of an earlier attempt that published `bundle`'s SubmissionSet (found by its entryUUID), in
     item order from its entries; None when it is not there or the server cannot say (the Bundle is then
     sent, and its conditional creates keep the List and DocumentReferences single)."""
-    (criteria,) = [e["request"]["ifNoneExist"] for e in bundle["entry"] if e["request"]["url"] == "List"]
-    name, _, token = criteria.partition("=")
     try:
-        response = await fhir.send("GET", f"{fhir.base_url}/List?{urlencode({name: token})}")
+        return await find_submission_set(fhir, items, bundle)
     except FhirFailure:
         return None
-    body = json_body(response) if response.status_code == 200 else None
+
+
+async def find_submission_set(
+    fhir: FhirSession, items: Sequence[CommitItem], bundle: dict[str, Any]
+) -> list[ImageResult] | None:
+    """As `published_earlier`, but None only when the server answered that the SubmissionSet is not there;
+    FhirFailure when it cannot say (no answer, an error, or a List that does not match `items`)."""
+    (submission_set,) = [e["resource"] for e in bundle["entry"] if e["request"]["url"] == "List"]
+    (entry_uuid,) = [i for i in submission_set["identifier"] if i.get("use") == "official"]
+    token = f"{entry_uuid['system']}|{entry_uuid['value']}"
+    response = await fhir.send("GET", f"{fhir.base_url}/List?{urlencode({'identifier': token})}")
+    raise_for_status(response, "The document registry could not be searched")
+    body = json_body(response)
     found: list[dict[str, Any]] = [
         entry["resource"]
         for entry in (body.get("entry") or [] if isinstance(body, dict) else [])
@@ -82,14 +99,21 @@ async def published_earlier(
         and isinstance(entry.get("resource"), dict)
         and entry["resource"].get("resourceType") == "List"
     ]
-    if len(found) != 1 or len(found[0].get("entry") or []) != len(items):
+    if not found and isinstance(body, dict) and body.get("resourceType") == "Bundle":
         return None
+    unclear = FhirFailure(
+        "The document registry gave an answer consultcam does not understand",
+        "the search for the SubmissionSet did not find exactly one List with one entry per photo",
+        status=response.status_code,
+    )
+    if len(found) != 1 or len(found[0].get("entry") or []) != len(items):
+        raise unclear
     results = []
     for item, entry in zip(items, found[0]["entry"], strict=True):
         reference = entry.get("item", {}).get("reference") if isinstance(entry, dict) else None
         resource_id = fhir.client.resource_id(reference)
         if resource_id is None or not resource_id.startswith("DocumentReference/"):
-            return None
+            raise unclear
         results.append(ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id))
     return results
 
@@ -103,23 +127,33 @@ async def publish(
     """POST the Provide Document Bundle `bundle` (from `fhir_mhd.build_provide_bundle` for `items`) to the
     base URL; one "committed" result per item whose resource_id is its DocumentReference on the server
     ("DocumentReference/<id>"). Raises CommitFailed with the server's words: nothing was saved (a
-    transaction).
+    transaction); RequestTooLarge (a CommitFailed) when the server answered 413.
     """
     try:
-        response = await fhir.send("POST", fhir.base_url, json=bundle, repeatable=True)
-        raise_for_status(response, "The document registry refused the photos")
-        results = await asyncio.to_thread(_results, fhir, response, items, bundle)
+        results = await send_provide_bundle(fhir, items, bundle)
     except FhirFailure as failure:
         if failure.transient:
             tail = "Nothing was saved, or if it was, committing again will not save the photos twice"
         else:
             tail = "Nothing was saved"
-        raise CommitFailed(
+        refused = RequestTooLarge if failure.status == 413 else CommitFailed
+        raise refused(
             f"{failure.words}: {failure.outcome}. {tail}; {what_to_do(failure)}",
             all_failed(items, failure.outcome),
         ) from None
     await progress(len(items), len(items))
     return results
+
+
+async def send_provide_bundle(
+    fhir: FhirSession, items: Sequence[CommitItem], bundle: dict[str, Any], *, repeatable: bool = True
+) -> list[ImageResult]:
+    """POST `bundle`; one "committed" result per item. FhirFailure with the server's words. `repeatable`:
+    retried after no answer, a 5xx or a 429 (for a Bundle of conditional creates, which make a repeat find
+    what the first one stored); otherwise sent once."""
+    response = await fhir.send("POST", fhir.base_url, json=bundle, repeatable=repeatable)
+    raise_for_status(response, "The document registry refused the photos")
+    return await asyncio.to_thread(_results, fhir, response, items, bundle)
 
 
 def _results(
