@@ -63,8 +63,8 @@ _ORIENT = {
 
 @dataclass(frozen=True)
 class NormalisedImage:
-    """An uploaded photo in stored form: `jpeg` is upright, sRGB, metadata-free (baseline when re-encoded,
-    progressive when a progressive upload was kept as it was); `thumbnail` is a
+    """An uploaded photo in stored form: `jpeg` is upright, sRGB, metadata-free, sequential (SOF0, or SOF1
+    when an extended-sequential upload was kept as it was); `thumbnail` is a
     JPEG with long edge <= thumb_edge_px; `width`/`height` (pixels) and `sha256` (hex) describe `jpeg`;
     `source_content_type` is what the uploaded bytes really were; `quality` comes from
     `consultcam.analysis.quality.assess`."""
@@ -138,7 +138,7 @@ def normalise(
     Only the first frame of an animated PNG/WebP or the primary image of a HEIF collection is kept.
     The thumbnail has long edge <= `thumb_edge_px`. Quality figures are measured on the normalised pixels.
 
-    Except a conforming JPEG (issue 15): 8-bit, Huffman-coded (baseline or progressive), three components,
+    Except a conforming JPEG (issue 15): 8-bit, Huffman-coded, sequential (baseline), three components,
     long edge within `max_edge_px`, upright (EXIF orientation absent or 1), untagged or tagged sRGB, with a
     structure `lossless.strip_metadata` fully understands. It is stored as uploaded less its metadata
     segments (the same pixels, the same scan bytes), after steps 1-3 and a decode of every scan of the
@@ -191,7 +191,10 @@ def _kept_as_uploaded(
     image, size = _open(data, "JPEG", limit, max_edge_px)  # refuses as the normalising path does
     with image:
         upright = _orientation(image) == 1
-        if max(size) > max_edge_px or image.mode != "RGB" or not upright or not _srgb(image):
+        # Progressive is re-encoded: a stored photo stays sequential (SOF0/SOF1), as DICOM's JPEG Baseline
+        # and Extended transfer syntaxes and a TIFF's JPEG strip carry it unchanged (commits.dicom, fitted).
+        sequential = "progression" not in image.info
+        if max(size) > max_edge_px or image.mode != "RGB" or not (upright and sequential and _srgb(image)):
             return None
     stored = strip_metadata(data)
     if stored is None:
