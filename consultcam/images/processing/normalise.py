@@ -190,12 +190,17 @@ def _kept_as_uploaded(
     """
     image, size = _open(data, "JPEG", limit, max_edge_px)  # refuses as the normalising path does
     with image:
-        upright = _orientation(image) == 1
         # Progressive is re-encoded: a stored photo stays sequential (SOF0/SOF1), as DICOM's JPEG Baseline
         # and Extended transfer syntaxes and a TIFF's JPEG strip carry it unchanged (commits.dicom, fitted).
-        sequential = "progression" not in image.info
-        if max(size) > max_edge_px or image.mode != "RGB" or not (upright and sequential and _srgb(image)):
-            return None
+        conforming = (
+            max(size) <= max_edge_px
+            and image.mode == "RGB"
+            and "progression" not in image.info
+            and _orientation(image) == 1
+            and _srgb(image)
+        )
+    if not conforming:
+        return None
     stored = strip_metadata(data)
     if stored is None:
         return None
