@@ -169,6 +169,24 @@ def recoded(upload: bytes, stored: bytes) -> bool:
     return scans(stored) != scans(upload) and 0xC0 in {marker for marker, _ in segments(stored)}
 
 
+def test_a_thumbnail_in_the_jfif_header_is_removed(marked_2048):
+    """JFIF 1.02 lets APP0 carry an uncompressed thumbnail, which could be any picture (the uncropped
+    original, another patient): only version, units and density are kept."""
+    upload = encode(marked_2048, "JPEG", quality=90)
+    assert upload[2:4] == b"\xff\xe0"
+    length = int.from_bytes(upload[4:6], "big")
+    thumbnail = bytes([2, 1]) + b"\xee" * (2 * 1 * 3)  # 2 x 1 pixels of RGB
+    app0 = upload[6 : 4 + length - 2] + thumbnail
+    upload = upload[:2] + b"\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0 + upload[4 + length :]
+
+    result = normalise(upload, declared_content_type="image/jpeg")
+
+    assert_kept(upload, result.jpeg)
+    jfif = [payload for marker, payload in segments(result.jpeg) if marker == 0xE0]
+    assert jfif == [upload[6:18] + b"\x00\x00"]
+    assert b"\xee\xee\xee\xee\xee\xee" not in result.jpeg
+
+
 def test_a_progressive_jpeg_is_stored_baseline_by_reencoding(marked_2048):
     """A stored photo stays sequential: DICOM and TIFF connectors carry its JPEG stream as it is."""
     upload = encode(marked_2048, "JPEG", quality=90, progressive=True)

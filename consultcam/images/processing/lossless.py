@@ -74,9 +74,11 @@ def strip_metadata(data: bytes) -> bytes | None:
         elif marker in _TABLES:
             out.append(segment)
         elif marker == APP0:
-            if payload.startswith(b"JFIF\x00") and not jfif_seen and not frame_seen:
+            if payload.startswith(b"JFIF\x00") and len(payload) >= 14 and not jfif_seen and not frame_seen:
+                # Version, units and density only: the thumbnail JFIF allows after them (JFIF 1.02, "JFIF
+                # APP0 marker") could be any picture, so it goes, as a JFXX extension does with the APPn.
                 jfif_seen = True
-                out.append(segment)  # a JFXX extension (a thumbnail) is dropped with the other APPn
+                out.append(b"\xff\xe0\x00\x10" + payload[:12] + b"\x00\x00")
         elif marker == APP14:
             if payload.startswith(b"Adobe"):
                 if len(payload) < 12 or payload[11] != 1:  # transform 1: YCbCr (Adobe TN 5116 §18)
