@@ -252,6 +252,14 @@ def test_a_truncated_conforming_jpeg_is_still_refused(marked_2048):
         normalise(upload, declared_content_type="image/jpeg")
 
 
+def rgb_component_ids(data: bytes) -> bytes:
+    """Without JFIF, components named R, G, B are decoded as RGB (libjpeg-turbo jdapimin.c)."""
+    data = bytearray(data[:2] + data[4 + int.from_bytes(data[4:6], "big") :])  # JFIF APP0 removed
+    frame, scan = data.index(b"\xff\xc0") + 4, data.index(b"\xff\xda") + 4
+    data[frame + 6 : frame + 15 : 3] = data[scan + 1 : scan + 7 : 2] = b"RGB"
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -263,8 +271,10 @@ def test_a_truncated_conforming_jpeg_is_still_refused(marked_2048):
             data[:2] + b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00" + data[2:]
         ),  # RGB transform
         lambda data: data[:2] + b"\xff\xcc\x00\x06\x00\x10" + data[2:],  # DAC: arithmetic conditioning
+        lambda data: data.replace(b"\xff\xc4", b"\xff\xe9"),  # no Huffman tables (defaults assumed)
+        rgb_component_ids,
     ],
-    ids=["arithmetic-frame", "12-bit", "adobe-rgb-transform", "dac"],
+    ids=["arithmetic-frame", "12-bit", "adobe-rgb-transform", "dac", "no-dht", "rgb-component-ids"],
 )
 def test_the_walker_leaves_what_it_is_not_sure_of_to_reencoding(marked_2048, change):
     assert strip_metadata(change(encode(marked_2048, "JPEG", quality=90))) is None

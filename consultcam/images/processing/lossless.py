@@ -42,7 +42,7 @@ def strip_metadata(data: bytes) -> bytes | None:
     if not data.startswith(b"\xff\xd8"):
         return None
     out = [b"\xff\xd8"]
-    pos, frame_seen, jfif_seen = 2, False, False
+    pos, frame_seen, jfif_seen, tables_seen = 2, False, False, False
     while True:
         while pos < len(data) and data[pos] == 0xFF and pos + 1 < len(data) and data[pos + 1] == 0xFF:
             pos += 1  # fill bytes before a marker
@@ -64,7 +64,7 @@ def strip_metadata(data: bytes) -> bytes | None:
             frame_seen = True
             out.append(segment)
         elif marker == SOS:
-            if not frame_seen:
+            if not (frame_seen and tables_seen):  # no DHT: a motion-JPEG frame relying on default tables
                 return None
             found = _NEXT_MARKER.search(data, end)
             if found is None:
@@ -72,6 +72,7 @@ def strip_metadata(data: bytes) -> bytes | None:
             out.append(data[pos : found.start()])
             end = found.start()
         elif marker in _TABLES:
+            tables_seen = tables_seen or marker == DHT
             out.append(segment)
         elif marker == APP0:
             if payload.startswith(b"JFIF\x00") and len(payload) >= 14 and not jfif_seen and not frame_seen:
@@ -92,5 +93,9 @@ def strip_metadata(data: bytes) -> bytes | None:
 
 
 def _plain_frame(payload: bytes) -> bool:
-    """A frame header (T.81 §B.2.2) of 8-bit precision with three components, each listed in full."""
-    return len(payload) == 6 + 3 * 3 and payload[0] == 8 and payload[5] == 3
+    """A frame header (T.81 §B.2.2) of 8-bit precision with three components, each listed in full, that
+    are not named R, G, B (libjpeg decodes those as RGB, not YCbCr, when there is no JFIF or Adobe
+    segment; what we store is always YCbCr)."""
+    if not (len(payload) == 6 + 3 * 3 and payload[0] == 8 and payload[5] == 3):
+        return False
+    return bytes(payload[6:15:3]).upper() != b"RGB"
