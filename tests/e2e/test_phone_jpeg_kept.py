@@ -12,10 +12,10 @@ import mimetypes
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
-from playwright.sync_api import Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Route
 
 from consultcam.images.processing.normalise import normalise
-from tests.e2e.harness import ROOT, launch_chromium
+from tests.e2e.harness import ROOT
 from tests.images.test_lossless import assert_kept
 from tests.images.test_processing import BLUE, RED, corner_colours, near, phone_exif, photo
 
@@ -37,33 +37,32 @@ def serve_static(route: Route) -> None:
     route.fulfill(body=file.read_bytes(), content_type=mimetypes.guess_type(file.name)[0] or "text/plain")
 
 
-def test_the_phones_resized_jpeg_is_stored_without_reencoding():
+def test_the_phones_resized_jpeg_is_stored_without_reencoding(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
     camera = photo().resize((4032, 3024), Image.Resampling.LANCZOS)
     camera.paste(RED, (0, 0, 400, 400))
     camera.paste(BLUE, (4032 - 400, 0, 4032, 400))
     out = io.BytesIO()
     camera.save(out, "JPEG", quality=92, exif=phone_exif(6), comment=b"J Smith NHI ABC1234")
 
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page()
-            page.route(f"{ORIGIN}/**", serve_static)
-            page.goto(f"{ORIGIN}/")
-            uploaded = page.evaluate(
-                """async (camera) => {
-                    const { resizePhoto } = await import("/js/resize.js");
-                    const bytes = Uint8Array.from(atob(camera), (c) => c.charCodeAt(0));
-                    const result = await resizePhoto(new Blob([bytes], { type: "image/jpeg" }));
-                    const data = new Uint8Array(await result.blob.arrayBuffer());
-                    let text = "";
-                    for (const byte of data) text += String.fromCharCode(byte);
-                    return btoa(text);
-                }""",
-                base64.b64encode(out.getvalue()).decode(),
-            )
-        finally:
-            browser.close()
+    context = browser.new_context()
+    contexts.append(context)
+    page = context.new_page()
+    page.route(f"{ORIGIN}/**", serve_static)
+    page.goto(f"{ORIGIN}/")
+    uploaded = page.evaluate(
+        """async (camera) => {
+            const { resizePhoto } = await import("/js/resize.js");
+            const bytes = Uint8Array.from(atob(camera), (c) => c.charCodeAt(0));
+            const result = await resizePhoto(new Blob([bytes], { type: "image/jpeg" }));
+            const data = new Uint8Array(await result.blob.arrayBuffer());
+            let text = "";
+            for (const byte of data) text += String.fromCharCode(byte);
+            return btoa(text);
+        }""",
+        base64.b64encode(out.getvalue()).decode(),
+    )
     upload = base64.b64decode(uploaded)
 
     result = normalise(upload, declared_content_type="image/jpeg")
