@@ -79,6 +79,7 @@ bench: install-dev system-deps
 	$(BIN)/python bench/capture_latency.py
 	$(BIN)/python bench/production_load.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/registration_cpu.py
 
 clean:
 	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache $(IDP)/node_modules $(MEDPLUM)/node_modules

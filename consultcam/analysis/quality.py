@@ -50,7 +50,7 @@ BRIGHT_MEAN_LUMA = 215.0
 LOW_RESOLUTION_PIXELS = 1024 * 768
 
 
-def assess(image: Image.Image) -> dict[str, Any]:
+def assess(image: Image.Image, *, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Measure sharpness and exposure of a photo and list the quality warnings that apply.
 
     `image` is any Pillow image (normally the normalised RGB photo, long edge <= 2048 px); it is not
@@ -66,13 +66,17 @@ def assess(image: Image.Image) -> dict[str, Any]:
     - ``width`` / ``height`` (int, pixels): of `image`.
     - ``warnings`` (list[str]): the subset of QUALITY_WARNINGS that apply, in that order.
 
+    `size` (width, height in pixels) is the photo's own when `image` is a reduced copy of it (a JPEG decoded
+    at a DCT scale, at least ANALYSIS_EDGE_PX long when the photo is): ``width``, ``height`` and
+    "low-resolution" then describe the photo, the other figures are measured on the copy.
+
     Raises nothing for any non-empty image; a constant image has sharpness 0 and is "blurry".
     """
-    width, height = image.size
+    width, height = size or image.size
     grey = _to_grey(image)
 
     histogram = grey.histogram()
-    total = width * height
+    total = grey.width * grey.height
     underexposed = sum(histogram[:UNDEREXPOSED_LUMA]) / total
     overexposed = sum(histogram[OVEREXPOSED_LUMA + 1 :]) / total
     mean_luma = sum(level * count for level, count in enumerate(histogram)) / total
@@ -86,7 +90,7 @@ def assess(image: Image.Image) -> dict[str, Any]:
         warnings.append("dark")
     if overexposed > BRIGHT_OVEREXPOSED_SHARE or mean_luma > BRIGHT_MEAN_LUMA:
         warnings.append("bright")
-    if total < LOW_RESOLUTION_PIXELS:
+    if width * height < LOW_RESOLUTION_PIXELS:
         warnings.append("low-resolution")
 
     return {

@@ -2,9 +2,10 @@
 
 The stored upload must exist, have the declared size and real image magic bytes, decode under the pixel cap
 and the decode memory budget (`admission`), and is then re-encoded upright with every EXIF/GPS tag removed
-(`processing.normalise`). A rejected upload is deleted, row and object. A registered image is announced
-(`image.added`) and, when the practice configured an AI endpoint, queued for its description
-(`consultcam.analysis.service.schedule_analysis`, by task name).
+(`processing.normalise`), or, when it is already an upright sRGB baseline JPEG within the edge cap (what the
+phone pages send), kept as it is less its metadata segments (issue 15). A rejected upload is deleted, row
+and object. A registered image is announced (`image.added`) and, when the practice configured an AI
+endpoint, queued for its description (`consultcam.analysis.service.schedule_analysis`, by task name).
 """
 
 from __future__ import annotations

@@ -324,6 +324,32 @@ async def test_other_formats_are_stored_as_jpeg(
     assert store_files(runtime, session["id"]) == stored_names(image)
 
 
+async def test_a_phone_resized_jpeg_is_stored_without_reencoding(
+    phone: httpx.AsyncClient, session: dict[str, Any]
+) -> None:
+    """Issue 15: an upright, untagged 2048 px JPEG (what the phone page sends) keeps its pixels exactly;
+    a comment and XMP sent with it are gone."""
+    with Image.open(PHOTOS / "fundus-left-eye.jpg") as source:
+        resized = source.convert("RGB").resize((2048, 2048), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    resized.save(out, "JPEG", quality=90)
+    sent = with_segments(out.getvalue(), (0xFE, b"CommentMereTester"), (0xE1, b"XmpSecretLocation"))
+
+    response = await upload(phone, session["id"], sent)
+
+    assert response.status_code == 201, response.text
+    image = response.json()
+    assert (image["width"], image["height"]) == (2048, 2048)
+    stored = (await phone.get(image["urls"]["full"])).content
+    assert b"CommentMereTester" not in stored
+    assert b"XmpSecretLocation" not in stored
+    assert len(stored) == len(sent) - len(b"CommentMereTester") - len(b"XmpSecretLocation") - 8
+    assert (open_jpeg(stored).tobytes(), image["sha256"]) == (
+        open_jpeg(sent).tobytes(),
+        hashlib.sha256(stored).hexdigest(),
+    )
+
+
 async def test_clinician_can_upload_from_the_desktop(
     clinician: httpx.AsyncClient, session: dict[str, Any]
 ) -> None:

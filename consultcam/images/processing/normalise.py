@@ -1,8 +1,10 @@
 """Verify and normalise an uploaded photo into the one form the system stores.
 
-`normalise` turns whatever a phone uploaded (JPEG, PNG, WebP, HEIC/HEIF) into an upright, sRGB, baseline JPEG
-with no metadata at all (no EXIF, GPS, XMP, IPTC, comments or ICC profile), plus a thumbnail and quality
-figures; `inspect` checks the header first and estimates what decoding will cost. Nothing here touches
+`normalise` turns whatever a phone uploaded (JPEG, PNG, WebP, HEIC/HEIF) into an upright, sRGB JPEG with no
+metadata at all (no EXIF, GPS, XMP, IPTC, comments or ICC profile), plus a thumbnail and quality figures;
+`inspect` checks the header first and estimates what decoding will cost. A JPEG that is already in that form
+but for its metadata (what the consultcam phone pages send) is stored without re-encoding: its metadata
+segments are removed and its pixels kept exactly (issue 15, `processing.lossless`). Nothing here touches
 storage or the database.
 """
 
@@ -18,7 +20,8 @@ from typing import Any
 import pillow_heif
 from PIL import ExifTags, Image, ImageCms, ImageFile, PngImagePlugin
 
-from consultcam.analysis.quality import assess
+from consultcam.analysis.quality import ANALYSIS_EDGE_PX, assess
+from consultcam.images.processing.decode_cost import decode_cost, fit
 from consultcam.images.processing.formats import (
     FAMILY,
     MAX_METADATA_BYTES,
@@ -27,6 +30,7 @@ from consultcam.images.processing.formats import (
     too_many_pixels,
     unreadable,
 )
+from consultcam.images.processing.lossless import strip_metadata
 
 # Only the primary image of a HEIF file is ever used: its thumbnails, depth maps and auxiliary images are
 # neither listed nor decoded.
@@ -56,25 +60,11 @@ _ORIENT = {
     8: Image.Transpose.ROTATE_90,
 }
 
-# Decode memory (`_decode_cost`). Measured as the growth of peak RSS (VmHWM) of a fresh process normalising
-# flat 45-megapixel files (Pillow 13, libwebp through Pillow, libheif 1.23), bytes per source pixel:
-# PNG RGB 5.4, RGBA or LA 8.0, palette 5.4, 16-bit grey 10.0, grey 1.4; WebP 16.0; HEIC 7.3 (RGBA 8.3);
-# JPEG 1.8 baseline (decoded at 1/2 scale), 4.0 progressive 4:2:0, 7.0 progressive 4:4:4. The estimate is
-# 1.1 to 1.7 times those; tests/images/test_processing.py checks it still bounds them. What a decoder
-# holds per pixel beside Pillow's own image: libwebp the canvas and the previous frame (WebPAnimDecoder)
-# and Pillow a bytes copy of the frame; libheif its decoded planes.
-_DECODER_BYTES_PER_PIXEL = {"WEBP": 12, "HEIF": 4}
-# The full-size copy `_flatten` makes, per pixel, by mode (modes not listed: 4).
-_FLATTEN_BYTES_PER_PIXEL = {"P": 4, "I": 8, "I;16": 8, "I;16B": 8, "I;16L": 8, "F": 8}
-# Per output pixel: the resized image, its sRGB copy, the thumbnail, the quality figures and the encoders.
-_OUTPUT_BYTES_PER_PIXEL = 8
-#: Memory every decode or render holds besides its pixels (interpreter, libraries, buffers), in bytes.
-FIXED_DECODE_BYTES = 8 * 1024 * 1024
-
 
 @dataclass(frozen=True)
 class NormalisedImage:
-    """An uploaded photo in stored form: `jpeg` is upright, sRGB, baseline, metadata-free; `thumbnail` is a
+    """An uploaded photo in stored form: `jpeg` is upright, sRGB, metadata-free, sequential (SOF0, or SOF1
+    when an extended-sequential upload was kept as it was); `thumbnail` is a
     JPEG with long edge <= thumb_edge_px; `width`/`height` (pixels) and `sha256` (hex) describe `jpeg`;
     `source_content_type` is what the uploaded bytes really were; `quality` comes from
     `consultcam.analysis.quality.assess`."""
@@ -115,7 +105,7 @@ def inspect(
     family = FAMILY[sniffed]
     image, source_size = _open(data, family, limit, max_edge_px)
     with image:
-        cost = _decode_cost(data, image, source_size, family, max_edge_px)
+        cost = decode_cost(data, image, source_size, family, max_edge_px)
     return ImageHeader(sniffed, source_size[0], source_size[1], cost)
 
 
@@ -148,15 +138,25 @@ def normalise(
     Only the first frame of an animated PNG/WebP or the primary image of a HEIF collection is kept.
     The thumbnail has long edge <= `thumb_edge_px`. Quality figures are measured on the normalised pixels.
 
+    Except a conforming JPEG (issue 15): 8-bit, Huffman-coded, sequential (baseline), three components,
+    long edge within `max_edge_px`, upright (EXIF orientation absent or 1), untagged or tagged sRGB, with a
+    structure `lossless.strip_metadata` fully understands. It is stored as uploaded less its metadata
+    segments (the same pixels, the same scan bytes), after steps 1-3 and a decode of every scan of the
+    stored bytes (step 4); its thumbnail and quality figures come from that decode at a reduced DCT scale.
+
     Memory: besides the decoded pixels, at most one full-size copy (to flatten alpha, a palette or 16-bit
     samples); orientation, colour conversion and encoding work at the output size. `inspect` estimates the
     peak (`ImageHeader.decode_bytes`) before any of it is spent.
     """
     sniffed, limit = check_type(data, declared_content_type, max_pixels)
+    if FAMILY[sniffed] == "JPEG":
+        kept = _kept_as_uploaded(data, limit, max_edge_px, thumb_edge_px)
+        if kept is not None:
+            return kept
     image = _decode(data, FAMILY[sniffed], limit, max_edge_px)
     orientation = _orientation(image)
     image = _flatten(image)  # each step rebinds `image`, so the bigger copy it came from is freed at once
-    target = _fit(image.size, max_edge_px)
+    target = fit(image.size, max_edge_px)
     if target != image.size:
         image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     if orientation in _ORIENT:
@@ -165,7 +165,7 @@ def normalise(
     image.info = {}  # Pillow copies a source JPEG comment (and more) into the output unless told otherwise
 
     jpeg = _encode(image, jpeg_quality)
-    thumbnail = image.resize(_fit(image.size, thumb_edge_px), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    thumbnail = image.resize(fit(image.size, thumb_edge_px), Image.Resampling.LANCZOS, reducing_gap=2.0)
     return NormalisedImage(
         jpeg=jpeg,
         thumbnail=_encode(thumbnail, _THUMBNAIL_QUALITY),
@@ -174,6 +174,54 @@ def normalise(
         sha256=hashlib.sha256(jpeg).hexdigest(),
         source_content_type=sniffed,
         quality=assess(image),
+    )
+
+
+def _kept_as_uploaded(
+    data: bytes, limit: int, max_edge_px: int, thumb_edge_px: int
+) -> NormalisedImage | None:
+    """A conforming JPEG stored without re-encoding (see `normalise`), or None for the normalising path.
+
+    The decode that verifies it runs at the smallest DCT scale that still gives the thumbnail and the
+    quality figures (1/4 for a 2048 px photo): libjpeg parses every Huffman code of every scan whatever the
+    output scale (jdhuff.c decodes and discards the coefficients a scaled IDCT does not use), so a corrupt
+    or truncated scan fails here as it would at full scale, and only the IDCT and upsampling, which cannot
+    fail, are done at the small size. A file that fails is left to the normalising path to refuse.
+    """
+    image, size = _open(data, "JPEG", limit, max_edge_px)  # refuses as the normalising path does
+    with image:
+        # Progressive is re-encoded: a stored photo stays sequential (SOF0/SOF1), as DICOM's JPEG Baseline
+        # and Extended transfer syntaxes and a TIFF's JPEG strip carry it unchanged (commits.dicom, fitted).
+        conforming = (
+            max(size) <= max_edge_px
+            and image.mode == "RGB"
+            and "progression" not in image.info
+            and _orientation(image) == 1
+            and _srgb(image)
+        )
+    if not conforming:
+        return None
+    stored = strip_metadata(data)
+    if stored is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(stored), formats=["JPEG"]) as check:
+            if check.size != size or check.mode != "RGB":
+                return None
+            check.draft("RGB", fit(size, max(ANALYSIS_EDGE_PX, thumb_edge_px)))
+            check.load()
+            reduced: Image.Image = check
+    except Exception:
+        return None
+    thumbnail = reduced.resize(fit(size, thumb_edge_px), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return NormalisedImage(
+        jpeg=stored,
+        thumbnail=_encode(thumbnail, _THUMBNAIL_QUALITY),
+        width=size[0],
+        height=size[1],
+        sha256=hashlib.sha256(stored).hexdigest(),
+        source_content_type="image/jpeg",
+        quality=assess(reduced, size=size),
     )
 
 
@@ -201,7 +249,7 @@ def _open(
             if isinstance(block, bytes | bytearray) and len(block) > MAX_METADATA_BYTES:
                 raise metadata_too_large(what, len(block))
         if family == "JPEG":
-            wanted = _fit(image.size, max_edge_px)
+            wanted = fit(image.size, max_edge_px)
             if wanted != image.size:
                 image.draft("RGB", (math.ceil(wanted[0] * _DRAFT_SLACK), math.ceil(wanted[1] * _DRAFT_SLACK)))
     except BaseException:
@@ -219,58 +267,6 @@ def _decode(data: bytes, family: str, limit: int, max_edge_px: int) -> Image.Ima
         except Exception as exc:  # truncated, corrupt, or a decoder bug: any of these is the upload's fault
             raise unreadable(exc) from exc
         return image
-
-
-def _decode_cost(
-    data: bytes, image: ImageFile.ImageFile, source_size: tuple[int, int], family: str, max_edge_px: int
-) -> int:
-    """Upper estimate, in bytes, of the memory `normalise` holds at once for `image` (opened by `_open`,
-    so a JPEG is at its draft size): the file itself, the decoded pixels with what each decoder keeps beside
-    them, the one full-size working copy `_flatten` may make, the resampling pass, and the work at the
-    output size. The figures per pixel are measured ones with a margin (see _DECODER_BYTES_PER_PIXEL)."""
-    width, height = image.size
-    pixels = width * height
-    cost = len(data) + pixels * (_DECODER_BYTES_PER_PIXEL.get(family, 0) + _bytes_per_pixel(image.mode))
-    if image.mode not in ("RGB", "L", "CMYK"):
-        cost += pixels * _FLATTEN_BYTES_PER_PIXEL.get(image.mode, 4)
-        if image.mode == "P" and "transparency" in image.info:
-            cost += pixels * 4  # to RGBA, then flattened
-    if family == "JPEG" and _jpeg_scans(data) > 1:
-        # A progressive or multi-scan JPEG is decoded through libjpeg's whole-image coefficient buffer: one
-        # 16-bit coefficient per sample of every component at full size (ITU-T T.81 Annex G), draft or not.
-        layers = image.layer  # type: ignore[attr-defined]  # (id, h, v, table) per component
-        h_max, v_max = max(layer[1] for layer in layers), max(layer[2] for layer in layers)
-        samples = sum(layer[1] * layer[2] for layer in layers) / (h_max * v_max)
-        cost += math.ceil(source_size[0] * source_size[1] * samples * 2)
-    out_width, out_height = _fit((width, height), max_edge_px)
-    if (out_width, out_height) != (width, height):
-        cost += 4 * max(out_width * height, width * out_height)  # Pillow resamples in two passes
-    return cost + _OUTPUT_BYTES_PER_PIXEL * max(out_width * out_height, 1) + FIXED_DECODE_BYTES
-
-
-def _bytes_per_pixel(mode: str) -> int:
-    """Bytes Pillow stores per pixel (its Storage.c: RGB is padded to four)."""
-    if mode in ("1", "L", "P"):
-        return 1
-    return 2 if mode.startswith("I;16") else 4
-
-
-def _jpeg_scans(data: bytes) -> int:
-    """How many scans (SOS markers) the first image of a JPEG has: 1 for baseline sequential, more for
-    progressive or non-interleaved. Marker segments before the first scan are skipped by their lengths, so
-    an EXIF thumbnail is not counted; within entropy-coded data 0xFF is always stuffed (T.81 §B.1.1.5), so
-    every FF DA up to the first EOI (FF D9) is a scan header. Returns 0 when there is no scan."""
-    pos = 2
-    while pos + 4 <= len(data) and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xDA:
-            end = data.find(b"\xff\xd9", pos)
-            return 1 + data.count(b"\xff\xda", pos + 2, end if end >= 0 else len(data))
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    return 0
 
 
 def _orientation(image: Image.Image) -> int:
@@ -303,6 +299,19 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _srgb(image: Image.Image) -> bool:
+    """Whether `image` is untagged or tagged with a profile named sRGB (false for a profile that cannot be
+    read): its pixels are shown the same with the profile dropped."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return True
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return "srgb" in ImageCms.getProfileDescription(profile).lower()
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return False
+
+
 def _to_srgb(image: Image.Image) -> Image.Image:
     icc = image.info.get("icc_profile")
     if icc:
@@ -321,14 +330,6 @@ def _to_srgb(image: Image.Image) -> Image.Image:
         except (ImageCms.PyCMSError, OSError, ValueError):
             pass  # a broken or mismatched profile: keep the pixels as they are, the usual viewer behaviour
     return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _fit(size: tuple[int, int], max_edge: int) -> tuple[int, int]:
-    width, height = size
-    scale = max_edge / max(width, height)
-    if scale >= 1:
-        return size
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _encode(image: Image.Image, quality: int) -> bytes:

@@ -11,8 +11,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from consultcam.images.processing.decode_cost import FIXED_DECODE_BYTES
 from consultcam.images.processing.edits import validate_edits
-from consultcam.images.processing.normalise import FIXED_DECODE_BYTES
 
 # PIL's ROTATE_* turn counter-clockwise; edits rotate clockwise.
 _TRANSPOSE = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}

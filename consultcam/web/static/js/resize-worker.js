@@ -1,6 +1,9 @@
 // Web Worker: decode a photo with its EXIF orientation applied, scale it to a long edge ≤ maxEdgePx and
 // encode a JPEG ≤ maxBytes, off the main thread. The output carries no EXIF at all (no GPS, no camera
-// serial): canvas encoders write none, so the location never leaves the phone.
+// serial): canvas encoders write none, so the location never leaves the phone. It is upright (drawn with the
+// orientation applied) and sRGB (a 2D canvas is sRGB; Chromium tags the JPEG with an sRGB profile), within
+// the server's edge cap: conforming by construction, so the server stores it without re-encoding it
+// (issue 15; tests/e2e/test_phone_jpeg_kept.py).
 //
 // Size budget: step the JPEG quality down first (cheap, keeps resolution), then scale down and try again.
 // While the photo is decoded anyway, the quick blur and exposure check (quality-check.js) runs on the pixels
