@@ -39,6 +39,47 @@ JSON = "application/json; charset=utf-8"
 # -- parent side ---------------------------------------------------------------------------------------------
 
 
+def start_process(
+    owner: object,
+    command: list[str],
+    env: Mapping[str, str],
+    *,
+    cwd: Path,
+    label: str,
+    folder_prefix: str,
+    timeout: float = START_TIMEOUT,
+) -> tuple[subprocess.Popen[bytes], weakref.finalize[Any, Any], int]:
+    """Run `command` + [the ready file's path] in a new process group (stdin and stdout closed, stderr the
+    test's) and wait until the ready file holds the bound port: (the process, a finalizer that kills the
+    group, waits and removes the ready file's folder — run when `owner` is collected or at interpreter exit
+    if not called before, the port).
+    Raises RuntimeError, naming `label`, when the process exits first or is not ready within `timeout`
+    seconds (the group is killed then)."""
+    folder = Path(tempfile.mkdtemp(prefix=folder_prefix))
+    ready = folder / "port"
+    process = subprocess.Popen(
+        [*command, str(ready)],
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    finalizer = weakref.finalize(owner, _kill, process, folder)
+    deadline = time.monotonic() + timeout
+    while not (ready.exists() and ready.read_text().strip()):
+        if process.poll() is not None:
+            finalizer()
+            raise RuntimeError(
+                f"the {label} exited with {process.returncode} before it was ready (see stderr)"
+            )
+        if time.monotonic() > deadline:
+            finalizer()
+            raise RuntimeError(f"the {label} was not ready within {timeout} s")
+        time.sleep(0.02)
+    return process, finalizer, int(ready.read_text())
+
+
 class DoubleProcess:
     """A double's process, seen from the test. Subclasses set `module` (what `python -m` runs), `label`
     ("ALEX double": how errors name it) and `folder_prefix` (of the temporary folder of the ready file), and
@@ -72,32 +113,12 @@ class DoubleProcess:
 
     def start(self) -> None:
         """Start the process and wait until it answers (at most START_TIMEOUT seconds)."""
-        folder = Path(tempfile.mkdtemp(prefix=self.folder_prefix))
-        ready = folder / "port"
+        command = [sys.executable, "-m", self.module, "--port", "0", "--ready-file"]
         env = self._environment({**os.environ, "PYTHONPATH": str(REPO)})
-        command = [sys.executable, "-m", self.module, "--port", "0", "--ready-file", str(ready)]
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
+        self._process, self._finalizer, port = start_process(
+            self, command, env, cwd=REPO, label=self.label, folder_prefix=self.folder_prefix
         )
-        self._process = process
-        self._finalizer = weakref.finalize(self, _kill, process, folder)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ready.exists():
-            if process.poll() is not None:
-                self.stop()
-                raise RuntimeError(
-                    f"the {self.label} exited with {process.returncode} before it was ready (see stderr)"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the {self.label} was not ready within {START_TIMEOUT} s")
-            time.sleep(0.02)
-        self.root = f"http://127.0.0.1:{int(ready.read_text())}"
+        self.root = f"http://127.0.0.1:{port}"
         self._http = httpx.Client(base_url=self.root, timeout=30.0, trust_env=False)  # no proxy for loopback
         self._control("GET", "health")
 

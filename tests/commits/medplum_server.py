@@ -14,19 +14,17 @@ global WebSocket, which `--experimental-websocket` provides.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
-import time
 import weakref
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.doubles import start_process
 
 SERVER_DIR = Path(__file__).resolve().parents[1] / "medplum"
 NODE = shutil.which("node") or "/usr/bin/node"
@@ -67,35 +65,21 @@ class MedplumServer:
     def start(self) -> None:
         if not (SERVER_DIR / "node_modules" / "@medplum" / "fhir-router").is_dir():
             pytest.fail("the Medplum test server is not installed: run `make test-medplum` (make test does)")
-        folder = Path(tempfile.mkdtemp(prefix="medplum-server-"))
-        ready = folder / "port"
         env = {
             **os.environ,
             "MEDPLUM_PORT": "0",
-            "MEDPLUM_READY_FILE": str(ready),
             "MEDPLUM_MAX_REQUEST_BYTES": str(self.max_request_bytes),
         }
-        process = subprocess.Popen(
-            [NODE, *node_flags(), str(SERVER_DIR / "server.mjs")],
+        _, self._finalizer, port = start_process(
+            self,
+            [NODE, *node_flags(), str(SERVER_DIR / "server.mjs"), "--ready-file"],
+            env,
             cwd=SERVER_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
+            label="Medplum test server",
+            folder_prefix="medplum-server-",
+            timeout=START_TIMEOUT,
         )
-        self._finalizer = weakref.finalize(self, _kill, process, folder)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (ready.exists() and ready.read_text().strip()):
-            if process.poll() is not None:
-                self.stop()
-                raise RuntimeError(
-                    f"the Medplum test server exited with {process.returncode} before it was ready"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the Medplum test server was not ready within {START_TIMEOUT} s")
-            time.sleep(0.05)
-        self.root = f"http://127.0.0.1:{int(ready.read_text())}"
+        self.root = f"http://127.0.0.1:{port}"
         self._http = httpx.Client(base_url=self.root, timeout=30.0, trust_env=False)
 
     def stop(self) -> None:
@@ -160,12 +144,3 @@ class MedplumServer:
     def _client(self) -> httpx.Client:
         assert self._http is not None, "the Medplum test server is not running"
         return self._http
-
-
-def _kill(process: subprocess.Popen[bytes], folder: Path) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
-    shutil.rmtree(folder, ignore_errors=True)

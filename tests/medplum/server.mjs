@@ -11,9 +11,10 @@
 // `maxJsonSize`, 1 MB in its sample configuration), all-or-nothing transactions (MemoryRepository keeps no
 // undo: ours restores the store when a transaction throws) and test switches under /_control.
 //
-// Started by tests/commits/medplum_server.py: MEDPLUM_PORT (0: any free one), MEDPLUM_READY_FILE (the port is
-// written there once listening), MEDPLUM_MAX_REQUEST_BYTES (default 1048576). Listens on 127.0.0.1 only.
-import { writeFileSync } from 'node:fs';
+// Started by tests/commits/medplum_server.py: MEDPLUM_PORT (0: any free one), `--ready-file PATH` (the port is
+// written there, atomically, once listening), MEDPLUM_MAX_REQUEST_BYTES (default 1048576). Listens on
+// 127.0.0.1 only.
+import { renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import {
   OperationOutcomeError,
@@ -320,6 +321,10 @@ const server = createServer((req, res) => {
 });
 server.listen(Number(process.env.MEDPLUM_PORT || 0), '127.0.0.1', () => {
   const { port } = server.address();
-  if (process.env.MEDPLUM_READY_FILE) writeFileSync(process.env.MEDPLUM_READY_FILE, String(port));
-  else console.log(`ready http://127.0.0.1:${port}${BASE}`);
+  const ready = process.argv.indexOf('--ready-file');
+  if (ready > 0 && process.argv[ready + 1]) {
+    const path = process.argv[ready + 1];
+    writeFileSync(`${path}.tmp`, String(port));
+    renameSync(`${path}.tmp`, path);
+  } else console.log(`ready http://127.0.0.1:${port}${BASE}`);
 });

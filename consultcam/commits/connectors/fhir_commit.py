@@ -48,6 +48,7 @@ __all__ = [
     "delete_all",
     "failed_before_writing",
     "send_transaction",
+    "transaction_failed",
     "what_to_do",
 ]
 
@@ -96,18 +97,25 @@ async def commit_transaction(
     try:
         results = await send_transaction(fhir, bundle, items)
     except FhirFailure as failure:
-        if failure.transient:
-            # No answer, or a server error: a transaction is atomic, and a repeat finds what was saved.
-            tail = "Nothing was saved, or if it was, committing again will not save the photos twice"
-        else:
-            tail = "Nothing was saved"
-        refused = RequestTooLarge if failure.status == 413 else CommitFailed
-        raise refused(
-            f"{failure.words}: {failure.outcome}. {tail}; {what_to_do(failure)}",
-            all_failed(items, failure.outcome),
-        ) from None
+        raise transaction_failed(failure, items) from None
     await progress(len(items), len(items))
     return results
+
+
+def transaction_failed(failure: FhirFailure, items: Sequence[CommitItem]) -> CommitFailed:
+    """The error for a transaction the server did not take: RequestTooLarge for a 413, else CommitFailed,
+    every item failed, in the server's words and what to do. A transaction is atomic (FHIR R4 http.html
+    #transaction): nothing was saved, or, after no answer or a server error, perhaps all of it, which a
+    repeat finds again."""
+    if failure.transient:
+        tail = "Nothing was saved, or if it was, committing again will not save the photos twice"
+    else:
+        tail = "Nothing was saved"
+    refused = RequestTooLarge if failure.status == 413 else CommitFailed
+    return refused(
+        f"{failure.words}: {failure.outcome}. {tail}; {what_to_do(failure)}",
+        all_failed(items, failure.outcome),
+    )
 
 
 async def send_transaction(

@@ -40,7 +40,7 @@ from consultcam.commits.connectors.fhir_client import (
     outcome_text,
     raise_for_status,
 )
-from consultcam.commits.connectors.fhir_commit import RequestTooLarge, what_to_do
+from consultcam.commits.connectors.fhir_commit import transaction_failed
 from consultcam.kit.status import ImageCommitStatus
 
 __all__ = [
@@ -132,15 +132,7 @@ async def publish(
     try:
         results = await send_provide_bundle(fhir, items, bundle)
     except FhirFailure as failure:
-        if failure.transient:
-            tail = "Nothing was saved, or if it was, committing again will not save the photos twice"
-        else:
-            tail = "Nothing was saved"
-        refused = RequestTooLarge if failure.status == 413 else CommitFailed
-        raise refused(
-            f"{failure.words}: {failure.outcome}. {tail}; {what_to_do(failure)}",
-            all_failed(items, failure.outcome),
-        ) from None
+        raise transaction_failed(failure, items) from None
     await progress(len(items), len(items))
     return results
 
