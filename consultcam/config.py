@@ -241,6 +241,9 @@ class Settings(BaseSettings):
     # fhir+https: the largest request body the server takes (Medplum's sample: 1 MB of JSON); a larger commit
     # sends the photos as Binary first, or in several transactions (commits/connectors/fhir_limits.py).
     fhir_max_request_bytes: int = Field(1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    # fhir+https: the most entries the server takes in one transaction (Medplum: 8 with conditional creates);
+    # unset: no limit. More photos go in several transactions, compensated (connectors/fhir_limits.py).
+    fhir_max_transaction_entries: int | None = Field(None, ge=1, le=10_000)
     # alex+https (Medtech ALEX): OAuth2 client credentials, all four required.
     alex_token_url: str = ""
     alex_client_id: str = ""

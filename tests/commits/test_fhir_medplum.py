@@ -394,6 +394,46 @@ async def test_without_binary_a_refused_later_transaction_removes_the_earlier_on
     assert len([r for r in server.requests("DELETE") if r["path"].startswith("/fhir/Media/")]) >= 1
 
 
+async def test_medplum_refuses_a_transaction_of_more_than_eight_conditional_creates(
+    server: MedplumServer,
+) -> None:
+    # Why CONSULTCAM_FHIR_MAX_TRANSACTION_ENTRIES exists: Medplum's router refuses it as a whole.
+    items = photo_items(12)
+    with pytest.raises(CommitFailed) as failed:
+        await connector(server).commit(commit_context(), items, Progress())
+    assert "too many entries" in failed.value.detail
+    assert ours(server, "Media", items) == []
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-first", "inline"])
+async def test_twelve_photos_land_in_transactions_of_at_most_eight(
+    server: MedplumServer, binary: bool
+) -> None:
+    server.settings(binary=binary)
+    items = photo_items(12)
+    before = len(server.requests())
+
+    results = await connector(server, max_transaction_entries=8).commit(commit_context(), items, Progress())
+
+    assert [r.status for r in results] == ["committed"] * 12
+    assert_landed(server, "Media", items, results)
+    transactions = [r for r in server.requests()[before:] if r["method"] == "POST" and r["path"] == "/fhir"]
+    assert len(transactions) >= 2
+    assert all(r["status"] == 200 and r["bytes"] <= MB for r in transactions)
+
+
+async def test_a_refused_later_transaction_of_eight_leaves_nothing_behind(server: MedplumServer) -> None:
+    items = fresh([item.jpeg for item in photo_items(12)])  # bytes of their own: Binaries told apart
+    server.settings(refuse_write=12 + 10)  # after twelve Binaries, the tenth Media: in the second transaction
+
+    with pytest.raises(CommitFailed) as failed:
+        await connector(server, max_transaction_entries=8).commit(commit_context(), items, Progress())
+
+    assert "Nothing was saved" in failed.value.detail
+    assert ours(server, "Media", items) == []
+    assert ours(server, "Binary", items) == []
+
+
 # -- IHE MHD into the second engine ------------------------------------------------------------------------
 
 

@@ -79,7 +79,8 @@ class FhirConnector:
     "jpeg"). With `choose_resource`, the server's
     CapabilityStatement decides instead: Media where it lists Media as creatable, else DocumentReference (a
     SMART EHR, issue 13). `max_request_bytes` is the largest request body the server takes
-    (`CONSULTCAM_FHIR_MAX_REQUEST_BYTES`; a larger commit goes Binary first or in parts: `fhir_limits.py`).
+    (`CONSULTCAM_FHIR_MAX_REQUEST_BYTES`; a larger commit goes Binary first or in parts: `fhir_limits.py`),
+    `max_transaction_entries` the most entries it takes in one transaction (None: no limit).
     The transport options (`bearer_token`, `oauth` or `tokens`, `timeout` in seconds,
     `retry` (default `FHIR_RETRY`), `transport`) build its FhirClient. Raises ValueError for an unusable
     combination.
@@ -101,6 +102,7 @@ class FhirConnector:
         tokens: TokenSource | None = None,
         choose_resource: bool = False,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_transaction_entries: int | None = None,
         profile: str | None = None,
     ) -> None:
         if profile is not None and (profile not in PROFILES or choose_resource):
@@ -125,6 +127,7 @@ class FhirConnector:
         self.document_format = document_format
         self.choose_resource = choose_resource
         self.max_request_bytes = max_request_bytes
+        self.max_transaction_entries = max_transaction_entries
         self.profile = profile
         self._capabilities: Capabilities | None = None
 
@@ -200,6 +203,7 @@ class FhirConnector:
                 self.resource,
                 self._capabilities,
                 self.max_request_bytes,
+                self.max_transaction_entries,
             )
 
     async def _publish_mhd(

@@ -15,6 +15,11 @@ transaction are about 11 MB. `commit_within_limit` chooses how to write:
 3. Neither: the conditional-create entries in several transactions, each within the limit; when one
    fails, the resources the earlier ones created are deleted again.
 
+Servers also cap the entries of a transaction: Medplum's router (`@medplum/fhir-router` 5.2,
+`maxSerializableTransactionEntries`) refuses one of more than 8 entries when any is a conditional create.
+With `CONSULTCAM_FHIR_MAX_TRANSACTION_ENTRIES` set, a commit of more photos goes in several transactions of at
+most that many entries each (after Binary first, where that applies), compensated as in 3.
+
 The limit plans the requests; it never refuses on its own: a single photo larger than it is still sent
 (alone), and the server's answer is the final word.
 
@@ -80,14 +85,17 @@ async def commit_within_limit(
     resource: str,
     capabilities: Capabilities,
     max_request_bytes: int,
+    max_entries: int | None = None,
 ) -> list[ImageResult]:
-    """Write every item or none within `max_request_bytes` per request (see the module docstring); one
-    "committed" result per item, in order. Raises CommitFailed (nothing left behind, or naming what is)."""
+    """Write every item or none within `max_request_bytes` and, when set, `max_entries` entries per
+    transaction (`CONSULTCAM_FHIR_MAX_TRANSACTION_ENTRIES`; see the module docstring); one "committed" result
+    per item, in order. Raises CommitFailed (nothing left behind, or naming what is)."""
     sizes = [request_bytes(entry) for entry in entries]
     largest = sum(sizes) + _BUNDLE_OVERHEAD if capabilities.transaction else max(sizes)
     binary = "Binary" in capabilities.creatable
     inline_too_large = any(_attachment(entry).get("size", 0) > MAX_INLINE_BYTES for entry in entries)
-    if largest <= max_request_bytes and not (binary and inline_too_large):
+    too_many = capabilities.transaction and max_entries is not None and len(entries) > max_entries
+    if largest <= max_request_bytes and not too_many and not (binary and inline_too_large):
         try:
             return await _commit(fhir, context, items, entries, progress, resource, capabilities)
         except _TooLarge:
@@ -95,11 +103,10 @@ async def commit_within_limit(
                 "FHIR commit: the server refused %d bytes (413); writing it in smaller requests", largest
             )
             max_request_bytes = min(max_request_bytes, largest // 2)
-    if binary:
-        return await _binary_first(fhir, context, items, entries, progress, resource, capabilities)
-    return await _in_batches(
-        fhir, context, items, entries, sizes, progress, resource, capabilities, max_request_bytes
-    )
+    limits = (max_request_bytes, max_entries)
+    if binary and (largest > max_request_bytes or inline_too_large):
+        return await _binary_first(fhir, context, items, entries, progress, resource, capabilities, limits)
+    return await _in_batches(fhir, context, items, entries, sizes, progress, resource, capabilities, limits)
 
 
 class _TooLarge(Exception):
@@ -135,9 +142,11 @@ async def _binary_first(
     progress: ProgressCallback,
     resource: str,
     capabilities: Capabilities,
+    limits: tuple[int, int | None],
 ) -> list[ImageResult]:
     """Each photo's bytes as a Binary (raw POST, `fhir_binary.py`), then the resources referring to them by
-    one transaction or conditional creates; the Binaries deleted again when anything fails for good."""
+    one transaction (several within `limits`: bytes, entries) or conditional creates; the Binaries deleted
+    again when anything fails for good."""
     existing = await already_saved(fhir, items, resource)
     small = [copy.deepcopy(entry) for entry in entries]
     attachments = [_attachment(entry) for entry in small]
@@ -151,10 +160,13 @@ async def _binary_first(
     for attachment, binary_id in zip(attachments, binary_ids, strict=True):
         if binary_id is not None:
             attachment["url"] = binary_id
+    sizes = [request_bytes(entry) for entry in small]
+    max_bytes, max_entries = limits
+    one_transaction = sum(sizes) + _BUNDLE_OVERHEAD <= max_bytes and len(small) <= (max_entries or len(small))
     try:
-        if capabilities.transaction:
+        if capabilities.transaction and one_transaction:
             return await commit_transaction(fhir, context, items, small, progress)
-        return await commit_one_by_one(fhir, items, small, progress, resource)
+        return await _in_batches(fhir, context, items, small, sizes, progress, resource, capabilities, limits)
     except CommitFailed:  # not after any other error: a stored resource might refer to them
         await _delete_unreferenced(fhir, items, binary_ids, resource)
         raise
@@ -204,16 +216,19 @@ async def _in_batches(
     progress: ProgressCallback,
     resource: str,
     capabilities: Capabilities,
-    max_request_bytes: int,
+    limits: tuple[int, int | None],
 ) -> list[ImageResult]:
-    """The entries in consecutive transactions of at most `max_request_bytes` each (an entry larger than
-    that alone); when one fails for good, delete what the earlier ones created (`compensate`)."""
+    """The entries in consecutive transactions of at most `limits` bytes and entries each (an entry larger
+    than the bytes alone); when one fails for good, delete what the earlier ones created (`compensate`)."""
+    max_request_bytes, max_entries = limits
     if not capabilities.transaction:  # one resource a request already
         return await commit_one_by_one(fhir, items, entries, progress, resource)
     existing = await already_saved(fhir, items, resource)
     batches: list[list[int]] = [[]]
     for index, size in enumerate(sizes):
-        if batches[-1] and sum(sizes[i] for i in batches[-1]) + size + _BUNDLE_OVERHEAD > max_request_bytes:
+        full = max_entries is not None and len(batches[-1]) >= max_entries
+        too_large = sum(sizes[i] for i in batches[-1]) + size + _BUNDLE_OVERHEAD > max_request_bytes
+        if batches[-1] and (full or too_large):
             batches.append([])
         batches[-1].append(index)
     results: list[ImageResult] = []

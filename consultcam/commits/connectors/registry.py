@@ -45,6 +45,7 @@ def connector_from_url(url: str, settings: Settings) -> Connector:
             bearer_token=bearer,
             oauth=oauth,
             max_request_bytes=settings.fhir_max_request_bytes,
+            max_transaction_entries=settings.fhir_max_transaction_entries,
             profile=target.profile,
         )
     if scheme in ("alex+https", "alex+http"):
