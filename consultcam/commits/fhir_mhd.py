@@ -198,6 +198,16 @@ def binary_contents(bundle: dict[str, Any]) -> list[tuple[str, bytes, str]]:
     return contents
 
 
+def plain_creates(bundle: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the Provide Document Bundle `bundle` whose entries are plain creates (no ifNoneExist), for a
+    server that takes only short transactions of conditional creates (Medplum: 8 entries); the sender keeps
+    it single by looking up the SubmissionSet instead (`mhd_limits.py`)."""
+    result = copy.deepcopy(bundle)
+    for entry in result["entry"]:
+        entry["request"].pop("ifNoneExist", None)
+    return result
+
+
 def referencing_binaries(bundle: dict[str, Any], uploaded: Mapping[str, str]) -> dict[str, Any]:
     """The Provide Document Bundle `bundle` without its Binary entries, for Binaries uploaded before it:
     `uploaded` maps each Binary entry's fullUrl to the Binary on the server ("Binary/<id>"), which becomes

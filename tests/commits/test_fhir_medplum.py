@@ -451,6 +451,34 @@ async def test_an_mhd_provide_bundle_lands_in_medplum(server: MedplumServer) -> 
     assert any(len(r.get("entry", [])) == 2 for r in lists)
 
 
+async def test_an_mhd_bundle_of_four_photos_lands_in_medplum_as_plain_creates(server: MedplumServer) -> None:
+    """Four photos are nine entries (SubmissionSet, DocumentReferences, Binaries): Medplum refuses that many
+    conditional creates in one transaction; with CONSULTCAM_FHIR_MAX_TRANSACTION_ENTRIES=8 they go as plain
+    creates, inline, in one transaction, and a repeat of the commit stores nothing twice."""
+    items = fresh([item.jpeg for item in photo_items(4)])
+    context = commit_context()
+    with pytest.raises(CommitFailed) as refused:
+        await mhd(server).commit(context, items, Progress())
+    assert "too many entries" in refused.value.detail
+    assert submission_sets(server, context) == []
+    before = len(server.requests())
+
+    results = await mhd(server, max_transaction_entries=8).commit(context, items, Progress())
+
+    assert [r.status for r in results] == ["committed"] * 4
+    assert_landed(server, "DocumentReference", items, results)
+    (listed,) = submission_sets(server, context)
+    assert [e["item"]["reference"] for e in listed["entry"]] == [r.resource_id for r in results]
+    posts = [r["path"] for r in server.requests()[before:] if r["method"] == "POST"]
+    assert posts == ["/fhir"]  # the Binaries inline, in the one transaction
+    again = await mhd(server, max_transaction_entries=8).commit(
+        dataclasses.replace(context, attempt=2), items, Progress()
+    )
+    assert [r.resource_id for r in again] == [r.resource_id for r in results]
+    assert len(submission_sets(server, context)) == 1
+    assert len(ours(server, "Binary", items)) == 4
+
+
 # -- IHE MHD and a 1 MB request limit ------------------------------------------------------------------------
 
 

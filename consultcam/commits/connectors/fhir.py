@@ -226,7 +226,14 @@ class FhirConnector:
                 await progress(len(items), len(items))
                 return found
             return await publish_within_limit(
-                fhir, items, bundle, progress, self._capabilities, self.max_request_bytes, context.attempt
+                fhir,
+                items,
+                bundle,
+                progress,
+                self._capabilities,
+                self.max_request_bytes,
+                context.attempt,
+                self.max_transaction_entries,
             )
 
     def _entry_builder(self) -> Callable[[CommitContext, CommitItem], dict[str, Any]]:

@@ -20,6 +20,10 @@ front of any server do too). MHD has no second way to write (one transaction a s
    transaction fails for good, the uploaded Binaries are deleted again (compensation).
 3. Neither: refused before anything is sent (MHD_TOO_LARGE), saying what the administrator can do.
 
+A Bundle that fits but has more entries than `CONSULTCAM_FHIR_MAX_TRANSACTION_ENTRIES` (Medplum: 8 with a
+conditional create; a SubmissionSet, four DocumentReferences and their Binaries are nine) goes inline as plain
+creates (`fhir_mhd.plain_creates`), looked up and sent as in 2.
+
 Never twice: before uploading anything, the commit's SubmissionSet is looked up (by its entryUUID): an
 earlier attempt that stored it stored every photo (one atomic transaction), and nothing is sent again. The
 per-photo lookup of `fhir_binary.already_saved` is not needed here for the same reason.
@@ -45,7 +49,7 @@ from consultcam.commits.connectors.fhir_client import Capabilities, FhirFailure,
 from consultcam.commits.connectors.fhir_commit import ADMIN, RequestTooLarge, delete_all, what_to_do
 from consultcam.commits.connectors.fhir_limits import MAX_INLINE_BYTES, request_bytes
 from consultcam.commits.connectors.mhd import find_submission_set, publish, send_provide_bundle
-from consultcam.commits.fhir_mhd import binary_contents, referencing_binaries
+from consultcam.commits.fhir_mhd import binary_contents, plain_creates, referencing_binaries
 
 __all__ = ["MHD_TOO_LARGE", "publish_within_limit"]
 
@@ -69,6 +73,7 @@ async def publish_within_limit(
     capabilities: Capabilities,
     max_request_bytes: int,
     attempt: int = 1,
+    max_entries: int | None = None,
 ) -> list[ImageResult]:
     """Publish the Provide Document Bundle `bundle` (from `fhir_mhd.build_provide_bundle` for `items`) within
     `max_request_bytes` per request (see the module docstring); `attempt` is the commit's attempt number
@@ -80,6 +85,8 @@ async def publish_within_limit(
     binary = "Binary" in capabilities.creatable
     inline_too_large = any(len(content) > MAX_INLINE_BYTES for _, content, _ in contents)
     if size <= max_request_bytes and not (binary and inline_too_large):
+        if max_entries is not None and len(bundle["entry"]) > max_entries:
+            return await _inline_plain_creates(fhir, items, bundle, progress, attempt)
         try:
             return await publish(fhir, items, bundle, progress)
         except RequestTooLarge:
@@ -110,19 +117,8 @@ async def _binary_first(
     attempt: int,
 ) -> list[ImageResult]:
     """Upload the photos as Binaries, then the Bundle referring to them; never twice and compensation as in
-    the module docstring. A registry that refuses the SubmissionSet search (4xx) is written to on a commit's
-    first attempt (nothing of it can be there yet), and refused on a later one (it might)."""
-    try:  # this Bundle has no conditional creates: what an earlier attempt stored is looked up first
-        earlier = await find_submission_set(fhir, items, bundle)
-    except FhirFailure as failure:
-        refused = not failure.transient and failure.status not in (401, 403)
-        if not (refused and attempt == 1):
-            raise CommitFailed(
-                f"{failure.words}: {failure.outcome}. Nothing was saved; {what_to_do(failure)}",
-                all_failed(items, failure.outcome),
-            ) from None
-        earlier = None
-    if earlier:
+    the module docstring."""
+    if earlier := await _published_before(fhir, items, bundle, attempt):
         await progress(len(items), len(items))
         return earlier
     binary_ids = await upload_binaries(
@@ -138,6 +134,43 @@ async def _binary_first(
     results = await _send(fhir, items, small, uploaded)
     await progress(len(items), len(items))
     return results
+
+
+async def _inline_plain_creates(
+    fhir: FhirSession,
+    items: Sequence[CommitItem],
+    bundle: dict[str, Any],
+    progress: ProgressCallback,
+    attempt: int,
+) -> list[ImageResult]:
+    """The Bundle as built, Binaries inline, its entries plain creates; looked up first and sent as `_send`
+    does (nothing uploaded beforehand, so nothing to delete)."""
+    if earlier := await _published_before(fhir, items, bundle, attempt):
+        await progress(len(items), len(items))
+        return earlier
+    plain = await asyncio.to_thread(plain_creates, bundle)
+    results = await _send(fhir, items, plain, [])
+    await progress(len(items), len(items))
+    return results
+
+
+async def _published_before(
+    fhir: FhirSession, items: Sequence[CommitItem], bundle: dict[str, Any], attempt: int
+) -> list[ImageResult] | None:
+    """What an earlier attempt stored of this commit (its SubmissionSet, `mhd.find_submission_set`), before a
+    Bundle of plain creates is sent. A registry that refuses the search (4xx) is written to on a commit's
+    first attempt (nothing of it can be there yet); on a later one (it might) CommitFailed, as when it
+    cannot answer."""
+    try:
+        return await find_submission_set(fhir, items, bundle)
+    except FhirFailure as failure:
+        refused = not failure.transient and failure.status not in (401, 403)
+        if not (refused and attempt == 1):
+            raise CommitFailed(
+                f"{failure.words}: {failure.outcome}. Nothing was saved; {what_to_do(failure)}",
+                all_failed(items, failure.outcome),
+            ) from None
+        return None
 
 
 async def _send(
