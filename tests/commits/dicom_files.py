@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
 from consultcam.commits.dicom import to_part10
-from tests.commits.factories import PATIENT, commit_context
+from tests.commits.factories import PATIENT, PHOTOS, commit_context, photo_item
 from tests.commits.orthanc import OrthancServer
 
-PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 SNOMED = "http://snomed.info/sct"
 ARM = {"system": SNOMED, "code": "40983000", "display": "Left upper arm, as a client put it"}
 
@@ -36,14 +34,9 @@ def make_context(**changes: Any) -> CommitContext:
 
 
 def make_item(photo: str, **metadata: Any) -> CommitItem:
-    path = PHOTOS / photo
-    with Image.open(path) as image:
-        width, height = image.size
-    return CommitItem(
-        image_id=str(uuid.uuid4()),
-        jpeg=path.read_bytes(),
-        width=width,
-        height=height,
+    """A photo of tests/photos taken 15 Jan 2025 02:13:07 UTC, with exactly `metadata`."""
+    return dataclasses.replace(
+        photo_item((PHOTOS / photo).read_bytes()),
         captured_at=datetime(2025, 1, 15, 2, 13, 7, tzinfo=UTC),
         created_at=datetime(2025, 1, 15, 2, 13, 9, tzinfo=UTC),
         metadata=metadata,

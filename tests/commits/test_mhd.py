@@ -9,22 +9,20 @@ connector into a FHIR server is `test_mhd_commit.py`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import re
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
-from PIL import Image
 
 from consultcam.commits.connectors.base import CommitContext, CommitItem
 from consultcam.commits.fhir_mhd import binary_contents, build_provide_bundle, referencing_binaries, uuid_oid
-from tests.commits.factories import commit_context
+from tests.commits.factories import PHOTOS, commit_context, photo_item
 
-PHOTOS = Path(__file__).resolve().parents[1] / "photos"
 NZDT = timezone(timedelta(hours=13))
 SNOMED = "http://snomed.info/sct"
 MHD = "https://profiles.ihe.net/ITI/MHD"
@@ -38,18 +36,8 @@ def make_context(**changes: Any) -> CommitContext:
 
 
 def make_item(photo: str, metadata: dict[str, Any]) -> CommitItem:
-    path = PHOTOS / photo
-    with Image.open(path) as image:
-        width, height = image.size
-    return CommitItem(
-        image_id=str(uuid.uuid4()),
-        jpeg=path.read_bytes(),
-        width=width,
-        height=height,
-        captured_at=datetime(2025, 1, 15, 15, 12, 40, tzinfo=NZDT),
-        created_at=datetime(2025, 1, 15, 2, 13, 0, tzinfo=UTC),
-        metadata=metadata,
-    )
+    """A photo of tests/photos with exactly `metadata` (no label added)."""
+    return dataclasses.replace(photo_item((PHOTOS / photo).read_bytes()), metadata=metadata)
 
 
 ITEMS = [

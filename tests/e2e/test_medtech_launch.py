@@ -232,6 +232,8 @@ def test_launch_from_medtech_to_inbox_scan(
     desktop.get_by_test_id("commit").click()
     dialog = desktop.get_by_test_id("commit-confirm")
     expect(dialog).to_contain_text(FAMILY)
+    expect(dialog).to_contain_text("Today's consultation")  # not the made-up encounter key
+    shot(desktop, "desktop-medtech-commit-confirm")
     dialog.get_by_role("button", name="Commit 2 photos").click()
     result = desktop.get_by_test_id("commit-result")
     expect(result).to_be_visible(timeout=60_000)

@@ -47,6 +47,7 @@ __all__ = [
     "compensate",
     "delete_all",
     "failed_before_writing",
+    "saved_entries",
     "send_transaction",
     "transaction_failed",
     "what_to_do",
@@ -132,34 +133,46 @@ def _transaction_results(
     fhir: FhirSession, response: httpx.Response, items: Sequence[CommitItem]
 ) -> list[ImageResult]:
     """One result per item from a transaction-response Bundle; FhirFailure when an entry was not saved."""
+    stored = saved_entries(fhir, response, len(items), "The patient record system")
+    return [
+        ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id)
+        for item, resource_id in zip(items, stored, strict=True)
+    ]
+
+
+def saved_entries(fhir: FhirSession, response: httpx.Response, count: int, server: str) -> list[str | None]:
+    """The stored resource ("Type/id", or None when the server does not say) of each of the `count` entries
+    of a transaction, in order, from its transaction-response Bundle (FHIR R4 http.html#transaction-response:
+    one entry per request entry, each with a 2xx status and a location). Raises FhirFailure, its words
+    beginning with `server` ("The patient record system"), when the answer is not such a Bundle or an entry
+    was not saved."""
     body = json_body(response)
     answers = body.get("entry") if isinstance(body, dict) else None
     if (
         not isinstance(body, dict)
         or body.get("resourceType") != "Bundle"
         or not isinstance(answers, list)
-        or len(answers) != len(items)
+        or len(answers) != count
     ):
         raise FhirFailure(
-            "The patient record system gave an answer consultcam does not understand",
+            f"{server} gave an answer consultcam does not understand",
             "the transaction-response Bundle is missing or has the wrong number of entries",
             status=response.status_code,
         )
-    results = []
-    for item, answer in zip(items, answers, strict=True):
+    stored: list[str | None] = []
+    for answer in answers:
         reply = answer.get("response") if isinstance(answer, dict) else None
         status = str(reply.get("status", "")) if isinstance(reply, dict) else ""
         if not status.startswith(("200", "201")):
             outcome = outcome_text(reply.get("outcome") if isinstance(reply, dict) else None)
             raise FhirFailure(
-                "The patient record system did not save every photo",
+                f"{server} did not save every photo",
                 outcome or f"entry status {status or 'missing'}",
                 status=response.status_code,
             )
         location = reply.get("location") if isinstance(reply, dict) else None
-        resource_id = fhir.client.resource_id(location) or id_of(answer.get("resource"))
-        results.append(ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id))
-    return results
+        stored.append(fhir.client.resource_id(location) or id_of(answer.get("resource")))
+    return stored
 
 
 async def commit_one_by_one(

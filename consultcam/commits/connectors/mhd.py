@@ -37,10 +37,9 @@ from consultcam.commits.connectors.fhir_client import (
     FhirFailure,
     FhirSession,
     json_body,
-    outcome_text,
     raise_for_status,
 )
-from consultcam.commits.connectors.fhir_commit import transaction_failed
+from consultcam.commits.connectors.fhir_commit import saved_entries, transaction_failed
 from consultcam.kit.status import ImageCommitStatus
 
 __all__ = [
@@ -151,36 +150,18 @@ async def send_provide_bundle(
 def _results(
     fhir: FhirSession, response: httpx.Response, items: Sequence[CommitItem], bundle: dict[str, Any]
 ) -> list[ImageResult]:
-    """The results from a transaction-response: ITI-65 §2:3.65.4.2.2 says one entry per request entry, in
-    order, each 200/201 with a location. FhirFailure otherwise."""
-    sent = bundle["entry"]
-    body = json_body(response)
-    answers = body.get("entry") if isinstance(body, dict) else None
-    if (
-        not isinstance(body, dict)
-        or body.get("resourceType") != "Bundle"
-        or not isinstance(answers, list)
-        or len(answers) != len(sent)
-    ):
-        raise FhirFailure(
-            "The document registry gave an answer consultcam does not understand",
-            "the transaction-response Bundle is missing or has the wrong number of entries",
-            status=response.status_code,
+    """The results from a transaction-response (ITI-65 §2:3.65.4.2.2: one entry per request entry, in order,
+    each 200/201 with a location; `fhir_commit.saved_entries`): each item's DocumentReference, found by its
+    entry's fullUrl. FhirFailure otherwise."""
+    stored = saved_entries(fhir, response, len(bundle["entry"]), "The document registry")
+    where = {
+        request["fullUrl"]: resource_id for request, resource_id in zip(bundle["entry"], stored, strict=True)
+    }
+    return [
+        ImageResult(
+            item.image_id,
+            ImageCommitStatus.COMMITTED,
+            resource_id=where.get(f"urn:uuid:{uuid.UUID(item.image_id)}"),
         )
-    where: dict[str, str | None] = {}
-    for request, answer in zip(sent, answers, strict=True):
-        reply = answer.get("response") if isinstance(answer, dict) else None
-        status = str(reply.get("status", "")) if isinstance(reply, dict) else ""
-        if not status.startswith(("200", "201")):
-            outcome = outcome_text(reply.get("outcome") if isinstance(reply, dict) else None)
-            raise FhirFailure(
-                "The document registry did not save every photo",
-                outcome or f"entry status {status or 'missing'}",
-                status=response.status_code,
-            )
-        where[request["fullUrl"]] = fhir.client.resource_id(reply.get("location") if reply else None)
-    results = []
-    for item in items:
-        resource_id = where.get(f"urn:uuid:{uuid.UUID(item.image_id)}")
-        results.append(ImageResult(item.image_id, ImageCommitStatus.COMMITTED, resource_id=resource_id))
-    return results
+        for item in items
+    ]
