@@ -119,10 +119,25 @@ def _sharpness(grey: Image.Image) -> float:
     pixels = np.asarray(grey, dtype=np.float32)
     if min(pixels.shape) < 3:
         return 0.0
-    low, high = np.percentile(pixels, (1, 99))
+    low, high = _percentiles(grey.histogram(), (1, 99))
     if high - low >= 1:
         pixels = (pixels - low) * np.float32(255.0 / (high - low))
     laplacian = (
         pixels[1:-1, :-2] + pixels[1:-1, 2:] + pixels[:-2, 1:-1] + pixels[2:, 1:-1] - 4 * pixels[1:-1, 1:-1]
     )
     return float(laplacian.var())
+
+
+def _percentiles(histogram: list[int], percents: tuple[float, ...]) -> list[float]:
+    """The `percents` (0-100) of the 8-bit values counted in `histogram` (256 bins), as `np.percentile`
+    with its default linear interpolation gives them for those values, without sorting the pixels: the
+    k-th smallest value is the first bin whose cumulative count exceeds k."""
+    cumulative = np.cumsum(histogram[:256])
+    last = int(cumulative[-1]) - 1
+    results = []
+    for percent in percents:
+        position = last * percent / 100
+        below = int(position)
+        low, high = np.searchsorted(cumulative, [below, min(below + 1, last)], side="right")
+        results.append(float(low + (position - below) * (high - low)))
+    return results

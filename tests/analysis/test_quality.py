@@ -4,10 +4,11 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from consultcam.analysis.quality import QUALITY_WARNINGS, assess
+from consultcam.analysis.quality import QUALITY_WARNINGS, _percentiles, assess
 
 PHOTOS = sorted((Path(__file__).resolve().parents[1] / "photos").glob("*.jpg"))
 SMALL_SAMPLES = {"cat.jpg", "coffee.jpg", "rocket.jpg"}  # 451-640 px wide, as published
@@ -131,3 +132,17 @@ def test_assess_takes_tens_of_milliseconds_at_2048_px(phone_photo):
         assess(phone_photo)
         times.append(time.perf_counter() - started)
     assert statistics.median(times) < 0.05
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (384, 512), (7, 1000)])
+def test_contrast_stretch_uses_numpys_percentiles_of_the_grey_pixels(shape):
+    """The 1st and 99th percentiles come from the histogram (no sort of the pixels) and must be the very
+    figures docs/quality-calibration.md was measured with (np.percentile, linear interpolation)."""
+    rng = np.random.default_rng(15)
+    for pixels in (
+        rng.integers(0, 256, shape, dtype=np.uint8),
+        rng.normal(100, 30, shape).clip(0, 255).astype(np.uint8),
+        np.full(shape, 7, dtype=np.uint8),
+    ):
+        expected = np.percentile(pixels.astype(np.float32), (1, 99))
+        assert _percentiles(Image.fromarray(pixels).histogram(), (1, 99)) == pytest.approx(expected, abs=1e-4)
