@@ -77,7 +77,7 @@ format: install-dev
 
 bench: install-dev system-deps
 	$(BIN)/python bench/capture_latency.py
-	$(BIN)/python bench/production_load.py
+	$(BIN)/python bench/production_load.py --profile
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/registration_cpu.py
 

@@ -1,13 +1,17 @@
 """Production load: N simulated phones and M desktop streams against two web processes and a worker.
 
-    .venv/bin/python bench/production_load.py [--phones 100] [--streams 1000] [--photos-per-phone 3] [--no-readme]
+    .venv/bin/python bench/production_load.py [--phones 100] [--streams 1000] [--photos-per-phone 3] [--profile]
+        [--no-readme]
 
 Starts the production shape on this machine (tests/production/cluster.py: two `consultcam serve`, one
 `consultcam worker`, a fresh PostgreSQL database, Redis, and moto as the S3 server), opens M Server-Sent
 Event streams spread over the phones' sessions and both web processes, then lets every phone presign, PUT
 (straight to S3) and register its photos at once. Measures registrations per second, the time from a
 registration's commit to each desktop stream receiving `image.added` (p50/p99), the time a phone waits for
-a registration, and the memory each open stream costs a web process. Writes its section of bench/README.md.
+a registration, the memory each open stream costs a web process, and the CPU each process (web, worker, moto,
+PostgreSQL, Redis, this load generator) used while the phones uploaded; `--profile` also samples the first
+web process and moto with py-spy (bench/cpu_profile.py) to name where that CPU went. Writes its section of
+bench/README.md.
 
 The load generator runs on the same two cores as the servers, so the figures are a floor, not a ceiling.
 """
@@ -31,6 +35,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.cpu_profile import ProcessCpu, PySpy, top_frames  # noqa: E402
 from bench.readme import replace_section  # noqa: E402
 from tests.conftest import PATIENT  # noqa: E402
 from tests.production.cluster import Cluster  # noqa: E402
@@ -164,9 +169,16 @@ async def phone(
 
 
 async def run(
-    cluster: Cluster, phones: int, streams: int, photos_per_phone: int, spread: float = 0.0
+    cluster: Cluster,
+    phones: int,
+    streams: int,
+    photos_per_phone: int,
+    spread: float = 0.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """One load run; the phones start together (`spread` 0) or evenly over `spread` seconds."""
+    """One load run; the phones start together (`spread` 0) or evenly over `spread` seconds. While the
+    phones upload, the CPU each process uses is counted and, with `profile` (a folder), the first web
+    process and moto are sampled with py-spy."""
     webs = cluster.webs
     limits = httpx.Limits(max_connections=streams + phones * 2 + 50, max_keepalive_connections=phones * 2)
     timeout = httpx.Timeout(60, read=300)
@@ -202,6 +214,11 @@ async def run(
         failures: list[str] = []
         urls = [web.url for web in webs]
         buckets_before = await asyncio.to_thread(delivery_buckets, urls)
+        cpu = ProcessCpu(named=processes(cluster))
+        spy = PySpy({"web-1": webs[0].process.pid, "moto": cluster.moto.process.pid}, profile or WORK)
+        cpu.start()
+        if profile:
+            spy.start()
         started = time.perf_counter()
         await asyncio.gather(
             *(
@@ -217,6 +234,8 @@ async def run(
             )
         )
         elapsed = time.perf_counter() - started
+        cpu_used = cpu.stop()
+        profiles = {name: top_frames(path) for name, path in spy.stop().items()} if profile else {}
         expected = len(waits) * (streams // phones)
         deadline = time.monotonic() + 30
         while len(received) < expected and time.monotonic() < deadline:
@@ -250,6 +269,21 @@ async def run(
         "rss_kib_before": rss_before,
         "rss_kib_after": rss_after,
         "kib_per_stream": per_stream,
+        "cpu_seconds": cpu_used,
+        "cpu_capacity_s": elapsed * (os.cpu_count() or 1),
+        "profiles": profiles,
+    }
+
+
+def processes(cluster: Cluster) -> dict[str, list[int]]:
+    """The run's own processes by name (ProcessCpu adds PostgreSQL's and Redis's)."""
+    named = {f"web {i + 1}": [web.process.pid] for i, web in enumerate(cluster.webs)}
+    if cluster.worker:
+        named["worker"] = [cluster.worker.pid]
+    return {
+        **named,
+        "moto (S3)": [cluster.moto.process.pid],
+        "load generator (phones, streams)": [os.getpid()],
     }
 
 
@@ -307,6 +341,8 @@ def write_readme(runs: list[dict[str, Any]], machine_text: str, date: str) -> No
         ),
     ]
     table = "\n".join(lines)
+    cpu_table = "\n".join(cpu_rows(runs))
+    profile_text = profile_summary(runs)
     text = f"""## Production load: phones and desktop streams on two web processes and a worker
 
 `bench/production_load.py` starts two `consultcam serve` processes and one `consultcam worker` on a fresh
@@ -322,15 +358,55 @@ Last run: {date} on {machine_text}.
 
 Delivery is measured from the event's publication (right after the registration commits) to the stream: on the
 server, when the frame is written (`consultcam_event_delivery_seconds`, a histogram, so its p99 is the bucket
-bound), and in the client when it has been parsed; both on this machine's clock. Registration decodes,
-orients and re-encodes each photo: at most one at a time per web process on two cores (`IMAGE_WORK`), so the
+bound), and in the client when it has been parsed; both on this machine's clock. Registration verifies
+each photo (this one is a conforming JPEG, kept as uploaded less its metadata: issue 15) and makes its thumbnail
+and quality figures: at most one at a time per web process on two cores (`CONSULTCAM_DECODE_THREADS`), so the
 event loops that serve the streams are not starved; phones wait in that queue instead. Raw numbers:
 `bench/.work/production_load.json`.
+
+CPU used while the phones upload, by process (CPU seconds; share of the machine: elapsed time × {os.cpu_count()}
+cores), from /proc:
+
+{cpu_table}
+
+{profile_text}
 
 Aim: 100 phones and 1,000 open desktop streams on one 2-core machine with the event p99 under 250 ms:
 **{"met" if all(r["event_delivery_ms"]["p99"] < 250 for r in runs) else "NOT met"}** (client-side p99, every scenario).
 """
     replace_section("production_load", text)
+
+
+def cpu_rows(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: each process's CPU seconds and share of the machine, per run; busiest first."""
+    names = sorted(runs[0]["cpu_seconds"], key=lambda name: -runs[0]["cpu_seconds"][name])
+    rows = [
+        "| process | " + " | ".join(f"spread {r['spread_s']:.0f} s" for r in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
+    for name in [*names, "all"]:
+        cells = []
+        for r in runs:
+            used = sum(r["cpu_seconds"].values()) if name == "all" else r["cpu_seconds"].get(name, 0.0)
+            cells.append(f"{used:.1f} s ({used / r['cpu_capacity_s']:.0%})")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def profile_summary(runs: list[dict[str, Any]]) -> str:
+    """Where the sampled processes spent their CPU in the first run that was profiled (py-spy), or a note
+    that the run was not profiled."""
+    profiled = next((r for r in runs if r.get("profiles")), None)
+    if profiled is None:
+        return "(Not profiled: run with `--profile` for py-spy samples of a web process and moto.)"
+    lines = [
+        f"py-spy samples while the phones upload (spread {profiled['spread_s']:.0f} s), share of busy samples:"
+    ]
+    for name, top in profiled["profiles"].items():
+        spent = ", ".join(f"{library} {share:.0%}" for library, share in top["libraries"])
+        ours = ", ".join(f"`{function}` {share:.0%}" for function, share in top["consultcam"])
+        lines.append(f"- {name}: in {spent}" + (f"; under our {ours}" if ours else ""))
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -344,6 +420,11 @@ def main() -> None:
         action="append",
         help="seconds over which the phones start; repeat for several runs (default: 0 and 30)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the first web process and moto with py-spy while the phones upload (needs ptrace)",
+    )
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
     if args.streams < args.phones:
@@ -355,7 +436,16 @@ def main() -> None:
             cluster = Cluster.start(Path(tmp), CONSULTCAM_SWEEP_INTERVAL_SECONDS="60")
             try:
                 runs.append(
-                    asyncio.run(run(cluster, args.phones, args.streams, args.photos_per_phone, spread))
+                    asyncio.run(
+                        run(
+                            cluster,
+                            args.phones,
+                            args.streams,
+                            args.photos_per_phone,
+                            spread,
+                            WORK / "profile" / f"spread-{spread:.0f}" if args.profile else None,
+                        )
+                    )
                 )
             finally:
                 cluster.stop()
