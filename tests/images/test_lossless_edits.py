@@ -104,6 +104,21 @@ def test_a_quarter_turn_of_a_phone_photo_is_lossless(phone, rotation):
     assert difference.mean() < 0.2
 
 
+def test_a_turned_progressive_photo_is_a_baseline_jpeg(phone):
+    # The DICOM connector sends the JPEG as JPEG Baseline and the ALEX TIFF embeds it as it is: both need a
+    # baseline (SOF0) file, which jpegtran writes whatever the stored photo's mode.
+    with Image.open(io.BytesIO(phone)) as image:
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=90, subsampling="4:2:0", progressive=True)
+    progressive = out.getvalue()
+    turned = render(progressive, {"rotation": 90})
+    markers = [marker for marker, _ in segments(turned)]
+    assert 0xC0 in markers
+    assert 0xC2 not in markers
+    assert markers.count(0xDA) == 1
+    assert np.array_equal(rgb(render(turned, {"rotation": 270})), rgb(progressive))
+
+
 def test_a_crop_on_the_block_grid_is_lossless(phone):
     # 0.25 x 2048 = 512 and 0.25 x 1536 = 384: both multiples of 16, the MCU of a 4:2:0 JPEG.
     out = render(phone, {"crop": {"x": 0.25, "y": 0.25, "width": 0.5, "height": 0.5}})

@@ -114,7 +114,8 @@ def transform(
     program = jpegtran_path()
     if program is None:
         return None
-    args = [program, "-copy", "none", "-perfect", "-optimize", "-strict", "-maxscans", str(MAX_SCANS)]
+    # No -optimize: optimal Huffman tables save about 2-3 % of a phone JPEG for a third more CPU time.
+    args = [program, "-copy", "none", "-perfect", "-strict", "-maxscans", str(MAX_SCANS)]
     if rotation:
         args += ["-rotate", str(rotation)]
     if box is not None:
