@@ -34,8 +34,9 @@ run: install
 ## Browser tests need Debian's Chromium and ffmpeg (the fake camera is an MJPEG made from a real photo), and for
 ## the phone page in every engine Firefox ESR (driven over WebDriver BiDi) and WebKitGTK's WebKitWebDriver under
 ## Xvfb; the DICOMweb tests need Orthanc with its DICOMweb plugin and dciodvfy (dicom3tools); the Inbox Scan TIFFs are
-## read back with libtiff's tiffinfo (libtiff-tools); the sign-in tests' identity provider runs on Node.
-DEBIAN_TEST_PACKAGES := chromium ffmpeg nodejs firefox-esr webkit2gtk-driver xvfb orthanc orthanc-dicomweb dicom3tools libtiff-tools
+## read back with libtiff's tiffinfo (libtiff-tools); the sign-in tests' identity provider runs on Node; edits are
+## burned in losslessly by libjpeg-turbo's jpegtran (libjpeg-turbo-progs, also needed in production: docs/deploy.md).
+DEBIAN_TEST_PACKAGES := chromium ffmpeg nodejs firefox-esr webkit2gtk-driver xvfb orthanc orthanc-dicomweb dicom3tools libtiff-tools libjpeg-turbo-progs
 system-deps:
 	@dpkg -s $(DEBIAN_TEST_PACKAGES) >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(DEBIAN_TEST_PACKAGES) )
@@ -80,6 +81,7 @@ bench: install-dev system-deps
 	$(BIN)/python bench/production_load.py --profile
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/registration_cpu.py
+	$(BIN)/python bench/edits_cpu.py
 
 clean:
 	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache $(IDP)/node_modules $(MEDPLUM)/node_modules

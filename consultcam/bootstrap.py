@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -21,11 +22,14 @@ from consultcam.config import Settings
 from consultcam.db import create_engine, create_sessionmaker
 from consultcam.events.registry import create_bus
 from consultcam.files import PRIVATE_DIR, tighten
+from consultcam.images.processing.lossless_edits import jpegtran_path
 from consultcam.kit.jobs import create_broker
 from consultcam.launch.alex_api import AlexLaunchApi
 from consultcam.launch.smart_api import SmartApi
 from consultcam.runtime import Runtime
 from consultcam.storage.registry import create_store
+
+log = logging.getLogger(__name__)
 
 #: Redis connections per process (event reads are short; the Pub/Sub listener holds one).
 REDIS_CONNECTIONS = 64
@@ -86,7 +90,9 @@ async def check_database(runtime: Runtime) -> None:
 
 async def preflight(runtime: Runtime, timeout: float = 5.0) -> None:
     """Check that the database and Redis answer within `timeout` seconds each, so a process refuses to
-    start rather than fail later. Raises `Unreachable` naming the setting to check."""
+    start rather than fail later. Raises `Unreachable` naming the setting to check. Logs a warning, and
+    starts, when jpegtran is missing (`warn_without_jpegtran`)."""
+    warn_without_jpegtran()
     probes: list[tuple[str, Awaitable[object]]] = [
         ("database (CONSULTCAM_DATABASE_URL)", check_database(runtime))
     ]
@@ -97,3 +103,16 @@ async def preflight(runtime: Runtime, timeout: float = 5.0) -> None:
             await asyncio.wait_for(probe, timeout)
         except Exception as exc:
             raise Unreachable(f"cannot reach the {name}: {type(exc).__name__}: {exc}") from exc
+
+
+def warn_without_jpegtran() -> bool:
+    """Log a warning when `jpegtran` (Debian package libjpeg-turbo-progs) is not on PATH: rotations and
+    crops are then re-encoded instead of burned in losslessly (`images.processing.lossless_edits`), which
+    works but loses a little detail. Returns whether it is installed; never refuses to start."""
+    if jpegtran_path() is not None:
+        return True
+    log.warning(
+        "jpegtran is not installed (Debian package libjpeg-turbo-progs): rotated and cropped photos will be "
+        "re-encoded, with a small loss of detail, instead of being transformed losslessly"
+    )
+    return False

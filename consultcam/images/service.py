@@ -316,7 +316,9 @@ async def render_image(rt: Runtime, image: ClinicalImage) -> bytes:
     download, the session's ZIP and the commit send. Opens no transaction. Decoding runs in a worker thread
     under IMAGE_WORK and the decode memory budget, never on the event loop. Raises ResourceNotFound (404)
     when the object is no longer stored, Unprocessable (422) when the stored edits cannot be applied to
-    this photo (a crop under one pixel of a tiny photo)."""
+    this photo (a crop under one pixel of a tiny photo, a stored photo that no longer decodes). A lossless
+    rotation or crop runs jpegtran in a child process from that same worker thread, so as many run at once
+    as the thread limit allows."""
     assert image.object_key
     try:
         data = await rt.store.get(image.object_key)

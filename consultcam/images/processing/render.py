@@ -1,5 +1,9 @@
 """Burn a clinician's edits (schema: `edits.validate_edits`) into a copy of a stored photo, for download
 and commit. The stored photo is never modified.
+
+Edits without annotations (rotation, crop) are burned in losslessly where the JPEG allows it
+(`lossless_edits.transform`: jpegtran on the DCT coefficients); everything else is decoded and encoded
+once, from the stored copy, at quality 95 (issue 15, "Encode once").
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from consultcam.images.processing.decode_cost import FIXED_DECODE_BYTES
 from consultcam.images.processing.edits import validate_edits
+from consultcam.images.processing.lossless_edits import read_frame, transform
 
 # PIL's ROTATE_* turn counter-clockwise; edits rotate clockwise.
 _TRANSPOSE = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}
@@ -21,50 +26,74 @@ _TRANSPOSE = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 2
 def render_cost(width: int, height: int, size_bytes: int) -> int:
     """Upper estimate, in bytes, of the memory `render` holds at once for a stored JPEG of `width` x
     `height` pixels and `size_bytes`: the decoded photo, its RGB, rotated and cropped copies, the encoder's
-    output (4 bytes per pixel each)."""
+    output (4 bytes per pixel each). A lossless transform holds less (jpegtran, in a process of its own,
+    keeps the DCT coefficients, about 3 bytes per pixel for 4:2:0, and the two files), so the estimate
+    stays an upper bound for either path."""
     return size_bytes + 16 * max(1, width * height) + FIXED_DECODE_BYTES
 
 
-def render(jpeg: bytes, edits: dict[str, Any] | None, *, jpeg_quality: int = 90) -> bytes:
+def render(jpeg: bytes, edits: dict[str, Any] | None, *, jpeg_quality: int = 95) -> bytes:
     """Return a JPEG of `jpeg` with `edits` (schema: validate_edits) burned in, for download and commit.
 
-    Order: rotate clockwise, crop (fractions of the rotated image), then draw annotations (fractions of
-    the rotated and cropped image) with a stroke about 1/300 of the long edge, a contrasting halo so they
-    read on any background, and text about 1/32 of the long edge high. The original is never modified.
-    None, {} or edits that change nothing return `jpeg` itself, byte for byte. Raises ValueError for
-    invalid edits, including a crop that is smaller than one pixel of this image.
+    Order: rotate clockwise, crop (fractions of the rotated image, rounded to the nearest pixel), then
+    draw annotations (fractions of the rotated and cropped image) with a stroke about 1/300 of the long
+    edge, a contrasting halo so they read on any background, and text about 1/32 of the long edge high.
+    Without annotations, a rotation and a crop whose top-left corner is on the JPEG's block grid are done
+    without re-encoding (`lossless_edits.transform`); otherwise the photo is decoded and encoded once at
+    `jpeg_quality`, 4:2:0 only when the stored photo is 4:2:0 and has no annotations (a thin coloured line
+    needs full-resolution chroma). The output has no metadata. None, {} or edits that change nothing return
+    `jpeg` itself, byte for byte. Raises ValueError for invalid edits, including a crop that is smaller
+    than one pixel of this image, and for a stored photo that cannot be decoded (damaged or truncated).
     """
     if not edits:
         return jpeg
     clean = validate_edits(edits)
-    crop = clean["crop"]
+    crop, rotation = clean["crop"], clean["rotation"]
     full_crop = crop is None or (crop["x"], crop["y"], crop["width"], crop["height"]) == (0, 0, 1, 1)
-    if clean["rotation"] == 0 and full_crop and not clean["annotations"]:
+    if rotation == 0 and full_crop and not clean["annotations"]:
         return jpeg
 
-    with Image.open(io.BytesIO(jpeg)) as source:
-        image = source.convert("RGB")
-    if clean["rotation"]:
-        image = image.transpose(_TRANSPOSE[clean["rotation"]])
+    frame = read_frame(jpeg)
+    if frame is not None and not clean["annotations"]:
+        size = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
+        box = None if full_crop else _crop_box(crop, size)
+        lossless = transform(jpeg, frame, rotation, box)
+        if lossless is not None:
+            return lossless
+
+    try:
+        with Image.open(io.BytesIO(jpeg)) as source:
+            image = source.convert("RGB")
+    except OSError as exc:  # Pillow's UnidentifiedImageError and "image file is truncated" are OSErrors
+        raise ValueError("the stored photo is damaged and cannot be decoded") from exc
+    if rotation:
+        image = image.transpose(_TRANSPOSE[rotation])
     if not full_crop:
-        width, height = image.size
-        box = (
-            round(crop["x"] * width),
-            round(crop["y"] * height),
-            min(width, round((crop["x"] + crop["width"]) * width)),
-            min(height, round((crop["y"] + crop["height"]) * height)),
-        )
-        if box[2] <= box[0] or box[3] <= box[1]:
-            raise ValueError("edits.crop is smaller than one pixel of this image")
-        image = image.crop(box)
+        image = image.crop(_crop_box(crop, image.size))
     if clean["annotations"]:
         _draw_annotations(image, clean["annotations"])
     image.info = {}
     out = io.BytesIO()
     # Full-resolution chroma when annotations are drawn: 4:2:0 would smear a thin coloured line into grey.
-    subsampling = "4:4:4" if clean["annotations"] else "4:2:0"
+    # Otherwise the stored photo's own subsampling, as far as Pillow can write it after a turn.
+    keep_420 = frame is not None and frame.subsampled_420 and not clean["annotations"]
+    subsampling = "4:2:0" if keep_420 else "4:4:4"
     image.save(out, "JPEG", quality=jpeg_quality, optimize=True, subsampling=subsampling)
     return out.getvalue()
+
+
+def _crop_box(crop: dict[str, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The crop's (left, top, right, bottom) in pixels of an image of `size` (the rotated photo)."""
+    width, height = size
+    box = (
+        round(crop["x"] * width),
+        round(crop["y"] * height),
+        min(width, round((crop["x"] + crop["width"]) * width)),
+        min(height, round((crop["y"] + crop["height"]) * height)),
+    )
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError("edits.crop is smaller than one pixel of this image")
+    return box
 
 
 def _draw_annotations(image: Image.Image, annotations: list[dict[str, Any]]) -> None:
