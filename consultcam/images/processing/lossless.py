@@ -7,10 +7,10 @@ looks at no other APPn). Tables, frame and scan headers and the entropy-coded da
 byte, so the stored file decodes to exactly the uploaded pixels; nothing after the end of the image (an
 MPF second image, a maker's trailer) is kept.
 
-Why our own walker and not a library: libjpeg-turbo's lossless copy (jpegtran `-copy none`, PyTurboJPEG's
-`transform`, pyvips) re-writes the entropy-coded data with its own Huffman tables, so the scan data would
-not stay byte for byte, and neither libturbojpeg nor libvips is installed here (Pillow bundles only
-libjpeg's decoder and encoder, with no marker copy).
+Why our own walker and not a library: libjpeg-turbo's lossless copy (jpegtran `-copy none`, which
+`lossless_edits` runs for rotations and crops, PyTurboJPEG's `transform`, pyvips) re-writes the
+entropy-coded data with its own Huffman tables, so the scan data would not stay byte for byte (Pillow
+bundles only libjpeg's decoder and encoder, with no marker copy).
 
 Anything the walker is not sure of (arithmetic coding, 12-bit, lossless or hierarchical frames, a DNL
 segment, an Adobe colour transform other than YCbCr, a frame that is not three components, a truncated or
