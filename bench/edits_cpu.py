@@ -36,6 +36,7 @@ from skimage.metrics import peak_signal_noise_ratio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.readme import replace_section  # noqa: E402
+from bench.registration_cpu import p  # noqa: E402
 from consultcam.images.processing import lossless_edits  # noqa: E402
 from consultcam.images.processing.render import render  # noqa: E402
 
@@ -97,11 +98,6 @@ def measure(inputs: list[bytes], runs: int) -> dict[str, list[float]]:
             found[f"exact_{name}"].append(float(np.array_equal(pixels(back), stored)))
             found[f"size_{name}"].append(len(out) / len(data))
     return found
-
-
-def p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
