@@ -12,6 +12,7 @@ per problem (`SettingsInvalid`).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping
 from functools import cached_property
@@ -56,6 +57,9 @@ WARN_IMAGES = 20
 PRACTICE_TIMEZONE = ZoneInfo("Pacific/Auckland")
 
 
+#: An OID as a URN (RFC 3001 "urn:oid:"; ITU-T X.660 arcs: 0, 1 or 2, then numbers without leading zeros).
+OID_URN = re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+")
+
 class Settings(BaseSettings):
     """consultcam settings. Sizes are bytes, durations as named (seconds, minutes, hours)."""
 
@@ -98,6 +102,18 @@ class Settings(BaseSettings):
     ai_timeout_seconds: float = Field(30.0, gt=0, le=300)  # per request
     ai_concurrency: int = Field(2, ge=1, le=32)  # requests at once from one process
     ai_max_retries: int = Field(3, ge=0, le=10)  # after the first try, on 429, 5xx, timeouts
+
+    @field_validator("mhd_source_id")
+    @classmethod
+    def _oid_urn(cls, value: str) -> str:
+        """An OID as a URN (RFC 3001), as IHE MHD's sourceId is (IHE ITI TF-3 §4.2.3.2.13: sourceId)."""
+        value = value.strip()
+        if value and not OID_URN.fullmatch(value):
+            raise ValueError(
+                f"must be an OID as a URN, like urn:oid:1.2.3.4.5 (numbers separated by dots, no leading "
+                f"zeros), not {value!r}; ask the document registry's administrator for the practice's OID"
+            )
+        return value
 
     @field_validator("ai_base_url")
     @classmethod
@@ -244,6 +260,9 @@ class Settings(BaseSettings):
     # fhir+https: the most entries the server takes in one transaction (Medplum: 8 with conditional creates);
     # unset: no limit. More photos go in several transactions, compensated (connectors/fhir_limits.py).
     fhir_max_transaction_entries: int | None = Field(None, ge=1, le=10_000)
+    # fhir+https://…?profile=mhd: the SubmissionSet's sourceId, the practice's own OID (`urn:oid:1.2.…`) when
+    # its document registry asks for one; unset: an OID under 2.25 made from the facility (fhir_mhd.py).
+    mhd_source_id: str = ""
     # alex+https (Medtech ALEX): OAuth2 client credentials, all four required.
     alex_token_url: str = ""
     alex_client_id: str = ""

@@ -42,6 +42,7 @@ BAD: dict[str, dict[str, str]] = {
     "max_upload_bytes": {"MAX_UPLOAD_BYTES": "10MB"},
     "fhir_max_request_bytes": {"FHIR_MAX_REQUEST_BYTES": "1000"},
     "fhir_max_transaction_entries": {"FHIR_MAX_TRANSACTION_ENTRIES": "0"},
+    "mhd_source_id": {"MHD_SOURCE_ID": "1.2.840.10008"},
     "max_image_pixels": {"MAX_IMAGE_PIXELS": "1000"},
     "capture_max_edge_px": {"CAPTURE_MAX_EDGE_PX": "100"},
     "capture_max_bytes": {"CAPTURE_MAX_BYTES": "1024"},

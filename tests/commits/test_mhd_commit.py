@@ -75,6 +75,24 @@ def test_the_registry_builds_an_mhd_connector(fhir_server):
     emr = connector_from_url(f"fhir+{fhir_server.base_url}?profile=mhd", Settings())
     assert isinstance(emr, FhirConnector)
     assert emr.profile == "mhd"
+    assert emr.mhd_source_id is None
+
+
+async def test_the_practices_own_source_id_is_the_submission_sets(fhir_server):
+    """CONSULTCAM_MHD_SOURCE_ID: the OID the practice's document registry gave it, on the List it stored."""
+    settings = Settings(mhd_source_id=" urn:oid:1.2.554.4.7 ")
+    emr = connector_from_url(f"fhir+{fhir_server.base_url}?profile=mhd", settings)
+    assert isinstance(emr, FhirConnector)
+    await emr.commit(make_context(), ITEMS, Progress())
+    (listing,) = fhir_server.resources("List")
+    (source,) = [e for e in listing["extension"] if e["url"].endswith("/StructureDefinition/ihe-sourceId")]
+    assert source["valueIdentifier"]["value"] == "urn:oid:1.2.554.4.7"
+
+
+@pytest.mark.parametrize("value", ["1.2.554", "urn:oid:1.02.3", "urn:oid:3.1", "urn:uuid:0f8f"])
+def test_a_source_id_that_is_not_an_oid_urn_is_refused(value):
+    with pytest.raises(ValueError, match="must be an OID as a URN"):
+        Settings(mhd_source_id=value)
 
 
 # -- a commit into the FHIR test server -----------------------------------------------------------------

@@ -81,6 +81,8 @@ class FhirConnector:
     SMART EHR, issue 13). `max_request_bytes` is the largest request body the server takes
     (`CONSULTCAM_FHIR_MAX_REQUEST_BYTES`; a larger commit goes Binary first or in parts: `fhir_limits.py`),
     `max_transaction_entries` the most entries it takes in one transaction (None: no limit).
+    `mhd_source_id` is the MHD SubmissionSet's sourceId (`CONSULTCAM_MHD_SOURCE_ID`, `urn:oid:…`; None: one
+    made from the facility, `fhir_mhd.source_id_for`).
     The transport options (`bearer_token`, `oauth` or `tokens`, `timeout` in seconds,
     `retry` (default `FHIR_RETRY`), `transport`) build its FhirClient. Raises ValueError for an unusable
     combination.
@@ -104,6 +106,7 @@ class FhirConnector:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_transaction_entries: int | None = None,
         profile: str | None = None,
+        mhd_source_id: str | None = None,
     ) -> None:
         if profile is not None and (profile not in PROFILES or choose_resource):
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
@@ -129,6 +132,7 @@ class FhirConnector:
         self.max_request_bytes = max_request_bytes
         self.max_transaction_entries = max_transaction_entries
         self.profile = profile
+        self.mhd_source_id = mhd_source_id
         self._capabilities: Capabilities | None = None
 
     def __repr__(self) -> str:  # never the token
@@ -210,7 +214,8 @@ class FhirConnector:
         self, context: CommitContext, items: Sequence[CommitItem], progress: ProgressCallback
     ) -> list[ImageResult]:
         try:  # the photos' problems first, before any request
-            bundle = await asyncio.to_thread(build_provide_bundle, context, items)
+            source_id = self.mhd_source_id
+            bundle = await asyncio.to_thread(build_provide_bundle, context, items, source_id=source_id)
         except ValueError as exc:
             # Every photo's problem at once, as the other modes say them; else the Bundle's own problem.
             await build_entries(context, items, lambda c, i: document_entries(c, i)[0], REGISTRY)

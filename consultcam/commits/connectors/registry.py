@@ -47,6 +47,7 @@ def connector_from_url(url: str, settings: Settings) -> Connector:
             max_request_bytes=settings.fhir_max_request_bytes,
             max_transaction_entries=settings.fhir_max_transaction_entries,
             profile=target.profile,
+            mhd_source_id=settings.mhd_source_id or None,
         )
     if scheme in ("alex+https", "alex+http"):
         where = alex.parse_target(url)  # the URL's problems first, then the settings'
