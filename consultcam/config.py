@@ -60,6 +60,7 @@ PRACTICE_TIMEZONE = ZoneInfo("Pacific/Auckland")
 #: An OID as a URN (RFC 3001 "urn:oid:"; ITU-T X.660 arcs: 0, 1 or 2, then numbers without leading zeros).
 OID_URN = re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+")
 
+
 class Settings(BaseSettings):
     """consultcam settings. Sizes are bytes, durations as named (seconds, minutes, hours)."""
 
