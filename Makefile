@@ -80,6 +80,7 @@ bench: install-dev system-deps
 	$(BIN)/python bench/production_load.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/registration_cpu.py
+	$(BIN)/python bench/fidelity.py
 
 clean:
 	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache $(IDP)/node_modules $(MEDPLUM)/node_modules
