@@ -82,6 +82,7 @@ bench: install-dev system-deps
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/registration_cpu.py
 	$(BIN)/python bench/edits_cpu.py
+	$(BIN)/python bench/fidelity.py
 
 clean:
 	rm -rf $(VENV) data test-artifacts .pytest_cache .ruff_cache $(IDP)/node_modules $(MEDPLUM)/node_modules

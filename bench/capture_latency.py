@@ -209,22 +209,27 @@ def bench_latency(desktop: Page, phone: Page, photos: list[Photo]) -> dict[str, 
 RESIZE_BOTH = (Path(__file__).parent / "resize_compare.js").read_text()
 
 
-def bench_resize(phone: Page, photos: list[Photo]) -> dict[str, Any]:
+def load_browser_image_compression(phone: Page) -> None:
+    """Load browser-image-compression (served by the phone context's route, see `open_pages`) into the page."""
     phone.add_script_tag(url=f"{phone.url.split('/m/')[0]}{BIC_URL_PATH}")
     phone.wait_for_function("typeof imageCompression === 'function'")
-    rows = []
+
+
+def resize_both(phone: Page, data: bytes, ours_first: bool) -> dict[str, Any]:
+    """Resize one photo's bytes (a JPEG) in the phone page with ours and with browser-image-compression
+    (`resize_compare.js`); times in ms, sizes in bytes, each output as base64 (`ours.b64`, `theirs.b64`)."""
     limits = {"edge": MAX_EDGE, "bytes": MAX_BYTES, "lib": BIC_URL_PATH}
-    warm = base64.b64encode(photos[0].path.read_bytes()).decode()
-    phone.evaluate(RESIZE_BOTH, {"b64": warm, "oursFirst": True, **limits})  # start both workers; not counted
+    args = {"b64": base64.b64encode(data).decode(), "oursFirst": ours_first, **limits}
+    result: dict[str, Any] = phone.evaluate(RESIZE_BOTH, args)
+    return result
+
+
+def bench_resize(phone: Page, photos: list[Photo]) -> dict[str, Any]:
+    load_browser_image_compression(phone)
+    rows = []
+    resize_both(phone, photos[0].path.read_bytes(), True)  # start both workers; not counted
     for index, photo in enumerate(photos):
-        result = phone.evaluate(
-            RESIZE_BOTH,
-            {
-                "b64": base64.b64encode(photo.path.read_bytes()).decode(),
-                "oursFirst": index % 2 == 0,
-                **limits,
-            },
-        )
+        result = resize_both(phone, photo.path.read_bytes(), index % 2 == 0)
         ours_img = Image.open(io.BytesIO(base64.b64decode(result["ours"]["b64"])))
         theirs_img = Image.open(io.BytesIO(base64.b64decode(result["theirs"]["b64"])))
         ours_img.load()
