@@ -183,6 +183,8 @@ def open_pages(browser: Browser, server: Server) -> tuple[Page, Page]:
 def bench_latency(desktop: Page, phone: Page, photos: list[Photo]) -> dict[str, Any]:
     """One photo at a time: pick it (resize not timed here), Upload all, wait for the desktop to show it."""
     file_input = phone.get_by_test_id("file-input")
+    for page in (phone, desktop):  # room for every request's Resource Timing entry (250 by default)
+        page.evaluate("performance.setResourceTimingBufferSize(100000)")
     for photo in photos:
         file_input.set_input_files(str(photo.path))
         phone.locator('.photo-card[data-status="ready"]').wait_for()
@@ -203,7 +205,38 @@ def bench_latency(desktop: Page, phone: Page, photos: list[Photo]) -> dict[str, 
         "registered_to_shown_ms": summary(registered_to_shown),
         "upload_and_register_ms": summary(upload),
         "upload_bytes": summary([float(t["bytes"]) for t in timings]),
+        "steps": request_steps(desktop, phone),
     }
+
+
+#: Each request on the way, as Resource Timing names it: (page, initiatorType, a test of its URL).
+STEPS: dict[str, tuple[str, str, str]] = {
+    "phone: presign (POST …/uploads)": ("phone", "fetch", r"/uploads$"),
+    "phone: PUT the photo": ("phone", "xmlhttprequest", r"/api/storage/"),
+    "phone: register (POST …/images)": ("phone", "fetch", r"/images$"),
+    "desktop: GET …/images/{id} (signed URLs)": ("desktop", "fetch", r"/images/[0-9a-f-]{36}$"),
+    "desktop: the thumbnail": ("desktop", "img", r"\.thumb\.jpg\?"),
+}
+ENTRIES_JS = """pattern => performance.getEntriesByType('resource')
+  .filter(e => new RegExp(pattern).test(e.name))
+  .map(e => ({type: e.initiatorType, queued: e.requestStart - e.startTime,
+              server: e.responseStart - e.requestStart, body: e.responseEnd - e.responseStart}))"""
+
+
+def request_steps(desktop: Page, phone: Page) -> dict[str, dict[str, dict[str, float]]]:
+    """Per request on the way from upload to gallery, from the pages' Resource Timing (same-origin, so
+    every phase is exposed): `queued`, from the call to the request being sent (the browser's own work:
+    for the PUT, handing the photo's bytes to the network service); `server`, from sent to the first byte
+    back (the server's time on loopback); `body`, the rest of the response."""
+    pages = {"phone": phone, "desktop": desktop}
+    steps = {}
+    for name, (page, initiator, pattern) in STEPS.items():
+        entries = [e for e in pages[page].evaluate(ENTRIES_JS, pattern) if e["type"] == initiator]
+        if entries:
+            steps[name] = {
+                phase: summary([e[phase] for e in entries]) for phase in ("queued", "server", "body")
+            }
+    return steps
 
 
 RESIZE_BOTH = (Path(__file__).parent / "resize_compare.js").read_text()
@@ -307,6 +340,12 @@ def write_readme(results: dict[str, Any]) -> None:
     ok_latency = "met" if lat["upload_start_to_shown_ms"]["p95"] < 1000 else "NOT met"
     ok_resize = "met" if rz["ours_ms"]["p95"] < 500 else "NOT met"
     r = rz["ratio_median"]
+    steps_table = "\n".join(
+        f"| {name} | "
+        + " | ".join(f"{phases[p]['p50']:.0f} / {phases[p]['p95']:.0f}" for p in ("queued", "server", "body"))
+        + " |"
+        for name, phases in lat.get("steps", {}).items()
+    )
     g = rz["ratio_geomean"]
     text = f"""## Capture to desktop, and the phone-side resize
 
@@ -327,6 +366,15 @@ Last run: {env["date"]} on {env["machine"]} ({env["cpus"]} CPUs), {env["chromium
 | phone: presign + PUT + register | {ms(lat["upload_and_register_ms"])} |
 | registered on the phone → desktop gallery shows it | {ms(lat["registered_to_shown_ms"])} |
 | bytes uploaded per photo | {kb(lat["upload_bytes"])} |
+
+Where the time goes, per request (p50 / p95, ms; from the pages' Resource Timing): **queued** is the
+browser's own work before the request leaves (for the PUT: handing the photo's bytes to Chromium's network
+process), **server** from the request sent to the first byte back (consultcam's time, on loopback),
+**body** the rest of the response.
+
+| request | queued | server | body |
+|---|---|---|---|
+{steps_table}
 
 "Shows" is the thumbnail's `load` event in the desktop gallery (the `image.added` event over SSE, then
 `GET …/images/{{id}}` for the signed URL, then the thumbnail itself). Times are wall-clock
