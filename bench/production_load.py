@@ -71,6 +71,28 @@ def delivery_buckets(client_urls: list[str]) -> dict[float, float]:
     return totals
 
 
+#: The phone's requests to consultcam, as `consultcam_http_request_seconds` labels them (method, route).
+PHONE_ROUTES = {
+    "presign": ("POST", "/api/sessions/{session_id}/uploads"),
+    "register": ("POST", "/api/sessions/{session_id}/images"),
+}
+
+
+def request_seconds(client_urls: list[str]) -> dict[str, tuple[float, float]]:
+    """(sum of seconds, count) of `consultcam_http_request_seconds` for each of PHONE_ROUTES, summed over
+    the web processes: how long the server itself took, from the request reaching the app to its end."""
+    totals = {name: [0.0, 0.0] for name in PHONE_ROUTES}
+    for url in client_urls:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            for name, (method, route) in PHONE_ROUTES.items():
+                labels = f'method="{method}",route="{route}"'
+                if line.startswith("consultcam_http_request_seconds_sum{") and labels in line:
+                    totals[name][0] += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("consultcam_http_request_seconds_count{") and labels in line:
+                    totals[name][1] += float(line.rsplit(" ", 1)[1])
+    return {name: (total[0], total[1]) for name, total in totals.items()}
+
+
 def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """The upper bound (ms) of the histogram bucket holding quantile `q` of what was observed in between."""
     bounds = sorted(after)
@@ -214,6 +236,7 @@ async def run(
         failures: list[str] = []
         urls = [web.url for web in webs]
         buckets_before = await asyncio.to_thread(delivery_buckets, urls)
+        served_before = await asyncio.to_thread(request_seconds, urls)
         cpu = ProcessCpu(named=processes(cluster))
         spy = PySpy({"web-1": webs[0].process.pid, "moto": cluster.moto.process.pid}, profile or WORK)
         cpu.start()
@@ -241,6 +264,7 @@ async def run(
         while len(received) < expected and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         buckets_after = await asyncio.to_thread(delivery_buckets, urls)
+        served_after = await asyncio.to_thread(request_seconds, urls)
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
@@ -269,6 +293,12 @@ async def run(
         "rss_kib_before": rss_before,
         "rss_kib_after": rss_after,
         "kib_per_stream": per_stream,
+        "server_ms_mean": {
+            name: 1000
+            * (served_after[name][0] - served_before[name][0])
+            / max(1.0, served_after[name][1] - served_before[name][1])
+            for name in PHONE_ROUTES
+        },
         "cpu_seconds": cpu_used,
         "cpu_capacity_s": elapsed * (os.cpu_count() or 1),
         "profiles": profiles,
@@ -334,6 +364,10 @@ def write_readme(runs: list[dict[str, Any]], machine_text: str, date: str) -> No
         row(
             "a phone's presign + PUT + register",
             lambda r: f"p50 {r['phone_wait_ms']['p50']:.0f} ms, p99 {r['phone_wait_ms']['p99']:.0f} ms",
+        ),
+        row(
+            "of which in consultcam, mean: presign, register (`consultcam_http_request_seconds`)",
+            lambda r: f"{r['server_ms_mean']['presign']:.0f} ms, {r['server_ms_mean']['register']:.0f} ms",
         ),
         row(
             "memory per open stream (RSS growth ÷ streams, per web process)",

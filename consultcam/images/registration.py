@@ -10,6 +10,7 @@ endpoint, queued for its description (`consultcam.analysis.service.schedule_anal
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable
@@ -80,9 +81,17 @@ async def register_image(
         raise ConsultcamError(rejected.detail, error=rejected.error, status=rejected.status) from rejected
     version = normalised.sha256[:16]
     keys = image_key(session_id, image.id, version), thumbnail_key(session_id, image.id, version)
-    await rt.store.put(keys[0], normalised.jpeg, content_type="image/jpeg")
-    await rt.store.put(keys[1], normalised.thumbnail, content_type="image/jpeg")
     try:
+        # Both at once (against S3 each is a round trip), and both finished before going on: when one
+        # fails, `finally` then deletes whatever the other wrote.
+        written = await asyncio.gather(
+            rt.store.put(keys[0], normalised.jpeg, content_type="image/jpeg"),
+            rt.store.put(keys[1], normalised.thumbnail, content_type="image/jpeg"),
+            return_exceptions=True,
+        )
+        for outcome in written:
+            if isinstance(outcome, BaseException):
+                raise outcome
         async with tx() as uow:
             # Both locked (session first, see consultcam.db) and re-read: a concurrent registration of the
             # same upload, a commit claiming the session or a cancellation may have committed since.

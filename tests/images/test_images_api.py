@@ -1062,3 +1062,32 @@ async def test_image_reads_are_scoped_to_the_session(
         "ImageNotFound",
     )
     assert (await clinician.get(f"/api/sessions/{other['id']}/images")).json() == {"images": []}
+
+
+async def test_a_failed_write_of_the_thumbnail_leaves_no_photo_and_the_slot_retries(
+    phone: httpx.AsyncClient, session: dict[str, Any], runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The photo and its thumbnail are written at once; when one write fails the other is removed (no
+    object without a row), the upload stays for a retry, and the retry records the photo."""
+    data = jpeg_bytes("cat.jpg")
+    slot = (await presign(phone, session["id"], data)).json()
+    assert (await put(phone, slot, data)).status_code == 200
+    real_put = runtime.store.put
+
+    async def failing_put(key: str, body: bytes, *, content_type: str) -> None:
+        if key.endswith(".thumb.jpg"):
+            raise OSError(28, "No space left on device")
+        await real_put(key, body, content_type=content_type)
+
+    monkeypatch.setattr(runtime.store, "put", failing_put)
+    with pytest.raises(OSError, match="No space left"):  # the app's 500 (the test client re-raises it)
+        await register(phone, session["id"], slot["imageId"])
+    rows = await image_rows(runtime, session["id"])
+    upload = rows[0].upload_key.removeprefix(f"sessions/{session['id']}/")
+    assert store_files(runtime, session["id"]) == [upload]  # the photo written beside it is gone
+    assert [row.status for row in rows] == ["pending"]
+
+    monkeypatch.setattr(runtime.store, "put", real_put)
+    again = await register(phone, session["id"], slot["imageId"])
+    assert again.status_code == 201, again.text
+    assert store_files(runtime, session["id"]) == stored_names(again.json())
