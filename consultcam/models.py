@@ -105,6 +105,10 @@ class CaptureSession(Base):
     patient_birth_date: Mapped[date | None] = mapped_column(Date)
     practitioner_id: Mapped[str | None] = mapped_column(String(128))
     facility_id: Mapped[str | None] = mapped_column(String(128))
+    #: The SMART EHR (its `iss`, as listed in CONSULTCAM_SMART_ISSUERS) whose launch bound the sign-in that
+    #: opened this session; None for any other opener and for sessions from before migration 0008. A bound
+    #: sign-in reaches the session only when this equals its own (`consultcam.sessions.access`).
+    launch_issuer: Mapped[str | None] = mapped_column(String(500))
     consent: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -212,8 +216,9 @@ class SignInSession(Base):
     what the server now trusts for its `method`; the sweeper deletes it once it no longer counts.
 
     `method` is how the clinician proved who they are: "embedded" (CONSULTCAM_CLINICIAN_TOKEN), "oidc"
-    (an identity provider's authorization code flow) or "medtech" (a Medtech ALEX Apps launch); `subject`,
-    `name` and, for a launch, `practitioner_id` and `facility_id` become the `Clinician`.
+    (an identity provider's authorization code flow), "medtech" (a Medtech ALEX Apps launch) or "smart" (a
+    SMART App Launch); `subject`, `name` and, for a launch, `practitioner_id`, `facility_id` and (SMART)
+    `launch_issuer` become the `Clinician`.
     """
 
     __tablename__ = "signin_sessions"
@@ -237,6 +242,9 @@ class SignInSession(Base):
     #: The provider and facility an EMR launch bound this sign-in to (None otherwise): see `Clinician`.
     practitioner_id: Mapped[str | None] = mapped_column(String(64))
     facility_id: Mapped[str | None] = mapped_column(String(64))
+    #: The SMART EHR whose launch bound this sign-in: the `iss` as listed in CONSULTCAM_SMART_ISSUERS
+    #: (migration 0008); None for every other method. A "smart" sign-in without it does not count.
+    launch_issuer: Mapped[str | None] = mapped_column(String(500))
     #: An OIDC sign-in's `fhirUser` claim ("Practitioner/123"), and its ID Token sealed with the server's key
     #: (`consultcam.kit.sealing`) for RP-Initiated Logout's id_token_hint (migration 0007).
     fhir_user: Mapped[str | None] = mapped_column(String(500))

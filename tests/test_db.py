@@ -270,6 +270,74 @@ async def test_migration_0002_closes_all_but_the_newest_open_session_of_an_encou
     }
 
 
+async def test_migration_0008_keeps_older_rows_with_no_launch_issuer_and_goes_down_and_up(
+    empty_database: str,
+) -> None:
+    """A SMART session and sign-in from before 0008 keep their rows with `launch_issuer` null (no EHR is
+    guessed for them: `consultcam.sessions.access` then lets no SMART sign-in made since reach the session,
+    and `consultcam.auth.signin` no longer counts the sign-in); 0008 down and up again keeps the rows and
+    gives the models' schema."""
+    await asyncio.to_thread(command.upgrade, alembic_config(empty_database), "0007_oidc_fhir_user")
+    now = utcnow().replace(tzinfo=None)
+
+    def insert(connection: Any) -> None:
+        connection.execute(
+            text(
+                "INSERT INTO capture_sessions (id, status, encounter_id, patient_id, patient_name, "
+                "practitioner_id, created_by, created_at, last_activity_at, retain_until, version, "
+                "commit_attempt) VALUES ('s-smart', 'open', 'enc-1', 'p', 'N', '7', "
+                "'smart:ehr.example:Practitioner/7', :now, :now, :now, 1, 0)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO signin_sessions (id, token_hash, method, binding, subject, user_agent, "
+                "created_at, last_seen_at, idle_expires_at, expires_at, practitioner_id) VALUES ('g-smart', "
+                "'h', 'smart', 'b', 'smart:ehr.example:Practitioner/7', '', :now, :now, :now, :now, '7')"
+            ),
+            {"now": now},
+        )
+
+    def issuers(connection: Any) -> list[tuple[str, str | None]]:
+        return [
+            tuple(r)
+            for r in connection.execute(
+                text(
+                    "SELECT id, launch_issuer FROM capture_sessions UNION ALL "
+                    "SELECT id, launch_issuer FROM signin_sessions ORDER BY 1"
+                )
+            )
+        ]
+
+    def columns(connection: Any) -> dict[str, set[str]]:
+        found = inspect(connection)
+        return {t: {c["name"] for c in found.get_columns(t)} for t in ("capture_sessions", "signin_sessions")}
+
+    await run_sync(empty_database, insert)
+    await asyncio.to_thread(migrate, empty_database)
+    assert await run_sync(empty_database, issuers) == [("g-smart", None), ("s-smart", None)]
+    assert await run_sync(empty_database, schema_diff) == []
+
+    await asyncio.to_thread(command.downgrade, alembic_config(empty_database), "0007_oidc_fhir_user")
+    assert not any("launch_issuer" in names for names in (await run_sync(empty_database, columns)).values())
+    await asyncio.to_thread(migrate, empty_database)
+    assert await run_sync(empty_database, issuers) == [("g-smart", None), ("s-smart", None)]
+    assert await run_sync(empty_database, schema_diff) == []
+    with pytest.raises(IntegrityError):  # the one-open-session-per-encounter index survived the round trip
+        await run_sync(
+            empty_database,
+            lambda c: c.execute(
+                text(
+                    "INSERT INTO capture_sessions (id, status, encounter_id, patient_id, patient_name, "
+                    "created_by, created_at, last_activity_at, retain_until, version, commit_attempt) "
+                    "VALUES ('s-2', 'open', 'enc-1', 'p', 'N', 'x', :now, :now, :now, 1, 0)"
+                ),
+                {"now": now},
+            ),
+        )
+
+
 @pytest.mark.backends("postgresql")
 async def test_processes_starting_together_migrate_once(empty_database: str) -> None:
     """Web processes and workers all run `migrate()` at start; on one empty PostgreSQL database at once,

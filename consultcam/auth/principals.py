@@ -37,11 +37,13 @@ class Clinician:
     `credential_id` is the id of the server-side sign-in session the request came with (the browser's
     cookie), None for a bearer token: what logout ends, and what names the streams a credential opened.
 
-    `practitioner_id` and `facility_id` are set when the sign-in is bound to one provider at one practice
-    (an EMR launch: Medtech's `providerId` and `facilityCode`, "medtech:<facility>:<provider>" as `id`; a
-    SMART launch: the Practitioner id of the id_token's `fhirUser`, no facility, "smart:<host>:<fhirUser>");
-    such a clinician reaches only that provider's capture sessions at that facility (`bound`). None for
-    the embedded token and OIDC, which reach every session.
+    `practitioner_id`, `facility_id` and `launch_issuer` are set when the sign-in is bound to one provider
+    at one practice (an EMR launch: Medtech's `providerId` and `facilityCode`, no issuer,
+    "medtech:<facility>:<provider>" as `id`; a SMART launch: the Practitioner id of the id_token's
+    `fhirUser`, no facility, and the EHR's `iss` as listed in CONSULTCAM_SMART_ISSUERS,
+    "smart:<host>:<fhirUser>"); such a clinician reaches only the capture sessions whose three equal its
+    own (`bound`, `consultcam.sessions.access.reaches`), so two EHRs' Practitioner/7 are two people. None
+    for the embedded token and OIDC, which reach every session.
 
     `fhir_user`: the identity provider's `fhirUser` claim for an OIDC sign-in ("Practitioner/123"), which
     does not bind the sign-in; the sessions such a clinician opens default to that practitioner."""
@@ -52,12 +54,16 @@ class Clinician:
     practitioner_id: str | None = None
     facility_id: str | None = None
     fhir_user: str | None = None
+    launch_issuer: str | None = None
     kind: Literal["clinician"] = "clinician"
 
     @property
     def bound(self) -> bool:
-        """Whether this sign-in is bound to one provider and facility (an EMR launch)."""
-        return self.practitioner_id is not None or self.facility_id is not None
+        """Whether this sign-in is bound to one provider and facility, or one EHR's provider (an EMR
+        launch)."""
+        return (
+            self.practitioner_id is not None or self.facility_id is not None or self.launch_issuer is not None
+        )
 
 
 @dataclass(frozen=True)

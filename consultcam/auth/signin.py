@@ -4,7 +4,7 @@ A sign-in starts when a clinician proves who they are in a browser: the embedded
 (`method` "embedded", proven by CONSULTCAM_CLINICIAN_TOKEN), an identity provider's authorization code
 flow (`method` "oidc", issue 13), a Medtech ALEX Apps launch (`method` "medtech", `consultcam.launch`),
 which binds the sign-in to the launch's provider and facility, or a SMART App Launch (`method` "smart",
-`consultcam.launch.smart`), bound to the launching user's Practitioner when the EHR names one. The browser
+`consultcam.launch.smart`), bound to the launching user's Practitioner at that EHR (its `iss`). The browser
 gets an HttpOnly, SameSite=Lax cookie carrying only a 256-bit random value; the database keeps its SHA-256
 with the clinician, when it was made and last used, its idle and absolute expiry, and when it ended. So:
 
@@ -123,6 +123,7 @@ async def start(
             practitioner_id=clinician.practitioner_id,
             facility_id=clinician.facility_id,
             fhir_user=clinician.fhir_user,
+            launch_issuer=clinician.launch_issuer,
             sealed_id_token=sealed_id_token,
             user_agent=user_agent[:300],
             created_at=now,
@@ -147,8 +148,9 @@ def _idle_end(now: datetime, expires_at: datetime, settings: Settings) -> dateti
 
 async def authenticate(uow: UnitOfWork, settings: Settings, cookie: str) -> SignIn | None:
     """The sign-in a cookie's value names, if it still counts: not ended, neither idle nor absolute expiry
-    passed, and its binding still what the server trusts for its method. Otherwise None (the caller answers
-    as to a request with no cookie). Read-only: see `touch`."""
+    passed, its binding still what the server trusts for its method, and, for a SMART sign-in, its EHR known
+    (`launch_issuer`; migration 0008). Otherwise None (the caller answers as to a request with no cookie).
+    Read-only: see `touch`."""
     if not _COOKIE_SHAPE.fullmatch(cookie):
         return None
     row = await repository.by_token_hash(uow.session, hash_secret(cookie))
@@ -157,6 +159,8 @@ async def authenticate(uow: UnitOfWork, settings: Settings, cookie: str) -> Sign
         return None
     if row.binding != binding(settings, cast(Method, row.method)):  # the column holds a `Method`
         return None
+    if row.method == "smart" and row.launch_issuer is None:
+        return None  # made before migration 0008: bound to a Practitioner of no one EHR, so it must not count
     return SignIn(
         id=row.id,
         clinician=Clinician(
@@ -166,6 +170,7 @@ async def authenticate(uow: UnitOfWork, settings: Settings, cookie: str) -> Sign
             practitioner_id=row.practitioner_id,
             facility_id=row.facility_id,
             fhir_user=row.fhir_user,
+            launch_issuer=row.launch_issuer,
         ),
         touch_due=now - row.last_seen_at >= TOUCH_EVERY,
     )

@@ -189,7 +189,7 @@ async def accept(uow: UnitOfWork, rt: Runtime, checked: Checked, now: datetime |
     resumable = [
         s
         for s in await sessions_repository.open_sessions_of_practitioner(
-            uow.session, ctx.provider_id, ctx.facility_code, patient.id
+            uow.session, ctx.provider_id, ctx.facility_code, patient.id, who.launch_issuer
         )
         if session_expires_at(s, rt.settings) > now
     ]

@@ -8,8 +8,10 @@ user, patient and day, `encounter_key`), the session's `SmartGrant` stored or re
 none of them; the caller records `launch.refused` (`consultcam.launch.smart.record_refusal`).
 
 The user signs in as `Clinician(id="smart:<iss host>:<fhirUser>", practitioner_id=<the Practitioner id of
-fhirUser>)`, method "smart": a bound sign-in (`consultcam.sessions.access`), which reaches only that
-practitioner's sessions and opens sessions only for them.
+fhirUser>, launch_issuer=<iss>)`, method "smart", where `iss` is the issuer the launch was accepted for,
+exactly as listed in CONSULTCAM_SMART_ISSUERS: a bound sign-in (`consultcam.sessions.access`), which reaches
+only that EHR's practitioner's sessions and opens sessions only for them (stamped with the issuer). A
+Practitioner id names a user in one EHR only: another listed EHR's Practitioner/7 is someone else.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Accepted:
 
 def clinician_of(checked: Checked) -> Clinician:
     """The user a launch signs in (see the module docstring), bound to their Practitioner id (`check`
-    refused a launch without one)."""
+    refused a launch without one) at the launch's EHR (`launch_issuer`: the accepted `iss`)."""
     practitioner = practitioner_of(checked.claims, checked.pending.server.iss)
     if practitioner is None:
         raise SmartRefused("not-a-practitioner", issuer=checked.pending.server.iss)
@@ -60,6 +62,7 @@ def clinician_of(checked: Checked) -> Clinician:
         id=f"smart:{host}:{user_of(checked)}"[:200],
         name=name if isinstance(name, str) and name else None,
         practitioner_id=practitioner,
+        launch_issuer=checked.pending.server.iss,
     )
 
 

@@ -1,11 +1,14 @@
 """Who may reach a capture session: the one rule, for every call and every open event stream (issue 12).
 
 - A paired phone reaches only the session it was paired with.
-- A clinician whose sign-in is bound to one provider at one practice (`Clinician.bound`: an EMR launch,
-  `consultcam.auth.signin` method "medtech" with provider and facility, or "smart" with the fhirUser's
-  Practitioner and no facility) reaches only the capture sessions whose `practitioner_id` AND `facility_id`
-  both equal the sign-in's. DESIGN.md, "Launch and sign-in": the launch signs the GP in "with a session
-  cookie bound to that provider and facility".
+- A clinician whose sign-in is bound by an EMR launch (`Clinician.bound`, `consultcam.auth.signin`):
+  method "medtech" to a provider and facility (no issuer), or "smart" to the fhirUser's Practitioner at one
+  EHR (no facility; `launch_issuer` the `iss` as listed in CONSULTCAM_SMART_ISSUERS), reaches only the
+  capture sessions whose `practitioner_id`, `facility_id` AND `launch_issuer` all equal the sign-in's
+  (exact strings, None equal only to None). DESIGN.md, "Launch and sign-in": the launch signs the GP in
+  "with a session cookie bound to that provider and facility". The issuer keeps EHRs apart: two EHRs in
+  CONSULTCAM_SMART_ISSUERS may both have a Practitioner/7, who are two people (migration 0008; a SMART
+  session from before it has no issuer and is reached by no SMART sign-in made since).
 - Any other clinician (the embedded token, an OIDC sign-in or bearer) reaches every session.
 
 A session out of reach answers 404 `SessionNotFound` with the same words as one that does not exist, so a
@@ -15,7 +18,8 @@ dependencies; `tests/security/test_launch_binding.py` walks them all), and the e
 before every batch (`consultcam.events.endpoints`).
 
 Opening a session (`bind_new_session`, from `consultcam.sessions.service.create_session`): a bound clinician's
-session gets their provider and facility; a request naming another is 403 `PractitionerMismatch` or
+session gets their provider and facility, and their issuer (`launch_issuer_of`, not a request field: the
+request cannot name one); a request naming another provider or facility is 403 `PractitionerMismatch` or
 `FacilityMismatch`. Resuming the encounter's open session is refused (409 `EncounterHeldElsewhere`) when that
 session is out of the clinician's reach: it is never handed over (`require_resumable`).
 """
@@ -41,18 +45,32 @@ def session_not_found() -> ResourceNotFound:
     )
 
 
-def reaches(clinician: Clinician, practitioner_id: str | None, facility_id: str | None) -> bool:
-    """Whether `clinician` may reach a session of this practitioner and facility: always when the sign-in
-    is unbound; when bound, only when both ids equal the sign-in's (exact strings; None equals only None)."""
+def reaches(
+    clinician: Clinician, practitioner_id: str | None, facility_id: str | None, launch_issuer: str | None
+) -> bool:
+    """Whether `clinician` may reach a session of this practitioner, facility and launch issuer (the
+    session's three columns, `repository.session_owner`): always when the sign-in is unbound; when bound,
+    only when all three equal the sign-in's (exact strings; None equals only None)."""
     if not clinician.bound:
         return True
-    return practitioner_id == clinician.practitioner_id and facility_id == clinician.facility_id
+    return (
+        practitioner_id == clinician.practitioner_id
+        and facility_id == clinician.facility_id
+        and launch_issuer == clinician.launch_issuer
+    )
+
+
+def launch_issuer_of(clinician: Clinician) -> str | None:
+    """The `launch_issuer` a session opened by `clinician` is stamped with: a bound sign-in's EHR (None for
+    a Medtech launch), None for an unbound clinician (whose sessions are reached by no SMART sign-in)."""
+    return clinician.launch_issuer if clinician.bound else None
 
 
 async def authorise(uow: UnitOfWork, principal: Principal, session_id: str) -> None:
     """Raise 404 `SessionNotFound` (`session_not_found`) unless `principal` may reach session `session_id`:
     a phone only its own (decided from the credential, no query); a bound clinician only their provider's
-    at their facility (one indexed read of the session's two ids in `uow`, which may be read-only); an
+    at their facility or EHR (one indexed read of the session's three columns in `uow`, which may be
+    read-only); an
     unbound clinician every session (no query: nothing changes for them)."""
     if isinstance(principal, Phone):
         if principal.session_id != session_id:
@@ -115,10 +133,11 @@ def bind_new_session(clinician: Clinician, data: SessionCreate) -> SessionCreate
 
 def require_resumable(clinician: Clinician, existing: CaptureSession) -> None:
     """Raise Conflict (409 `EncounterHeldElsewhere`) when the encounter's open session is out of
-    `clinician`'s reach (`reaches`): it belongs to another provider or facility and must not be handed to
+    `clinician`'s reach (`reaches`): it belongs to another provider, facility or EHR (the same Practitioner
+    id at another of CONSULTCAM_SMART_ISSUERS is another provider) and must not be handed to
     this sign-in. The answer names neither the session, nor its patient, nor whose it is; it only says the
     encounter is taken (the one open session per encounter is a database rule, so it cannot be hidden)."""
-    if not reaches(clinician, existing.practitioner_id, existing.facility_id):
+    if not reaches(clinician, existing.practitioner_id, existing.facility_id, existing.launch_issuer):
         raise Conflict(
             "This encounter already has an open capture session of another provider or practice, which "
             "your sign-in cannot take over. Ask them to commit or cancel it, or open consultcam from your "

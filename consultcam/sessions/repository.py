@@ -49,14 +49,16 @@ async def find_session(
     return (await db.execute(query)).scalar_one_or_none()
 
 
-async def session_owner(db: AsyncSession, session_id: str) -> tuple[str | None, str | None] | None:
-    """(practitioner_id, facility_id) of session `session_id`, or None when there is no such session: who
-    may reach it (`consultcam.sessions.access`), read without loading or locking the row."""
-    query = select(CaptureSession.practitioner_id, CaptureSession.facility_id).where(
-        CaptureSession.id == session_id
-    )
+async def session_owner(
+    db: AsyncSession, session_id: str
+) -> tuple[str | None, str | None, str | None] | None:
+    """(practitioner_id, facility_id, launch_issuer) of session `session_id`, or None when there is no such
+    session: who may reach it (`consultcam.sessions.access`), read without loading or locking the row."""
+    query = select(
+        CaptureSession.practitioner_id, CaptureSession.facility_id, CaptureSession.launch_issuer
+    ).where(CaptureSession.id == session_id)
     row = (await db.execute(query)).one_or_none()
-    return None if row is None else (row.practitioner_id, row.facility_id)
+    return None if row is None else (row.practitioner_id, row.facility_id, row.launch_issuer)
 
 
 async def lock_session_row(db: AsyncSession, session_id: str) -> None:
@@ -73,15 +75,22 @@ async def open_session_of_encounter(db: AsyncSession, encounter_id: str) -> Capt
 
 
 async def open_sessions_of_practitioner(
-    db: AsyncSession, practitioner_id: str, facility_id: str, patient_id: str
+    db: AsyncSession, practitioner_id: str, facility_id: str, patient_id: str, launch_issuer: str | None
 ) -> Sequence[CaptureSession]:
-    """The open sessions of one practitioner at one facility for one patient (an EMR launch resumes
-    one), most recently active first, their rows locked."""
+    """The open sessions of one practitioner at one facility (and launch issuer, None matching only None:
+    `consultcam.sessions.access.reaches`) for one patient (an EMR launch resumes one), most recently active
+    first, their rows locked."""
+    issuer = (
+        CaptureSession.launch_issuer.is_(None)
+        if launch_issuer is None
+        else CaptureSession.launch_issuer == launch_issuer
+    )
     query = (
         select(CaptureSession)
         .where(
             CaptureSession.practitioner_id == practitioner_id,
             CaptureSession.facility_id == facility_id,
+            issuer,
             CaptureSession.patient_id == patient_id,
             CaptureSession.status == SessionStatus.OPEN,
         )

@@ -208,8 +208,9 @@ async def create_session(
 
     Returns (session, created). Raises Conflict (409) when the encounter's open session belongs to another
     patient: the EMR context is inconsistent and photos must not go to the wrong record. A sign-in bound to
-    a provider and facility (a Medtech launch) opens sessions under them only (`access.bind_new_session`:
-    403 for a request naming others) and never resumes another's (409 `EncounterHeldElsewhere`). An open
+    a provider and facility (a Medtech launch) or to one EHR's Practitioner (a SMART launch) opens sessions
+    under them only (`access.bind_new_session`: 403 for a request naming others; the SMART EHR's issuer is
+    stamped as `launch_issuer`) and never resumes another's (409 `EncounterHeldElsewhere`). An open
     session that has idled out is expired here (as the sweeper would) and a new one opened.
 
     Concurrent calls for one encounter (double clicks, two web processes) open one session: the partial
@@ -234,6 +235,7 @@ async def create_session(
         patient_birth_date=data.patient.birth_date,
         practitioner_id=data.practitioner_id,
         facility_id=data.facility_id,
+        launch_issuer=access.launch_issuer_of(actor),
         created_by=actor.id,
         created_at=now,
         last_activity_at=now,

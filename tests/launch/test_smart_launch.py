@@ -5,6 +5,7 @@ trail of every refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from consultcam.kit.sealing import unseal
 from consultcam.models import (
     AuditEvent,
     AuthorizationRequest,
+    CaptureSession,
     SignInSession,
     SmartGrant,
     utcnow,
@@ -419,3 +421,79 @@ async def test_without_smart_settings_a_launch_is_404(settings: Settings, ehr: E
         response = await gp.get("/launch", params={"iss": ehr.iss, "launch": "x"})
         assert response.status_code == 404
         assert 'data-reason="not-configured"' in response.text
+
+
+# --- two EHRs, one Practitioner id ----------------------------------------------------------------------
+
+
+def same_people(double: EhrDouble) -> dict[str, str]:
+    """In `double`: Practitioner/7 (Dr Aroha Ngata), patient `p-jane` and her encounter `enc-shared`, with
+    the same ids as in any other double (the ids two unrelated EHRs may well share)."""
+    double.add_resource({"resourceType": "Practitioner", "id": "7", "name": [{"family": "Ngata"}]})
+    double.add_resource(
+        {"resourceType": "Patient", "id": "p-jane", "name": [{"family": "Smith", "given": ["Jane"]}]}
+    )
+    double.add_resource(
+        {
+            "resourceType": "Encounter",
+            "id": "enc-shared",
+            "status": "in-progress",
+            "class": {"code": "AMB"},
+            "subject": {"reference": "Patient/p-jane"},
+        }
+    )
+    return {"patient": "p-jane", "encounter": "enc-shared", "user": "Practitioner/7"}
+
+
+async def test_the_same_practitioner_id_at_two_ehrs_reaches_only_its_own_ehrs_sessions(
+    settings: Settings, ehr: EhrDouble
+) -> None:
+    """CONSULTCAM_SMART_ISSUERS lists EHRs A and B, and each has a Practitioner/7: two people. B's GP gets
+    404 on A's GP's session and its event stream, cannot take over (launch or API) A's open session of an
+    encounter whose id B shares, and opens their own sessions; A's GP keeps reaching theirs."""
+    with EhrDouble(redirect_uri="http://testserver/launch/callback") as other:
+        context = same_people(ehr)
+        assert same_people(other) == context
+        async with (
+            app_for(settings, smart_issuers=(ehr.iss, other.iss)) as app,
+            browser(app) as gp_a,
+            browser(app) as gp_b,
+        ):
+            opened = await launch(gp_a, ehr, **context)
+            assert opened.status_code == 303, opened.text
+            a_session = opened.headers["location"].removeprefix("/sessions/")
+
+            held = await launch(gp_b, other, **context)  # B's launch for the encounter id A holds
+            assert held.status_code == 409, held.text
+            assert 'data-reason="encounter-held"' in held.text
+            assert "set-cookie" not in held.headers
+            refused = (await audit(app, "launch.refused"))[-1].detail
+            assert (refused["reason"], refused["issuer"]) == ("encounter-held", other.iss)
+
+            b_context = context | {"encounter": other.add_encounter("p-jane")}
+            own = await launch(gp_b, other, **b_context)
+            assert own.status_code == 303, own.text
+            b_session = own.headers["location"].removeprefix("/sessions/")
+            assert b_session != a_session
+            assert (await gp_b.get(f"/api/sessions/{b_session}")).json()["practitionerId"] == "7"
+
+            assert_error(await gp_b.get(f"/api/sessions/{a_session}"), 404, "SessionNotFound")
+            stream = await asyncio.wait_for(gp_b.get(f"/api/sessions/{a_session}/events"), 30)
+            assert_error(stream, 404, "SessionNotFound")
+            patient = {"id": "p-jane", "name": "Jane Smith"}
+            taken = await gp_b.post("/api/sessions", json={"encounterId": "enc-shared", "patient": patient})
+            assert_error(taken, 409, "EncounterHeldElsewhere")
+            assert_error(await gp_b.delete(f"/api/sessions/{a_session}"), 404, "SessionNotFound")
+
+            assert (await gp_a.get(f"/api/sessions/{a_session}")).status_code == 200
+            assert_error(await gp_a.get(f"/api/sessions/{b_session}"), 404, "SessionNotFound")
+            again = await gp_a.post("/api/sessions", json={"encounterId": "enc-shared", "patient": patient})
+            assert again.status_code == 200, again.text  # A's GP resumes their own
+            assert again.json()["id"] == a_session
+
+            by_id = {s.id: s for s in await rows(app, CaptureSession)}
+            assert (by_id[a_session].launch_issuer, by_id[b_session].launch_issuer) == (ehr.iss, other.iss)
+            assert {(s.practitioner_id, s.launch_issuer) for s in await rows(app, SignInSession)} == {
+                ("7", ehr.iss),
+                ("7", other.iss),
+            }

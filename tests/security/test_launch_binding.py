@@ -9,7 +9,9 @@
 - `POST /api/sessions` files under their provider and facility, refuses to name others (403), and never
   takes over another provider's open session of the same encounter (409);
 - the cookie still needs the page's CSRF token;
-- clinicians signed in otherwise (the embedded token here) still reach every session.
+- clinicians signed in otherwise (the embedded token here) still reach every session;
+- a SMART sign-in is bound to (EHR, Practitioner): the same Practitioner id at another EHR of
+  CONSULTCAM_SMART_ISSUERS reaches nothing of it, and a SMART sign-in that names no EHR does not count.
 
 The bound sign-in is made as the launch makes it (`consultcam.auth.signin.start`, method "medtech"), without
 the launch endpoint. Settings name an ALEX server (`alex+http://127.0.0.1:9/FHIR` and its four client
@@ -338,6 +340,82 @@ async def test_a_bound_gp_cannot_take_over_another_providers_open_session_of_the
     assert "session.resumed" not in [a for a, who in await audit_by(app, held["id"]) if who == GP.id]
     after = await clinician.get(f"/api/sessions/{held['id']}")
     assert after.json()["expiresAt"] == before.json()["expiresAt"]  # not even touched
+
+
+# -- SMART: bound to (EHR, Practitioner) ------------------------------------------------------------------
+
+#: Two EHRs in CONSULTCAM_SMART_ISSUERS (nothing listens: nothing here launches), each with a Practitioner/7.
+EHR_A, EHR_B = "http://127.0.0.1:9/ehr-a/fhir", "http://127.0.0.1:9/ehr-b/fhir"
+SMART = {"smart_issuers": (EHR_A, EHR_B), "smart_client_id": "consultcam-test"}
+SMART_A = Clinician(id="smart:127.0.0.1:9:Practitioner/7", practitioner_id="7", launch_issuer=EHR_A)
+SMART_B = Clinician(id="smart:127.0.0.1:9:Practitioner/7", practitioner_id="7", launch_issuer=EHR_B)
+MEDTECH_7 = Clinician(id="medtech:F1:7", practitioner_id="7", facility_id="F1")
+
+
+async def smart_cookie(app: Any, clinician: Clinician) -> str:
+    """A sign-in for `clinician` made as a SMART launch makes it (method "smart"); returns the cookie's
+    value."""
+    rt = app.state.runtime
+    async with rt.unit_of_work() as uow:
+        cookie, _ = await signin.start(uow, rt.settings, clinician, "smart", user_agent="test")
+    return cookie
+
+
+@pytest.mark.parametrize("settings_overrides", [ALEX | SMART])
+async def test_the_same_practitioner_id_at_another_smart_ehr_reaches_nothing_of_the_session(
+    app: Any, clinician: httpx.AsyncClient
+) -> None:
+    """EHR B's Practitioner/7 gets, on every route of EHR A's Practitioner/7's session, the very 404 of a
+    session that does not exist, cannot take its encounter over (409), and has sessions of their own that
+    A's GP cannot reach; A's GP, and the embedded clinician, reach A's session as before."""
+    async with (
+        cookie_client(app, await smart_cookie(app, SMART_A)) as gp_a,
+        cookie_client(app, await smart_cookie(app, SMART_B)) as gp_b,
+        cookie_client(app, await bound_cookie(app, MEDTECH_7)) as medtech_7,
+    ):
+        for browser in (gp_a, gp_b):
+            assert (await browser.get("/healthz")).headers["x-csrf-token"]
+        own = await start_session(gp_a, "enc-a")
+        assert (own["practitionerId"], own["facilityId"]) == ("7", None)
+        own["imageId"] = await with_photo(gp_a, own)
+        missing = assert_error(await gp_b.get("/api/sessions/00000000-0000-0000-0000-000000000000"), 404)
+        for method, template in session_routes(app):
+            response = await asyncio.wait_for(call(gp_b, method, fill(template, own)), 30)
+            assert assert_error(response, 404, "SessionNotFound") == missing, (method, template)
+            assert "Mere Tester" not in response.text
+        assert_error(await medtech_7.get(f"/api/sessions/{own['id']}"), 404, "SessionNotFound")
+        for patient in (PATIENT, OTHER_PATIENT):
+            taken = await gp_b.post("/api/sessions", json={"encounterId": "enc-a", "patient": patient})
+            assert_error(taken, 409, "EncounterHeldElsewhere")
+        theirs = await start_session(gp_b, "enc-b", patient=OTHER_PATIENT)
+        assert_error(await gp_a.get(f"/api/sessions/{theirs['id']}"), 404, "SessionNotFound")
+
+        after = (await gp_a.get(f"/api/sessions/{own['id']}")).json()
+        assert after["status"] == "open"
+        assert [i["id"] for i in after["images"]] == [own["imageId"]]
+        resumed = await gp_a.post("/api/sessions", json={"encounterId": "enc-a", "patient": PATIENT})
+        assert resumed.status_code == 200, resumed.text
+        for session in (own, theirs):
+            assert (await clinician.get(f"/api/sessions/{session['id']}")).status_code == 200
+        async with app.state.runtime.sessionmaker() as db:
+            stamped = dict((await db.execute(select(CaptureSession.id, CaptureSession.launch_issuer))).all())
+        assert (stamped[own["id"]], stamped[theirs["id"]]) == (EHR_A, EHR_B)
+
+
+@pytest.mark.parametrize("settings_overrides", [ALEX | SMART])
+async def test_a_smart_sign_in_without_its_ehr_no_longer_counts(
+    app: Any, clinician: httpx.AsyncClient
+) -> None:
+    """A SMART sign-in made before migration 0008 has no issuer (bound to a Practitioner of no one EHR): its
+    cookie is refused like none, on any session; a sign-in that names its EHR works."""
+    held = await start_session(clinician, "enc-held")
+    async with cookie_client(app, await smart_cookie(app, SMART_A), csrf=False) as gp:
+        assert (await gp.get(f"/api/sessions/{held['id']}")).status_code == 404  # signed in, not theirs
+    old = Clinician(id="smart:127.0.0.1:9:Practitioner/7", practitioner_id="7")
+    cookie = await smart_cookie(app, old)
+    async with cookie_client(app, cookie, csrf=False) as stale:
+        assert_error(await stale.get(f"/api/sessions/{held['id']}"), 401)
+        assert_error(await stale.get("/api/sessions/00000000-0000-0000-0000-000000000000"), 401)
 
 
 # -- CSRF still applies to the bound cookie --------------------------------------------------------------
