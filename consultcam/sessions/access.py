@@ -70,8 +70,7 @@ async def authorise(uow: UnitOfWork, principal: Principal, session_id: str) -> N
     """Raise 404 `SessionNotFound` (`session_not_found`) unless `principal` may reach session `session_id`:
     a phone only its own (decided from the credential, no query); a bound clinician only their provider's
     at their facility or EHR (one indexed read of the session's three columns in `uow`, which may be
-    read-only); an
-    unbound clinician every session (no query: nothing changes for them)."""
+    read-only); an unbound clinician every session (no query: nothing changes for them)."""
     if isinstance(principal, Phone):
         if principal.session_id != session_id:
             raise session_not_found()
