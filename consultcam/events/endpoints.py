@@ -12,7 +12,9 @@ Nobody keeps a stream they may no longer read (issue 10):
 - Before every batch of events is sent, the caller's authorisation is checked again against the database
   (the same authentication as at opening, with the request's own credential) and the session must still be
   running. A credential revoked or a session ended by any route stops the stream before it sends anything
-  written afterwards.
+  written afterwards. The streams of one credential on one session in this process (a desktop open twice,
+  several desktops signed in with the embedded token) share that check (`SharedChecks`): one that started
+  after the batch's events were published answers for all of them.
 - The stream holds a lease from the bus, so `EventBus.end_streams` (and the events that imply it:
   `phone.revoked`, `session.committed`, `session.expired`) ends it at once on whichever process it is open.
 
@@ -23,10 +25,12 @@ a page that reconnects anyway is refused (401, 404 or 410), which `web/static/js
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +63,49 @@ RETRY_MS = 1500
 PING_SECONDS = 15
 #: Session states after which nothing more happens, so no stream stays open.
 ENDED_STATUSES = frozenset({"committed", "cancelled", "expired"})
+
+
+class SharedChecks:
+    """The re-checks in flight in this process, one per (session, credential): a stream whose batch's
+    newest event was published before a running check started waits for that check instead of starting
+    its own, since the check reads the credential and the session after the events were written, as its
+    own would. Each check runs as a task of its own, so a client that leaves does not cancel a database
+    call half-way. Publication times come from the publishing process's clock: processes on several hosts
+    need their clocks synchronised (NTP) to within the time a check takes."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str], tuple[float, asyncio.Task[StreamEnding | None]]] = {}
+
+    async def ending(
+        self, key: tuple[str, str], since: float, check: Callable[[], Awaitable[StreamEnding | None]]
+    ) -> StreamEnding | None:
+        """The result of a check for `key` (session id, credential fingerprint) that started at or after
+        `since` (a POSIX time): the one running, else a new one from `check()`. Raises what `check` raises."""
+        running = self._running.get(key)
+        if running is None or running[0] < since:
+            started = time.time()  # before the task starts: the check begins no earlier than this
+            task = asyncio.ensure_future(check())
+            running = (started, task)
+            self._running[key] = running
+            task.add_done_callback(lambda _: self._forget(key, running))
+        return await asyncio.shield(running[1])
+
+    def _forget(self, key: tuple[str, str], done: tuple[float, asyncio.Task[StreamEnding | None]]) -> None:
+        if self._running.get(key) is done:
+            del self._running[key]
+        if not done[1].cancelled():
+            done[1].exception()  # retrieved: each waiter has it raised; none left is no error to log
+
+
+#: This process's shared re-checks (`SharedChecks`).
+CHECKS = SharedChecks()
+
+
+def credential_fingerprint(request: Request) -> str:
+    """SHA-256 of the credential a request carries (its Authorization and Cookie headers): streams share a
+    re-check only when they present the very same credential."""
+    presented = f"{request.headers.get('authorization', '')}\0{request.headers.get('cookie', '')}"
+    return hashlib.sha256(presented.encode()).hexdigest()
 
 
 def stream_credential_id(principal: Principal) -> str | None:
@@ -106,16 +153,21 @@ async def _stream(
         deadline = time.monotonic() + MAX_STREAM_SECONDS
         timeout = 0.0  # first what was missed, at once
         check = True  # and check once even when nothing was missed: a revocation may have raced the opening
+        key = (session_id, credential_fingerprint(request))
         while time.monotonic() < deadline:
             batch = await bus.read(session_id, last_id, timeout=timeout, lease=lease)
             timeout = READ_TIMEOUT_SECONDS
             if batch or check or lease.ending or lease.recheck:
+                # A check must have started after the newest event of the batch was published; after now
+                # for the first check and after a nudge from the bus (something changed: a check already
+                # running may have read the credential before it did).
+                fresh = check or lease.recheck or not batch
+                since = time.time() if fresh else max(event.at.timestamp() for event in batch)
                 check, lease.recheck = False, False
                 try:
-                    # Shielded: a client that goes mid-check must not cancel a database call half-way
-                    # (the pool would be left closing a connection under cancellation); it is short.
-                    with anyio.CancelScope(shield=True):
-                        ending = lease.ending or await _ending(request, rt, session_id)
+                    ending = lease.ending or await CHECKS.ending(
+                        key, since, lambda: _ending(request, rt, session_id)
+                    )
                 except Exception as exc:
                     # Undecidable now (database or identity provider down): send nothing and close; the
                     # browser reconnects with back-off and is authorised afresh.
