@@ -315,8 +315,9 @@ async def render_image(rt: Runtime, image: ClinicalImage) -> bytes:
     """The stored JPEG of a ready image with its edits burned in (`processing.render.render`): what
     download, the session's ZIP and the commit send. Opens no transaction. Decoding runs in a worker thread
     under IMAGE_WORK and the decode memory budget, never on the event loop. Raises ResourceNotFound (404)
-    when the object is no longer stored, Unprocessable (422) when the stored edits cannot be applied to
-    this photo (a crop under one pixel of a tiny photo, a stored photo that no longer decodes). A lossless
+    when the object is no longer stored, Unprocessable (422) `InvalidEdits` when the stored edits cannot be
+    applied to this photo (a crop under one pixel of a tiny photo) and `StoredPhotoDamaged` when the stored
+    photo no longer decodes (it did when registered: the store corrupted it). A lossless
     rotation or crop runs jpegtran in a child process from that same worker thread, so as many run at once
     as the thread limit allows."""
     assert image.object_key
@@ -333,6 +334,12 @@ async def render_image(rt: Runtime, image: ClinicalImage) -> bytes:
             return await anyio.to_thread.run_sync(
                 rendering.render, data, image.edits, limiter=admission.decode_threads(rt.settings)
             )
+    except rendering.StoredPhotoDamaged as exc:
+        raise Unprocessable(
+            "The stored copy of this photo is damaged and cannot be read. Delete it and take it again; if it "
+            "happens again, tell the practice's IT (the photo store may be failing).",
+            error="StoredPhotoDamaged",
+        ) from exc
     except ValueError as exc:
         raise Unprocessable(
             f"This photo's edits cannot be applied: {exc}. Open it in the editor and change or clear them.",

@@ -1091,3 +1091,15 @@ async def test_a_failed_write_of_the_thumbnail_leaves_no_photo_and_the_slot_retr
     again = await register(phone, session["id"], slot["imageId"])
     assert again.status_code == 201, again.text
     assert store_files(runtime, session["id"]) == stored_names(again.json())
+
+
+async def test_a_stored_photo_damaged_since_registration_is_a_clear_422(
+    clinician: httpx.AsyncClient, session: dict[str, Any], photo: dict[str, Any], runtime: Any
+) -> None:
+    """The store corrupted a registered photo: its download with edits says so (not "change your edits")."""
+    url = f"/api/sessions/{session['id']}/images/{photo['id']}"
+    assert (await clinician.patch(url, json={"edits": {"rotation": 90}})).status_code == 200
+    (row,) = await image_rows(runtime, session["id"])
+    stored = runtime.store.path(row.object_key)
+    stored.write_bytes(stored.read_bytes()[:200] + b"\0" * 64)  # the headers, then nothing of the picture
+    assert_error(await clinician.get(f"{url}/download"), 422, "StoredPhotoDamaged", "take it again")

@@ -13,7 +13,7 @@ from PIL import Image
 from consultcam.bootstrap import warn_without_jpegtran
 from consultcam.images.processing import lossless_edits
 from consultcam.images.processing.lossless_edits import read_frame, transform
-from consultcam.images.processing.render import render
+from consultcam.images.processing.render import StoredPhotoDamaged, render
 from tests.images.test_lossless import segments
 from tests.images.test_processing import BLUE, RED, corner_colours, near, phone_exif, photo
 
@@ -215,7 +215,7 @@ def test_a_jpegtran_that_hangs_is_killed_and_the_edit_re_encoded(phone, monkeypa
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_damaged_stored_photo_is_a_clear_error(phone, damage):
     stored = phone[: len(phone) // 2] if damage == "truncated" else b"\xff\xd8\xff\xe0 not a photo"
-    with pytest.raises(ValueError, match="stored photo is damaged"):
+    with pytest.raises(StoredPhotoDamaged, match="stored photo is damaged"):
         render(stored, {"rotation": 90})
 
 

@@ -23,6 +23,10 @@ from consultcam.images.processing.lossless_edits import read_frame, transform
 _TRANSPOSE = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}
 
 
+class StoredPhotoDamaged(ValueError):
+    """The stored JPEG no longer decodes (storage corruption): it was verified when it was registered."""
+
+
 def render_cost(width: int, height: int, size_bytes: int) -> int:
     """Upper estimate, in bytes, of the memory `render` holds at once for a stored JPEG of `width` x
     `height` pixels and `size_bytes`: the decoded photo, its RGB, rotated and cropped copies, the encoder's
@@ -43,7 +47,8 @@ def render(jpeg: bytes, edits: dict[str, Any] | None, *, jpeg_quality: int = 95)
     `jpeg_quality`, 4:2:0 only when the stored photo is 4:2:0 and has no annotations (a thin coloured line
     needs full-resolution chroma). The output has no metadata. None, {} or edits that change nothing return
     `jpeg` itself, byte for byte. Raises ValueError for invalid edits, including a crop that is smaller
-    than one pixel of this image, and for a stored photo that cannot be decoded (damaged or truncated).
+    than one pixel of this image; StoredPhotoDamaged (a ValueError) for a stored photo that cannot be
+    decoded (damaged or truncated).
     """
     if not edits:
         return jpeg
@@ -65,7 +70,7 @@ def render(jpeg: bytes, edits: dict[str, Any] | None, *, jpeg_quality: int = 95)
         with Image.open(io.BytesIO(jpeg)) as source:
             image = source.convert("RGB")
     except OSError as exc:  # Pillow's UnidentifiedImageError and "image file is truncated" are OSErrors
-        raise ValueError("the stored photo is damaged and cannot be decoded") from exc
+        raise StoredPhotoDamaged("the stored photo is damaged and cannot be decoded") from exc
     if rotation:
         image = image.transpose(_TRANSPOSE[rotation])
     if not full_crop:
