@@ -273,10 +273,10 @@ async def test_migration_0002_closes_all_but_the_newest_open_session_of_an_encou
 async def test_migration_0008_keeps_older_rows_with_no_launch_issuer_and_goes_down_and_up(
     empty_database: str,
 ) -> None:
-    """A SMART session and sign-in from before 0008 keep their rows with `launch_issuer` null (no EHR is
-    guessed for them: `consultcam.sessions.access` then lets no SMART sign-in made since reach the session,
-    and `consultcam.auth.signin` no longer counts the sign-in); 0008 down and up again keeps the rows and
-    gives the models' schema."""
+    """0008 on rows from before it: a SMART session takes the issuer of its launch's grant (the accepted
+    `iss`, so the GP's next launch reaches it); a session with no grant and the SMART sign-in (whose EHR
+    nothing recorded: `consultcam.auth.signin` no longer counts it) keep `launch_issuer` null, nothing
+    guessed; 0008 down and up again keeps the rows and gives the models' schema."""
     await asyncio.to_thread(command.upgrade, alembic_config(empty_database), "0007_oidc_fhir_user")
     now = utcnow().replace(tzinfo=None)
 
@@ -287,6 +287,24 @@ async def test_migration_0008_keeps_older_rows_with_no_launch_issuer_and_goes_do
                 "practitioner_id, created_by, created_at, last_activity_at, retain_until, version, "
                 "commit_attempt) VALUES ('s-smart', 'open', 'enc-1', 'p', 'N', '7', "
                 "'smart:ehr.example:Practitioner/7', :now, :now, :now, 1, 0)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO capture_sessions (id, status, encounter_id, patient_id, patient_name, "
+                "practitioner_id, created_by, created_at, last_activity_at, retain_until, version, "
+                "commit_attempt) VALUES ('s-token', 'open', 'enc-2', 'p', 'N', '7', "
+                "'clinician', :now, :now, :now, 1, 0)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO smart_grants (session_id, issuer, fhir_base, token_endpoint, client_id, scope, "
+                "sealed_tokens, created_at, updated_at) VALUES ('s-smart', 'https://ehr.example/fhir', "
+                "'https://ehr.example/fhir', 'https://ehr.example/token', 'consultcam', '', 'sealed', "
+                ":now, :now)"
             ),
             {"now": now},
         )
@@ -316,13 +334,14 @@ async def test_migration_0008_keeps_older_rows_with_no_launch_issuer_and_goes_do
 
     await run_sync(empty_database, insert)
     await asyncio.to_thread(migrate, empty_database)
-    assert await run_sync(empty_database, issuers) == [("g-smart", None), ("s-smart", None)]
+    after = [("g-smart", None), ("s-smart", "https://ehr.example/fhir"), ("s-token", None)]
+    assert await run_sync(empty_database, issuers) == after
     assert await run_sync(empty_database, schema_diff) == []
 
     await asyncio.to_thread(command.downgrade, alembic_config(empty_database), "0007_oidc_fhir_user")
     assert not any("launch_issuer" in names for names in (await run_sync(empty_database, columns)).values())
     await asyncio.to_thread(migrate, empty_database)
-    assert await run_sync(empty_database, issuers) == [("g-smart", None), ("s-smart", None)]
+    assert await run_sync(empty_database, issuers) == after
     assert await run_sync(empty_database, schema_diff) == []
     with pytest.raises(IntegrityError):  # the one-open-session-per-encounter index survived the round trip
         await run_sync(

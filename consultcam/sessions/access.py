@@ -7,8 +7,8 @@
   capture sessions whose `practitioner_id`, `facility_id` AND `launch_issuer` all equal the sign-in's
   (exact strings, None equal only to None). DESIGN.md, "Launch and sign-in": the launch signs the GP in
   "with a session cookie bound to that provider and facility". The issuer keeps EHRs apart: two EHRs in
-  CONSULTCAM_SMART_ISSUERS may both have a Practitioner/7, who are two people (migration 0008; a SMART
-  session from before it has no issuer and is reached by no SMART sign-in made since).
+  CONSULTCAM_SMART_ISSUERS may both have a Practitioner/7, who are two people (migration 0008, which gives
+  a session from before it the issuer of its launch's grant).
 - Any other clinician (the embedded token, an OIDC sign-in or bearer) reaches every session.
 
 A session out of reach answers 404 `SessionNotFound` with the same words as one that does not exist, so a

@@ -8,15 +8,17 @@ on the sessions it opens as `capture_sessions.launch_issuer`; a bound sign-in re
 practitioner, facility and issuer all equal its own (`consultcam.sessions.access.reaches`, exact equality,
 None equal only to None).
 
-Existing rows get null, which is right for Medtech and every other sign-in and session. What it means for
-rows made by SMART launches before this revision (deliberately the safe side, not a guess at their EHR):
+Existing rows get null, which is right for Medtech and every other sign-in and session, except capture
+sessions a SMART launch opened or resumed: each has its launch's grant (`smart_grants`, one per session),
+whose `issuer` is that same accepted `iss`, and takes it (when the session has a practitioner and no
+facility, the shape of a SMART session). So a GP who launches again after the upgrade reaches their open
+sessions as before. Nothing is guessed:
 
 - a SMART sign-in from before (method "smart", no issuer) no longer counts (`consultcam.auth.signin`
-  refuses it like no cookie): the GP launches again from their EHR, and that sign-in carries the issuer;
-- a SMART session from before has issuer null, so no SMART sign-in made after the upgrade reaches it (its
-  issuer is never null): it answers 404 like another provider's, a new launch for its encounter is refused
-  "encounter-held" until it is committed or cancelled by an unbound clinician, or idles out and the sweeper
-  expires it. Clinicians not bound (embedded token, OIDC) still reach it.
+  refuses it like no cookie): nothing records which EHR it came from; the GP launches again from their EHR,
+  and that sign-in carries the issuer;
+- a session with no grant keeps issuer null: no SMART sign-in reaches it (its issuer is never null);
+  clinicians not bound (embedded token, OIDC) still do.
 
 Downgrading drops both columns, and with them the EHR binding (back to the Practitioner-only rule).
 
@@ -41,6 +43,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("launch_issuer", sa.String(length=500), nullable=True))
     with op.batch_alter_table("capture_sessions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("launch_issuer", sa.String(length=500), nullable=True))
+    # The issuer of the launch that opened or resumed a session, from its grant (see the docstring).
+    op.execute(
+        "UPDATE capture_sessions SET launch_issuer = "
+        "(SELECT g.issuer FROM smart_grants g WHERE g.session_id = capture_sessions.id) "
+        "WHERE launch_issuer IS NULL AND practitioner_id IS NOT NULL AND facility_id IS NULL "
+        "AND EXISTS (SELECT 1 FROM smart_grants g WHERE g.session_id = capture_sessions.id)"
+    )
 
 
 def downgrade() -> None:
