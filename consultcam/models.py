@@ -106,8 +106,8 @@ class CaptureSession(Base):
     practitioner_id: Mapped[str | None] = mapped_column(String(128))
     facility_id: Mapped[str | None] = mapped_column(String(128))
     #: The SMART EHR (its `iss`, as listed in CONSULTCAM_SMART_ISSUERS) whose launch bound the sign-in that
-    #: opened this session; None for any other opener and for sessions from before migration 0008. A bound
-    #: sign-in reaches the session only when this equals its own (`consultcam.sessions.access`).
+    #: opened this session (for one from before migration 0008, its launch's grant's); None for any other
+    #: opener. A bound sign-in reaches the session only when this equals its own (`sessions.access`).
     launch_issuer: Mapped[str | None] = mapped_column(String(500))
     consent: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_by: Mapped[str] = mapped_column(String(200))
