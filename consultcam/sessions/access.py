@@ -18,8 +18,8 @@ dependencies; `tests/security/test_launch_binding.py` walks them all), and the e
 before every batch (`consultcam.events.endpoints`).
 
 Opening a session (`bind_new_session`, from `consultcam.sessions.service.create_session`): a bound clinician's
-session gets their provider and facility, and their issuer (`launch_issuer_of`, not a request field: the
-request cannot name one); a request naming another provider or facility is 403 `PractitionerMismatch` or
+session gets their provider and facility, and their issuer (`Clinician.launch_issuer`, not a request field:
+the request cannot name one); a request naming another provider or facility is 403 `PractitionerMismatch` or
 `FacilityMismatch`. Resuming the encounter's open session is refused (409 `EncounterHeldElsewhere`) when that
 session is out of the clinician's reach: it is never handed over (`require_resumable`).
 """
@@ -58,12 +58,6 @@ def reaches(
         and facility_id == clinician.facility_id
         and launch_issuer == clinician.launch_issuer
     )
-
-
-def launch_issuer_of(clinician: Clinician) -> str | None:
-    """The `launch_issuer` a session opened by `clinician` is stamped with: a bound sign-in's EHR (None for
-    a Medtech launch), None for an unbound clinician (whose sessions are reached by no SMART sign-in)."""
-    return clinician.launch_issuer if clinician.bound else None
 
 
 async def authorise(uow: UnitOfWork, principal: Principal, session_id: str) -> None:

@@ -235,7 +235,7 @@ async def create_session(
         patient_birth_date=data.patient.birth_date,
         practitioner_id=data.practitioner_id,
         facility_id=data.facility_id,
-        launch_issuer=access.launch_issuer_of(actor),
+        launch_issuer=actor.launch_issuer,  # a SMART launch's EHR; None for every other sign-in
         created_by=actor.id,
         created_at=now,
         last_activity_at=now,

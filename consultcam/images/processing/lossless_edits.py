@@ -16,10 +16,14 @@ would move a partial MCU at the right or bottom edge into the middle is refused 
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import subprocess
 from typing import NamedTuple
+
+from PIL import Image
+from PIL.JpegImagePlugin import JpegImageFile
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +34,6 @@ TIMEOUT_SECONDS = 10.0
 #: Scans a JPEG may have (a progressive one has about ten): more is a decoder denial of service
 #: (libjpeg-turbo's `-maxscans`, jpegtran(1)).
 MAX_SCANS = 100
-
-_SOI, _SOS, _EOI = 0xD8, 0xDA, 0xD9
-# Every SOFn (T.81 Table B.1): C0-CF except DHT (C4), JPG (C8) and DAC (CC).
-_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RSTn: markers without a length
 
 
 class Frame(NamedTuple):
@@ -49,48 +48,23 @@ class Frame(NamedTuple):
 
 
 def read_frame(jpeg: bytes) -> Frame | None:
-    """The frame header of `jpeg` (a whole JPEG file), read by walking its marker segments up to the first
-    SOFn; None when there is none before the first scan or the structure is malformed. Decodes nothing."""
-    if not jpeg.startswith(b"\xff\xd8"):
+    """The frame header of `jpeg` (a whole JPEG file), as Pillow reads it when it opens the file (its
+    `layer`: each component's id and sampling factors); None when Pillow cannot open it as a JPEG.
+    Decodes nothing."""
+    try:
+        with Image.open(io.BytesIO(jpeg), formats=["JPEG"]) as image:
+            if not isinstance(image, JpegImageFile):
+                return None
+            size, factors = image.size, [(h, v) for _, h, v, _ in image.layer]
+    except Exception:  # anything unreadable is "no frame": the caller re-encodes
         return None
-    pos = 2
-    while pos + 4 <= len(jpeg):
-        if jpeg[pos] != 0xFF:
-            return None
-        marker = jpeg[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker (T.81 §B.1.1.2)
-            pos += 1
-            continue
-        if marker in _STANDALONE:
-            pos += 2
-            continue
-        if marker in (_SOI, _SOS, _EOI):
-            return None
-        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
-        payload = jpeg[pos + 4 : pos + 2 + length]
-        if length < 2 or len(payload) != length - 2:
-            return None
-        if marker in _FRAMES:
-            return _frame(payload)
-        pos += 2 + length
-    return None
-
-
-def _frame(payload: bytes) -> Frame | None:
-    if len(payload) < 6:
+    if not factors:
         return None
-    height, width = int.from_bytes(payload[1:3], "big"), int.from_bytes(payload[3:5], "big")
-    count = payload[5]
-    if not (width and height and count) or len(payload) < 6 + 3 * count:
-        return None
-    factors = [(payload[7 + 3 * i] >> 4, payload[7 + 3 * i] & 0x0F) for i in range(count)]
-    if any(not (1 <= h <= 4 and 1 <= v <= 4) for h, v in factors):
-        return None
-    if count == 1:  # a single component is coded in 8 x 8 blocks whatever its factors say (T.81 §A.2.2)
-        return Frame(width, height, 8, 8, subsampled_420=False)
+    if len(factors) == 1:  # one component is coded in 8 x 8 blocks whatever its factors say (T.81 §A.2.2)
+        return Frame(*size, 8, 8, subsampled_420=False)
     max_h, max_v = max(h for h, _ in factors), max(v for _, v in factors)
-    is_420 = count == 3 and factors == [(2, 2), (1, 1), (1, 1)]
-    return Frame(width, height, 8 * max_h, 8 * max_v, subsampled_420=is_420)
+    is_420 = factors == [(2, 2), (1, 1), (1, 1)]
+    return Frame(*size, 8 * max_h, 8 * max_v, subsampled_420=is_420)
 
 
 def jpegtran_path() -> str | None:
